@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vxsec/vxsec/config"
+	"github.com/vxsec/vxsec/driver"
+	"github.com/vxsec/vxsec/firewall"
+	"github.com/vxsec/vxsec/plugin"
+	"github.com/vxsec/vxsec/vxlan"
+)
+
+// reconcileEvery is how often drift in the kernel is repaired.
+const reconcileEvery = 30 * time.Second
+
+func daemonCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "run the network plugin (what Docker starts)",
+		Args:  cobra.NoArgs,
+	}
+	config.RegisterFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		s, err := config.Load(cmd.Flags())
+		if err != nil {
+			return err
+		}
+		level, _ := config.ParseLogLevel(s.LogLevel)
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return runDaemon(ctx, s, log)
+	}
+	return cmd
+}
+
+// runDaemon serves until ctx ends. On the way out it leaves every device
+// and rule in place: containers keep talking while the plugin is away.
+func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
+	// Listen first: Docker gives a managed plugin ~9.5 s to show its socket.
+	l, err := plugin.Listen(s.Socket)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+
+	var want netip.Addr
+	if s.AdvertiseAddr != "" {
+		want = netip.MustParseAddr(s.AdvertiseAddr) // validated by config
+	}
+	under, err := vxlan.FindUnderlay(want)
+	if err != nil {
+		return fmt.Errorf("finding the underlay: %w", err)
+	}
+	dp, err := vxlan.New(net.IP(under.Addr.AsSlice()), s.DataPort, log)
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	store, err := driver.OpenStore(s.StateDir)
+	if err != nil {
+		return err
+	}
+	d, err := driver.New(driver.Config{
+		Store: store, DataPath: dp, Firewall: firewall.New(),
+		Underlay: under, ReconcileEvery: reconcileEvery, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.Reconcile(ctx); err != nil {
+		// Serve anyway: what could not be repaired now is retried, and
+		// Docker's calls report their own errors.
+		log.Error("reconcile at start failed", "err", err)
+	}
+	log.Info("vxsec daemon serving", "version", version, "socket", s.Socket,
+		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU,
+		"data_port", s.DataPort, "networks", len(d.Networks()))
+
+	go d.Run(ctx)
+	api := plugin.NewAPI(ctx, d, log, nil)
+	err = plugin.Serve(ctx, l, api)
+	log.Info("vxsec daemon stopping; devices and rules stay in place")
+	return err
+}

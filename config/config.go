@@ -1,0 +1,203 @@
+// Package config holds vxsec's settings and the one set of names they go by:
+// a flag of `vxsec daemon` (--data-port), an environment variable
+// (VXSEC_DATA_PORT, what `docker plugin set` changes) and a config file key
+// (data-port). Precedence is flag, then environment, then file, then default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix is the prefix of every environment variable vxsec reads.
+const EnvPrefix = "VXSEC"
+
+// Defaults that never collide with Docker's own overlay (VXLAN 4789, gossip 7946).
+const (
+	DefaultSocket    = "/run/docker/plugins/vxsec.sock"
+	DefaultStateDir  = "/var/lib/vxsec"
+	DefaultDataPort  = 4800
+	DefaultLogLevel  = "info"
+	dockerVXLANPort  = 4789
+	dockerGossipPort = 7946
+)
+
+// Settings is everything `vxsec daemon` can be told.
+type Settings struct {
+	// Socket is the unix socket the remote driver API listens on.
+	Socket string
+	// StateDir holds the persisted desired state.
+	StateDir string
+	// AdvertiseAddr is this host's underlay address: the VXLAN source and
+	// the address peers send to. Empty means: the address of the interface
+	// that holds the default route.
+	AdvertiseAddr string
+	// DataPort is the UDP port of VXLAN between hosts.
+	DataPort int
+	// LogLevel is one of debug, info, warn, error.
+	LogLevel string
+}
+
+// setting describes one setting: its name in all three places and its help.
+type setting struct {
+	name  string
+	def   any
+	usage string
+}
+
+var settings = []setting{
+	{"socket", DefaultSocket, "unix socket of the remote network driver API"},
+	{"state-dir", DefaultStateDir, "directory of the persisted desired state"},
+	{"advertise-addr", "", "underlay address of this host (default: the address of the default-route interface)"},
+	{"data-port", DefaultDataPort, "UDP port of VXLAN between hosts (never 4789, Docker's)"},
+	{"log-level", DefaultLogLevel, "log level: debug, info, warn or error"},
+}
+
+// EnvName is the environment variable of a setting name: data-port → VXSEC_DATA_PORT.
+func EnvName(name string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// Names lists every setting name, in the order of the help text.
+func Names() []string {
+	out := make([]string, len(settings))
+	for i, s := range settings {
+		out[i] = s.name
+	}
+	return out
+}
+
+// RegisterFlags adds a flag for every setting plus --config to fs.
+func RegisterFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "optional config file (yaml, json or toml) with the same keys as the flags")
+	for _, s := range settings {
+		usage := fmt.Sprintf("%s (env %s)", s.usage, EnvName(s.name))
+		switch d := s.def.(type) {
+		case string:
+			fs.String(s.name, d, usage)
+		case int:
+			fs.Int(s.name, d, usage)
+		}
+	}
+}
+
+// Load resolves the settings from fs (already parsed), the environment and
+// the config file named by --config or VXSEC_CONFIG.
+func Load(fs *pflag.FlagSet) (Settings, error) {
+	v := viper.New()
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.AutomaticEnv()
+	for _, s := range settings {
+		v.SetDefault(s.name, s.def)
+	}
+	if err := v.BindPFlags(fs); err != nil {
+		return Settings{}, fmt.Errorf("binding flags: %w", err)
+	}
+	if file := v.GetString("config"); file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return Settings{}, fmt.Errorf("reading config file %s: %w", file, err)
+		}
+		if err := checkFileKeys(v.AllKeys()); err != nil {
+			return Settings{}, fmt.Errorf("config file %s: %w", file, err)
+		}
+	}
+	port, err := intSetting(v, "data-port")
+	if err != nil {
+		return Settings{}, err
+	}
+	s := Settings{
+		Socket:        v.GetString("socket"),
+		StateDir:      v.GetString("state-dir"),
+		AdvertiseAddr: v.GetString("advertise-addr"),
+		DataPort:      port,
+		LogLevel:      strings.ToLower(v.GetString("log-level")),
+	}
+	return s, s.Validate()
+}
+
+// intSetting reads an integer setting, refusing what is not a number rather
+// than letting viper turn it into 0.
+func intSetting(v *viper.Viper, name string) (int, error) {
+	raw := v.Get(name)
+	switch x := raw.(type) {
+	case int:
+		return x, nil
+	case int64:
+		return int(x), nil
+	case float64:
+		return int(x), nil
+	}
+	var n int
+	str := strings.TrimSpace(fmt.Sprint(raw))
+	if _, err := fmt.Sscanf(str, "%d", &n); err != nil || fmt.Sprint(n) != str {
+		return 0, fmt.Errorf("%s (%s): %q is not a whole number", name, EnvName(name), str)
+	}
+	return n, nil
+}
+
+func checkFileKeys(keys []string) error {
+	known := map[string]bool{"config": true}
+	for _, s := range settings {
+		known[s.name] = true
+	}
+	for _, k := range keys {
+		if !known[k] {
+			return fmt.Errorf("unknown key %q; accepted keys: %s", k, strings.Join(Names(), ", "))
+		}
+	}
+	return nil
+}
+
+// Validate checks every setting and names the accepted values when one is off.
+func (s Settings) Validate() error {
+	var errs []error
+	if s.Socket == "" {
+		errs = append(errs, errors.New("socket: must not be empty"))
+	}
+	if s.StateDir == "" {
+		errs = append(errs, errors.New("state-dir: must not be empty"))
+	}
+	if s.AdvertiseAddr != "" && net.ParseIP(s.AdvertiseAddr) == nil {
+		errs = append(errs, fmt.Errorf("advertise-addr: %q is not an IP address", s.AdvertiseAddr))
+	}
+	if err := checkPort("data-port", s.DataPort, dockerVXLANPort, "Docker's VXLAN port"); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := ParseLogLevel(s.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func checkPort(name string, port, forbidden int, why string) error {
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("%s: %d is out of range; accepted: 1..65535 except %d", name, port, forbidden)
+	}
+	if port == forbidden {
+		return fmt.Errorf("%s: %d is %s and would collide with it; accepted: 1..65535 except %d", name, port, why, forbidden)
+	}
+	return nil
+}
+
+// ParseLogLevel maps a level name onto slog's levels.
+func ParseLogLevel(name string) (slog.Level, error) {
+	switch name {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log-level: %q is not a level; accepted: debug, info, warn, error", name)
+}

@@ -1,0 +1,522 @@
+// Package driver keeps vxsec's desired state (networks and endpoints),
+// persists it, and derives the kernel's state from it. Every call is
+// idempotent: Docker repeats calls (swarm workers create a network each
+// time a task lands) and a restarted plugin must accept what it did before.
+//
+// Order of effects, so a crash at any line leaves what the next start
+// repairs: things are created in the kernel before they are persisted (an
+// unpersisted device is an orphan the reconciler removes) and removed from
+// the store before the kernel (a device left behind is, again, an orphan).
+package driver
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vxsec/vxsec/firewall"
+	"github.com/vxsec/vxsec/vxlan"
+)
+
+// Config is what a Driver is built from.
+type Config struct {
+	Store    *Store
+	DataPath *vxlan.DataPath
+	Firewall *firewall.Firewall
+	// Underlay is this host's tunnel address and the MTU used when a
+	// network sets none.
+	Underlay vxlan.Underlay
+	// ReconcileEvery is how often kernel state is checked against the
+	// desired state to repair drift; 0 means only at start.
+	ReconcileEvery time.Duration
+	Log            *slog.Logger
+}
+
+// Driver implements the network driver on top of the desired state.
+type Driver struct {
+	cfg Config
+	log *slog.Logger
+
+	mu   sync.Mutex
+	nets map[string]*Network
+	// allocated holds the VNIs this host handed out as a swarm manager
+	// (AllocateNetwork), so that two networks never get the same one.
+	allocated map[string]uint32
+}
+
+// New loads the persisted state. Call Reconcile before serving.
+func New(cfg Config) (*Driver, error) {
+	nets, err := cfg.Store.Load()
+	if err != nil {
+		return nil, fmt.Errorf("loading state: %w", err)
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Driver{cfg: cfg, log: log, nets: nets, allocated: map[string]uint32{}}, nil
+}
+
+// ErrNotFound is returned for a network or endpoint vxsec does not know.
+var ErrNotFound = errors.New("not found")
+
+// Reconcile makes the kernel match the desired state: the firewall first,
+// so that no VXLAN device ever exists without it, then the devices.
+func (d *Driver) Reconcile(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reconcileLocked()
+}
+
+func (d *Driver) reconcileLocked() error {
+	var dnets []vxlan.Network
+	joined := map[string]bool{}
+	for _, n := range d.sortedNets() {
+		dnets = append(dnets, d.dpNetwork(n))
+		for id, ep := range n.Endpoints {
+			if ep.Joined {
+				joined[id] = true
+			}
+		}
+	}
+	if len(dnets) > 0 {
+		if err := d.cfg.Firewall.Apply(firewall.State{Active: true}); err != nil {
+			return fmt.Errorf("reconciling firewall: %w", err)
+		}
+	}
+	if err := d.cfg.DataPath.Reconcile(dnets, joined); err != nil {
+		return fmt.Errorf("reconciling devices: %w", err)
+	}
+	if len(dnets) == 0 {
+		if err := d.cfg.Firewall.Apply(firewall.State{}); err != nil {
+			return fmt.Errorf("reconciling firewall: %w", err)
+		}
+	}
+	return nil
+}
+
+// Run repairs drift every ReconcileEvery until ctx ends.
+func (d *Driver) Run(ctx context.Context) {
+	if d.cfg.ReconcileEvery <= 0 {
+		return
+	}
+	t := time.NewTicker(d.cfg.ReconcileEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.Reconcile(ctx); err != nil {
+				d.log.Error("periodic reconcile failed", "err", err)
+			}
+		}
+	}
+}
+
+func (d *Driver) sortedNets() []*Network {
+	out := make([]*Network, 0, len(d.nets))
+	for _, n := range d.nets {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+func (d *Driver) dpNetwork(n *Network) vxlan.Network {
+	return vxlan.Network{ID: n.ID, VNI: n.VNI, MTU: n.MTU}
+}
+
+// vniTaken reports whether a VNI is used by another network of this host,
+// created or allocated.
+func (d *Driver) vniTaken(vni uint32, except string) (string, bool) {
+	for id, n := range d.nets {
+		if id != except && n.VNI == vni {
+			return id, true
+		}
+	}
+	for id, v := range d.allocated {
+		if id != except && v == vni {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// AllocateNetwork runs on the swarm leader only. It settles the VNI once and
+// returns the options every worker will see: the user's, plus the VNI. A
+// second call for the same network (a new leader) keeps the VNI it carries.
+func (d *Driver) AllocateNetwork(ctx context.Context, id string, opts map[string]string, ipv6Pools int) (map[string]string, error) {
+	o, err := ParseOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSupported(o, ipv6Pools > 0); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case o.VNI != 0:
+		if other, taken := d.vniTaken(o.VNI, id); taken {
+			return nil, fmt.Errorf("vni %d is already used by network %s; choose another %s", o.VNI, short(other), OptVNI)
+		}
+	case d.allocated[id] != 0:
+		o.VNI = d.allocated[id]
+	default:
+		vni, err := AutoVNI(id, func(v uint32) bool { _, t := d.vniTaken(v, id); return t })
+		if err != nil {
+			return nil, err
+		}
+		o.VNI = vni
+	}
+	d.allocated[id] = o.VNI
+	d.log.Info("allocated network", "network", id, "vni", o.VNI)
+	return o.Map(), nil
+}
+
+// FreeNetwork releases what AllocateNetwork settled.
+func (d *Driver) FreeNetwork(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.allocated, id)
+	return nil
+}
+
+// checkSupported refuses what this build cannot do, before anything exists.
+func checkSupported(o Options, ipv6 bool) error {
+	if o.Encrypted {
+		return errors.New("--opt encrypted: encrypted networks are not supported by this vxsec version yet, " +
+			"and vxsec never creates an encrypted network in cleartext; nothing was created. " +
+			"Create the network without --opt encrypted (or with --opt encrypted=false)")
+	}
+	if ipv6 {
+		return errors.New("IPv6 overlay subnets are not supported: vxsec networks carry IPv4 only; " +
+			"create the network without --ipv6 and IPv6 subnets")
+	}
+	return nil
+}
+
+// CreateNetworkRequest is what Docker tells of a new network.
+type CreateNetworkRequest struct {
+	ID string
+	// Options are the user's driver options (or, in swarm, those
+	// AllocateNetwork returned).
+	Options  map[string]string
+	IPv4     []IPAMData
+	IPv6     []IPAMData
+	IPv6Flag bool
+}
+
+// IPAMData is one address pool of a network.
+type IPAMData struct {
+	Pool    string
+	Gateway string
+}
+
+// CreateNetwork creates the network's VXLAN segment on this host.
+func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) error {
+	o, err := ParseOptions(req.Options)
+	if err != nil {
+		return err
+	}
+	if err := checkSupported(o, len(req.IPv6) > 0 || req.IPv6Flag); err != nil {
+		return err
+	}
+	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}}
+	for _, p := range req.IPv4 {
+		pool, err := netip.ParsePrefix(p.Pool)
+		if err != nil {
+			return fmt.Errorf("IPv4 pool %q from IPAM: %w", p.Pool, err)
+		}
+		n.Subnets = append(n.Subnets, pool.Masked())
+		if p.Gateway != "" {
+			gw, err := netip.ParsePrefix(p.Gateway)
+			if err != nil {
+				return fmt.Errorf("IPv4 gateway %q from IPAM: %w", p.Gateway, err)
+			}
+			n.Gateways = append(n.Gateways, gw.Addr())
+		}
+	}
+	underlayMTU := d.cfg.Underlay.MTU
+	if o.UnderlayMTU != 0 {
+		underlayMTU = o.UnderlayMTU
+	}
+	if n.MTU, err = ContainerMTU(underlayMTU, d.cfg.Underlay.Addr.Is6()); err != nil {
+		return err
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.nets[req.ID]; ok {
+		// Docker repeats CreateNetwork (swarm, restarts): the same network
+		// again is fine; make sure the kernel has it.
+		if old.Options != o {
+			return fmt.Errorf("network %s exists with other options (%v); delete it first", short(req.ID), old.Options.Map())
+		}
+		return d.ensureNetworkLocked(old)
+	}
+	switch {
+	case o.VNI != 0:
+		n.VNI = o.VNI
+		// AllocateNetwork on this host (a manager) reserved it for this
+		// very network; any other holder is a clash.
+		if other, taken := d.vniTaken(n.VNI, req.ID); taken {
+			return fmt.Errorf("vni %d is already used by network %s on this host; choose another %s", n.VNI, short(other), OptVNI)
+		}
+	default:
+		vni, err := AutoVNI(req.ID, func(v uint32) bool { _, t := d.vniTaken(v, req.ID); return t })
+		if err != nil {
+			return err
+		}
+		n.VNI = vni
+	}
+	if err := d.ensureNetworkLocked(n); err != nil {
+		d.undoNetworkLocked(n)
+		return err
+	}
+	if err := d.cfg.Store.Put(n); err != nil {
+		d.undoNetworkLocked(n)
+		return err
+	}
+	d.nets[n.ID] = n
+	d.log.Info("created network", "network", n.ID, "vni", n.VNI, "mtu", n.MTU, "subnets", n.Subnets)
+	return nil
+}
+
+// ensureNetworkLocked programs the firewall, then the device.
+func (d *Driver) ensureNetworkLocked(n *Network) error {
+	if err := d.cfg.Firewall.Apply(firewall.State{Active: true}); err != nil {
+		return fmt.Errorf("programming the firewall before the network's device: %w", err)
+	}
+	if err := d.cfg.DataPath.EnsureNetwork(d.dpNetwork(n)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// undoNetworkLocked removes what a failed create left in the kernel.
+func (d *Driver) undoNetworkLocked(n *Network) {
+	if err := d.cfg.DataPath.DeleteNetwork(d.dpNetwork(n)); err != nil {
+		d.log.Error("undoing failed network create", "network", n.ID, "err", err)
+	}
+	if len(d.nets) == 0 {
+		if err := d.cfg.Firewall.Apply(firewall.State{}); err != nil {
+			d.log.Error("undoing failed network create", "network", n.ID, "err", err)
+		}
+	}
+}
+
+// DeleteNetwork removes the network from this host. An unknown network is
+// already deleted.
+func (d *Driver) DeleteNetwork(ctx context.Context, id string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.nets[id]
+	if !ok {
+		return nil
+	}
+	if err := d.cfg.Store.Delete(id); err != nil {
+		return err
+	}
+	delete(d.nets, id)
+	if err := d.cfg.DataPath.DeleteNetwork(d.dpNetwork(n)); err != nil {
+		return err
+	}
+	if len(d.nets) == 0 {
+		if err := d.cfg.Firewall.Apply(firewall.State{}); err != nil {
+			return err
+		}
+	}
+	d.log.Info("deleted network", "network", id, "vni", n.VNI)
+	return nil
+}
+
+// CreateEndpointRequest is what Docker tells of a new endpoint. Address is
+// the IPv4 address with its prefix; MAC may be empty.
+type CreateEndpointRequest struct {
+	NetworkID   string
+	EndpointID  string
+	Address     string
+	AddressIPv6 string
+	MAC         string
+}
+
+// CreateEndpoint records an endpoint. It returns the MAC it chose when
+// Docker gave none (Docker must get back only what it left empty).
+func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) (chosenMAC string, err error) {
+	if req.AddressIPv6 != "" {
+		return "", errors.New("IPv6 endpoint addresses are not supported: vxsec networks carry IPv4 only")
+	}
+	if req.Address == "" {
+		return "", errors.New("endpoint has no IPv4 address: vxsec needs Docker's IPAM to assign one")
+	}
+	addr, err := netip.ParsePrefix(req.Address)
+	if err != nil || !addr.Addr().Is4() {
+		return "", fmt.Errorf("endpoint address %q is not an IPv4 address with prefix length", req.Address)
+	}
+	var mac net.HardwareAddr
+	if req.MAC != "" {
+		if mac, err = net.ParseMAC(req.MAC); err != nil || len(mac) != 6 {
+			return "", fmt.Errorf("endpoint MAC %q is not an Ethernet address", req.MAC)
+		}
+	} else {
+		mac = randomMAC()
+		chosenMAC = mac.String()
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.nets[req.NetworkID]
+	if !ok {
+		return "", fmt.Errorf("network %s: %w", short(req.NetworkID), ErrNotFound)
+	}
+	if old, ok := n.Endpoints[req.EndpointID]; ok {
+		if old.Address != addr {
+			return "", fmt.Errorf("endpoint %s exists with address %s", short(req.EndpointID), old.Address)
+		}
+		if req.MAC == "" {
+			return old.MAC.String(), nil
+		}
+		return "", nil
+	}
+	for _, ep := range n.Endpoints {
+		if ep.Address.Addr() == addr.Addr() {
+			return "", fmt.Errorf("address %s is already used by endpoint %s in network %s", addr.Addr(), short(ep.ID), short(n.ID))
+		}
+	}
+	next := n.clone()
+	next.Endpoints[req.EndpointID] = &Endpoint{ID: req.EndpointID, Address: addr, MAC: mac}
+	if err := d.cfg.Store.Put(next); err != nil {
+		return "", err
+	}
+	d.nets[n.ID] = next
+	return chosenMAC, nil
+}
+
+// DeleteEndpoint forgets an endpoint, removing its device if still here.
+func (d *Driver) DeleteEndpoint(ctx context.Context, netID, epID string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.nets[netID]
+	if !ok {
+		return nil
+	}
+	if _, ok := n.Endpoints[epID]; !ok {
+		return nil
+	}
+	next := n.clone()
+	delete(next.Endpoints, epID)
+	if err := d.cfg.Store.Put(next); err != nil {
+		return err
+	}
+	d.nets[netID] = next
+	return d.cfg.DataPath.DeleteEndpoint(epID)
+}
+
+// EndpointInfo is what `docker network inspect` shows of an endpoint.
+func (d *Driver) EndpointInfo(ctx context.Context, netID, epID string) (map[string]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.nets[netID]
+	if !ok {
+		return nil, fmt.Errorf("network %s: %w", short(netID), ErrNotFound)
+	}
+	ep, ok := n.Endpoints[epID]
+	if !ok {
+		return nil, fmt.Errorf("endpoint %s: %w", short(epID), ErrNotFound)
+	}
+	return map[string]string{
+		"vni":    fmt.Sprint(n.VNI),
+		"mac":    ep.MAC.String(),
+		"device": vxlan.LinkName(n.VNI),
+	}, nil
+}
+
+// Join creates the endpoint's device, with its MTU set, and returns its
+// name for Docker to move into the container.
+func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.nets[netID]
+	if !ok {
+		return "", fmt.Errorf("network %s: %w", short(netID), ErrNotFound)
+	}
+	ep, ok := n.Endpoints[epID]
+	if !ok {
+		return "", fmt.Errorf("endpoint %s: %w", short(epID), ErrNotFound)
+	}
+	if err := d.ensureNetworkLocked(n); err != nil {
+		return "", err
+	}
+	name, err := d.cfg.DataPath.EnsureEndpoint(d.dpNetwork(n), vxlan.Endpoint{ID: ep.ID, MAC: ep.MAC})
+	if err != nil {
+		return "", err
+	}
+	if !ep.Joined {
+		next := n.clone()
+		next.Endpoints[epID].Joined = true
+		if err := d.cfg.Store.Put(next); err != nil {
+			if derr := d.cfg.DataPath.DeleteEndpoint(epID); derr != nil {
+				d.log.Error("undoing failed join", "endpoint", epID, "err", derr)
+			}
+			return "", err
+		}
+		d.nets[netID] = next
+	}
+	return name, nil
+}
+
+// Leave detaches the endpoint: its device goes (if Docker gave it back).
+func (d *Driver) Leave(ctx context.Context, netID, epID string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n, ok := d.nets[netID]
+	if !ok {
+		return nil
+	}
+	if ep, ok := n.Endpoints[epID]; ok && ep.Joined {
+		next := n.clone()
+		next.Endpoints[epID].Joined = false
+		if err := d.cfg.Store.Put(next); err != nil {
+			return err
+		}
+		d.nets[netID] = next
+	}
+	return d.cfg.DataPath.DeleteEndpoint(epID)
+}
+
+// Networks returns a copy of the desired state, for status and tests.
+func (d *Driver) Networks() []*Network {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []*Network
+	for _, n := range d.sortedNets() {
+		out = append(out, n.clone())
+	}
+	return out
+}
+
+// randomMAC returns a locally administered unicast MAC.
+func randomMAC() net.HardwareAddr {
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // never, on Linux
+	}
+	mac[0] = (mac[0] | 0x02) & 0xfe
+	return mac
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,216 @@
+// Package plugin serves libnetwork's remote network driver API on a unix
+// socket and translates it onto the driver. It knows the protocol's traps;
+// the driver knows networks.
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/vxsec/vxsec/driver"
+)
+
+// callTimeout bounds every call below Docker's own 30 s, so that Docker
+// gets our error rather than its time-out.
+const callTimeout = 25 * time.Second
+
+// Top-level option keys Docker sets itself on CreateNetwork.
+const (
+	optEnableIPv6 = "com.docker.network.enable_ipv6"
+)
+
+// API adapts the driver to go-plugins-helpers' network.Driver.
+type API struct {
+	d   *driver.Driver
+	log *slog.Logger
+	// ctx is the daemon's lifetime: calls end when it does.
+	ctx context.Context
+	// discovered receives node discovery (DiscoverNew/DiscoverDelete).
+	discovered func(NodeEvent)
+}
+
+// NodeEvent is a swarm node's data-path address appearing or leaving.
+type NodeEvent struct {
+	Addr  string
+	Self  bool
+	Added bool
+}
+
+var _ network.Driver = (*API)(nil)
+
+// NewAPI returns the adapter. discovered may be nil.
+func NewAPI(ctx context.Context, d *driver.Driver, log *slog.Logger, discovered func(NodeEvent)) *API {
+	return &API{d: d, log: log, ctx: ctx, discovered: discovered}
+}
+
+func (a *API) call(name string, args ...any) (context.Context, context.CancelFunc) {
+	a.log.Debug("remote API call", append([]any{"method", name}, args...)...)
+	return context.WithTimeout(a.ctx, callTimeout)
+}
+
+// fail logs a refused call; the error text goes back to Docker as is.
+func (a *API) fail(name string, err error, args ...any) error {
+	if err != nil {
+		a.log.Warn("remote API call failed", append([]any{"method", name, "err", err}, args...)...)
+	}
+	return err
+}
+
+// GetCapabilities: a network spans hosts, and so does its connectivity.
+func (a *API) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	return &network.CapabilitiesResponse{Scope: "global", ConnectivityScope: "global"}, nil
+}
+
+// AllocateNetwork runs on the swarm leader only.
+func (a *API) AllocateNetwork(r *network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	ctx, cancel := a.call("AllocateNetwork", "network", r.NetworkID)
+	defer cancel()
+	opts, err := a.d.AllocateNetwork(ctx, r.NetworkID, r.Options, len(r.IPv6Data))
+	if err != nil {
+		return nil, a.fail("AllocateNetwork", err, "network", r.NetworkID)
+	}
+	return &network.AllocateNetworkResponse{Options: opts}, nil
+}
+
+// FreeNetwork runs on the swarm leader only.
+func (a *API) FreeNetwork(r *network.FreeNetworkRequest) error {
+	ctx, cancel := a.call("FreeNetwork", "network", r.NetworkID)
+	defer cancel()
+	return a.fail("FreeNetwork", a.d.FreeNetwork(ctx, r.NetworkID))
+}
+
+// CreateNetwork creates the network on this host.
+func (a *API) CreateNetwork(r *network.CreateNetworkRequest) error {
+	ctx, cancel := a.call("CreateNetwork", "network", r.NetworkID)
+	defer cancel()
+	opts, err := driver.GenericOptions(r.Options)
+	if err != nil {
+		return a.fail("CreateNetwork", err, "network", r.NetworkID)
+	}
+	req := driver.CreateNetworkRequest{ID: r.NetworkID, Options: opts}
+	if v, ok := r.Options[optEnableIPv6].(bool); ok && v {
+		req.IPv6Flag = true
+	}
+	for _, p := range r.IPv4Data {
+		if p != nil {
+			req.IPv4 = append(req.IPv4, driver.IPAMData{Pool: p.Pool, Gateway: p.Gateway})
+		}
+	}
+	for _, p := range r.IPv6Data {
+		if p != nil {
+			req.IPv6 = append(req.IPv6, driver.IPAMData{Pool: p.Pool, Gateway: p.Gateway})
+		}
+	}
+	return a.fail("CreateNetwork", a.d.CreateNetwork(ctx, req), "network", r.NetworkID)
+}
+
+// DeleteNetwork removes the network from this host.
+func (a *API) DeleteNetwork(r *network.DeleteNetworkRequest) error {
+	ctx, cancel := a.call("DeleteNetwork", "network", r.NetworkID)
+	defer cancel()
+	return a.fail("DeleteNetwork", a.d.DeleteNetwork(ctx, r.NetworkID), "network", r.NetworkID)
+}
+
+// CreateEndpoint answers with only what Docker left empty: echoing the
+// address or MAC back makes Docker fail and roll back.
+func (a *API) CreateEndpoint(r *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	ctx, cancel := a.call("CreateEndpoint", "network", r.NetworkID, "endpoint", r.EndpointID)
+	defer cancel()
+	req := driver.CreateEndpointRequest{NetworkID: r.NetworkID, EndpointID: r.EndpointID}
+	if r.Interface != nil {
+		req.Address, req.AddressIPv6, req.MAC = r.Interface.Address, r.Interface.AddressIPv6, r.Interface.MacAddress
+	}
+	mac, err := a.d.CreateEndpoint(ctx, req)
+	if err != nil {
+		return nil, a.fail("CreateEndpoint", err, "endpoint", r.EndpointID)
+	}
+	resp := &network.CreateEndpointResponse{}
+	if mac != "" {
+		resp.Interface = &network.EndpointInterface{MacAddress: mac}
+	}
+	return resp, nil
+}
+
+// DeleteEndpoint forgets the endpoint.
+func (a *API) DeleteEndpoint(r *network.DeleteEndpointRequest) error {
+	ctx, cancel := a.call("DeleteEndpoint", "network", r.NetworkID, "endpoint", r.EndpointID)
+	defer cancel()
+	return a.fail("DeleteEndpoint", a.d.DeleteEndpoint(ctx, r.NetworkID, r.EndpointID), "endpoint", r.EndpointID)
+}
+
+// EndpointInfo answers `docker network inspect`.
+func (a *API) EndpointInfo(r *network.InfoRequest) (*network.InfoResponse, error) {
+	ctx, cancel := a.call("EndpointOperInfo", "endpoint", r.EndpointID)
+	defer cancel()
+	v, err := a.d.EndpointInfo(ctx, r.NetworkID, r.EndpointID)
+	if err != nil {
+		return nil, a.fail("EndpointOperInfo", err, "endpoint", r.EndpointID)
+	}
+	return &network.InfoResponse{Value: v}, nil
+}
+
+// Join hands Docker the endpoint's device. No gateway: Docker then attaches
+// the container to docker_gwbridge for egress, and the overlay stays flat.
+func (a *API) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
+	ctx, cancel := a.call("Join", "network", r.NetworkID, "endpoint", r.EndpointID)
+	defer cancel()
+	name, err := a.d.Join(ctx, r.NetworkID, r.EndpointID)
+	if err != nil {
+		return nil, a.fail("Join", err, "endpoint", r.EndpointID)
+	}
+	return &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: name, DstPrefix: "eth"}}, nil
+}
+
+// Leave detaches the endpoint.
+func (a *API) Leave(r *network.LeaveRequest) error {
+	ctx, cancel := a.call("Leave", "network", r.NetworkID, "endpoint", r.EndpointID)
+	defer cancel()
+	return a.fail("Leave", a.d.Leave(ctx, r.NetworkID, r.EndpointID), "endpoint", r.EndpointID)
+}
+
+// Discovery types of libnetwork's discoverapi.
+const discoveryNodeType = 1
+
+// DiscoverNew receives swarm's node discovery: this node's data-path
+// address (Self) and its peers'. Other discovery types are not ours.
+func (a *API) DiscoverNew(n *network.DiscoveryNotification) error {
+	return a.discover(n, true)
+}
+
+// DiscoverDelete receives a node leaving swarm's gossip.
+func (a *API) DiscoverDelete(n *network.DiscoveryNotification) error {
+	return a.discover(n, false)
+}
+
+func (a *API) discover(n *network.DiscoveryNotification, added bool) error {
+	if n.DiscoveryType != discoveryNodeType {
+		return nil
+	}
+	m, ok := n.DiscoveryData.(map[string]any)
+	if !ok {
+		return fmt.Errorf("node discovery data: expected an object, got %T", n.DiscoveryData)
+	}
+	ev := NodeEvent{Added: added}
+	ev.Addr, _ = m["Address"].(string)
+	ev.Self, _ = m["Self"].(bool)
+	a.log.Info("node discovery", "addr", ev.Addr, "self", ev.Self, "added", added)
+	if a.discovered != nil && ev.Addr != "" {
+		a.discovered(ev)
+	}
+	return nil
+}
+
+// ProgramExternalConnectivity is for gateway endpoints, which vxsec's never
+// are: Docker's gwbridge endpoint carries the container's egress.
+func (a *API) ProgramExternalConnectivity(r *network.ProgramExternalConnectivityRequest) error {
+	return nil
+}
+
+// RevokeExternalConnectivity: see ProgramExternalConnectivity.
+func (a *API) RevokeExternalConnectivity(r *network.RevokeExternalConnectivityRequest) error {
+	return nil
+}

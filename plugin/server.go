@@ -1,0 +1,49 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/docker/go-plugins-helpers/network"
+)
+
+// Listen opens the unix socket at path, replacing a stale one. Docker waits
+// only about 9.5 s for a managed plugin's socket, so this comes first at
+// start, before anything slow.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("restricting socket %s: %w", path, err)
+	}
+	return l, nil
+}
+
+// Serve answers the remote API on l until ctx ends. go-plugins-helpers'
+// handler owns its http.Server, so closing the listener is how it stops.
+func Serve(ctx context.Context, l net.Listener, api *API) error {
+	h := network.NewHandler(api)
+	errc := make(chan error, 1)
+	go func() { errc <- h.Serve(l) }()
+	select {
+	case <-ctx.Done():
+		l.Close()
+		<-errc
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("serving the remote API: %w", err)
+	}
+}
