@@ -1,0 +1,215 @@
+// Package lab builds a multi-host vxsec lab on one machine: hosts are
+// network namespaces on a shared underlay switch, each running a real
+// `vxsec daemon`, and containers are namespaces attached through the same
+// remote API calls dockerd makes. Tests, benchmarks and the demo use it.
+//
+// It drives iproute2 (`ip`) rather than netlink so that no goroutine ever
+// changes namespace: every step is a process with its own.
+package lab
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Underlay is the address range of lab hosts: RFC 2544's benchmarking
+// range, which no real network uses.
+var Underlay = netip.MustParsePrefix("198.18.0.0/24")
+
+// deadEnd is the hosts' default gateway, which nobody answers for: a
+// daemon finds its underlay by the default route, as on a real host, and
+// nothing leaves the lab.
+var deadEnd = netip.MustParseAddr("198.18.0.254")
+
+// maxHosts is how many hosts fit below the dead-end gateway.
+const maxHosts = 253
+
+// Config describes a lab.
+type Config struct {
+	// Bin is the vxsec binary every host runs.
+	Bin string
+	// Dir holds sockets, state and logs; a temporary one if empty.
+	Dir string
+	// Env is added to every daemon's environment (VXSEC_...=...).
+	Env []string
+}
+
+// Lab is a set of hosts on one switch.
+type Lab struct {
+	cfg  Config
+	name string // prefix of every namespace it makes
+	sw   string // the switch's namespace
+
+	mu    sync.Mutex
+	hosts []*Host
+}
+
+// New makes the switch: a bridge in a namespace of its own, so that the
+// machine's own namespace is never touched.
+func New(ctx context.Context, cfg Config) (*Lab, error) {
+	if cfg.Bin == "" {
+		return nil, errors.New("lab: no vxsec binary given")
+	}
+	if _, err := os.Stat(cfg.Bin); err != nil {
+		return nil, fmt.Errorf("lab: vxsec binary: %w", err)
+	}
+	id := randomHex(3)
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "vxsec-lab-")
+		if err != nil {
+			return nil, fmt.Errorf("lab: %w", err)
+		}
+		cfg.Dir = dir
+	}
+	l := &Lab{cfg: cfg, name: "vxl" + id}
+	l.sw = l.name + "-sw"
+	if err := run(ctx, "ip", "netns", "add", l.sw); err != nil {
+		return nil, err
+	}
+	for _, args := range [][]string{
+		{"-n", l.sw, "link", "add", "br0", "type", "bridge"},
+		{"-n", l.sw, "link", "set", "br0", "up"},
+		{"-n", l.sw, "link", "set", "lo", "up"},
+	} {
+		if err := run(ctx, "ip", args...); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// Name is the lab's unique prefix.
+func (l *Lab) Name() string { return l.name }
+
+// Dir is where sockets, state and logs live.
+func (l *Lab) Dir() string { return l.cfg.Dir }
+
+// Hosts returns the hosts in the order they were added.
+func (l *Lab) Hosts() []*Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*Host(nil), l.hosts...)
+}
+
+// AddHost makes a host namespace wired to the switch, with the next
+// underlay address and a default route, and starts no daemon yet.
+func (l *Lab) AddHost(ctx context.Context, name string) (*Host, error) {
+	l.mu.Lock()
+	n := len(l.hosts) + 1
+	l.mu.Unlock()
+	if n > maxHosts {
+		return nil, fmt.Errorf("lab: at most %d hosts", maxHosts)
+	}
+	addr := Underlay.Addr()
+	for i := 0; i < n; i++ {
+		addr = addr.Next()
+	}
+	h := &Host{
+		lab:      l,
+		Name:     name,
+		NS:       l.name + "-" + name,
+		Addr:     addr,
+		Socket:   filepath.Join(l.cfg.Dir, name, "vxsec.sock"),
+		StateDir: filepath.Join(l.cfg.Dir, name, "state"),
+		LogPath:  filepath.Join(l.cfg.Dir, name, "daemon.log"),
+		Env:      append([]string(nil), l.cfg.Env...),
+	}
+	if err := os.MkdirAll(filepath.Join(l.cfg.Dir, name), 0o700); err != nil {
+		return nil, fmt.Errorf("lab: %w", err)
+	}
+	swPort := fmt.Sprintf("p%d", n)
+	steps := [][]string{
+		{"netns", "add", h.NS},
+		{"-n", h.NS, "link", "add", "eth0", "type", "veth", "peer", "name", swPort, "netns", l.sw},
+		{"-n", l.sw, "link", "set", swPort, "master", "br0", "up"},
+		{"-n", h.NS, "addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
+		{"-n", h.NS, "link", "set", "eth0", "up"},
+		{"-n", h.NS, "link", "set", "lo", "up"},
+		{"-n", h.NS, "route", "add", "default", "via", deadEnd.String(), "dev", "eth0", "onlink"},
+	}
+	for _, s := range steps {
+		if err := run(ctx, "ip", s...); err != nil {
+			return nil, err
+		}
+	}
+	l.mu.Lock()
+	l.hosts = append(l.hosts, h)
+	l.mu.Unlock()
+	return h, nil
+}
+
+// Close stops every daemon and removes every namespace the lab made. The
+// kernel objects daemons made inside host namespaces go with them.
+func (l *Lab) Close() error {
+	var errs []error
+	for _, h := range l.Hosts() {
+		h.mu.Lock()
+		for _, c := range h.containers {
+			if err := run(context.Background(), "ip", "netns", "del", c.NS); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		h.mu.Unlock()
+		h.Kill()
+		if err := run(context.Background(), "ip", "netns", "del", h.NS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := run(context.Background(), "ip", "netns", "del", l.sw); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// run executes a command, folding its output into the error.
+func run(ctx context.Context, name string, args ...string) error {
+	_, err := output(ctx, name, args...)
+	return err
+}
+
+func output(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// waitFor polls cond until it holds or ctx or the timeout ends.
+func waitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("after %s: %w", timeout, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
