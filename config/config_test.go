@@ -1,0 +1,90 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func load(t *testing.T, args []string, env map[string]string) (Settings, error) {
+	t.Helper()
+	for _, n := range Names() {
+		t.Setenv(EnvName(n), "")
+		os.Unsetenv(EnvName(n))
+	}
+	t.Setenv("VXSEC_CONFIG", "")
+	os.Unsetenv("VXSEC_CONFIG")
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return Load(fs)
+}
+
+func TestDefaults(t *testing.T) {
+	s, err := load(t, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, LogLevel: "info"}
+	if s != want {
+		t.Fatalf("defaults = %+v, want %+v", s, want)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "vxsec.yaml")
+	if err := os.WriteFile(file, []byte("data-port: 4802\nlog-level: warn\nstate-dir: /from/file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := load(t, []string{"--config", file, "--data-port", "4801"},
+		map[string]string{"VXSEC_DATA_PORT": "4803", "VXSEC_LOG_LEVEL": "debug"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// flag > env > file > default
+	if s.DataPort != 4801 || s.LogLevel != "debug" || s.StateDir != "/from/file" || s.Socket != DefaultSocket {
+		t.Fatalf("settings = %+v", s)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"docker-vxlan-port", []string{"--data-port", "4789"}, nil, "Docker's VXLAN port"},
+		{"port-range", nil, map[string]string{"VXSEC_DATA_PORT": "70000"}, "1..65535"},
+		{"port-text", nil, map[string]string{"VXSEC_DATA_PORT": "fast"}, `"fast" is not a whole number`},
+		{"advertise", []string{"--advertise-addr", "host1"}, nil, "not an IP address"},
+		{"log-level", nil, map[string]string{"VXSEC_LOG_LEVEL": "loud"}, "accepted: debug, info, warn, error"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, tc.args, tc.env)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigFileUnknownKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "vxsec.yaml")
+	if err := os.WriteFile(file, []byte("dataport: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := load(t, []string{"--config", file}, nil)
+	if err == nil || !strings.Contains(err.Error(), `unknown key "dataport"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
