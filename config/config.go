@@ -5,6 +5,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,8 +23,11 @@ const EnvPrefix = "VXSEC"
 const (
 	DefaultSocket    = "/run/docker/plugins/vxsec.sock"
 	DefaultStateDir  = "/var/lib/vxsec"
-	DefaultDataPort  = 4800
-	DefaultLogLevel  = "info"
+	DefaultDataPort   = 4800
+	DefaultGossipPort = 7947
+	DefaultLogLevel   = "info"
+	// SecretBytes is the length of the cluster secret, before base64.
+	SecretBytes = 32
 	dockerVXLANPort  = 4789
 	dockerGossipPort = 7946
 )
@@ -42,6 +46,13 @@ type Settings struct {
 	DataPort int
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string
+	// GossipPort is the TCP and UDP port of the cluster (serf).
+	GossipPort int
+	// Join lists addresses (host or host:port) of members to join.
+	Join []string
+	// Secret is the cluster secret (decoded); nil runs an unauthenticated
+	// cluster, allowed for plain networks only.
+	Secret []byte
 }
 
 // setting describes one setting: its name in all three places and its help.
@@ -57,6 +68,9 @@ var settings = []setting{
 	{"advertise-addr", "", "underlay address of this host (default: the address of the default-route interface)"},
 	{"data-port", DefaultDataPort, "UDP port of VXLAN between hosts (never 4789, Docker's)"},
 	{"log-level", DefaultLogLevel, "log level: debug, info, warn or error"},
+	{"gossip-port", DefaultGossipPort, "TCP and UDP port of the vxsec cluster (never 7946, Docker's)"},
+	{"join", "", "comma-separated addresses (host or host:port) of cluster members to join"},
+	{"secret", "", "cluster secret, base64 of 32 bytes from `vxsec secret`; authenticates and encrypts the cluster"},
 }
 
 // EnvName is the environment variable of a setting name: data-port → VXSEC_DATA_PORT.
@@ -113,12 +127,23 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 	if err != nil {
 		return Settings{}, err
 	}
+	gport, err := intSetting(v, "gossip-port")
+	if err != nil {
+		return Settings{}, err
+	}
+	secret, err := ParseSecret(v.GetString("secret"))
+	if err != nil {
+		return Settings{}, err
+	}
 	s := Settings{
 		Socket:        v.GetString("socket"),
 		StateDir:      v.GetString("state-dir"),
 		AdvertiseAddr: v.GetString("advertise-addr"),
 		DataPort:      port,
 		LogLevel:      strings.ToLower(v.GetString("log-level")),
+		GossipPort:    gport,
+		Join:          splitList(v.GetString("join")),
+		Secret:        secret,
 	}
 	return s, s.Validate()
 }
@@ -174,6 +199,14 @@ func (s Settings) Validate() error {
 	if _, err := ParseLogLevel(s.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	if err := checkPort("gossip-port", s.GossipPort, dockerGossipPort, "Docker's swarm gossip port"); err != nil {
+		errs = append(errs, err)
+	}
+	for _, j := range s.Join {
+		if _, _, err := SplitJoinAddr(j, s.GossipPort); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -200,4 +233,48 @@ func ParseLogLevel(name string) (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("log-level: %q is not a level; accepted: debug, info, warn, error", name)
+}
+
+// ParseSecret decodes a cluster secret; empty means none.
+func ParseSecret(text string) ([]byte, error) {
+	text = strings.TrimSpace(text)
+	if text == "" {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(text)
+	if err != nil || len(b) != SecretBytes {
+		return nil, fmt.Errorf("secret (%s): not base64 of %d bytes; make one with `vxsec secret`", EnvName("secret"), SecretBytes)
+	}
+	return b, nil
+}
+
+// SplitJoinAddr splits a join address into host and port, defaulting the
+// port to the gossip port.
+func SplitJoinAddr(addr string, defPort int) (string, int, error) {
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		// No port given (an IPv6 literal needs brackets to carry one).
+		if ip := net.ParseIP(strings.Trim(addr, "[]")); ip != nil {
+			return ip.String(), defPort, nil
+		}
+		if addr != "" && !strings.ContainsAny(addr, ":/ ") {
+			return addr, defPort, nil
+		}
+		return "", 0, fmt.Errorf("join: %q is not an address (host or host:port)", addr)
+	}
+	var port int
+	if _, err := fmt.Sscanf(portText, "%d", &port); err != nil || port < 1 || port > 65535 {
+		return "", 0, fmt.Errorf("join: %q has no valid port (1..65535)", addr)
+	}
+	return host, port, nil
+}
+
+func splitList(text string) []string {
+	var out []string
+	for _, f := range strings.Split(text, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -33,8 +35,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, LogLevel: "info"}
-	if s != want {
+	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, LogLevel: "info", GossipPort: 7947}
+	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
 }
@@ -67,6 +69,10 @@ func TestRefusals(t *testing.T) {
 		{"port-text", nil, map[string]string{"VXSEC_DATA_PORT": "fast"}, `"fast" is not a whole number`},
 		{"advertise", []string{"--advertise-addr", "host1"}, nil, "not an IP address"},
 		{"log-level", nil, map[string]string{"VXSEC_LOG_LEVEL": "loud"}, "accepted: debug, info, warn, error"},
+		{"docker-gossip-port", nil, map[string]string{"VXSEC_GOSSIP_PORT": "7946"}, "Docker's swarm gossip port"},
+		{"secret-short", nil, map[string]string{"VXSEC_SECRET": "c2hvcnQ="}, "base64 of 32 bytes"},
+		{"secret-junk", nil, map[string]string{"VXSEC_SECRET": "!!!"}, "vxsec secret"},
+		{"join-port", nil, map[string]string{"VXSEC_JOIN": "10.0.0.1:99999"}, "valid port"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,5 +92,22 @@ func TestConfigFileUnknownKey(t *testing.T) {
 	_, err := load(t, []string{"--config", file}, nil)
 	if err == nil || !strings.Contains(err.Error(), `unknown key "dataport"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestClusterSettings(t *testing.T) {
+	secret := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	s, err := load(t, nil, map[string]string{"VXSEC_JOIN": " 10.0.0.1, 10.0.0.2:8000 ,", "VXSEC_SECRET": secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(s.Join, []string{"10.0.0.1", "10.0.0.2:8000"}) || len(s.Secret) != 32 || s.Secret[31] != 31 {
+		t.Fatalf("settings = %+v", s)
+	}
+	for in, want := range map[string]string{"10.0.0.1": "10.0.0.1:7947", "h1:9": "h1:9", "[fd00::1]:5": "fd00::1:5", "fd00::2": "fd00::2:7947"} {
+		h, p, err := SplitJoinAddr(in, 7947)
+		if err != nil || fmt.Sprintf("%s:%d", h, p) != want {
+			t.Errorf("SplitJoinAddr(%q) = %s, %d, %v; want %s", in, h, p, err, want)
+		}
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/firewall"
+	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -33,6 +34,10 @@ type Config struct {
 	// Underlay is this host's tunnel address and the MTU used when a
 	// network sets none.
 	Underlay vxlan.Underlay
+	// DataPort is the UDP port of VXLAN, which only members may reach.
+	DataPort uint16
+	// Cluster takes this host's table to the other hosts; nil for none.
+	Cluster Publisher
 	// ReconcileEvery is how often kernel state is checked against the
 	// desired state to repair drift; 0 means only at start.
 	ReconcileEvery time.Duration
@@ -49,6 +54,14 @@ type Driver struct {
 	// allocated holds the VNIs this host handed out as a swarm manager
 	// (AllocateNetwork), so that two networks never get the same one.
 	allocated map[string]uint32
+	// remote is what every other host published, by host.
+	remote map[netip.Addr]gossip.Table
+	// dropped are hosts the cluster declared gone, whose entries go even
+	// before the cluster has settled after a restart.
+	dropped map[netip.Addr]bool
+	// members are the cluster's hosts; nil until the cluster said.
+	members []netip.Addr
+	started time.Time
 }
 
 // New loads the persisted state. Call Reconcile before serving.
@@ -61,7 +74,18 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Driver{cfg: cfg, log: log, nets: nets, allocated: map[string]uint32{}}, nil
+	return &Driver{
+		cfg: cfg, log: log, nets: nets, allocated: map[string]uint32{},
+		remote: map[netip.Addr]gossip.Table{}, dropped: map[netip.Addr]bool{}, started: time.Now(),
+	}, nil
+}
+
+// SetCluster connects the publisher once the cluster runs, and publishes.
+func (d *Driver) SetCluster(p Publisher) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cfg.Cluster = p
+	d.publishLocked()
 }
 
 // ErrNotFound is returned for a network or endpoint vxsec does not know.
@@ -87,7 +111,7 @@ func (d *Driver) reconcileLocked() error {
 		}
 	}
 	if len(dnets) > 0 {
-		if err := d.cfg.Firewall.Apply(firewall.State{Active: true}); err != nil {
+		if err := d.cfg.Firewall.Apply(d.fwState()); err != nil {
 			return fmt.Errorf("reconciling firewall: %w", err)
 		}
 	}
@@ -98,6 +122,11 @@ func (d *Driver) reconcileLocked() error {
 		if err := d.cfg.Firewall.Apply(firewall.State{}); err != nil {
 			return fmt.Errorf("reconciling firewall: %w", err)
 		}
+	}
+	// Peers only once the cluster has spoken: until then the entries in
+	// the kernel are the best knowledge there is.
+	if len(d.remote) > 0 || len(d.dropped) > 0 || time.Since(d.started) > settleAfter {
+		d.reconcilePeersLocked()
 	}
 	return nil
 }
@@ -230,7 +259,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 	if err := checkSupported(o, len(req.IPv6) > 0 || req.IPv6Flag); err != nil {
 		return err
 	}
-	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}}
+	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}, Created: time.Now().UTC()}
 	for _, p := range req.IPv4 {
 		pool, err := netip.ParsePrefix(p.Pool)
 		if err != nil {
@@ -278,6 +307,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 		}
 		n.VNI = vni
 	}
+	if err := d.clusterConflictLocked(n); err != nil {
+		return err
+	}
 	if err := d.ensureNetworkLocked(n); err != nil {
 		d.undoNetworkLocked(n)
 		return err
@@ -287,13 +319,17 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 		return err
 	}
 	d.nets[n.ID] = n
+	d.reconcilePeersLocked()
+	d.publishLocked()
 	d.log.Info("created network", "network", n.ID, "vni", n.VNI, "mtu", n.MTU, "subnets", n.Subnets)
 	return nil
 }
 
 // ensureNetworkLocked programs the firewall, then the device.
 func (d *Driver) ensureNetworkLocked(n *Network) error {
-	if err := d.cfg.Firewall.Apply(firewall.State{Active: true}); err != nil {
+	fw := d.fwState()
+	fw.Active = true
+	if err := d.cfg.Firewall.Apply(fw); err != nil {
 		return fmt.Errorf("programming the firewall before the network's device: %w", err)
 	}
 	if err := d.cfg.DataPath.EnsureNetwork(d.dpNetwork(n)); err != nil {
@@ -335,6 +371,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, id string) error {
 			return err
 		}
 	}
+	d.publishLocked()
 	d.log.Info("deleted network", "network", id, "vni", n.VNI)
 	return nil
 }
@@ -392,12 +429,18 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 			return "", fmt.Errorf("address %s is already used by endpoint %s in network %s", addr.Addr(), short(ep.ID), short(n.ID))
 		}
 	}
+	now := time.Now().UTC()
+	if err := d.addressConflictLocked(n, addr.Addr(), now); err != nil {
+		return "", err
+	}
 	next := n.clone()
-	next.Endpoints[req.EndpointID] = &Endpoint{ID: req.EndpointID, Address: addr, MAC: mac}
+	next.Endpoints[req.EndpointID] = &Endpoint{ID: req.EndpointID, Address: addr, MAC: mac, Created: now}
 	if err := d.cfg.Store.Put(next); err != nil {
 		return "", err
 	}
 	d.nets[n.ID] = next
+	d.reconcilePeersLocked()
+	d.publishLocked()
 	return chosenMAC, nil
 }
 
@@ -418,6 +461,8 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, netID, epID string) error {
 		return err
 	}
 	d.nets[netID] = next
+	d.publishLocked()
+	d.reconcilePeersLocked()
 	return d.cfg.DataPath.DeleteEndpoint(epID)
 }
 
@@ -454,6 +499,12 @@ func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
 		return "", fmt.Errorf("endpoint %s: %w", short(epID), ErrNotFound)
 	}
 	if err := d.ensureNetworkLocked(n); err != nil {
+		return "", err
+	}
+	if err := d.clusterConflictLocked(n); err != nil {
+		return "", err
+	}
+	if err := d.addressConflictLocked(n, ep.Address.Addr(), ep.Created); err != nil {
 		return "", err
 	}
 	name, err := d.cfg.DataPath.EnsureEndpoint(d.dpNetwork(n), vxlan.Endpoint{ID: ep.ID, MAC: ep.MAC})

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"net"
 	"net/netip"
+	"time"
 )
 
 // Network is the desired state of one vxsec network on this host.
@@ -20,6 +21,9 @@ type Network struct {
 	// MTU is the containers' MTU, derived from the underlay's.
 	MTU       int                  `json:"mtu"`
 	Endpoints map[string]*Endpoint `json:"endpoints,omitempty"`
+	// Created orders this network against another host's claiming the
+	// same VNI: the later one is refused.
+	Created time.Time `json:"created"`
 }
 
 // Endpoint is the desired state of one container interface.
@@ -29,6 +33,8 @@ type Endpoint struct {
 	MAC     net.HardwareAddr `json:"mac"`
 	// Joined is true between Join and Leave: the endpoint then has a link.
 	Joined bool `json:"joined,omitempty"`
+	// Created orders two endpoints claiming one address across hosts.
+	Created time.Time `json:"created"`
 }
 
 // clone returns a deep copy, so that a change can be built and persisted

@@ -8,8 +8,12 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -30,10 +34,27 @@ const nfARPIn = 0
 type State struct {
 	// Active is true while at least one vxsec network exists.
 	Active bool
+	// DataPorts are the UDP ports VXLAN arrives on.
+	DataPorts []uint16
+	// Members are the cluster's hosts, the only ones VXLAN is accepted
+	// from. Nil keeps the members the kernel has (a restarted daemon does
+	// not know them yet, and must not drop its peers' traffic meanwhile).
+	Members []netip.Addr
 }
 
+// Names of the member sets.
+const (
+	setMembers4 = "members4"
+	setMembers6 = "members6"
+)
+
 // Firewall programs the tables in the namespace it was created in.
-type Firewall struct{}
+type Firewall struct {
+	mu sync.Mutex
+	// ports is the DataPorts of the tables this process built; nil until
+	// it built them, so the first Apply of every run rebuilds.
+	ports []uint16
+}
 
 // New returns a Firewall.
 func New() *Firewall { return &Firewall{} }
@@ -42,7 +63,12 @@ var families = []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFa
 
 // Apply makes the kernel's tables what s says, in one atomic transaction:
 // an existing table is replaced whole, so there is no moment without rules.
+//
+// When only the members changed, just the sets are rewritten (still in one
+// transaction), so the drop counters keep counting.
 func (f *Firewall) Apply(s State) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	conn, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("opening nftables: %w", err)
@@ -51,18 +77,102 @@ func (f *Firewall) Apply(s State) error {
 	if err != nil {
 		return err
 	}
+	if s.Active && existing[nftables.TableFamilyINet] && existing[nftables.TableFamilyARP] &&
+		f.ports != nil && slices.Equal(f.ports, s.DataPorts) {
+		if s.Members == nil {
+			return nil
+		}
+		inet := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+		for _, fam := range []bool{false, true} {
+			set, err := conn.GetSetByName(inet, memberSetName(fam))
+			if err != nil {
+				return fmt.Errorf("finding member set: %w", err)
+			}
+			conn.FlushSet(set)
+			if err := conn.SetAddElements(set, memberElements(s.Members, fam)); err != nil {
+				return fmt.Errorf("updating member set: %w", err)
+			}
+		}
+		if err := conn.Flush(); err != nil {
+			return fmt.Errorf("updating nftables member sets: %w", err)
+		}
+		return nil
+	}
+	members := s.Members
+	if members == nil && existing[nftables.TableFamilyINet] {
+		if members, err = f.currentMembers(conn); err != nil {
+			return err
+		}
+	}
 	for _, fam := range families {
 		if existing[fam] {
 			conn.DelTable(&nftables.Table{Name: TableName, Family: fam})
 		}
 	}
 	if s.Active {
-		addGuard(conn)
+		if err := addGuard(conn, s.DataPorts, members); err != nil {
+			return err
+		}
 	}
 	if err := conn.Flush(); err != nil {
 		return fmt.Errorf("programming nftables table %s: %w", TableName, err)
 	}
+	f.ports = nil
+	if s.Active {
+		f.ports = slices.Clone(s.DataPorts)
+		if f.ports == nil {
+			f.ports = []uint16{}
+		}
+	}
 	return nil
+}
+
+// currentMembers reads the member sets the kernel holds.
+func (f *Firewall) currentMembers(conn *nftables.Conn) ([]netip.Addr, error) {
+	inet := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	var out []netip.Addr
+	for _, v6 := range []bool{false, true} {
+		set, err := conn.GetSetByName(inet, memberSetName(v6))
+		if err != nil {
+			continue // an older table without sets: no members to keep
+		}
+		elems, err := conn.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("reading member set: %w", err)
+		}
+		for _, e := range elems {
+			if a, ok := netip.AddrFromSlice(e.Key); ok {
+				out = append(out, a)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Members returns the member addresses the kernel holds, for status and tests.
+func (f *Firewall) Members() ([]netip.Addr, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables: %w", err)
+	}
+	return f.currentMembers(conn)
+}
+
+func memberSetName(v6 bool) string {
+	if v6 {
+		return setMembers6
+	}
+	return setMembers4
+}
+
+func memberElements(members []netip.Addr, v6 bool) []nftables.SetElement {
+	var out []nftables.SetElement
+	for _, m := range members {
+		if m.Is6() == v6 {
+			out = append(out, nftables.SetElement{Key: m.AsSlice()})
+		}
+	}
+	return out
 }
 
 func (f *Firewall) tables(conn *nftables.Conn) (map[nftables.TableFamily]bool, error) {
@@ -91,16 +201,32 @@ func (f *Firewall) Present() (bool, error) {
 	return len(t) > 0, err
 }
 
-// addGuard queues the tables that keep the host out of every overlay: it
-// neither receives (IP, IPv6 or ARP) nor forwards anything on an overlay
-// device. Containers talk to each other below the host's IP stack, so this
-// costs them nothing.
-func addGuard(conn *nftables.Conn) {
+// addGuard queues the tables: VXLAN is accepted only from members; the
+// host neither receives (IP, IPv6 or ARP) nor forwards anything on an
+// overlay device. Containers talk to each other below the host's IP stack,
+// so the latter costs them nothing.
+func addGuard(conn *nftables.Conn, ports []uint16, members []netip.Addr) error {
 	inet := conn.AddTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})
+	sets := map[bool]*nftables.Set{}
+	for _, v6 := range []bool{false, true} {
+		set := &nftables.Set{Table: inet, Name: memberSetName(v6), KeyType: nftables.TypeIPAddr}
+		if v6 {
+			set.KeyType = nftables.TypeIP6Addr
+		}
+		if err := conn.AddSet(set, memberElements(members, v6)); err != nil {
+			return fmt.Errorf("adding member set: %w", err)
+		}
+		sets[v6] = set
+	}
 	in := conn.AddChain(&nftables.Chain{
 		Name: "input", Table: inet, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(-10),
 	})
+	for _, port := range ports {
+		for _, v6 := range []bool{false, true} {
+			conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropNonMember(port, v6, sets[v6])})
+		}
+	}
 	conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropOnIf(expr.MetaKeyIIFNAME)})
 	fwd := conn.AddChain(&nftables.Chain{
 		Name: "forward", Table: inet, Type: nftables.ChainTypeFilter,
@@ -115,6 +241,28 @@ func addGuard(conn *nftables.Conn) {
 		Hooknum: nftables.ChainHookRef(nfARPIn), Priority: nftables.ChainPriorityFilter,
 	})
 	conn.AddRule(&nftables.Rule{Table: arp, Chain: arpIn, Exprs: dropOnIf(expr.MetaKeyIIFNAME)})
+	return nil
+}
+
+// dropNonMember is `meta nfproto ipv4 udp dport PORT ip saddr != @members4
+// counter drop` (or its IPv6 twin).
+func dropNonMember(port uint16, v6 bool, set *nftables.Set) []expr.Any {
+	proto, saddrOff, saddrLen := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+	if v6 {
+		proto, saddrOff, saddrLen = unix.NFPROTO_IPV6, 8, 16
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddrOff, Len: saddrLen},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
 }
 
 // dropOnIf is `meta iifname|oifname "vxsec-*" counter drop`: comparing only

@@ -31,6 +31,8 @@ type API struct {
 	ctx context.Context
 	// discovered receives node discovery (DiscoverNew/DiscoverDelete).
 	discovered func(NodeEvent)
+	// status answers VxSec.Status.
+	status func() any
 }
 
 // NodeEvent is a swarm node's data-path address appearing or leaving.
@@ -42,9 +44,9 @@ type NodeEvent struct {
 
 var _ network.Driver = (*API)(nil)
 
-// NewAPI returns the adapter. discovered may be nil.
-func NewAPI(ctx context.Context, d *driver.Driver, log *slog.Logger, discovered func(NodeEvent)) *API {
-	return &API{d: d, log: log, ctx: ctx, discovered: discovered}
+// NewAPI returns the adapter. discovered and status may be nil.
+func NewAPI(ctx context.Context, d *driver.Driver, log *slog.Logger, discovered func(NodeEvent), status func() any) *API {
+	return &API{d: d, log: log, ctx: ctx, discovered: discovered, status: status}
 }
 
 func (a *API) call(name string, args ...any) (context.Context, context.CancelFunc) {

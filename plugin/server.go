@@ -2,14 +2,20 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"net/http"
 	"path/filepath"
 
 	"github.com/docker/go-plugins-helpers/network"
 )
+
+// statusPath is vxsec's own call on the socket, for operators and tests;
+// Docker never makes it.
+const statusPath = "/VxSec.Status"
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
 // only about 9.5 s for a managed plugin's socket, so this comes first at
@@ -36,6 +42,12 @@ func Listen(path string) (net.Listener, error) {
 // handler owns its http.Server, so closing the listener is how it stops.
 func Serve(ctx context.Context, l net.Listener, api *API) error {
 	h := network.NewHandler(api)
+	if api.status != nil {
+		h.HandleFunc(statusPath, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(api.status())
+		})
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- h.Serve(l) }()
 	select {

@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/vxsec/vxsec/config"
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
+	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/vxlan"
 )
@@ -72,7 +76,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		return err
 	}
 	d, err := driver.New(driver.Config{
-		Store: store, DataPath: dp, Firewall: firewall.New(),
+		Store: store, DataPath: dp, Firewall: firewall.New(), DataPort: uint16(s.DataPort),
 		Underlay: under, ReconcileEvery: reconcileEvery, Log: log,
 	})
 	if err != nil {
@@ -87,9 +91,53 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU,
 		"data_port", s.DataPort, "networks", len(d.Networks()))
 
-	go d.Run(ctx)
-	api := plugin.NewAPI(ctx, d, log, nil)
+	if s.Secret == nil {
+		log.Warn("NO CLUSTER SECRET: the vxsec cluster is neither authenticated nor encrypted; any host that " +
+			"reaches the gossip port can join and announce endpoints. Set VXSEC_SECRET (from `vxsec secret`) on every host")
+	}
+	var seeds []string
+	for _, j := range s.Join {
+		host, port, _ := config.SplitJoinAddr(j, s.GossipPort) // validated by config
+		seeds = append(seeds, net.JoinHostPort(host, strconv.Itoa(port)))
+	}
+	cluster, err := gossip.Start(ctx, gossip.Config{
+		Addr: under.Addr, Port: s.GossipPort, Secret: s.Secret,
+		SnapshotPath: filepath.Join(s.StateDir, "cluster.snapshot"),
+		Seeds:        seeds, Sink: d, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	d.SetCluster(cluster)
+
+	// The reconcile loop is owned here: stopped and awaited on the way out,
+	// whether Serve ended by signal or by error.
+	runCtx, stopRun := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.Run(runCtx)
+	}()
+	defer func() {
+		stopRun()
+		wg.Wait()
+	}()
+	discovered := func(ev plugin.NodeEvent) {
+		// Swarm tells every node's data-path address: the swarm is the seed
+		// list, no VXSEC_JOIN needed.
+		if ev.Added && !ev.Self {
+			cluster.Join([]string{net.JoinHostPort(ev.Addr, strconv.Itoa(s.GossipPort))})
+		}
+	}
+	status := func() any {
+		st := d.Status()
+		st.Members = cluster.Members()
+		return st
+	}
+	api := plugin.NewAPI(ctx, d, log, discovered, status)
 	err = plugin.Serve(ctx, l, api)
-	log.Info("vxsec daemon stopping; devices and rules stay in place")
+	log.Info("vxsec daemon stopping; devices and rules stay in place, the cluster is not left")
 	return err
 }

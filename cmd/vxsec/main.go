@@ -2,10 +2,14 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/vxsec/vxsec/config"
 )
 
 // version is set at build time.
@@ -18,7 +22,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)
@@ -31,5 +35,21 @@ func versionCmd() *cobra.Command {
 		Short: "print the version",
 		Args:  cobra.NoArgs,
 		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), version) },
+	}
+}
+
+func secretCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "secret",
+		Short: "print a fresh cluster secret for VXSEC_SECRET",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b := make([]byte, config.SecretBytes)
+			if _, err := rand.Read(b); err != nil {
+				return fmt.Errorf("reading randomness: %w", err)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), base64.StdEncoding.EncodeToString(b))
+			return nil
+		},
 	}
 }

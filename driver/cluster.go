@@ -1,0 +1,248 @@
+package driver
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/vxsec/vxsec/firewall"
+	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/vxlan"
+)
+
+// Publisher takes this host's table to the cluster.
+type Publisher interface {
+	Publish(gossip.Table)
+}
+
+// settleAfter is how long after start entries of hosts whose tables have
+// not arrived are kept: long enough for the cluster to be pulled from, so
+// a restart loses nothing; after it, the cluster's view is the truth.
+const settleAfter = 20 * time.Second
+
+var _ gossip.Sink = (*Driver)(nil)
+
+// SetRemote installs what a host published.
+func (d *Driver) SetRemote(t gossip.Table) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if old, ok := d.remote[t.Host]; ok && !old.Version.Less(t.Version) {
+		return
+	}
+	d.remote[t.Host] = t
+	d.reconcilePeersLocked()
+}
+
+// DropRemote forgets a host: its endpoints leave every network at once.
+func (d *Driver) DropRemote(host netip.Addr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.remote, host)
+	d.dropped[host] = true
+	d.reconcilePeersLocked()
+}
+
+// SetMembers updates the hosts VXLAN is accepted from.
+func (d *Driver) SetMembers(addrs []netip.Addr) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.members = append([]netip.Addr{}, addrs...)
+	for _, a := range addrs {
+		delete(d.dropped, a)
+	}
+	if len(d.nets) == 0 {
+		return
+	}
+	if err := d.cfg.Firewall.Apply(d.fwState()); err != nil {
+		d.log.Error("updating the member firewall", "err", err)
+	}
+}
+
+// fwState is the firewall the desired state needs.
+func (d *Driver) fwState() firewall.State {
+	return firewall.State{Active: len(d.nets) > 0, DataPorts: []uint16{d.cfg.DataPort}, Members: d.members}
+}
+
+// publishLocked hands the cluster this host's table.
+func (d *Driver) publishLocked() {
+	if d.cfg.Cluster == nil {
+		return
+	}
+	t := gossip.Table{Host: d.cfg.Underlay.Addr}
+	for _, n := range d.sortedNets() {
+		t.Networks = append(t.Networks, gossip.NetworkRecord{
+			ID: n.ID, VNI: n.VNI, Subnets: n.Subnets, Encrypted: n.Options.Encrypted, Created: n.Created,
+		})
+		for _, ep := range n.sortedEndpoints() {
+			t.Endpoints = append(t.Endpoints, gossip.EndpointRecord{
+				VNI: n.VNI, IP: ep.Address.Addr(), MAC: ep.MAC, Created: ep.Created,
+			})
+		}
+	}
+	d.cfg.Cluster.Publish(t)
+}
+
+func (n *Network) sortedEndpoints() []*Endpoint {
+	out := make([]*Endpoint, 0, len(n.Endpoints))
+	for _, ep := range n.Endpoints {
+		out = append(out, ep)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// reconcilePeersLocked makes every network's static entries match what the
+// cluster published.
+func (d *Driver) reconcilePeersLocked() {
+	settled := time.Since(d.started) > settleAfter
+	keep := func(host netip.Addr) bool {
+		_, known := d.remote[host]
+		return !known && !d.dropped[host] && !settled
+	}
+	for _, n := range d.sortedNets() {
+		if err := d.cfg.DataPath.SetPeers(d.dpNetwork(n), d.peersLocked(n), keep); err != nil {
+			d.log.Error("installing remote endpoints", "network", n.ID, "err", err)
+		}
+	}
+}
+
+// peersLocked lists the remote endpoints of a network. A host whose network
+// of this VNI conflicts with ours contributes nothing, and of two endpoints
+// claiming one address the earlier one wins (a local one always does).
+func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
+	taken := map[netip.Addr]bool{}
+	for _, ep := range n.Endpoints {
+		taken[ep.Address.Addr()] = true
+	}
+	type cand struct {
+		peer    vxlan.Peer
+		created time.Time
+	}
+	var cands []cand
+	for host, t := range d.remote {
+		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
+			continue
+		}
+		for _, ep := range t.Endpoints {
+			if ep.VNI == n.VNI {
+				cands = append(cands, cand{vxlan.Peer{IP: ep.IP, MAC: ep.MAC, Host: host}, ep.Created})
+			}
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		if !cands[i].created.Equal(cands[j].created) {
+			return cands[i].created.Before(cands[j].created)
+		}
+		return cands[i].peer.Host.Less(cands[j].peer.Host)
+	})
+	var out []vxlan.Peer
+	for _, c := range cands {
+		if taken[c.peer.IP] {
+			continue
+		}
+		taken[c.peer.IP] = true
+		out = append(out, c.peer)
+	}
+	return out
+}
+
+func findVNI(t gossip.Table, vni uint32) (gossip.NetworkRecord, bool) {
+	for _, rn := range t.Networks {
+		if rn.VNI == vni {
+			return rn, true
+		}
+	}
+	return gossip.NetworkRecord{}, false
+}
+
+// conflicts says why a remote network of the same VNI is not the same
+// network as n, or "" when it is.
+func conflicts(n *Network, rn gossip.NetworkRecord) string {
+	if rn.Encrypted != n.Options.Encrypted {
+		return "one is encrypted and the other is not"
+	}
+	if !samePrefixes(n.Subnets, rn.Subnets) {
+		return fmt.Sprintf("subnets %v differ from %v", rn.Subnets, n.Subnets)
+	}
+	return ""
+}
+
+func samePrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, p := range a {
+		seen[p] = true
+	}
+	for _, p := range b {
+		if !seen[p] {
+			return false
+		}
+	}
+	return true
+}
+
+// clusterConflictLocked refuses a network that another host already runs,
+// under the same VNI, as a different network.
+func (d *Driver) clusterConflictLocked(n *Network) error {
+	for host, t := range d.remote {
+		rn, ok := findVNI(t, n.VNI)
+		if !ok {
+			continue
+		}
+		if why := conflicts(n, rn); why != "" {
+			return fmt.Errorf("vni %d is already used in the cluster by network %s on host %s, and it is not the same network (%s); choose another %s",
+				n.VNI, short(rn.ID), host, why, OptVNI)
+		}
+	}
+	return nil
+}
+
+// addressConflictLocked refuses an address another host's endpoint holds in
+// the same network.
+func (d *Driver) addressConflictLocked(n *Network, addr netip.Addr, created time.Time) error {
+	for host, t := range d.remote {
+		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
+			continue
+		}
+		for _, ep := range t.Endpoints {
+			if ep.VNI == n.VNI && ep.IP == addr && !created.Before(ep.Created) {
+				return fmt.Errorf("address %s is already used in network vni %d by an endpoint on host %s; give containers on different hosts distinct addresses (e.g. --ip-range per host)",
+					addr, n.VNI, host)
+			}
+		}
+	}
+	return nil
+}
+
+// Status is what `VxSec.Status` reports.
+type Status struct {
+	Node     string          `json:"Node"`
+	Members  []gossip.Member `json:"Members"`
+	Networks []NetworkStatus `json:"Networks"`
+}
+
+// NetworkStatus counts a network's endpoints.
+type NetworkStatus struct {
+	ID     string `json:"ID"`
+	VNI    uint32 `json:"VNI"`
+	Local  int    `json:"Local"`
+	Remote int    `json:"Remote"`
+}
+
+// Status reports the desired state's shape and what the kernel holds.
+func (d *Driver) Status() Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := Status{Node: d.cfg.Underlay.Addr.String()}
+	for _, n := range d.sortedNets() {
+		remote, err := d.cfg.DataPath.PeerCount(d.dpNetwork(n))
+		if err != nil {
+			remote = -1
+		}
+		st.Networks = append(st.Networks, NetworkStatus{ID: n.ID, VNI: n.VNI, Local: len(n.Endpoints), Remote: remote})
+	}
+	return st
+}

@@ -1,0 +1,553 @@
+package gossip
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+)
+
+// Sink is how the cluster feeds the driver: the narrow interface between
+// them. Calls come from the cluster's goroutines, one at a time.
+type Sink interface {
+	// SetRemote replaces all that is known of t.Host with t.
+	SetRemote(t Table)
+	// DropRemote forgets a host that failed or left.
+	DropRemote(host netip.Addr)
+	// SetMembers gives the addresses of every current member, this host
+	// included: the hosts VXLAN may come from.
+	SetMembers(addrs []netip.Addr)
+}
+
+// Config is what a Cluster is built from.
+type Config struct {
+	// Addr is this host's advertise address; its text is the node name.
+	Addr netip.Addr
+	Port int
+	// Secret authenticates and encrypts the cluster; nil runs it open.
+	Secret []byte
+	// SnapshotPath lets a restarted daemon rejoin the members it knew.
+	SnapshotPath string
+	// Seeds are host:port addresses to join.
+	Seeds []string
+	Sink  Sink
+	Log   *slog.Logger
+	// FailGrace is how long a failed member's entries are kept before they
+	// are dropped, so that a daemon restarting faster than this loses
+	// nothing. Zero means DefaultFailGrace.
+	FailGrace time.Duration
+}
+
+// DefaultFailGrace: see Config.FailGrace.
+const DefaultFailGrace = 2 * time.Second
+
+// Tag names published through serf.
+const (
+	tagVersion = "tv"
+)
+
+// Timing of the cluster. Failure detection is bounded by memberlist's
+// suspicion timeout (SuspicionMult × ProbeInterval, scaled by log10 of the
+// cluster size) plus FailGrace.
+const (
+	probeInterval   = 500 * time.Millisecond
+	probeTimeout    = 250 * time.Millisecond
+	gossipInterval  = 100 * time.Millisecond
+	suspicionMult   = 3
+	antiEntropy     = 5 * time.Second
+	pullTimeout     = 5 * time.Second
+	joinRetryMax    = 10 * time.Second
+	publishCoalesce = 10 * time.Millisecond
+	maxTableBytes   = 16 << 20
+)
+
+// Member is a cluster member as status reports show it.
+type Member struct {
+	Name   string `json:"Name"`
+	Addr   string `json:"Addr"`
+	Status string `json:"Status"`
+}
+
+// Cluster is this host's membership in the vxsec cluster.
+type Cluster struct {
+	cfg  Config
+	log  *slog.Logger
+	serf *serf.Serf
+	tr   *demuxTransport
+
+	mu       sync.Mutex
+	local    Table
+	localRaw []byte
+	known    map[string]Version   // member name → version of its table installed
+	failed   map[string]time.Time // member name → when it failed
+	dirty    chan struct{}
+	pulls    chan string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start creates the serf instance (binding the gossip port) and starts the
+// cluster's goroutines; joining happens in the background.
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.FailGrace == 0 {
+		cfg.FailGrace = DefaultFailGrace
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	c := &Cluster{
+		cfg:    cfg,
+		log:    cfg.Log.With("component", "gossip"),
+		known:  map[string]Version{},
+		failed: map[string]time.Time{},
+		dirty:  make(chan struct{}, 1),
+		pulls:  make(chan string, 256),
+		cancel: cancel,
+	}
+	c.local = Table{Host: cfg.Addr, Version: Version{Epoch: time.Now().UnixNano()}}
+	c.localRaw, _ = json.Marshal(c.local)
+
+	mlog := &memberlistLogger{log: c.log}
+	tr, err := newDemuxTransport(cfg.Addr.String(), cfg.Port, c.serveTable, mlog)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("binding the gossip port %s:%d: %w", cfg.Addr, cfg.Port, err)
+	}
+	c.tr = tr
+
+	events := make(chan serf.Event, 256)
+	sc := serf.DefaultConfig()
+	sc.NodeName = cfg.Addr.String()
+	sc.Tags = map[string]string{tagVersion: c.local.Version.String()}
+	sc.EventCh = events
+	sc.SnapshotPath = cfg.SnapshotPath
+	sc.RejoinAfterLeave = true
+	sc.Logger = mlog.std()
+	sc.MemberlistConfig = memberlist.DefaultLANConfig()
+	mc := sc.MemberlistConfig
+	mc.Name = sc.NodeName
+	mc.Transport = tr
+	mc.AdvertiseAddr, mc.AdvertisePort = cfg.Addr.String(), cfg.Port
+	mc.BindAddr, mc.BindPort = cfg.Addr.String(), cfg.Port
+	mc.ProbeInterval, mc.ProbeTimeout = probeInterval, probeTimeout
+	mc.GossipInterval = gossipInterval
+	mc.SuspicionMult = suspicionMult
+	mc.Logger = mlog.std()
+	if cfg.Secret != nil {
+		key, err := GossipKey(cfg.Secret)
+		if err != nil {
+			tr.Shutdown()
+			cancel()
+			return nil, err
+		}
+		mc.SecretKey = key
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
+	s, err := serf.Create(sc)
+	if err != nil {
+		tr.Shutdown()
+		cancel()
+		return nil, fmt.Errorf("starting serf: %w", err)
+	}
+	c.serf = s
+	c.log.Info("cluster started", "node", sc.NodeName, "port", cfg.Port, "encrypted", cfg.Secret != nil, "seeds", cfg.Seeds)
+
+	c.spawn(func() { c.eventLoop(ctx, events) })
+	c.spawn(func() { c.publishLoop(ctx) })
+	c.spawn(func() { c.pullLoop(ctx) })
+	c.spawn(func() { c.repairLoop(ctx) })
+	if len(cfg.Seeds) > 0 {
+		c.spawn(func() { c.joinLoop(ctx, cfg.Seeds) })
+	}
+	c.updateMembers()
+	return c, nil
+}
+
+func (c *Cluster) spawn(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+// Close stops the cluster without leaving it: a restarting daemon must not
+// make its peers forget its endpoints, which keep working meanwhile.
+func (c *Cluster) Close() error {
+	c.cancel()
+	err := c.serf.Shutdown()
+	c.wg.Wait()
+	if terr := c.tr.Shutdown(); err == nil {
+		err = terr
+	}
+	return err
+}
+
+// Leave tells the cluster this host is going for good, then stops.
+func (c *Cluster) Leave() error {
+	if err := c.serf.Leave(); err != nil {
+		return fmt.Errorf("leaving the cluster: %w", err)
+	}
+	return c.Close()
+}
+
+// Join adds seed addresses (host:port) to join, in the background.
+func (c *Cluster) Join(seeds []string) {
+	c.spawn(func() { c.joinLoop(context.Background(), seeds) })
+}
+
+// joinLoop retries until one seed answers: seeds may start after us.
+func (c *Cluster) joinLoop(ctx context.Context, seeds []string) {
+	wait := 200 * time.Millisecond
+	for {
+		n, err := c.serf.Join(seeds, true)
+		if n > 0 {
+			c.log.Info("joined cluster", "contacted", n)
+			return
+		}
+		c.log.Debug("join failed; retrying", "seeds", seeds, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.serf.ShutdownCh():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, joinRetryMax)
+	}
+}
+
+// Publish makes t this host's table: its version is bumped and announced.
+func (c *Cluster) Publish(t Table) {
+	c.mu.Lock()
+	t.Host = c.cfg.Addr
+	t.Version = Version{Epoch: c.local.Version.Epoch, Seq: c.local.Version.Seq + 1}
+	c.local = t
+	c.localRaw, _ = json.Marshal(t)
+	c.mu.Unlock()
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// publishLoop announces the newest version, coalescing bursts of changes
+// into one tag update.
+func (c *Cluster) publishLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.dirty:
+		}
+		time.Sleep(publishCoalesce)
+		c.mu.Lock()
+		v := c.local.Version
+		c.mu.Unlock()
+		if err := c.serf.SetTags(map[string]string{tagVersion: v.String()}); err != nil {
+			c.log.Warn("announcing table version", "err", err)
+		}
+	}
+}
+
+// Members lists the cluster as this host sees it.
+func (c *Cluster) Members() []Member {
+	var out []Member
+	for _, m := range c.serf.Members() {
+		out = append(out, Member{Name: m.Name, Addr: m.Addr.String(), Status: m.Status.String()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func (c *Cluster) eventLoop(ctx context.Context, events <-chan serf.Event) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			me, ok := ev.(serf.MemberEvent)
+			if !ok {
+				continue
+			}
+			for _, m := range me.Members {
+				if m.Name == c.serf.LocalMember().Name {
+					continue
+				}
+				c.memberEvent(me.Type, m)
+			}
+			c.updateMembers()
+		}
+	}
+}
+
+func (c *Cluster) memberEvent(t serf.EventType, m serf.Member) {
+	c.log.Debug("member event", "event", t.String(), "member", m.Name, "status", m.Status.String())
+	switch t {
+	case serf.EventMemberJoin, serf.EventMemberUpdate:
+		c.mu.Lock()
+		delete(c.failed, m.Name)
+		c.mu.Unlock()
+		c.maybePull(m)
+	case serf.EventMemberFailed:
+		c.mu.Lock()
+		c.failed[m.Name] = time.Now()
+		c.mu.Unlock()
+	case serf.EventMemberLeave, serf.EventMemberReap:
+		c.drop(m.Name)
+	}
+}
+
+// maybePull queues a pull when m announces a newer table than installed.
+func (c *Cluster) maybePull(m serf.Member) {
+	v, err := ParseVersion(m.Tags[tagVersion])
+	if err != nil {
+		c.log.Warn("member announces no valid table version", "member", m.Name, "err", err)
+		return
+	}
+	c.mu.Lock()
+	have := c.known[m.Name]
+	c.mu.Unlock()
+	if !have.Less(v) {
+		return
+	}
+	select {
+	case c.pulls <- m.Name:
+	default: // the repair pass will get to it
+	}
+}
+
+func (c *Cluster) drop(name string) {
+	c.mu.Lock()
+	_, had := c.known[name]
+	delete(c.known, name)
+	delete(c.failed, name)
+	c.mu.Unlock()
+	addr, err := netip.ParseAddr(name)
+	if err != nil {
+		return
+	}
+	if had {
+		c.log.Info("forgetting member's endpoints", "member", name)
+	}
+	c.cfg.Sink.DropRemote(addr)
+}
+
+// updateMembers hands the sink every member that may send VXLAN: alive,
+// suspected, or failed but still within the grace period.
+func (c *Cluster) updateMembers() {
+	var addrs []netip.Addr
+	for _, m := range c.serf.Members() {
+		switch m.Status {
+		case serf.StatusAlive, serf.StatusLeaving:
+		case serf.StatusFailed:
+			c.mu.Lock()
+			at, ok := c.failed[m.Name]
+			c.mu.Unlock()
+			if !ok || time.Since(at) >= c.cfg.FailGrace {
+				continue
+			}
+		default:
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(m.Addr); ok {
+			addrs = append(addrs, a.Unmap())
+		}
+	}
+	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
+	c.cfg.Sink.SetMembers(addrs)
+}
+
+func (c *Cluster) pullLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case name := <-c.pulls:
+			c.pullMember(ctx, name)
+		}
+	}
+}
+
+func (c *Cluster) pullMember(ctx context.Context, name string) {
+	var member *serf.Member
+	for _, m := range c.serf.Members() {
+		if m.Name == name && m.Status == serf.StatusAlive {
+			member = &m
+			break
+		}
+	}
+	if member == nil {
+		return
+	}
+	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
+	t, err := c.pull(ctx, addr)
+	if err != nil {
+		c.log.Warn("pulling member's table", "member", name, "err", err)
+		return
+	}
+	if t.Host.String() != name {
+		c.log.Warn("member sent another host's table", "member", name, "host", t.Host)
+		return
+	}
+	c.mu.Lock()
+	have := c.known[name]
+	newer := have.Less(t.Version)
+	if newer {
+		c.known[name] = t.Version
+	}
+	c.mu.Unlock()
+	if newer {
+		c.log.Debug("installing member's table", "member", name, "version", t.Version.String(), "endpoints", len(t.Endpoints))
+		c.cfg.Sink.SetRemote(t)
+	}
+}
+
+// repairLoop is the anti-entropy pass: it pulls from every member whose
+// announced version is ahead, and drops members failed past the grace.
+func (c *Cluster) repairLoop(ctx context.Context) {
+	fast := time.NewTicker(c.cfg.FailGrace / 4)
+	slow := time.NewTicker(antiEntropy)
+	defer fast.Stop()
+	defer slow.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-fast.C:
+			var expired []string
+			c.mu.Lock()
+			for name, at := range c.failed {
+				if time.Since(at) >= c.cfg.FailGrace {
+					expired = append(expired, name)
+				}
+			}
+			c.mu.Unlock()
+			for _, name := range expired {
+				c.drop(name)
+			}
+			if len(expired) > 0 {
+				c.updateMembers()
+			}
+		case <-slow.C:
+			for _, m := range c.serf.Members() {
+				if m.Name != c.serf.LocalMember().Name && m.Status == serf.StatusAlive {
+					c.maybePull(m)
+				}
+			}
+			c.updateMembers()
+		}
+	}
+}
+
+// pull fetches a member's table: magic byte and our nonce out; its nonce
+// and the sealed table back.
+func (c *Cluster) pull(ctx context.Context, addr string) (Table, error) {
+	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return Table{}, err
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	cn := make([]byte, 32)
+	rand.Read(cn)
+	if _, err := conn.Write(append([]byte{syncMagic}, cn...)); err != nil {
+		return Table{}, err
+	}
+	sn := make([]byte, 32)
+	if _, err := io.ReadFull(conn, sn); err != nil {
+		return Table{}, err
+	}
+	var n uint32
+	if err := binary.Read(conn, binary.BigEndian, &n); err != nil {
+		return Table{}, err
+	}
+	if n > maxTableBytes {
+		return Table{}, fmt.Errorf("table of %d bytes is over the limit", n)
+	}
+	sealed := make([]byte, n)
+	if _, err := io.ReadFull(conn, sealed); err != nil {
+		return Table{}, err
+	}
+	aead, err := sessionAEAD(c.cfg.Secret, cn, sn)
+	if err != nil {
+		return Table{}, err
+	}
+	plain, err := open(aead, sealed)
+	if err != nil {
+		return Table{}, err
+	}
+	var t Table
+	if err := json.Unmarshal(plain, &t); err != nil {
+		return Table{}, fmt.Errorf("decoding table: %w", err)
+	}
+	return t, nil
+}
+
+// serveTable answers a pull with this host's table, sealed for the session.
+func (c *Cluster) serveTable(conn net.Conn) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(pullTimeout))
+	cn := make([]byte, 32)
+	if _, err := io.ReadFull(conn, cn); err != nil {
+		return
+	}
+	sn := make([]byte, 32)
+	rand.Read(sn)
+	aead, err := sessionAEAD(c.cfg.Secret, cn, sn)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	raw := c.localRaw
+	c.mu.Unlock()
+	sealed := seal(aead, raw)
+	out := make([]byte, 0, 36+len(sealed))
+	out = append(out, sn...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(sealed)))
+	out = append(out, sealed...)
+	conn.Write(out)
+}
+
+// memberlistLogger carries serf's and memberlist's "[LEVEL] text" lines
+// into slog at their level.
+type memberlistLogger struct{ log *slog.Logger }
+
+func (l *memberlistLogger) std() *log.Logger { return log.New(l, "", 0) }
+
+func (l *memberlistLogger) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	switch {
+	case strings.HasPrefix(line, "[ERR]"):
+		level = slog.LevelError
+	case strings.HasPrefix(line, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.HasPrefix(line, "[INFO]"):
+		level = slog.LevelInfo
+	}
+	// serf's INFO lines are chatty; they are debug detail for vxsec.
+	if level == slog.LevelInfo {
+		level = slog.LevelDebug
+	}
+	l.log.Log(context.Background(), level, line)
+	return len(p), nil
+}
+
