@@ -21,13 +21,13 @@ const EnvPrefix = "VXSEC"
 
 // Defaults that never collide with Docker's own overlay (VXLAN 4789, gossip 7946).
 const (
-	DefaultSocket    = "/run/docker/plugins/vxsec.sock"
-	DefaultStateDir  = "/var/lib/vxsec"
+	DefaultSocket     = "/run/docker/plugins/vxsec.sock"
+	DefaultStateDir   = "/var/lib/vxsec"
 	DefaultDataPort   = 4800
 	DefaultGossipPort = 7947
 	DefaultLogLevel   = "info"
 	// SecretBytes is the length of the cluster secret, before base64.
-	SecretBytes = 32
+	SecretBytes      = 32
 	dockerVXLANPort  = 4789
 	dockerGossipPort = 7946
 )

@@ -78,7 +78,7 @@ func TestStoreInterruptedWrite(t *testing.T) {
 
 func TestStoreRefusesDamage(t *testing.T) {
 	cases := map[string]string{
-		"network-n1.json": `{"id":"n1",`,        // truncated
+		"network-n1.json": `{"id":"n1",`,            // truncated
 		"network-n2.json": `{"id":"other","vni":1}`, // misfiled
 	}
 	for name, body := range cases {

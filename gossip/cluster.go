@@ -550,4 +550,3 @@ func (l *memberlistLogger) Write(p []byte) (int, error) {
 	l.log.Log(context.Background(), level, line)
 	return len(p), nil
 }
-

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"net/http"
+	"os"
 	"path/filepath"
 
 	"github.com/docker/go-plugins-helpers/network"
