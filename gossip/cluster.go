@@ -64,13 +64,16 @@ const (
 // suspicion timeout (SuspicionMult × ProbeInterval, scaled by log10 of the
 // cluster size) plus FailGrace.
 const (
-	probeInterval   = 500 * time.Millisecond
-	probeTimeout    = 250 * time.Millisecond
-	gossipInterval  = 100 * time.Millisecond
-	suspicionMult   = 3
-	antiEntropy     = 5 * time.Second
-	pullTimeout     = 5 * time.Second
-	joinRetryMax    = 10 * time.Second
+	probeInterval  = 500 * time.Millisecond
+	probeTimeout   = 250 * time.Millisecond
+	gossipInterval = 100 * time.Millisecond
+	suspicionMult  = 3
+	antiEntropy    = 5 * time.Second
+	pullTimeout    = 5 * time.Second
+	joinRetryMax   = 10 * time.Second
+	// reconnectEvery is how often failed members are retried, which bounds
+	// how long a healed partition stays split (serf's default is 30 s).
+	reconnectEvery  = 3 * time.Second
 	publishCoalesce = 10 * time.Millisecond
 	maxTableBytes   = 16 << 20
 )
@@ -135,6 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	sc.EventCh = events
 	sc.SnapshotPath = cfg.SnapshotPath
 	sc.RejoinAfterLeave = true
+	sc.ReconnectInterval = reconnectEvery
 	sc.Logger = mlog.std()
 	sc.MemberlistConfig = memberlist.DefaultLANConfig()
 	mc := sc.MemberlistConfig
@@ -202,6 +206,17 @@ func (c *Cluster) Leave() error {
 		return fmt.Errorf("leaving the cluster: %w", err)
 	}
 	return c.Close()
+}
+
+// ForceLeave removes a member that is gone for good (swarm removed its
+// node): its endpoints leave every host at once instead of after failure
+// detection.
+func (c *Cluster) ForceLeave(addr netip.Addr) {
+	if err := c.serf.RemoveFailedNode(addr.String()); err != nil {
+		c.log.Warn("removing member", "member", addr, "err", err)
+	}
+	c.drop(addr.String())
+	c.updateMembers()
 }
 
 // Join adds seed addresses (host:port) to join, in the background.

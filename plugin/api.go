@@ -31,9 +31,13 @@ type API struct {
 	ctx context.Context
 	// discovered receives node discovery (DiscoverNew/DiscoverDelete).
 	discovered func(NodeEvent)
-	// status answers VxSec.Status.
+	// status answers VxSec.Status; leave VxSec.Leave.
 	status func() any
+	leave  func() error
 }
+
+// SetLeave installs what VxSec.Leave does.
+func (a *API) SetLeave(f func() error) { a.leave = f }
 
 // NodeEvent is a swarm node's data-path address appearing or leaving.
 type NodeEvent struct {

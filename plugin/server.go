@@ -17,6 +17,10 @@ import (
 // Docker never makes it.
 const statusPath = "/VxSec.Status"
 
+// leavePath makes the daemon leave the cluster gracefully: its peers forget
+// its endpoints at once. For decommissioning a host.
+const leavePath = "/VxSec.Leave"
+
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
 // only about 9.5 s for a managed plugin's socket, so this comes first at
 // start, before anything slow.
@@ -42,6 +46,17 @@ func Listen(path string) (net.Listener, error) {
 // handler owns its http.Server, so closing the listener is how it stops.
 func Serve(ctx context.Context, l net.Listener, api *API) error {
 	h := network.NewHandler(api)
+	if api.leave != nil {
+		h.HandleFunc(leavePath, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if err := api.leave(); err != nil {
+				w.WriteHeader(http.StatusInternalServerError)
+				json.NewEncoder(w).Encode(map[string]string{"Err": err.Error()})
+				return
+			}
+			json.NewEncoder(w).Encode(struct{}{})
+		})
+	}
 	if api.status != nil {
 		h.HandleFunc(statusPath, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")

@@ -108,7 +108,17 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer cluster.Close()
+	defer func() {
+		// With no network there is nothing a restart could lose: leave, so
+		// peers forget this host at once. Otherwise stay, for a restart.
+		if len(d.Networks()) == 0 {
+			if err := cluster.Leave(); err != nil {
+				log.Warn("leaving the cluster", "err", err)
+			}
+			return
+		}
+		cluster.Close()
+	}()
 	d.SetCluster(cluster)
 
 	// The reconcile loop is owned here: stopped and awaited on the way out,
@@ -127,8 +137,13 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	discovered := func(ev plugin.NodeEvent) {
 		// Swarm tells every node's data-path address: the swarm is the seed
 		// list, no VXSEC_JOIN needed.
-		if ev.Added && !ev.Self {
+		if ev.Self {
+			return
+		}
+		if ev.Added {
 			cluster.Join([]string{net.JoinHostPort(ev.Addr, strconv.Itoa(s.GossipPort))})
+		} else if a, err := netip.ParseAddr(ev.Addr); err == nil {
+			cluster.ForceLeave(a)
 		}
 	}
 	status := func() any {
@@ -137,6 +152,10 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		return st
 	}
 	api := plugin.NewAPI(ctx, d, log, discovered, status)
+	api.SetLeave(func() error {
+		log.Info("leaving the cluster on request")
+		return cluster.Leave()
+	})
 	err = plugin.Serve(ctx, l, api)
 	log.Info("vxsec daemon stopping; devices and rules stay in place, the cluster is not left")
 	return err

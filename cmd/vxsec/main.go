@@ -2,14 +2,17 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vxsec/vxsec/config"
+	"github.com/vxsec/vxsec/plugin"
 )
 
 // version is set at build time.
@@ -22,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), secretCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), statusCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)
@@ -52,4 +55,41 @@ func secretCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func socketFlag(cmd *cobra.Command) *string {
+	return cmd.Flags().String("socket", config.DefaultSocket, "the daemon's socket (for a managed plugin: /run/docker/plugins/<plugin id>/vxsec.sock)")
+}
+
+func leaveCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "leave",
+		Short: "make the daemon leave the cluster gracefully, before decommissioning a host: peers forget its endpoints at once",
+		Args:  cobra.NoArgs,
+	}
+	sock := socketFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Leave", struct{}{}, nil)
+	}
+	return cmd
+}
+
+func statusCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "print the daemon's cluster members and networks as JSON",
+		Args:  cobra.NoArgs,
+	}
+	sock := socketFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var st json.RawMessage
+		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Status", struct{}{}, &st); err != nil {
+			return err
+		}
+		var out bytes.Buffer
+		json.Indent(&out, st, "", "  ")
+		fmt.Fprintln(cmd.OutOrStdout(), out.String())
+		return nil
+	}
+	return cmd
 }

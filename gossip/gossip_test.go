@@ -1,0 +1,192 @@
+package gossip
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestVersion(t *testing.T) {
+	cases := []struct {
+		a, b Version
+		less bool
+	}{
+		{Version{1, 5}, Version{1, 6}, true},
+		{Version{1, 6}, Version{1, 5}, false},
+		{Version{1, 99}, Version{2, 0}, true}, // a restart always moves forward
+		{Version{2, 0}, Version{1, 99}, false},
+		{Version{1, 1}, Version{1, 1}, false},
+		{Version{}, Version{0, 1}, true},
+	}
+	for _, tc := range cases {
+		if got := tc.a.Less(tc.b); got != tc.less {
+			t.Errorf("%v.Less(%v) = %v, want %v", tc.a, tc.b, got, tc.less)
+		}
+		back, err := ParseVersion(tc.a.String())
+		if err != nil || back != tc.a {
+			t.Errorf("ParseVersion(%q) = %v, %v", tc.a.String(), back, err)
+		}
+	}
+	for _, bad := range []string{"", "1", "1.x", "a.1", "1.-1"} {
+		if _, err := ParseVersion(bad); err == nil {
+			t.Errorf("ParseVersion(%q): want an error", bad)
+		}
+	}
+}
+
+func TestSeal(t *testing.T) {
+	secret := make([]byte, 32)
+	cn, sn := make([]byte, 32), make([]byte, 32)
+	sn[0] = 1
+	a, _ := sessionAEAD(secret, cn, sn)
+	sealed := seal(a, []byte("table"))
+	if got, err := open(a, sealed); err != nil || string(got) != "table" {
+		t.Fatalf("open = %q, %v", got, err)
+	}
+	other := make([]byte, 32)
+	other[0] = 9
+	cases := map[string][3][]byte{
+		"other secret":       {other, cn, sn},
+		"other client nonce": {secret, sn, sn},
+		"other server nonce": {secret, cn, cn},
+	}
+	for name, k := range cases {
+		b, _ := sessionAEAD(k[0], k[1], k[2])
+		if _, err := open(b, sealed); err == nil {
+			t.Errorf("%s opened the table", name)
+		}
+	}
+	sealed[len(sealed)-1] ^= 1
+	if _, err := open(a, sealed); err == nil {
+		t.Error("a damaged table opened")
+	}
+}
+
+// recorder is the driver's side of the interface, recording what the
+// cluster tells it.
+type recorder struct {
+	mu      sync.Mutex
+	tables  map[netip.Addr]Table
+	dropped []netip.Addr
+	members []netip.Addr
+}
+
+func (r *recorder) SetRemote(t Table) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tables[t.Host] = t
+}
+
+func (r *recorder) DropRemote(h netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.tables, h)
+	r.dropped = append(r.dropped, h)
+}
+
+func (r *recorder) SetMembers(a []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.members = a
+}
+
+func (r *recorder) table(h netip.Addr) (Table, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.tables[h]
+	return t, ok
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startNode runs a real serf cluster member on a loopback address of its own.
+func startNode(t *testing.T, addr string, secret []byte, seeds []string) (*Cluster, *recorder, int) {
+	t.Helper()
+	port := freePort(t)
+	rec := &recorder{tables: map[netip.Addr]Table{}}
+	c, err := Start(context.Background(), Config{
+		Addr: netip.MustParseAddr(addr), Port: port, Secret: secret, Seeds: seeds, Sink: rec,
+		Log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		FailGrace: 500 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, rec, port
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestClusterExchangesTables(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	a, recA, portA := startNode(t, "127.0.0.11", secret, nil)
+	seed := []string{net.JoinHostPort("127.0.0.11", strconv.Itoa(portA))}
+	b, recB, _ := startNode(t, "127.0.0.12", secret, seed)
+	hostA, hostB := netip.MustParseAddr("127.0.0.11"), netip.MustParseAddr("127.0.0.12")
+
+	ep := EndpointRecord{VNI: 7, IP: netip.MustParseAddr("10.0.0.2"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, Created: time.Now()}
+	a.Publish(Table{Endpoints: []EndpointRecord{ep}})
+	eventually(t, "B installs A's table", func() bool {
+		tb, ok := recB.table(hostA)
+		return ok && len(tb.Endpoints) == 1 && tb.Endpoints[0].IP == ep.IP
+	})
+	// A newer version replaces the old; an endpoint removed is gone.
+	a.Publish(Table{})
+	eventually(t, "B installs A's emptied table", func() bool {
+		tb, ok := recB.table(hostA)
+		return ok && len(tb.Endpoints) == 0
+	})
+	b.Publish(Table{Endpoints: []EndpointRecord{ep}})
+	eventually(t, "A installs B's table", func() bool { _, ok := recA.table(hostB); return ok })
+	eventually(t, "both see two members", func() bool {
+		recA.mu.Lock()
+		defer recA.mu.Unlock()
+		return len(recA.members) == 2
+	})
+
+	// A late joiner gets every table, not only the changes it witnessed.
+	_, recC, _ := startNode(t, "127.0.0.13", secret, seed)
+	eventually(t, "late joiner C installs B's table", func() bool { _, ok := recC.table(hostB); return ok })
+
+	// A node without the secret joins nobody and learns nothing.
+	_, recX, _ := startNode(t, "127.0.0.14", []byte("another secret, 32 bytes long!!!"), seed)
+	time.Sleep(2 * time.Second)
+	if _, ok := recX.table(hostB); ok {
+		t.Fatal("a node with the wrong secret learned a table")
+	}
+	for _, m := range a.Members() {
+		if m.Name == "127.0.0.14" {
+			t.Fatal("a node with the wrong secret became a member")
+		}
+	}
+
+	// A graceful leave removes the host's table at once.
+	if err := b.Leave(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A drops B after its leave", func() bool { _, ok := recA.table(hostB); return !ok })
+}
