@@ -23,6 +23,7 @@ import (
 
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -187,7 +188,7 @@ func (d *Driver) AllocateNetwork(ctx context.Context, id string, opts map[string
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSupported(o, ipv6Pools > 0); err != nil {
+	if err := checkSupported(o, ipv6Pools > 0, nil); err != nil {
 		return nil, err
 	}
 	d.mu.Lock()
@@ -219,9 +220,17 @@ func (d *Driver) FreeNetwork(ctx context.Context, id string) error {
 	return nil
 }
 
-// checkSupported refuses what this build cannot do, before anything exists.
-func checkSupported(o Options, ipv6 bool) error {
+// checkSupported refuses what this build or this kernel cannot do, before
+// anything exists. probeKernel may be nil where the kernel does not matter
+// (a swarm manager allocating).
+func checkSupported(o Options, ipv6 bool, probeKernel func() error) error {
 	if o.Encrypted {
+		if probeKernel != nil {
+			if err := probeKernel(); err != nil {
+				return fmt.Errorf("--opt encrypted: %w. vxsec never creates an encrypted network in cleartext, so nothing was created; "+
+					"plain networks work on this kernel (create the network without --opt encrypted)", err)
+			}
+		}
 		return errors.New("--opt encrypted: encrypted networks are not supported by this vxsec version yet, " +
 			"and vxsec never creates an encrypted network in cleartext; nothing was created. " +
 			"Create the network without --opt encrypted (or with --opt encrypted=false)")
@@ -256,7 +265,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 	if err != nil {
 		return err
 	}
-	if err := checkSupported(o, len(req.IPv6) > 0 || req.IPv6Flag); err != nil {
+	if err := checkSupported(o, len(req.IPv6) > 0 || req.IPv6Flag, ipsec.Probe); err != nil {
 		return err
 	}
 	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}, Created: time.Now().UTC()}

@@ -1,0 +1,123 @@
+package ipsec
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"testing"
+)
+
+var (
+	hostA = netip.MustParseAddr("198.18.0.1")
+	hostB = netip.MustParseAddr("198.18.0.2")
+	hostC = netip.MustParseAddr("198.18.0.3")
+)
+
+func pair(t *testing.T, epoch uint64) *KeyPair {
+	t.Helper()
+	k, err := NewKeyPair(epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestKeySchedule(t *testing.T) {
+	a, b, c := pair(t, 1), pair(t, 7), pair(t, 1)
+	peerOf := func(k *KeyPair, h netip.Addr) Peer { return Peer{Host: h, Epoch: k.Epoch, Public: k.Public()} }
+	must := func(k [KeyMaterial]byte, err error) [KeyMaterial]byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	aToB := must(SAKey(a, hostA, peerOf(b, hostB), true))
+	aToBatB := must(SAKey(b, hostB, peerOf(a, hostA), false))
+	bToA := must(SAKey(b, hostB, peerOf(a, hostA), true))
+	bToAatA := must(SAKey(a, hostA, peerOf(b, hostB), false))
+	aToC := must(SAKey(a, hostA, peerOf(c, hostC), true))
+
+	if aToB != aToBatB || bToA != bToAatA {
+		t.Fatal("the two ends of a direction derive different keys")
+	}
+	distinct := map[string][KeyMaterial]byte{"A→B": aToB, "B→A": bToA, "A→C": aToC}
+	seen := map[[KeyMaterial]byte]string{}
+	for name, k := range distinct {
+		if other, dup := seen[k]; dup {
+			t.Fatalf("%s and %s share a key", name, other)
+		}
+		seen[k] = name
+	}
+	// A new epoch (a restart or a rotation) gives new keys for the same pair.
+	a2 := pair(t, 2)
+	if must(SAKey(a2, hostA, peerOf(b, hostB), true)) == aToB {
+		t.Fatal("a new epoch reused a key")
+	}
+	// Even the same key pair under another epoch number derives apart.
+	a.Epoch = 99
+	if must(SAKey(a, hostA, peerOf(b, hostB), true)) == aToB {
+		t.Fatal("the epoch number is not bound into the key")
+	}
+	// Erased: nothing more derives from the epoch.
+	a.Erase()
+	if _, err := SAKey(a, hostA, peerOf(b, hostB), true); !errors.Is(err, ErrErased) {
+		t.Fatalf("SAKey after Erase: %v, want ErrErased", err)
+	}
+	if a.Public() != nil {
+		t.Fatal("an erased key still has a public half")
+	}
+	if _, err := SAKey(b, hostB, Peer{Host: hostA, Public: bytes.Repeat([]byte{1}, 5)}, true); err == nil {
+		t.Fatal("a malformed public key was accepted")
+	}
+}
+
+func TestContainerMTU(t *testing.T) {
+	cases := []struct {
+		underlay int
+		ipv6     bool
+		want     int
+	}{
+		{1500, false, 1416},
+		{1501, false, 1416}, // padding: one byte more buys nothing
+		{1504, false, 1420},
+		{1400, false, 1316},
+		{9000, false, 8916},
+		{1500, true, 1396},
+	}
+	for _, tc := range cases {
+		got := ContainerMTU(tc.underlay, tc.ipv6)
+		if got != tc.want {
+			t.Errorf("ContainerMTU(%d, ipv6=%v) = %d, want %d", tc.underlay, tc.ipv6, got, tc.want)
+		}
+		// The arithmetic itself: the largest inner MTU fits, one more does not.
+		outer := 20
+		if tc.ipv6 {
+			outer = 40
+		}
+		size := func(inner int) int {
+			payload := 8 + 8 + 14 + inner + 2
+			return outer + 8 + 8 + (payload+3)/4*4 + 16
+		}
+		if size(got) > tc.underlay || size(got+4) <= tc.underlay {
+			t.Errorf("underlay %d: inner %d makes %d bytes, inner %d makes %d", tc.underlay, got, size(got), got+4, size(got+4))
+		}
+	}
+}
+
+func TestAllocSPI(t *testing.T) {
+	used := map[uint32]bool{}
+	for i := 0; i < 1000; i++ {
+		spi, err := AllocSPI(func(s uint32) bool { return used[s] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if spi < minSPI || spi > maxSPI || used[spi] {
+			t.Fatalf("AllocSPI = %#x: reserved or in use", spi)
+		}
+		used[spi] = true
+	}
+	if _, err := AllocSPI(func(uint32) bool { return true }); err == nil {
+		t.Fatal("AllocSPI with every SPI in use: want an error")
+	}
+}

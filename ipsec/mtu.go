@@ -1,0 +1,20 @@
+package ipsec
+
+// ContainerMTU is the largest inner MTU whose VXLAN packet, carried in ESP
+// transport mode with rfc4106(gcm(aes)), still fits the underlay MTU:
+//
+//	outer IP + ESP header (8) + IV (8) + pad4(payload + 2) + ICV (16) ≤ underlay
+//
+// where payload is UDP (8) + VXLAN (8) + Ethernet (14) + the inner MTU, and
+// the 2 are ESP's pad-length and next-header bytes. On a 1500-byte IPv4
+// underlay that is 1416 (Docker's overlay, with an 8-byte ICV, gives 1424).
+func ContainerMTU(underlayMTU int, ipv6Underlay bool) int {
+	outerIP := 20
+	if ipv6Underlay {
+		outerIP = 40
+	}
+	const espHeader, iv, icv, trailer, encap = 8, 8, ICVBits / 8, 2, 8 + 8 + 14
+	room := underlayMTU - outerIP - espHeader - iv - icv // what pad4(payload+2) may use
+	room -= room % 4
+	return room - trailer - encap
+}
