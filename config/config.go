@@ -21,8 +21,12 @@ const EnvPrefix = "VXSEC"
 
 // Defaults that never collide with Docker's own overlay (VXLAN 4789, gossip 7946).
 const (
-	DefaultSocket     = "/run/docker/plugins/vxsec.sock"
-	DefaultStateDir   = "/var/lib/vxsec"
+	DefaultSocket   = "/run/docker/plugins/vxsec.sock"
+	DefaultStateDir = "/var/lib/vxsec"
+	// DefaultSnapshot is in the plugin's own filesystem, not the state
+	// directory: it belongs to the installed plugin (its cluster
+	// membership), survives restarts, and goes with `docker plugin rm`.
+	DefaultSnapshot   = "/var/lib/vxsec-cluster/serf.snapshot"
 	DefaultDataPort   = 4800
 	DefaultGossipPort = 7947
 	DefaultLogLevel   = "info"
@@ -53,6 +57,9 @@ type Settings struct {
 	// Secret is the cluster secret (decoded); nil runs an unauthenticated
 	// cluster, allowed for plain networks only.
 	Secret []byte
+	// Snapshot is where the cluster's membership is kept to rejoin after a
+	// restart; empty keeps none.
+	Snapshot string
 }
 
 // setting describes one setting: its name in all three places and its help.
@@ -71,6 +78,7 @@ var settings = []setting{
 	{"gossip-port", DefaultGossipPort, "TCP and UDP port of the vxsec cluster (never 7946, Docker's)"},
 	{"join", "", "comma-separated addresses (host or host:port) of cluster members to join"},
 	{"secret", "", "cluster secret, base64 of 32 bytes from `vxsec secret`; authenticates and encrypts the cluster"},
+	{"snapshot", DefaultSnapshot, "file keeping the cluster's membership, to rejoin after a restart (empty: none)"},
 }
 
 // EnvName is the environment variable of a setting name: data-port → VXSEC_DATA_PORT.
@@ -144,6 +152,7 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		GossipPort:    gport,
 		Join:          splitList(v.GetString("join")),
 		Secret:        secret,
+		Snapshot:      v.GetString("snapshot"),
 	}
 	return s, s.Validate()
 }

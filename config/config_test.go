@@ -35,7 +35,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, LogLevel: "info", GossipPort: 7947}
+	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,6 +161,13 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		mc.SecretKey = key
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
+	if cfg.SnapshotPath != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.SnapshotPath), 0o700); err != nil {
+			tr.Shutdown()
+			cancel()
+			return nil, fmt.Errorf("creating the snapshot directory: %w", err)
+		}
 	}
 	s, err := serf.Create(sc)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,7 +53,8 @@ func (h *Host) Start(ctx context.Context) error {
 	}
 	// Not CommandContext: the daemon outlives the call that starts it.
 	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.cfg.Bin, "daemon",
-		"--socket", h.Socket, "--state-dir", h.StateDir, "--log-level", "debug")
+		"--socket", h.Socket, "--state-dir", h.StateDir, "--log-level", "debug",
+		"--snapshot", filepath.Join(filepath.Dir(h.StateDir), "serf.snapshot"))
 	cmd.Env = append(append(os.Environ(), "VXSEC_ADVERTISE_ADDR="+h.Addr.String()), h.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -66,9 +66,14 @@ func (a *API) fail(name string, err error, args ...any) error {
 	return err
 }
 
-// GetCapabilities: a network spans hosts, and so does its connectivity.
+// GetCapabilities: connectivity spans hosts, but the data scope is local.
+// Docker 20.10 stores a global-scope network only in swarm (or a cluster
+// store): outside swarm, `docker network create` of a global-scope driver
+// fails with "This node is not a swarm manager". Local scope is what
+// macvlan reports; in swarm, networks are made with `--scope swarm`, and
+// every node derives the same VNI from the network's cluster-wide ID.
 func (a *API) GetCapabilities() (*network.CapabilitiesResponse, error) {
-	return &network.CapabilitiesResponse{Scope: "global", ConnectivityScope: "global"}, nil
+	return &network.CapabilitiesResponse{Scope: "local", ConnectivityScope: "global"}, nil
 }
 
 // AllocateNetwork runs on the swarm leader only.

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -40,7 +39,8 @@ func daemonCmd() *cobra.Command {
 			return err
 		}
 		level, _ := config.ParseLogLevel(s.LogLevel)
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		// Stdout: dockerd files a plugin's stderr lines as errors.
+		log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return runDaemon(ctx, s, log)
@@ -102,7 +102,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	}
 	cluster, err := gossip.Start(ctx, gossip.Config{
 		Addr: under.Addr, Port: s.GossipPort, Secret: s.Secret,
-		SnapshotPath: filepath.Join(s.StateDir, "cluster.snapshot"),
+		SnapshotPath: s.Snapshot,
 		Seeds:        seeds, Sink: d, Log: log,
 	})
 	if err != nil {

@@ -24,8 +24,8 @@ func TestHandshake(t *testing.T) {
 		t.Fatalf("Activate = %v, %v; want [NetworkDriver]", impl, err)
 	}
 	caps, err := cl.Capabilities(ctxT(t))
-	if err != nil || caps.Scope != "global" || caps.ConnectivityScope != "global" {
-		t.Fatalf("GetCapabilities = %+v, %v; want global/global", caps, err)
+	if err != nil || caps.Scope != "local" || caps.ConnectivityScope != "global" {
+		t.Fatalf("GetCapabilities = %+v, %v; want local data scope, global connectivity", caps, err)
 	}
 	// The calls vxsec has nothing to do for are accepted, not 404.
 	for _, m := range []string{"NetworkDriver.DiscoverNew", "NetworkDriver.DiscoverDelete",

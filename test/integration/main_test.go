@@ -135,9 +135,8 @@ func nftTables(t *testing.T, h *lab.Host) string {
 	return out
 }
 
-// stateFiles lists the state directory but for the cluster's membership
-// snapshot, which belongs to the daemon (it rejoins with it), not to any
-// network, and stays while the plugin is installed.
+// stateFiles lists the state directory (the cluster's membership snapshot
+// is kept elsewhere: it belongs to the installed plugin, not a network).
 func stateFiles(t *testing.T, h *lab.Host) []string {
 	t.Helper()
 	entries, err := os.ReadDir(h.StateDir)
@@ -146,9 +145,7 @@ func stateFiles(t *testing.T, h *lab.Host) []string {
 	}
 	var names []string
 	for _, e := range entries {
-		if e.Name() != "cluster.snapshot" {
-			names = append(names, e.Name())
-		}
+		names = append(names, e.Name())
 	}
 	return names
 }
