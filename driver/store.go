@@ -2,16 +2,17 @@ package driver
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/vxsec/vxsec/atomicfile"
 )
 
 // Store persists the desired state as one file per network, each replaced
-// atomically (write, fsync, rename, fsync the directory), so a crash leaves
-// either the old or the new version of a network and never half of one.
+// atomically, so a crash leaves either the old or the new version of a
+// network and never half of one.
 type Store struct {
 	dir string
 }
@@ -29,14 +30,13 @@ func OpenStore(dir string) (*Store, error) {
 	return &Store{dir: dir}, nil
 }
 
-func (s *Store) path(id string) string {
-	return filepath.Join(s.dir, networkFilePrefix+id+networkFileSuffix)
-}
-
 // Load reads every persisted network. Leftover temporary files of an
 // interrupted write are removed: the rename never happened, so the old
 // version stands.
 func (s *Store) Load() (map[string]*Network, error) {
+	if err := atomicfile.RemoveTemps(s.dir); err != nil {
+		return nil, fmt.Errorf("removing interrupted writes: %w", err)
+	}
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading state directory: %w", err)
@@ -44,12 +44,6 @@ func (s *Store) Load() (map[string]*Network, error) {
 	nets := map[string]*Network{}
 	for _, e := range entries {
 		name := e.Name()
-		if strings.HasPrefix(name, ".tmp-") {
-			if err := os.Remove(filepath.Join(s.dir, name)); err != nil {
-				return nil, fmt.Errorf("removing interrupted write %s: %w", name, err)
-			}
-			continue
-		}
 		if !strings.HasPrefix(name, networkFilePrefix) || !strings.HasSuffix(name, networkFileSuffix) {
 			continue
 		}
@@ -61,7 +55,7 @@ func (s *Store) Load() (map[string]*Network, error) {
 		if err := json.Unmarshal(data, &n); err != nil {
 			return nil, fmt.Errorf("decoding %s: %w", name, err)
 		}
-		if n.ID == "" || s.path(n.ID) != filepath.Join(s.dir, name) {
+		if n.ID == "" || fileName(n.ID) != name {
 			return nil, fmt.Errorf("%s: holds network %q, not the one its name says", name, n.ID)
 		}
 		if n.Endpoints == nil {
@@ -72,50 +66,24 @@ func (s *Store) Load() (map[string]*Network, error) {
 	return nets, nil
 }
 
+func fileName(id string) string { return networkFilePrefix + id + networkFileSuffix }
+
 // Put persists n, replacing any earlier version.
 func (s *Store) Put(n *Network) error {
 	data, err := json.MarshalIndent(n, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding network %s: %w", n.ID, err)
 	}
-	tmp, err := os.CreateTemp(s.dir, ".tmp-")
-	if err != nil {
+	if err := atomicfile.Write(s.dir, fileName(n.ID), data); err != nil {
 		return fmt.Errorf("persisting network %s: %w", n.ID, err)
 	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("persisting network %s: %w", n.ID, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("persisting network %s: %w", n.ID, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("persisting network %s: %w", n.ID, err)
-	}
-	if err := os.Rename(tmp.Name(), s.path(n.ID)); err != nil {
-		return fmt.Errorf("persisting network %s: %w", n.ID, err)
-	}
-	return s.syncDir()
+	return nil
 }
 
 // Delete removes a network's file; a missing one is not an error.
 func (s *Store) Delete(id string) error {
-	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := atomicfile.Remove(s.dir, fileName(id)); err != nil {
 		return fmt.Errorf("removing network %s: %w", id, err)
-	}
-	return s.syncDir()
-}
-
-func (s *Store) syncDir() error {
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("syncing state directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("syncing state directory: %w", err)
 	}
 	return nil
 }

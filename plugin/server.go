@@ -5,21 +5,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-
-	"github.com/docker/go-plugins-helpers/network"
+	"time"
 )
 
-// statusPath is vxsec's own call on the socket, for operators and tests;
-// Docker never makes it.
-const statusPath = "/VxSec.Status"
+// manifest is the handshake answer: one socket, both drivers.
+const manifest = `{"Implements": ["NetworkDriver", "IpamDriver"]}`
 
-// leavePath makes the daemon leave the cluster gracefully: its peers forget
-// its endpoints at once. For decommissioning a host.
-const leavePath = "/VxSec.Leave"
+// contentType is what Docker's plugin client sends and expects.
+const contentType = "application/vnd.docker.plugins.v1.2+json"
+
+// vxsec's own calls on the socket, for operators and tests; Docker never
+// makes them. Leave makes the daemon leave the cluster gracefully: its
+// peers forget its endpoints at once (for decommissioning a host).
+const (
+	statusPath = "/VxSec.Status"
+	leavePath  = "/VxSec.Leave"
+)
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
 // only about 9.5 s for a managed plugin's socket, so this comes first at
@@ -42,35 +48,70 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve answers the remote API on l until ctx ends. go-plugins-helpers'
-// handler owns its http.Server, so closing the listener is how it stops.
-func Serve(ctx context.Context, l net.Listener, api *API) error {
-	h := network.NewHandler(api)
-	if api.leave != nil {
-		h.HandleFunc(leavePath, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			if err := api.leave(); err != nil {
-				w.WriteHeader(http.StatusInternalServerError)
-				json.NewEncoder(w).Encode(map[string]string{"Err": err.Error()})
-				return
-			}
-			json.NewEncoder(w).Encode(struct{}{})
-		})
-	}
-	if api.status != nil {
-		h.HandleFunc(statusPath, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			json.NewEncoder(w).Encode(api.status())
-		})
-	}
+// Serve answers the network driver and IPAM driver APIs on l until ctx ends.
+func Serve(ctx context.Context, l net.Listener, api *API, ipam *IPAM) error {
+	srv := &http.Server{Handler: newMux(api, ipam), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- h.Serve(l) }()
+	go func() { errc <- srv.Serve(l) }()
 	select {
 	case <-ctx.Done():
-		l.Close()
+		srv.Close()
 		<-errc
 		return nil
 	case err := <-errc:
 		return fmt.Errorf("serving the remote API: %w", err)
 	}
+}
+
+// newMux routes every call of both APIs. The request and response types,
+// and the interfaces API and IPAM satisfy, are go-plugins-helpers'; the
+// routing is ours, because its handlers each claim /Plugin.Activate and one
+// socket serves both drivers.
+func newMux(api *API, ipam *IPAM) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", contentType)
+		fmt.Fprintln(w, manifest)
+	})
+	for path, h := range networkRoutes(api) {
+		mux.HandleFunc("/NetworkDriver."+path, h)
+	}
+	for path, h := range ipamRoutes(ipam) {
+		mux.HandleFunc("/IpamDriver."+path, h)
+	}
+	if api.status != nil {
+		mux.HandleFunc(statusPath, handle(func(*struct{}) (any, error) { return api.status(), nil }))
+	}
+	if api.leave != nil {
+		mux.HandleFunc(leavePath, handle(func(*struct{}) (any, error) { return nil, api.leave() }))
+	}
+	return mux
+}
+
+// handle decodes a request of type Req, calls f, and encodes its answer:
+// an empty object for nil, {"Err": ...} with status 500 for an error.
+func handle[Req any](f func(*Req) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req := new(Req)
+		if err := json.NewDecoder(r.Body).Decode(req); err != nil && !errors.Is(err, io.EOF) {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp, err := f(req)
+		w.Header().Set("Content-Type", contentType)
+		if err != nil {
+			w.WriteHeader(http.StatusInternalServerError)
+			json.NewEncoder(w).Encode(map[string]string{"Err": err.Error()})
+			return
+		}
+		if resp == nil {
+			resp = struct{}{}
+		}
+		json.NewEncoder(w).Encode(resp)
+	}
+}
+
+// nothing adapts a call that answers only an error.
+func nothing[Req any](f func(*Req) error) http.HandlerFunc {
+	return handle(func(r *Req) (any, error) { return nil, f(r) })
 }

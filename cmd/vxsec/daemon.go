@@ -19,6 +19,7 @@ import (
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/ipam"
 	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/vxlan"
 )
@@ -156,7 +157,11 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		log.Info("leaving the cluster on request")
 		return cluster.Leave()
 	})
-	err = plugin.Serve(ctx, l, api)
+	alloc, err := ipam.Open(s.StateDir)
+	if err != nil {
+		return err
+	}
+	err = plugin.Serve(ctx, l, api, plugin.NewIPAM(alloc, log))
 	log.Info("vxsec daemon stopping; devices and rules stay in place, the cluster is not left")
 	return err
 }

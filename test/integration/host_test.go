@@ -20,8 +20,8 @@ func TestHandshake(t *testing.T) {
 	_, hosts := newLab(t, 1)
 	cl := hosts[0].Client()
 	impl, err := cl.Activate(ctxT(t))
-	if err != nil || !slices.Equal(impl, []string{"NetworkDriver"}) {
-		t.Fatalf("Activate = %v, %v; want [NetworkDriver]", impl, err)
+	if err != nil || !slices.Equal(impl, []string{"NetworkDriver", "IpamDriver"}) {
+		t.Fatalf("Activate = %v, %v; want [NetworkDriver IpamDriver]", impl, err)
 	}
 	caps, err := cl.Capabilities(ctxT(t))
 	if err != nil || caps.Scope != "local" || caps.ConnectivityScope != "global" {
@@ -34,6 +34,53 @@ func TestHandshake(t *testing.T) {
 		if err := cl.Call(ctxT(t), m, body, nil); err != nil {
 			t.Errorf("%s: %v", m, err)
 		}
+	}
+}
+
+// TestIPAM: vxsec's IPAM driver, through the socket as dockerd calls it,
+// gives two networks the same subnet (Docker's own refuses that), and
+// leaves no file once the pools are released.
+func TestIPAM(t *testing.T) {
+	_, hosts := newLab(t, 1)
+	h := hosts[0]
+	cl := h.Client()
+	ctx := ctxT(t)
+	var spaces struct{ LocalDefaultAddressSpace, GlobalDefaultAddressSpace string }
+	if err := cl.Call(ctx, "IpamDriver.GetDefaultAddressSpaces", struct{}{}, &spaces); err != nil || spaces.LocalDefaultAddressSpace == "" {
+		t.Fatalf("GetDefaultAddressSpaces = %+v, %v", spaces, err)
+	}
+	type poolResp struct{ PoolID, Pool string }
+	var pools []poolResp
+	for i := 0; i < 2; i++ {
+		var p poolResp
+		err := cl.Call(ctx, "IpamDriver.RequestPool", map[string]any{"AddressSpace": spaces.LocalDefaultAddressSpace, "Pool": "10.44.0.0/24"}, &p)
+		if err != nil || p.Pool != "10.44.0.0/24" {
+			t.Fatalf("RequestPool #%d = %+v, %v", i, p, err)
+		}
+		pools = append(pools, p)
+	}
+	for _, p := range pools {
+		var gw, c struct{ Address string }
+		if err := cl.Call(ctx, "IpamDriver.RequestAddress", map[string]any{"PoolID": p.PoolID, "Options": map[string]string{"RequestAddressType": "com.docker.network.gateway"}}, &gw); err != nil || gw.Address != "10.44.0.1/24" {
+			t.Fatalf("gateway = %+v, %v", gw, err)
+		}
+		if err := cl.Call(ctx, "IpamDriver.RequestAddress", map[string]any{"PoolID": p.PoolID}, &c); err != nil || c.Address != "10.44.0.2/24" {
+			t.Fatalf("address = %+v, %v", c, err)
+		}
+	}
+	if err := cl.Call(ctx, "IpamDriver.RequestPool", map[string]any{"Pool": ""}, nil); err == nil || !strings.Contains(err.Error(), "--subnet") {
+		t.Fatalf("a pool without a subnet: want a refusal naming --subnet, got %v", err)
+	}
+	for _, p := range pools {
+		if err := cl.Call(ctx, "IpamDriver.ReleaseAddress", map[string]any{"PoolID": p.PoolID, "Address": "10.44.0.2"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Call(ctx, "IpamDriver.ReleasePool", map[string]any{"PoolID": p.PoolID}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if files := stateFiles(t, h); len(files) != 0 {
+		t.Fatalf("files left after releasing every pool: %v", files)
 	}
 }
 
