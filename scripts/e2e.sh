@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# End-to-end tests with the real Docker engine and the real vxsec managed
+# plugin (`make e2e` runs `make build` first).
+#
+# Installs what is missing, uses the running Docker engine or starts its own
+# (scripts/engine.sh), builds the test image (scripts/image.sh), builds and
+# enables the plugin (scripts/plugin.sh), then runs the Go tests in e2e/.
+# The plugin is left installed; test containers and networks are removed; the
+# engine is stopped again only if this script started it.
+#
+#   E2E_RUN      go test -run pattern (default: all)
+#   E2E_TIMEOUT  go test -timeout (default 20m)
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+require_root
+cd "$VXSEC_REPO_ROOT"
+command -v go >/dev/null || die "go is not installed (the tests are Go tests): install Go $(sed -n 's/^go //p' go.mod) or newer"
+[[ -x bin/vxsec ]] || die "bin/vxsec does not exist: run 'make e2e' (which builds it) or 'make build' first"
+
+ensure_host_packages
+
+engine_was_running=0
+if engine_answers; then
+	engine_was_running=1
+fi
+ensure_engine
+started_here=0
+if ((engine_was_running == 0)) && engine_started_by_harness; then
+	started_here=1
+fi
+
+finish() {
+	local rc=$?
+	trap - EXIT
+	if ((rc != 0)); then
+		local id
+		if id=$(docker plugin inspect -f '{{.Id}}' vxsec 2>/dev/null) && engine_started_by_harness; then
+			mkdir -p build
+			grep -F "plugin=$id" "$VXSEC_E2E_LOG" >build/e2e-plugin.log 2>/dev/null || true
+			echo "----- the plugin's last 40 log lines (all of them: build/e2e-plugin.log; dockerd: $VXSEC_E2E_LOG) -----" >&2
+			tail -n 40 build/e2e-plugin.log >&2 || true
+			echo "-----" >&2
+		else
+			log "the plugin's output is in the log of the Docker engine (lines with plugin=<plugin id>)"
+		fi
+	fi
+	log "removing e2e leftovers (containers and networks named e2e-<run>-*)"
+	local ids
+	ids=$(docker ps -aq --filter 'name=^/?e2e-[0-9a-f]{6}-' 2>/dev/null || true)
+	if [[ -n $ids ]]; then
+		# shellcheck disable=SC2086 # word splitting of ids is intended
+		docker rm -f $ids >/dev/null || warn "could not remove containers: $ids"
+	fi
+	ids=$(docker network ls -q --filter 'name=^e2e-[0-9a-f]{6}-' 2>/dev/null || true)
+	if [[ -n $ids ]]; then
+		# shellcheck disable=SC2086
+		docker network rm $ids >/dev/null || warn "could not remove networks: $ids"
+	fi
+	if ((started_here)); then
+		stop_engine
+	else
+		log "leaving the Docker engine running (this script did not start it)"
+	fi
+	if ((rc == 0)); then
+		log "E2E PASSED"
+	else
+		log "E2E FAILED (exit code $rc)"
+	fi
+	exit "$rc"
+}
+trap finish EXIT
+
+"$VXSEC_REPO_ROOT/scripts/image.sh"
+"$VXSEC_REPO_ROOT/scripts/plugin.sh"
+
+log "go test -tags 'nosystemd e2e' -count=1 -v -timeout ${E2E_TIMEOUT:-20m} ./e2e/ ${E2E_RUN:+-run $E2E_RUN}"
+go_args=(test -tags 'nosystemd e2e' -count=1 -v -timeout "${E2E_TIMEOUT:-20m}")
+if [[ -n ${E2E_RUN:-} ]]; then
+	go_args+=(-run "$E2E_RUN")
+fi
+mkdir -p build
+set +e
+go "${go_args[@]}" ./e2e/ 2>&1 | tee build/e2e.log
+rc=${PIPESTATUS[0]}
+set -e
+passed=$(grep -c -- '^--- PASS' build/e2e.log || true)
+failed=$(grep -c -- '^--- FAIL' build/e2e.log || true)
+skipped=$(grep -c -- '^--- SKIP' build/e2e.log || true)
+log "top-level tests: $passed passed, $failed failed, $skipped skipped (full log: build/e2e.log)"
+if ((rc != 0)); then
+	die "e2e tests failed (go test exit code $rc); see the failures above (full log: build/e2e.log)"
+fi

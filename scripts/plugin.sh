@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Build the vxsec managed (v2) plugin from bin/vxsec and enable it in the local
+# Docker engine (`make plugin` runs `make build` first).
+#
+#   PLUGIN_NAME   plugin name (default vxsec; Docker calls it vxsec:latest)
+#   VXSEC_*       any plugin setting (VXSEC_DATA_PORT, VXSEC_LOG_LEVEL, ...) that
+#                 is set in the environment is applied with `docker plugin set`
+#                 before the plugin is enabled.
+#
+# The rootfs is built offline: the Dockerfile is FROM scratch (classic builder),
+# the image's filesystem is exported into build/plugin/rootfs, next to config.json.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PLUGIN_NAME=${PLUGIN_NAME:-vxsec}
+BUILD_TAG=vxsec-rootfs:build
+PLUGIN_DIR=$VXSEC_REPO_ROOT/build/plugin
+
+require_root
+cd "$VXSEC_REPO_ROOT"
+[[ -x bin/vxsec ]] || die "bin/vxsec does not exist: run 'make build' (or 'make plugin', which builds it first)"
+[[ -f config.json ]] || die "config.json (the plugin's config) is missing from $VXSEC_REPO_ROOT"
+[[ -f Dockerfile ]] || die "Dockerfile is missing from $VXSEC_REPO_ROOT"
+[[ $(od -An -c -N4 bin/vxsec | tr -d ' ') == 177ELF ]] || die "bin/vxsec is not an ELF binary"
+
+ensure_packages docker.io
+ensure_engine
+
+# Settings to apply: every VXSEC_* variable in the environment whose name
+# config.json declares as a plugin env.
+mapfile -t declared < <(grep -o '"name": *"VXSEC_[A-Z0-9_]*"' config.json | grep -o 'VXSEC_[A-Z0-9_]*')
+settings=()
+for name in "${declared[@]}"; do
+	if [[ -n ${!name+set} ]]; then
+		settings+=("$name=${!name}")
+	fi
+done
+
+# A build context holding only what the Dockerfile copies (not the whole repo).
+context=$VXSEC_REPO_ROOT/build/plugin-context
+log "building the plugin rootfs image $BUILD_TAG (classic builder, FROM scratch, offline; context $context)"
+rm -rf "$context"
+mkdir -p "$context/bin"
+cp Dockerfile "$context/Dockerfile"
+cp bin/vxsec "$context/bin/vxsec"
+docker build --quiet -t "$BUILD_TAG" "$context" >/dev/null || die "docker build of the plugin rootfs failed"
+
+log "exporting the rootfs of $BUILD_TAG into $PLUGIN_DIR/rootfs"
+rm -rf "$PLUGIN_DIR"
+mkdir -p "$PLUGIN_DIR/rootfs"
+cid=$(docker create "$BUILD_TAG") || die "docker create $BUILD_TAG failed"
+trap 'docker rm -f "$cid" >/dev/null 2>&1 || true' EXIT
+docker export "$cid" | tar -x -C "$PLUGIN_DIR/rootfs" || die "docker export of the rootfs failed"
+docker rm -f "$cid" >/dev/null
+trap - EXIT
+cp config.json "$PLUGIN_DIR/config.json"
+[[ -x $PLUGIN_DIR/rootfs/vxsec ]] || die "the exported rootfs has no /vxsec"
+
+if docker plugin inspect "$PLUGIN_NAME" >/dev/null 2>&1; then
+	if [[ $(docker plugin inspect -f '{{.Enabled}}' "$PLUGIN_NAME") == true ]]; then
+		log "plugin $PLUGIN_NAME exists and is enabled: docker plugin disable -f $PLUGIN_NAME"
+		docker plugin disable -f "$PLUGIN_NAME" >/dev/null || die "could not disable the existing plugin $PLUGIN_NAME"
+	fi
+	log "removing the existing plugin: docker plugin rm -f $PLUGIN_NAME"
+	docker plugin rm -f "$PLUGIN_NAME" >/dev/null || die "could not remove the existing plugin $PLUGIN_NAME"
+fi
+
+log "docker plugin create $PLUGIN_NAME $PLUGIN_DIR"
+docker plugin create "$PLUGIN_NAME" "$PLUGIN_DIR" >/dev/null || die "docker plugin create failed"
+if ((${#settings[@]} > 0)); then
+	log "docker plugin set $PLUGIN_NAME ${settings[*]}"
+	docker plugin set "$PLUGIN_NAME" "${settings[@]}" || die "docker plugin set failed"
+fi
+log "docker plugin enable $PLUGIN_NAME"
+if ! docker plugin enable "$PLUGIN_NAME"; then
+	if pid=$(harness_engine_pid); then
+		echo "----- dockerd log lines about the plugin (last 30) -----" >&2
+		grep -i -e plugin -e vxsec "$VXSEC_E2E_LOG" | tail -n 30 >&2 || true
+	fi
+	die "docker plugin enable $PLUGIN_NAME failed (the plugin must listen on its socket within ~9.5 s; its stdout/stderr is in the dockerd log)"
+fi
+docker plugin ls
+log "plugin $PLUGIN_NAME is enabled (id $(docker plugin inspect -f '{{.Id}}' "$PLUGIN_NAME" | cut -c1-12)); use: docker network create -d $PLUGIN_NAME:latest ... (Docker 20.10 needs the :latest)"
