@@ -1,17 +1,22 @@
 # vxsec build and test entry points. Every target installs what it needs.
 GO        ?= go
 BIN       := bin/vxsec
+VXLAB     := bin/vxlab
 GOFLAGS_B := -trimpath -tags nosystemd
 export CGO_ENABLED := 0
 
-.PHONY: all build unit integration e2e test plugin demo bench lint clean
+.PHONY: all build vxlab unit integration e2e test plugin demo bench lint clean
 
 all: build
 
 build:
 	$(GO) build $(GOFLAGS_B) -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/vxsec
 
-# Unit tests: no root, no kernel changes.
+# The lab CLI: multi-host demo and benchmarks in network namespaces.
+vxlab:
+	$(GO) build $(GOFLAGS_B) -o $(VXLAB) ./cmd/vxlab
+
+# Unit tests (the xfrm policy test needs root; everything else does not).
 unit:
 	$(GO) test -tags nosystemd -count=1 ./...
 
@@ -31,8 +36,16 @@ test:
 plugin: build
 	scripts/plugin.sh
 
-bench: build
+# The main job: a three-host vxsec cluster on this machine (hosts as network
+# namespaces), traffic across it, a host failing and returning, torn down.
+demo: build vxlab
+	scripts/demo.sh
+
+# Benchmarks (not tests): Docker `docker run` timings, then the lab's
+# convergence, scale and throughput. VXLAB_BENCH passes flags to vxlab bench.
+bench: build vxlab
 	scripts/bench.sh
+	$(VXLAB) bench $(VXLAB_BENCH)
 
 lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))"

@@ -1,8 +1,10 @@
 package driver
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -31,7 +33,7 @@ func (d *Driver) SetRemote(t gossip.Table) {
 		return
 	}
 	d.remote[t.Host] = t
-	d.reconcilePeersLocked()
+	d.peersChangedLocked()
 }
 
 // DropRemote forgets a host: its endpoints leave every network at once.
@@ -40,17 +42,20 @@ func (d *Driver) DropRemote(host netip.Addr) {
 	defer d.mu.Unlock()
 	delete(d.remote, host)
 	d.dropped[host] = true
-	d.reconcilePeersLocked()
+	d.peersChangedLocked()
 }
 
 // SetMembers updates the hosts VXLAN is accepted from.
 func (d *Driver) SetMembers(addrs []netip.Addr) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.members = append([]netip.Addr{}, addrs...)
 	for _, a := range addrs {
 		delete(d.dropped, a)
 	}
+	if d.members != nil && slices.Equal(d.members, addrs) {
+		return // member events that change no address: keep the kernel as is
+	}
+	d.members = append([]netip.Addr{}, addrs...)
 	if len(d.nets) == 0 {
 		return
 	}
@@ -90,6 +95,38 @@ func (n *Network) sortedEndpoints() []*Endpoint {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// peerBatch is how long changes to remote tables gather before they are
+// applied: a burst of tables (a host joining a large cluster) costs one
+// pass over the kernel instead of one per table.
+const peerBatch = 50 * time.Millisecond
+
+// peersChangedLocked schedules applying the remote tables to the kernel.
+func (d *Driver) peersChangedLocked() {
+	select {
+	case d.peersDirty <- struct{}{}:
+	default:
+	}
+}
+
+// applyPeers runs until ctx ends, applying remote tables in batches.
+func (d *Driver) applyPeers(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.peersDirty:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(peerBatch):
+		}
+		d.mu.Lock()
+		d.reconcilePeersLocked()
+		d.mu.Unlock()
+	}
 }
 
 // reconcilePeersLocked makes every network's static entries match what the

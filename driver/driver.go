@@ -63,6 +63,8 @@ type Driver struct {
 	// members are the cluster's hosts; nil until the cluster said.
 	members []netip.Addr
 	started time.Time
+	// peersDirty asks applyPeers (run by Run) for a pass.
+	peersDirty chan struct{}
 }
 
 // New loads the persisted state. Call Reconcile before serving.
@@ -78,6 +80,7 @@ func New(cfg Config) (*Driver, error) {
 	return &Driver{
 		cfg: cfg, log: log, nets: nets, allocated: map[string]uint32{},
 		remote: map[netip.Addr]gossip.Table{}, dropped: map[netip.Addr]bool{}, started: time.Now(),
+		peersDirty: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -132,9 +135,17 @@ func (d *Driver) reconcileLocked() error {
 	return nil
 }
 
-// Run repairs drift every ReconcileEvery until ctx ends.
+// Run applies remote tables as they come and repairs drift every
+// ReconcileEvery, until ctx ends.
 func (d *Driver) Run(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.applyPeers(ctx)
+	}()
+	defer func() { <-done }()
 	if d.cfg.ReconcileEvery <= 0 {
+		<-ctx.Done()
 		return
 	}
 	t := time.NewTicker(d.cfg.ReconcileEvery)
@@ -328,7 +339,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 		return err
 	}
 	d.nets[n.ID] = n
-	d.reconcilePeersLocked()
+	d.peersChangedLocked()
 	d.publishLocked()
 	d.log.Info("created network", "network", n.ID, "vni", n.VNI, "mtu", n.MTU, "subnets", n.Subnets)
 	return nil
@@ -448,7 +459,7 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 		return "", err
 	}
 	d.nets[n.ID] = next
-	d.reconcilePeersLocked()
+	d.peersChangedLocked()
 	d.publishLocked()
 	return chosenMAC, nil
 }
@@ -471,7 +482,7 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, netID, epID string) error {
 	}
 	d.nets[netID] = next
 	d.publishLocked()
-	d.reconcilePeersLocked()
+	d.peersChangedLocked()
 	return d.cfg.DataPath.DeleteEndpoint(epID)
 }
 

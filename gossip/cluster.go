@@ -54,8 +54,10 @@ type Config struct {
 	FailGrace time.Duration
 }
 
-// DefaultFailGrace: see Config.FailGrace.
-const DefaultFailGrace = 2 * time.Second
+// DefaultFailGrace: see Config.FailGrace. Long enough for a plugin to be
+// disabled and enabled, or killed and restarted, without its peers
+// forgetting its endpoints (whose data path never stopped).
+const DefaultFailGrace = 10 * time.Second
 
 // Tag names published through serf.
 const (
@@ -76,8 +78,15 @@ const (
 	// reconnectEvery is how often failed members are retried, which bounds
 	// how long a healed partition stays split (serf's default is 30 s).
 	reconnectEvery  = 3 * time.Second
-	publishCoalesce = 10 * time.Millisecond
-	maxTableBytes   = 16 << 20
+	publishCoalesce = 50 * time.Millisecond
+	// broadcastWait bounds how long a tag update waits to be sent; the tag
+	// is set at once, the wait only confirms, and a long one would stall
+	// shutdown (and with it a restarting plugin).
+	broadcastWait = 500 * time.Millisecond
+	// pushPull bounds how long a missed membership broadcast goes unrepaired.
+	pushPull      = 10 * time.Second
+	pullWorkers   = 4
+	maxTableBytes = 16 << 20
 )
 
 // Member is a cluster member as status reports show it.
@@ -141,6 +150,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	sc.SnapshotPath = cfg.SnapshotPath
 	sc.RejoinAfterLeave = true
 	sc.ReconnectInterval = reconnectEvery
+	sc.BroadcastTimeout = broadcastWait
 	sc.Logger = mlog.std()
 	sc.MemberlistConfig = memberlist.DefaultLANConfig()
 	mc := sc.MemberlistConfig
@@ -151,6 +161,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	mc.ProbeInterval, mc.ProbeTimeout = probeInterval, probeTimeout
 	mc.GossipInterval = gossipInterval
 	mc.SuspicionMult = suspicionMult
+	mc.PushPullInterval = pushPull
 	mc.Logger = mlog.std()
 	if cfg.Secret != nil {
 		key, err := GossipKey(cfg.Secret)
@@ -180,7 +191,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.spawn(func() { c.eventLoop(ctx, events) })
 	c.spawn(func() { c.publishLoop(ctx) })
-	c.spawn(func() { c.pullLoop(ctx) })
+	for i := 0; i < pullWorkers; i++ {
+		c.spawn(func() { c.pullLoop(ctx) })
+	}
 	c.spawn(func() { c.repairLoop(ctx) })
 	if len(cfg.Seeds) > 0 {
 		c.spawn(func() { c.joinLoop(ctx, cfg.Seeds) })
@@ -282,7 +295,9 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 		v := c.local.Version
 		c.mu.Unlock()
 		if err := c.serf.SetTags(map[string]string{tagVersion: v.String()}); err != nil {
-			c.log.Warn("announcing table version", "err", err)
+			// The tag is set; only the confirmation of its broadcast timed
+			// out. The repair pass covers any member that missed it.
+			c.log.Debug("announcing table version", "version", v.String(), "err", err)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Container is a namespace attached to a vxsec network the way dockerd
@@ -24,6 +25,8 @@ type Container struct {
 	SrcName string
 	// Ifname is its name inside the container.
 	Ifname string
+	// JoinedAt is when the Join call was sent (benchmarks measure from it).
+	JoinedAt time.Time
 }
 
 // Run creates a container on network netID with address addr (prefix form).
@@ -48,6 +51,7 @@ func (h *Host) Run(ctx context.Context, name, netID, addr string) (*Container, e
 		cl.DeleteEndpoint(ctx, netID, c.EndpointID)
 		return nil, err
 	}
+	c.JoinedAt = time.Now()
 	join, err := cl.Join(ctx, netID, c.EndpointID, "/var/run/netns/"+c.NS)
 	if err != nil {
 		run(ctx, "ip", "netns", "del", c.NS)

@@ -53,6 +53,7 @@ type Lab struct {
 
 	mu    sync.Mutex
 	hosts []*Host
+	nodes []*Host // outsiders without a daemon (AddNode)
 }
 
 // New makes the switch: a bridge in a namespace of its own, so that the
@@ -164,6 +165,14 @@ func (l *Lab) Close() error {
 		h.mu.Unlock()
 		h.Kill()
 		if err := run(context.Background(), "ip", "netns", "del", h.NS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	l.mu.Lock()
+	nodes := l.nodes
+	l.mu.Unlock()
+	for _, n := range nodes {
+		if err := run(context.Background(), "ip", "netns", "del", n.NS); err != nil {
 			errs = append(errs, err)
 		}
 	}

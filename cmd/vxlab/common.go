@@ -22,6 +22,9 @@ type cluster struct {
 	secret string
 }
 
+// keepLogs keeps every lab's directory (daemon logs) after it closes.
+var keepLogs bool
+
 // newCluster makes the switch and n hosts and starts their daemons
 // (parallel at most 8 at a time), with a secret from `vxsec secret`.
 func newCluster(ctx context.Context, bin string, n int) (*cluster, error) {
@@ -57,8 +60,10 @@ func newCluster(ctx context.Context, bin string, n int) (*cluster, error) {
 // Close tears the lab down and removes its directory unless it failed.
 func (c *cluster) Close() error {
 	err := c.Lab.Close()
-	if err == nil {
+	if err == nil && !keepLogs {
 		os.RemoveAll(c.Dir())
+	} else {
+		fmt.Fprintf(os.Stderr, "vxlab: lab directory (daemon logs) kept: %s\n", c.Dir())
 	}
 	return err
 }

@@ -1,0 +1,279 @@
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// What a cluster lab needs on top of single-host hosts: the daemons' status
+// call, the switch ports (to cut a host off the underlay), the kernel's
+// view of remote endpoints, and hosts that are no members at all.
+
+// NewSecret returns a fresh cluster secret (base64 of 32 random bytes), the
+// form `vxsec secret` prints and VXSEC_SECRET takes.
+func NewSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// ClusterEnv is the environment that makes every host of a lab one cluster:
+// the same secret, and the first host's address as the seed (the first host
+// joining itself is harmless).
+func ClusterEnv(secret string) []string {
+	return []string{"VXSEC_SECRET=" + secret, "VXSEC_JOIN=" + Underlay.Addr().Next().String()}
+}
+
+// Status is the answer of the daemon's VxSec.Status call.
+type Status struct {
+	Node     string
+	Members  []Member
+	Networks []NetworkStatus
+}
+
+// Member is one cluster member as a daemon sees it.
+type Member struct {
+	Name   string
+	Addr   string
+	Status string
+}
+
+// NetworkStatus counts a network's endpoints on a host: its own (Local) and
+// those installed from other hosts (Remote).
+type NetworkStatus struct {
+	ID     string
+	VNI    int
+	Local  int
+	Remote int
+}
+
+// Status asks the host's daemon for its view of the cluster.
+func (h *Host) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := h.Client().Call(ctx, "VxSec.Status", struct{}{}, &st)
+	return st, err
+}
+
+// Alive returns the addresses of the members st reports alive.
+func (st Status) Alive() []string {
+	var a []string
+	for _, m := range st.Members {
+		if m.Status == "alive" {
+			a = append(a, m.Addr)
+		}
+	}
+	return a
+}
+
+// Member returns the member with address addr, if st lists it.
+func (st Status) Member(addr string) (Member, bool) {
+	for _, m := range st.Members {
+		if m.Addr == addr {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// Network returns the network with the given VNI, if the host has it.
+func (st Status) Network(vni int) (NetworkStatus, bool) {
+	for _, n := range st.Networks {
+		if n.VNI == vni {
+			return n, true
+		}
+	}
+	return NetworkStatus{}, false
+}
+
+// Index is the host's number on the switch (its address's last byte).
+func (h *Host) Index() int { return int(h.Addr.As4()[3]) }
+
+// Port is the name of the host's port in the switch namespace.
+func (h *Host) Port() string { return fmt.Sprintf("p%d", h.Index()) }
+
+// Switch is the namespace of the lab's underlay switch.
+func (l *Lab) Switch() string { return l.sw }
+
+// SetUnderlay brings the host's switch port up or down: down, the host is
+// cut off from every other host as if its cable were pulled.
+func (h *Host) SetUnderlay(ctx context.Context, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return run(ctx, "ip", "-n", h.lab.sw, "link", "set", h.Port(), state)
+}
+
+// Pid is the daemon's process id (ip netns exec execs the daemon in place),
+// or 0 if it is not running.
+func (h *Host) Pid() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil || h.cmd.Process == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
+}
+
+// RSS returns the daemon's resident and peak resident memory in bytes.
+func (h *Host) RSS() (rss, hwm int64, err error) {
+	pid := h.Pid()
+	if pid == 0 {
+		return 0, 0, fmt.Errorf("lab: %s: daemon not running", h.Name)
+	}
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb * 1024
+		case "VmHWM:":
+			hwm = kb * 1024
+		}
+	}
+	if rss == 0 {
+		return 0, 0, fmt.Errorf("lab: no VmRSS for pid %d", pid)
+	}
+	return rss, hwm, nil
+}
+
+// FDBEntry is a static forwarding entry of a network's VXLAN device: frames
+// for MAC go to host Dst.
+type FDBEntry struct {
+	MAC string
+	Dst string
+}
+
+// FDB lists the entries with a destination on the host's vxsec-<vni>.
+func (h *Host) FDB(ctx context.Context, vni int) ([]FDBEntry, error) {
+	out, err := h.Exec(ctx, "bridge", "fdb", "show", "dev", fmt.Sprintf("vxsec-%d", vni))
+	if err != nil {
+		return nil, err
+	}
+	var es []FDBEntry
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "dst" {
+				es = append(es, FDBEntry{MAC: f[0], Dst: f[i+1]})
+				break
+			}
+		}
+	}
+	return es, nil
+}
+
+// NeighEntry is a neighbour entry of a network's VXLAN device (what its
+// proxy ARP answers from).
+type NeighEntry struct {
+	IP    string
+	MAC   string
+	State string
+}
+
+// Neigh lists the neighbour entries of the host's vxsec-<vni>.
+func (h *Host) Neigh(ctx context.Context, vni int) ([]NeighEntry, error) {
+	out, err := h.Exec(ctx, "ip", "neigh", "show", "dev", fmt.Sprintf("vxsec-%d", vni))
+	if err != nil {
+		return nil, err
+	}
+	var es []NeighEntry
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 4 && f[1] == "lladdr" {
+			es = append(es, NeighEntry{IP: f[0], MAC: f[2], State: f[len(f)-1]})
+		}
+	}
+	return es, nil
+}
+
+// AddNode makes a namespace on the switch with the given underlay address
+// that runs no daemon and is no lab host: an outsider (say, an attacker on
+// the underlay) for tests to build things in with Exec.
+func (l *Lab) AddNode(ctx context.Context, name string, addr netip.Addr) (*Host, error) {
+	if !Underlay.Contains(addr) || addr == deadEnd {
+		return nil, fmt.Errorf("lab: node address %s is not in %s or is the gateway", addr, Underlay)
+	}
+	h := &Host{lab: l, Name: name, NS: l.name + "-" + name, Addr: addr}
+	port := fmt.Sprintf("p%d", addr.As4()[3])
+	l.mu.Lock()
+	l.nodes = append(l.nodes, h)
+	l.mu.Unlock()
+	steps := [][]string{
+		{"netns", "add", h.NS},
+		{"-n", h.NS, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw},
+		{"-n", l.sw, "link", "set", port, "master", "br0", "up"},
+		{"-n", h.NS, "addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
+		{"-n", h.NS, "link", "set", "eth0", "up"},
+		{"-n", h.NS, "link", "set", "lo", "up"},
+	}
+	for _, s := range steps {
+		if err := run(ctx, "ip", s...); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// WaitFor polls cond every 20 ms until it holds, ctx ends or timeout passes;
+// the error is cond's last one.
+func WaitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
+	return waitFor(ctx, timeout, cond)
+}
+
+// Ping runs iputils ping in the host's namespace (for nodes added with
+// AddNode, which have no containers) and parses its statistics.
+func (h *Host) Ping(ctx context.Context, dst string, args ...string) (PingResult, error) {
+	all := append([]string{"netns", "exec", h.NS, "ping", "-n"}, args...)
+	out, _ := output(ctx, "ip", append(all, dst)...)
+	m := pingStats.FindStringSubmatch(out)
+	if m == nil {
+		return PingResult{Output: out}, fmt.Errorf("lab: ping %s from %s: no statistics in output: %s", dst, h.Name, strings.TrimSpace(out))
+	}
+	r := PingResult{Output: out}
+	r.Sent, _ = strconv.Atoi(m[1])
+	r.Received, _ = strconv.Atoi(m[2])
+	if m[3] != "" {
+		r.Errors, _ = strconv.Atoi(m[3])
+	}
+	return r, nil
+}
+
+// CPUTime returns the CPU time (user + system) the daemon has used so far.
+func (h *Host) CPUTime() (time.Duration, error) {
+	pid := h.Pid()
+	if pid == 0 {
+		return 0, fmt.Errorf("lab: %s: daemon not running", h.Name)
+	}
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces) start at state.
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("lab: short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / ticksPerSecond, nil
+}

@@ -1,0 +1,295 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/lab"
+)
+
+// failBound is the failure-detection bound the cluster promises: a dead
+// host's endpoints are gone from every other host within it.
+const failBound = 20 * time.Second
+
+// cluster is a lab whose hosts form one vxsec cluster.
+type cluster struct {
+	lab    *lab.Lab
+	hosts  []*lab.Host
+	secret string
+}
+
+// newCluster starts n hosts sharing a secret and seeded with h1, and waits
+// until every one of them sees all n alive.
+func newCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	secret := lab.NewSecret()
+	l, err := lab.New(ctx, lab.Config{Bin: binary(t), Dir: t.TempDir(), Env: lab.ClusterEnv(secret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{lab: l, secret: secret}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range l.Hosts() {
+				t.Logf("daemon log of %s (%s):\n%s", h.Name, h.LogPath, h.LogTail(60))
+			}
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("closing lab: %v", err)
+		}
+	})
+	for i := 1; i <= n; i++ {
+		c.addHost(t, fmt.Sprintf("h%d", i))
+	}
+	c.waitMembers(t, c.hosts, c.hosts)
+	return c
+}
+
+// addHost adds and starts one more host; env is added after the cluster's
+// (the last value of a variable wins).
+func (c *cluster) addHost(t *testing.T, name string, env ...string) *lab.Host {
+	t.Helper()
+	ctx := ctxT(t)
+	h, err := c.lab.AddHost(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Env = append(h.Env, env...)
+	if err := h.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.hosts = append(c.hosts, h)
+	return h
+}
+
+// eventually polls cond until it holds or timeout passes, then fails with
+// cond's last error. It returns how long it took.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := lab.WaitFor(ctxT(t), timeout, cond); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return time.Since(start)
+}
+
+func addrs(hs []*lab.Host) []string {
+	var a []string
+	for _, h := range hs {
+		a = append(a, h.Addr.String())
+	}
+	slices.Sort(a)
+	return a
+}
+
+// waitMembers waits until every host of on sees exactly want alive.
+func (c *cluster) waitMembers(t *testing.T, on, want []*lab.Host) {
+	t.Helper()
+	w := addrs(want)
+	for _, h := range on {
+		eventually(t, 20*time.Second, h.Name+" sees every member alive", func() error {
+			st, err := h.Status(ctxT(t))
+			if err != nil {
+				return err
+			}
+			got := st.Alive()
+			slices.Sort(got)
+			if !slices.Equal(got, w) {
+				return fmt.Errorf("alive members %v, want %v (all: %+v)", got, w, st.Members)
+			}
+			return nil
+		})
+	}
+}
+
+// netStatus returns h's counts for the network with that VNI.
+func netStatus(ctx context.Context, h *lab.Host, vni int) (lab.NetworkStatus, error) {
+	st, err := h.Status(ctx)
+	if err != nil {
+		return lab.NetworkStatus{}, err
+	}
+	n, ok := st.Network(vni)
+	if !ok {
+		return n, fmt.Errorf("%s: no network with vni %d in status %+v", h.Name, vni, st.Networks)
+	}
+	return n, nil
+}
+
+// waitCounts waits until h reports local and remote endpoints on vni.
+func waitCounts(t *testing.T, h *lab.Host, vni, local, remote int, timeout time.Duration) time.Duration {
+	t.Helper()
+	return eventually(t, timeout, fmt.Sprintf("%s has %d local and %d remote endpoints on vni %d", h.Name, local, remote, vni), func() error {
+		n, err := netStatus(ctxT(t), h, vni)
+		if err != nil {
+			return err
+		}
+		if n.Local != local || n.Remote != remote {
+			return fmt.Errorf("status says local %d, remote %d", n.Local, n.Remote)
+		}
+		return nil
+	})
+}
+
+// createEverywhere creates the network with that VNI on every host, each
+// under its own network ID (Docker outside swarm gives each host its own).
+func createEverywhere(t *testing.T, hosts []*lab.Host, name string, vni int, subnet string) map[*lab.Host]string {
+	t.Helper()
+	ids := map[*lab.Host]string{}
+	for _, h := range hosts {
+		id := name + "-" + h.Name
+		mustCreateNetwork(t, h, id, map[string]string{"vni": strconv.Itoa(vni)}, subnet, "")
+		ids[h] = id
+	}
+	return ids
+}
+
+// wantEntries checks that h's vxsec-<vni> holds exactly the FDB and
+// neighbour entries of the remote containers, pointing at their hosts, and
+// nothing else (in particular no all-zeros flooding entry).
+func wantEntries(ctx context.Context, h *lab.Host, vni int, remote []*lab.Container) error {
+	fdb, err := h.FDB(ctx, vni)
+	if err != nil {
+		return err
+	}
+	neigh, err := h.Neigh(ctx, vni)
+	if err != nil {
+		return err
+	}
+	var wantF, gotF, wantN, gotN []string
+	for _, c := range remote {
+		wantF = append(wantF, c.MAC+" dst "+c.Host.Addr.String())
+		wantN = append(wantN, c.IP()+" "+c.MAC)
+	}
+	for _, e := range fdb {
+		gotF = append(gotF, e.MAC+" dst "+e.Dst)
+	}
+	for _, e := range neigh {
+		gotN = append(gotN, e.IP+" "+e.MAC)
+	}
+	for _, s := range [][]string{wantF, gotF, wantN, gotN} {
+		slices.Sort(s)
+	}
+	if !slices.Equal(wantF, gotF) {
+		return fmt.Errorf("%s: fdb of vxsec-%d is %q, want %q", h.Name, vni, gotF, wantF)
+	}
+	if !slices.Equal(wantN, gotN) {
+		return fmt.Errorf("%s: neighbours of vxsec-%d are %q, want %q", h.Name, vni, gotN, wantN)
+	}
+	for _, e := range neigh {
+		if e.State != "PERMANENT" {
+			return fmt.Errorf("%s: neighbour %s on vxsec-%d is %s, want PERMANENT", h.Name, e.IP, vni, e.State)
+		}
+	}
+	return nil
+}
+
+// others returns the containers not on h.
+func others(h *lab.Host, cs []*lab.Container) []*lab.Container {
+	var o []*lab.Container
+	for _, c := range cs {
+		if c.Host != h {
+			o = append(o, c)
+		}
+	}
+	return o
+}
+
+// reachFast asserts c reaches dst, returning as soon as one reply arrives.
+func reachFast(t *testing.T, c *lab.Container, dst string) {
+	t.Helper()
+	r, err := c.Ping(ctxT(t), dst, "-c", "1", "-w", "3", "-i", "0.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Received == 0 {
+		t.Fatalf("%s (%s) → %s: no reply\n%s", c.Name, c.Host.Name, dst, r.Output)
+	}
+}
+
+// nftTable is the host's `nft list table inet vxsec`.
+func nftTable(t *testing.T, h *lab.Host) string {
+	t.Helper()
+	out, err := h.Exec(ctxT(t), "nft", "list", "table", "inet", "vxsec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var (
+	nftCounter  = regexp.MustCompile(`counter packets (\d+) bytes \d+`)
+	nftElements = regexp.MustCompile(`(?s)elements = \{([^}]*)\}`)
+	ipv4        = regexp.MustCompile(`\b\d+\.\d+\.\d+\.\d+\b`)
+)
+
+// dataPortDrops sums the counters of the rules that drop traffic to the
+// data port (4800) in the host's vxsec table.
+func dataPortDrops(t *testing.T, h *lab.Host) int {
+	t.Helper()
+	table := nftTable(t, h)
+	n, found := 0, false
+	for _, line := range strings.Split(table, "\n") {
+		if !strings.Contains(line, "4800") || !strings.Contains(line, "drop") {
+			continue
+		}
+		if m := nftCounter.FindStringSubmatch(line); m != nil {
+			v, _ := strconv.Atoi(m[1])
+			n += v
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("%s: no counted rule dropping UDP to 4800 in the vxsec table:\n%s", h.Name, table)
+	}
+	return n
+}
+
+// memberSet returns every IPv4 address in the element lists of the host's
+// vxsec table (the set of cluster members allowed to send VXLAN).
+func memberSet(t *testing.T, h *lab.Host) []string {
+	t.Helper()
+	var a []string
+	for _, m := range nftElements.FindAllStringSubmatch(nftTable(t, h), -1) {
+		a = append(a, ipv4.FindAllString(m[1], -1)...)
+	}
+	slices.Sort(a)
+	return slices.Compact(a)
+}
+
+// rxPackets reads a container interface's received-packets counter.
+func rxPackets(t *testing.T, c *lab.Container) int {
+	t.Helper()
+	out, err := c.Exec(ctxT(t), "cat", "/sys/class/net/"+c.Ifname+"/statistics/rx_packets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// parallel runs f for every host at once and waits.
+func parallel(hosts []*lab.Host, f func(h *lab.Host)) {
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(h)
+		}()
+	}
+	wg.Wait()
+}
