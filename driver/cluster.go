@@ -42,6 +42,7 @@ func (d *Driver) DropRemote(host netip.Addr) {
 	defer d.mu.Unlock()
 	delete(d.remote, host)
 	d.dropped[host] = true
+	d.droppedSince = true
 	d.peersChangedLocked()
 }
 
@@ -52,9 +53,10 @@ func (d *Driver) SetMembers(addrs []netip.Addr) {
 	for _, a := range addrs {
 		delete(d.dropped, a)
 	}
-	if d.members != nil && slices.Equal(d.members, addrs) {
+	if d.members != nil && slices.Equal(d.members, addrs) && !d.droppedSince {
 		return // member events that change no address: keep the kernel as is
 	}
+	d.droppedSince = false
 	d.members = append([]netip.Addr{}, addrs...)
 	if len(d.nets) == 0 {
 		return
@@ -64,9 +66,26 @@ func (d *Driver) SetMembers(addrs []netip.Addr) {
 	}
 }
 
-// fwState is the firewall the desired state needs.
+// fwState is the firewall the desired state needs. Until the cluster has
+// settled after a start, the members the kernel had at start stay unless
+// the cluster declared them gone: a daemon that has not rejoined yet knows
+// only itself, and must not shut its peers out.
 func (d *Driver) fwState() firewall.State {
-	return firewall.State{Active: len(d.nets) > 0, DataPorts: []uint16{d.cfg.DataPort}, Members: d.members}
+	st := firewall.State{Active: len(d.nets) > 0, DataPorts: []uint16{d.cfg.DataPort}, Members: d.members}
+	if d.members == nil || time.Since(d.started) > settleAfter {
+		return st
+	}
+	seen := map[netip.Addr]bool{}
+	var members []netip.Addr
+	for _, a := range append(append([]netip.Addr{}, d.members...), d.bootMembers...) {
+		if !seen[a] && !d.dropped[a] {
+			seen[a] = true
+			members = append(members, a)
+		}
+	}
+	slices.SortFunc(members, func(a, b netip.Addr) int { return a.Compare(b) })
+	st.Members = members
+	return st
 }
 
 // publishLocked hands the cluster this host's table.

@@ -65,6 +65,10 @@ type Driver struct {
 	started time.Time
 	// peersDirty asks applyPeers (run by Run) for a pass.
 	peersDirty chan struct{}
+	// bootMembers are the members the kernel's firewall had at start.
+	bootMembers []netip.Addr
+	// droppedSince: a host was dropped since the firewall was last set.
+	droppedSince bool
 }
 
 // New loads the persisted state. Call Reconcile before serving.
@@ -77,10 +81,14 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	boot, err := cfg.Firewall.Members()
+	if err != nil {
+		return nil, fmt.Errorf("reading the firewall's members: %w", err)
+	}
 	return &Driver{
 		cfg: cfg, log: log, nets: nets, allocated: map[string]uint32{},
 		remote: map[netip.Addr]gossip.Table{}, dropped: map[netip.Addr]bool{}, started: time.Now(),
-		peersDirty: make(chan struct{}, 1),
+		peersDirty: make(chan struct{}, 1), bootMembers: boot,
 	}, nil
 }
 
