@@ -132,9 +132,20 @@ func TestESPDataPath(t *testing.T) {
 		if s.Src.Equal(hosts["espa"].AsSlice()) {
 			encrypted += s.Statistics.Packets
 		}
-		if !s.ESN || s.Aead == nil || s.Aead.ICVLen != ICVBits {
-			t.Errorf("SA %v: want ESN, AEAD with a %d-bit ICV", s, ICVBits)
+		icv := 0
+		if s.Aead != nil {
+			icv = s.Aead.ICVLen
 		}
+		t.Logf("SA %s→%s spi %#x: esn=%v replay-window=%d aead=%v icv=%d", s.Src, s.Dst, s.Spi, s.ESN, s.ReplayWindow, s.Aead != nil, icv)
+		if s.Aead == nil || icv != ICVBits {
+			t.Errorf("SA %s→%s: want rfc4106(gcm(aes)) with a %d-bit ICV, got icv %d", s.Src, s.Dst, ICVBits, icv)
+		}
+	}
+	// The kernel's own account of anti-replay: ESN with the window vxsec set.
+	listing := sh(t, "ip", "-n", "espa", "-d", "xfrm", "state")
+	t.Logf("ip xfrm state (A):\n%s", listing)
+	if !strings.Contains(listing, "flag esn") || !strings.Contains(listing, fmt.Sprintf("replay_window %d", ReplayWindow)) {
+		t.Errorf("SAs lack ESN with a %d-packet replay window:\n%s", ReplayWindow, listing)
 	}
 	if encrypted == 0 {
 		t.Fatalf("the outbound SA carried nothing:\n%s", sh(t, "ip", "-n", "espa", "-s", "xfrm", "state"))
@@ -159,7 +170,7 @@ func TestESPDataPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh(t, "ip", "-n", "espa", "link", "set", "eth0", "promisc", "on")
-	cap := exec.Command("ip", "netns", "exec", "espa", "timeout", "3", "tcpdump", "-c", "1", "-n", "-i", "eth0", fmt.Sprintf("udp port %d", port))
+	cap := exec.Command("ip", "netns", "exec", "espa", "timeout", "3", "tcpdump", "-c", "1", "-n", "-i", "eth0", fmt.Sprintf("udp dst port %d and src host %s", port, hosts["espb"]))
 	capOut := make(chan string, 1)
 	go func() { out, _ := cap.CombinedOutput(); capOut <- string(out) }()
 	if ping("espb", "10.99.0.1") {
