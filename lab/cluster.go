@@ -241,19 +241,7 @@ func WaitFor(ctx context.Context, timeout time.Duration, cond func() error) erro
 // Ping runs iputils ping in the host's namespace (for nodes added with
 // AddNode, which have no containers) and parses its statistics.
 func (h *Host) Ping(ctx context.Context, dst string, args ...string) (PingResult, error) {
-	all := append([]string{"netns", "exec", h.NS, "ping", "-n"}, args...)
-	out, _ := output(ctx, "ip", append(all, dst)...)
-	m := pingStats.FindStringSubmatch(out)
-	if m == nil {
-		return PingResult{Output: out}, fmt.Errorf("lab: ping %s from %s: no statistics in output: %s", dst, h.Name, strings.TrimSpace(out))
-	}
-	r := PingResult{Output: out}
-	r.Sent, _ = strconv.Atoi(m[1])
-	r.Received, _ = strconv.Atoi(m[2])
-	if m[3] != "" {
-		r.Errors, _ = strconv.Atoi(m[3])
-	}
-	return r, nil
+	return ping(ctx, h.NS, h.Name, dst, args)
 }
 
 // CPUTime returns the CPU time (user + system) the daemon has used so far.

@@ -125,12 +125,16 @@ var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received(?:
 // Ping runs iputils ping in the container with extra args (e.g. "-c", "3")
 // and parses its statistics; a ping that got no answer is not an error.
 func (c *Container) Ping(ctx context.Context, dst string, args ...string) (PingResult, error) {
-	all := append([]string{"netns", "exec", c.NS, "ping", "-n"}, args...)
-	all = append(all, dst)
-	out, _ := output(ctx, "ip", all...)
+	return ping(ctx, c.NS, c.Name, dst, args)
+}
+
+// ping runs iputils ping in namespace ns and parses its statistics.
+func ping(ctx context.Context, ns, who, dst string, args []string) (PingResult, error) {
+	all := append([]string{"netns", "exec", ns, "ping", "-n"}, args...)
+	out, _ := output(ctx, "ip", append(all, dst)...)
 	m := pingStats.FindStringSubmatch(out)
 	if m == nil {
-		return PingResult{Output: out}, fmt.Errorf("lab: ping %s from %s: no statistics in output: %s", dst, c.Name, strings.TrimSpace(out))
+		return PingResult{Output: out}, fmt.Errorf("lab: ping %s from %s: no statistics in output: %s", dst, who, strings.TrimSpace(out))
 	}
 	r := PingResult{Output: out}
 	r.Sent, _ = strconv.Atoi(m[1])
