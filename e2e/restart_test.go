@@ -45,13 +45,7 @@ func TestRestartsKeepContainersConnected(t *testing.T) {
 			waitPluginUp(t, p, pid, 30*time.Second)
 		}},
 		{"plugin-kill-9", func(t *testing.T) {
-			pid := pluginPID(t, p)
-			t.Logf("kill -9 %d (the plugin's /vxsec daemon)", pid)
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				t.Fatalf("kill -9 %d: %v", pid, err)
-			}
-			newPID := waitPluginUp(t, p, pid, 30*time.Second)
-			t.Logf("Docker restarted the plugin: pid %d", newPID)
+			killPlugin(t, p)
 		}},
 		{"engine-restart", func(t *testing.T) {
 			if !engineIsHarness(t) {
@@ -138,13 +132,7 @@ func TestReconcileRemovesStrayLinks(t *testing.T) {
 	mustRun(t, "ip", "link", "add", stray, "type", "vxlan", "id", "999999", "dstport", "4800", "nolearning")
 	mustRun(t, "ip", "link", "set", stray, "alias", "vxsec:network:stray")
 
-	pid := pluginPID(t, p)
-	t.Logf("kill -9 %d (the plugin's /vxsec daemon)", pid)
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill -9 %d: %v", pid, err)
-	}
-	newPID := waitPluginUp(t, p, pid, 30*time.Second)
-	t.Logf("Docker restarted the plugin: pid %d", newPID)
+	killPlugin(t, p)
 
 	eventually(t, 20*time.Second, "the stray link "+stray+" is removed by the restarted plugin", func() (bool, string) {
 		return !slices.Contains(vxsecLinks(t), stray), fmt.Sprintf("vxsec links: %v; %s", vxsecLinks(t), pluginLogHint())
@@ -154,4 +142,17 @@ func TestReconcileRemovesStrayLinks(t *testing.T) {
 		t.Errorf("the real network's link changed: %s/%d -> %s/%d", real.Name, real.Index, l.Name, l.Index)
 	}
 	mustPing(t, c1, c2.IP, "the real network after the reconcile")
+}
+
+// killPlugin kills the plugin's daemon as a crash would and waits until
+// Docker has restarted it.
+func killPlugin(t *testing.T, p pluginInfo) {
+	t.Helper()
+	pid := pluginPID(t, p)
+	t.Logf("kill -9 %d (the plugin's /vxsec daemon)", pid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 %d: %v", pid, err)
+	}
+	newPID := waitPluginUp(t, p, pid, 30*time.Second)
+	t.Logf("Docker restarted the plugin: pid %d", newPID)
 }

@@ -216,18 +216,8 @@ func (l *Lab) AddNode(ctx context.Context, name string, addr netip.Addr) (*Host,
 	l.mu.Lock()
 	l.nodes = append(l.nodes, h)
 	l.mu.Unlock()
-	steps := [][]string{
-		{"netns", "add", h.NS},
-		{"-n", h.NS, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw},
-		{"-n", l.sw, "link", "set", port, "master", "br0", "up"},
-		{"-n", h.NS, "addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
-		{"-n", h.NS, "link", "set", "eth0", "up"},
-		{"-n", h.NS, "link", "set", "lo", "up"},
-	}
-	for _, s := range steps {
-		if err := run(ctx, "ip", s...); err != nil {
-			return nil, err
-		}
+	if err := l.wire(ctx, h.NS, addr, port, false); err != nil {
+		return nil, err
 	}
 	return h, nil
 }

@@ -130,25 +130,36 @@ func (l *Lab) AddHost(ctx context.Context, name string) (*Host, error) {
 	if err := os.MkdirAll(filepath.Join(l.cfg.Dir, name), 0o700); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	swPort := fmt.Sprintf("p%d", n)
-	steps := [][]string{
-		{"netns", "add", h.NS},
-		{"-n", h.NS, "link", "add", "eth0", "type", "veth", "peer", "name", swPort, "netns", l.sw},
-		{"-n", l.sw, "link", "set", swPort, "master", "br0", "up"},
-		{"-n", h.NS, "addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
-		{"-n", h.NS, "link", "set", "eth0", "up"},
-		{"-n", h.NS, "link", "set", "lo", "up"},
-		{"-n", h.NS, "route", "add", "default", "via", deadEnd.String(), "dev", "eth0", "onlink"},
-	}
-	for _, s := range steps {
-		if err := run(ctx, "ip", s...); err != nil {
-			return nil, err
-		}
+	if err := l.wire(ctx, h.NS, addr, fmt.Sprintf("p%d", n), true); err != nil {
+		return nil, err
 	}
 	l.mu.Lock()
 	l.hosts = append(l.hosts, h)
 	l.mu.Unlock()
 	return h, nil
+}
+
+// wire makes namespace ns a host of the switch: a veth whose switch end is
+// port, address addr, and, for a full host, the dead-end default route by
+// which a daemon finds its underlay.
+func (l *Lab) wire(ctx context.Context, ns string, addr netip.Addr, port string, defaultRoute bool) error {
+	steps := [][]string{
+		{"netns", "add", ns},
+		{"-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw},
+		{"-n", l.sw, "link", "set", port, "master", "br0", "up"},
+		{"-n", ns, "addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
+		{"-n", ns, "link", "set", "eth0", "up"},
+		{"-n", ns, "link", "set", "lo", "up"},
+	}
+	if defaultRoute {
+		steps = append(steps, []string{"-n", ns, "route", "add", "default", "via", deadEnd.String(), "dev", "eth0", "onlink"})
+	}
+	for _, s := range steps {
+		if err := run(ctx, "ip", s...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close stops every daemon and removes every namespace the lab made. The
