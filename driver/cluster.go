@@ -93,6 +93,17 @@ func (d *Driver) publishLocked() {
 	if d.cfg.Cluster == nil {
 		return
 	}
+	d.cfg.Cluster.Publish(d.tableLocked())
+}
+
+// Table is this host's table as the cluster should see it now.
+func (d *Driver) Table() gossip.Table {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.tableLocked()
+}
+
+func (d *Driver) tableLocked() gossip.Table {
 	t := gossip.Table{Host: d.cfg.Underlay.Addr}
 	for _, n := range d.sortedNets() {
 		t.Networks = append(t.Networks, gossip.NetworkRecord{
@@ -104,7 +115,7 @@ func (d *Driver) publishLocked() {
 			})
 		}
 	}
-	d.cfg.Cluster.Publish(t)
+	return t
 }
 
 func (n *Network) sortedEndpoints() []*Endpoint {

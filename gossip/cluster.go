@@ -48,6 +48,10 @@ type Config struct {
 	Seeds []string
 	Sink  Sink
 	Log   *slog.Logger
+	// Table is this host's table at start. A restarted daemon must announce
+	// what it already has: an empty first table would make every peer drop
+	// its endpoints until the next version arrived.
+	Table Table
 	// FailGrace is how long a failed member's entries are kept before they
 	// are dropped, so that a daemon restarting faster than this loses
 	// nothing. Zero means DefaultFailGrace.
@@ -131,7 +135,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		pulls:  make(chan string, 256),
 		cancel: cancel,
 	}
-	c.local = Table{Host: cfg.Addr, Version: Version{Epoch: time.Now().UnixNano()}}
+	c.local = cfg.Table
+	c.local.Host, c.local.Version = cfg.Addr, Version{Epoch: time.Now().UnixNano()}
 	c.localRaw, _ = json.Marshal(c.local)
 
 	mlog := &memberlistLogger{log: c.log}

@@ -73,6 +73,7 @@ func TestSeal(t *testing.T) {
 type recorder struct {
 	mu      sync.Mutex
 	tables  map[netip.Addr]Table
+	history []Table
 	dropped []netip.Addr
 	members []netip.Addr
 }
@@ -81,6 +82,7 @@ func (r *recorder) SetRemote(t Table) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tables[t.Host] = t
+	r.history = append(r.history, t)
 }
 
 func (r *recorder) DropRemote(h netip.Addr) {
@@ -116,10 +118,15 @@ func freePort(t *testing.T) int {
 // startNode runs a real serf cluster member on a loopback address of its own.
 func startNode(t *testing.T, addr string, secret []byte, seeds []string) (*Cluster, *recorder, int) {
 	t.Helper()
+	return startNodeWith(t, addr, secret, seeds, Table{})
+}
+
+func startNodeWith(t *testing.T, addr string, secret []byte, seeds []string, initial Table) (*Cluster, *recorder, int) {
+	t.Helper()
 	port := freePort(t)
 	rec := &recorder{tables: map[netip.Addr]Table{}}
 	c, err := Start(context.Background(), Config{
-		Addr: netip.MustParseAddr(addr), Port: port, Secret: secret, Seeds: seeds, Sink: rec,
+		Addr: netip.MustParseAddr(addr), Port: port, Secret: secret, Seeds: seeds, Sink: rec, Table: initial,
 		Log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		FailGrace: 500 * time.Millisecond,
 	})
@@ -189,4 +196,24 @@ func TestClusterExchangesTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "A drops B after its leave", func() bool { _, ok := recA.table(hostB); return !ok })
+}
+
+// TestRestartAnnouncesItsTable: a daemon that restarts with endpoints must
+// never announce an empty table, not even for a moment, or its peers would
+// drop endpoints whose data path never stopped.
+func TestRestartAnnouncesItsTable(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	_, recA, portA := startNode(t, "127.0.0.21", secret, nil)
+	seed := []string{net.JoinHostPort("127.0.0.21", strconv.Itoa(portA))}
+	hostB := netip.MustParseAddr("127.0.0.22")
+	ep := EndpointRecord{VNI: 9, IP: netip.MustParseAddr("10.0.0.9"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, Created: time.Now()}
+	startNodeWith(t, hostB.String(), secret, seed, Table{Endpoints: []EndpointRecord{ep}})
+	eventually(t, "A installs B's table", func() bool { _, ok := recA.table(hostB); return ok })
+	recA.mu.Lock()
+	defer recA.mu.Unlock()
+	for _, tb := range recA.history {
+		if tb.Host == hostB && len(tb.Endpoints) != 1 {
+			t.Fatalf("A installed a version of B's table without B's endpoint: %+v", tb)
+		}
+	}
 }

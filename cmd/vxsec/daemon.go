@@ -104,7 +104,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	cluster, err := gossip.Start(ctx, gossip.Config{
 		Addr: under.Addr, Port: s.GossipPort, Secret: s.Secret,
 		SnapshotPath: s.Snapshot,
-		Seeds:        seeds, Sink: d, Log: log,
+		Seeds:        seeds, Sink: d, Log: log, Table: d.Table(),
 	})
 	if err != nil {
 		return err
