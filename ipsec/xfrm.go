@@ -202,3 +202,32 @@ func dirName(d netlink.Dir) string {
 	}
 	return "forward"
 }
+
+// State reads vxsec's SAs and outbound policies back from the kernel, for
+// a restarted daemon to adopt.
+func (x *Xfrm) State() (KernelState, error) {
+	states, policies, err := x.Owned()
+	if err != nil {
+		return KernelState{}, err
+	}
+	ks := KernelState{OutReqid: map[netip.Addr]uint32{}}
+	for _, s := range states {
+		src, ok1 := netip.AddrFromSlice(s.Src)
+		dst, ok2 := netip.AddrFromSlice(s.Dst)
+		if !ok1 || !ok2 {
+			continue
+		}
+		ks.SAs = append(ks.SAs, KernelSA{Src: src.Unmap(), Dst: dst.Unmap(), SPI: uint32(s.Spi), Reqid: uint32(s.Reqid)})
+	}
+	for _, p := range policies {
+		if p.Priority != PeerPriority || p.Dir != netlink.XFRM_DIR_OUT || len(p.Tmpls) != 1 || p.Dst == nil {
+			continue
+		}
+		dst, ok := netip.AddrFromSlice(p.Dst.IP)
+		if !ok {
+			continue
+		}
+		ks.OutReqid[dst.Unmap()] = uint32(p.Tmpls[0].Reqid)
+	}
+	return ks, nil
+}
