@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -26,8 +27,14 @@ const (
 	// DefaultSnapshot is in the plugin's own filesystem, not the state
 	// directory: it belongs to the installed plugin (its cluster
 	// membership), survives restarts, and goes with `docker plugin rm`.
-	DefaultSnapshot   = "/var/lib/vxsec-cluster/serf.snapshot"
-	DefaultDataPort   = 4800
+	DefaultSnapshot = "/var/lib/vxsec-cluster/serf.snapshot"
+	DefaultDataPort = 4800
+	// DefaultEncryptedPort carries encrypted networks' VXLAN, so that xfrm
+	// policies select it by port alone and plain networks stay plain.
+	DefaultEncryptedPort = 4801
+	DefaultRotateEvery   = "12h"
+	// MinRotateEvery keeps a typo from turning rotation into a busy loop.
+	MinRotateEvery    = time.Minute
 	DefaultGossipPort = 7947
 	DefaultLogLevel   = "info"
 	// SecretBytes is the length of the cluster secret, before base64.
@@ -48,6 +55,11 @@ type Settings struct {
 	AdvertiseAddr string
 	// DataPort is the UDP port of VXLAN between hosts.
 	DataPort int
+	// EncryptedPort is the UDP port of encrypted networks' VXLAN, which
+	// travels only inside ESP.
+	EncryptedPort int
+	// RotateEvery is how often IPsec keys are rotated.
+	RotateEvery time.Duration
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string
 	// GossipPort is the TCP and UDP port of the cluster (serf).
@@ -74,6 +86,8 @@ var settings = []setting{
 	{"state-dir", DefaultStateDir, "directory of the persisted desired state"},
 	{"advertise-addr", "", "underlay address of this host (default: the address of the default-route interface)"},
 	{"data-port", DefaultDataPort, "UDP port of VXLAN between hosts (never 4789, Docker's)"},
+	{"encrypted-port", DefaultEncryptedPort, "UDP port of encrypted networks' VXLAN, carried only in IPsec ESP (never 4789, never the data port)"},
+	{"rotate-every", DefaultRotateEvery, "how often IPsec keys rotate, as a Go duration (12h, 90m); at least 1m"},
 	{"log-level", DefaultLogLevel, "log level: debug, info, warn or error"},
 	{"gossip-port", DefaultGossipPort, "TCP and UDP port of the vxsec cluster (never 7946, Docker's)"},
 	{"join", "", "comma-separated addresses (host or host:port) of cluster members to join"},
@@ -139,6 +153,15 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 	if err != nil {
 		return Settings{}, err
 	}
+	eport, err := intSetting(v, "encrypted-port")
+	if err != nil {
+		return Settings{}, err
+	}
+	rotate, err := time.ParseDuration(strings.TrimSpace(v.GetString("rotate-every")))
+	if err != nil {
+		return Settings{}, fmt.Errorf("rotate-every (%s): %q is not a duration; accepted: a Go duration of at least %v, such as 12h or 90m",
+			EnvName("rotate-every"), v.GetString("rotate-every"), MinRotateEvery)
+	}
 	secret, err := ParseSecret(v.GetString("secret"))
 	if err != nil {
 		return Settings{}, err
@@ -148,6 +171,8 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		StateDir:      v.GetString("state-dir"),
 		AdvertiseAddr: v.GetString("advertise-addr"),
 		DataPort:      port,
+		EncryptedPort: eport,
+		RotateEvery:   rotate,
 		LogLevel:      strings.ToLower(v.GetString("log-level")),
 		GossipPort:    gport,
 		Join:          splitList(v.GetString("join")),
@@ -204,6 +229,14 @@ func (s Settings) Validate() error {
 	}
 	if err := checkPort("data-port", s.DataPort, dockerVXLANPort, "Docker's VXLAN port"); err != nil {
 		errs = append(errs, err)
+	}
+	if err := checkPort("encrypted-port", s.EncryptedPort, dockerVXLANPort, "Docker's VXLAN port"); err != nil {
+		errs = append(errs, err)
+	} else if s.EncryptedPort == s.DataPort {
+		errs = append(errs, fmt.Errorf("encrypted-port: %d is the data port; encrypted VXLAN needs a port of its own (default %d)", s.EncryptedPort, DefaultEncryptedPort))
+	}
+	if s.RotateEvery < MinRotateEvery {
+		errs = append(errs, fmt.Errorf("rotate-every: %v is too short; accepted: a duration of at least %v (default %s)", s.RotateEvery, MinRotateEvery, DefaultRotateEvery))
 	}
 	if _, err := ParseLogLevel(s.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -35,7 +36,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot}
+	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, EncryptedPort: 4801, RotateEvery: 12 * time.Hour, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -43,7 +44,7 @@ func TestDefaults(t *testing.T) {
 
 func TestPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "vxsec.yaml")
-	if err := os.WriteFile(file, []byte("data-port: 4802\nlog-level: warn\nstate-dir: /from/file\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("encrypted-port: 4811\ndata-port: 4802\nlog-level: warn\nstate-dir: /from/file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s, err := load(t, []string{"--config", file, "--data-port", "4801"},
@@ -72,6 +73,10 @@ func TestRefusals(t *testing.T) {
 		{"docker-gossip-port", nil, map[string]string{"VXSEC_GOSSIP_PORT": "7946"}, "Docker's swarm gossip port"},
 		{"secret-short", nil, map[string]string{"VXSEC_SECRET": "c2hvcnQ="}, "base64 of 32 bytes"},
 		{"secret-junk", nil, map[string]string{"VXSEC_SECRET": "!!!"}, "vxsec secret"},
+		{"encrypted-port-docker", nil, map[string]string{"VXSEC_ENCRYPTED_PORT": "4789"}, "Docker's VXLAN port"},
+		{"encrypted-port-data", []string{"--encrypted-port", "4800"}, nil, "is the data port"},
+		{"rotate-text", nil, map[string]string{"VXSEC_ROTATE_EVERY": "daily"}, "not a duration"},
+		{"rotate-short", nil, map[string]string{"VXSEC_ROTATE_EVERY": "5s"}, "at least 1m0s"},
 		{"join-port", nil, map[string]string{"VXSEC_JOIN": "10.0.0.1:99999"}, "valid port"},
 	}
 	for _, tc := range cases {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -72,6 +73,10 @@ func (d *Driver) SetMembers(addrs []netip.Addr) {
 // only itself, and must not shut its peers out.
 func (d *Driver) fwState() firewall.State {
 	st := firewall.State{Active: len(d.nets) > 0, DataPorts: []uint16{d.cfg.DataPort}, Members: d.members}
+	if d.cfg.EncryptedPort != 0 {
+		st.DataPorts = append(st.DataPorts, d.cfg.EncryptedPort)
+		st.SecurePorts = []uint16{d.cfg.EncryptedPort}
+	}
 	if d.members == nil || time.Since(d.started) > settleAfter {
 		return st
 	}
@@ -115,6 +120,7 @@ func (d *Driver) tableLocked() gossip.Table {
 			})
 		}
 	}
+	d.addIPsecLocked(&t)
 	return t
 }
 
@@ -155,6 +161,7 @@ func (d *Driver) applyPeers(ctx context.Context) {
 		}
 		d.mu.Lock()
 		d.reconcilePeersLocked()
+		d.syncIPsecLocked()
 		d.mu.Unlock()
 	}
 }
@@ -289,6 +296,7 @@ type Status struct {
 	Node     string          `json:"Node"`
 	Members  []gossip.Member `json:"Members"`
 	Networks []NetworkStatus `json:"Networks"`
+	IPsec    *ipsec.Status   `json:"IPsec,omitempty"`
 }
 
 // NetworkStatus counts a network's endpoints.
@@ -310,6 +318,10 @@ func (d *Driver) Status() Status {
 			remote = -1
 		}
 		st.Networks = append(st.Networks, NetworkStatus{ID: n.ID, VNI: n.VNI, Local: len(n.Endpoints), Remote: remote})
+	}
+	if d.cfg.IPsec != nil {
+		is := d.cfg.IPsec.Status()
+		st.IPsec = &is
 	}
 	return st
 }

@@ -37,6 +37,20 @@ type Config struct {
 	Underlay vxlan.Underlay
 	// DataPort is the UDP port of VXLAN, which only members may reach.
 	DataPort uint16
+	// EncryptedPort is the UDP port of encrypted networks' VXLAN, which
+	// only ESP from members may reach.
+	EncryptedPort uint16
+	// IPsec negotiates and programs encrypted networks' SAs; nil refuses
+	// encrypted networks.
+	IPsec *ipsec.Manager
+	// Authenticated is true when the cluster is (by its secret): keys are
+	// negotiated only with authenticated peers.
+	Authenticated bool
+	// RotateEvery is how often IPsec keys rotate; 0 never.
+	RotateEvery time.Duration
+	// ProbeKernel checks the kernel for what encrypted networks need; nil
+	// means ipsec.Probe.
+	ProbeKernel func() error
 	// Cluster takes this host's table to the other hosts; nil for none.
 	Cluster Publisher
 	// ReconcileEvery is how often kernel state is checked against the
@@ -69,6 +83,10 @@ type Driver struct {
 	bootMembers []netip.Addr
 	// droppedSince: a host was dropped since the firewall was last set.
 	droppedSince bool
+	// announced is the IPsec side of the table last published.
+	announced ipsec.Announcement
+	// ipsecClean: no xfrm state of vxsec's is known to be left.
+	ipsecClean bool
 }
 
 // New loads the persisted state. Call Reconcile before serving.
@@ -127,6 +145,11 @@ func (d *Driver) reconcileLocked() error {
 			return fmt.Errorf("reconciling firewall: %w", err)
 		}
 	}
+	if d.encryptedCount() > 0 {
+		if err := d.activateIPsecLocked(); err != nil {
+			return err
+		}
+	}
 	if err := d.cfg.DataPath.Reconcile(dnets, joined); err != nil {
 		return fmt.Errorf("reconciling devices: %w", err)
 	}
@@ -135,11 +158,13 @@ func (d *Driver) reconcileLocked() error {
 			return fmt.Errorf("reconciling firewall: %w", err)
 		}
 	}
+	d.deactivateIPsecLocked()
 	// Peers only once the cluster has spoken: until then the entries in
 	// the kernel are the best knowledge there is.
 	if len(d.remote) > 0 || len(d.dropped) > 0 || time.Since(d.started) > settleAfter {
 		d.reconcilePeersLocked()
 	}
+	d.syncIPsecLocked()
 	return nil
 }
 
@@ -158,6 +183,12 @@ func (d *Driver) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(d.cfg.ReconcileEvery)
 	defer t.Stop()
+	var rotate <-chan time.Time
+	if d.cfg.RotateEvery > 0 {
+		rt := time.NewTicker(d.cfg.RotateEvery)
+		defer rt.Stop()
+		rotate = rt.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,6 +196,12 @@ func (d *Driver) Run(ctx context.Context) {
 		case <-t.C:
 			if err := d.Reconcile(ctx); err != nil {
 				d.log.Error("periodic reconcile failed", "err", err)
+			}
+		case <-rotate:
+			if d.cfg.IPsec != nil && d.cfg.IPsec.Active() {
+				if err := d.Rotate(); err != nil {
+					d.log.Error("scheduled key rotation failed", "err", err)
+				}
 			}
 		}
 	}
@@ -180,7 +217,11 @@ func (d *Driver) sortedNets() []*Network {
 }
 
 func (d *Driver) dpNetwork(n *Network) vxlan.Network {
-	return vxlan.Network{ID: n.ID, VNI: n.VNI, MTU: n.MTU}
+	vn := vxlan.Network{ID: n.ID, VNI: n.VNI, MTU: n.MTU}
+	if n.Options.Encrypted {
+		vn.Port = int(d.cfg.EncryptedPort)
+	}
+	return vn
 }
 
 // vniTaken reports whether a VNI is used by another network of this host,
@@ -250,9 +291,6 @@ func checkSupported(o Options, ipv6 bool, probeKernel func() error) error {
 					"plain networks work on this kernel (create the network without --opt encrypted)", err)
 			}
 		}
-		return errors.New("--opt encrypted: encrypted networks are not supported by this vxsec version yet, " +
-			"and vxsec never creates an encrypted network in cleartext; nothing was created. " +
-			"Create the network without --opt encrypted (or with --opt encrypted=false)")
 	}
 	if ipv6 {
 		return errors.New("IPv6 overlay subnets are not supported: vxsec networks carry IPv4 only; " +
@@ -284,8 +322,17 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 	if err != nil {
 		return err
 	}
-	if err := checkSupported(o, len(req.IPv6) > 0 || req.IPv6Flag, ipsec.Probe); err != nil {
+	probe := d.cfg.ProbeKernel
+	if probe == nil {
+		probe = ipsec.Probe
+	}
+	if err := checkSupported(o, len(req.IPv6) > 0 || req.IPv6Flag, probe); err != nil {
 		return err
+	}
+	if o.Encrypted {
+		if err := d.checkEncryption(); err != nil {
+			return err
+		}
 	}
 	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}, Created: time.Now().UTC()}
 	for _, p := range req.IPv4 {
@@ -308,6 +355,9 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 	}
 	if n.MTU, err = ContainerMTU(underlayMTU, d.cfg.Underlay.Addr.Is6()); err != nil {
 		return err
+	}
+	if o.Encrypted {
+		n.MTU = ipsec.ContainerMTU(underlayMTU, d.cfg.Underlay.Addr.Is6())
 	}
 
 	d.mu.Lock()
@@ -360,6 +410,11 @@ func (d *Driver) ensureNetworkLocked(n *Network) error {
 	if err := d.cfg.Firewall.Apply(fw); err != nil {
 		return fmt.Errorf("programming the firewall before the network's device: %w", err)
 	}
+	if n.Options.Encrypted {
+		if err := d.activateIPsecLocked(); err != nil {
+			return err
+		}
+	}
 	if err := d.cfg.DataPath.EnsureNetwork(d.dpNetwork(n)); err != nil {
 		return err
 	}
@@ -376,6 +431,7 @@ func (d *Driver) undoNetworkLocked(n *Network) {
 			d.log.Error("undoing failed network create", "network", n.ID, "err", err)
 		}
 	}
+	d.deactivateIPsecLocked()
 }
 
 // DeleteNetwork removes the network from this host. An unknown network is
@@ -399,6 +455,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, id string) error {
 			return err
 		}
 	}
+	d.deactivateIPsecLocked()
 	d.publishLocked()
 	d.log.Info("deleted network", "network", id, "vni", n.VNI)
 	return nil

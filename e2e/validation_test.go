@@ -24,7 +24,7 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"vni-too-large", []string{"--opt", "vni=16777216"}, []string{"vni", "16777216", "16777215"}},
 		{"unknown-option", []string{"--opt", "bogus=1"}, []string{"bogus", "accepted", "vni", "encrypted"}},
 		{"encrypted-bad-value", []string{"--opt", "encrypted=maybe"}, []string{"encrypted", "maybe", "true", "false"}},
-		{"encrypted-unsupported", []string{"--opt", "encrypted"}, []string{"encrypt", "not supported"}},
+		{"encrypted-unsupported-kernel", []string{"--opt", "encrypted"}, []string{"encrypt", "kernel lacks", "ESP", "cleartext"}},
 		{"ipv6-subnet", []string{"--ipv6", "--subnet", "fd00:1::/64"}, []string{"ipv6", "not supported"}},
 	}
 	for i, tc := range cases {

@@ -36,6 +36,10 @@ type State struct {
 	Active bool
 	// DataPorts are the UDP ports VXLAN arrives on.
 	DataPorts []uint16
+	// SecurePorts are the UDP ports (also in DataPorts) of encrypted VXLAN,
+	// accepted only after IPsec decrypted it: cleartext sent there, even
+	// from a member's address, is dropped.
+	SecurePorts []uint16
 	// Members are the cluster's hosts, the only ones VXLAN is accepted
 	// from. Nil keeps the members the kernel has (a restarted daemon does
 	// not know them yet, and must not drop its peers' traffic meanwhile).
@@ -53,7 +57,7 @@ type Firewall struct {
 	mu sync.Mutex
 	// ports is the DataPorts of the tables this process built; nil until
 	// it built them, so the first Apply of every run rebuilds.
-	ports []uint16
+	ports, secure []uint16
 }
 
 // New returns a Firewall.
@@ -78,7 +82,7 @@ func (f *Firewall) Apply(s State) error {
 		return err
 	}
 	if s.Active && existing[nftables.TableFamilyINet] && existing[nftables.TableFamilyARP] &&
-		f.ports != nil && slices.Equal(f.ports, s.DataPorts) {
+		f.ports != nil && slices.Equal(f.ports, s.DataPorts) && slices.Equal(f.secure, s.SecurePorts) {
 		if s.Members == nil {
 			return nil
 		}
@@ -110,16 +114,16 @@ func (f *Firewall) Apply(s State) error {
 		}
 	}
 	if s.Active {
-		if err := addGuard(conn, s.DataPorts, members); err != nil {
+		if err := addGuard(conn, s.DataPorts, s.SecurePorts, members); err != nil {
 			return err
 		}
 	}
 	if err := conn.Flush(); err != nil {
 		return fmt.Errorf("programming nftables table %s: %w", TableName, err)
 	}
-	f.ports = nil
+	f.ports, f.secure = nil, nil
 	if s.Active {
-		f.ports = slices.Clone(s.DataPorts)
+		f.ports, f.secure = slices.Clone(s.DataPorts), slices.Clone(s.SecurePorts)
 		if f.ports == nil {
 			f.ports = []uint16{}
 		}
@@ -205,7 +209,7 @@ func (f *Firewall) Present() (bool, error) {
 // host neither receives (IP, IPv6 or ARP) nor forwards anything on an
 // overlay device. Containers talk to each other below the host's IP stack,
 // so the latter costs them nothing.
-func addGuard(conn *nftables.Conn, ports []uint16, members []netip.Addr) error {
+func addGuard(conn *nftables.Conn, ports, secure []uint16, members []netip.Addr) error {
 	inet := conn.AddTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})
 	sets := map[bool]*nftables.Set{}
 	for _, v6 := range []bool{false, true} {
@@ -222,6 +226,9 @@ func addGuard(conn *nftables.Conn, ports []uint16, members []netip.Addr) error {
 		Name: "input", Table: inet, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(-10),
 	})
+	for _, port := range secure {
+		conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropCleartext(port)})
+	}
 	for _, port := range ports {
 		for _, v6 := range []bool{false, true} {
 			conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropNonMember(port, v6, sets[v6])})
@@ -260,6 +267,27 @@ func dropNonMember(port uint16, v6 bool, set *nftables.Set) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddrOff, Len: saddrLen},
 		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// metaKeySecpath is NFT_META_SECPATH, which google/nftables does not name:
+// one byte, 1 when the packet came through an IPsec SA.
+const metaKeySecpath = expr.MetaKey(25)
+
+// dropCleartext is `udp dport PORT meta secpath missing counter drop`:
+// after ESP is removed a packet is seen again with its secpath set, so only
+// what arrived in cleartext is dropped. The kernel's inbound policy refuses
+// the same packets; this is the second lock, and it counts.
+func dropCleartext(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+		&expr.Meta{Key: metaKeySecpath, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}

@@ -28,6 +28,36 @@ type Table struct {
 	Version   Version          `json:"version"`
 	Networks  []NetworkRecord  `json:"networks,omitempty"`
 	Endpoints []EndpointRecord `json:"endpoints,omitempty"`
+	// The IPsec negotiation (package ipsec): published only by hosts with
+	// an encrypted network. Public keys are public; private keys and SA
+	// keys never leave a host.
+	Keys  []KeyRecord   `json:"keys,omitempty"`
+	SPIs  []SPIRecord   `json:"spis,omitempty"`
+	Using []UsingRecord `json:"using,omitempty"`
+}
+
+// KeyRecord is the public half of one of the host's live key epochs.
+type KeyRecord struct {
+	Epoch  uint64 `json:"epoch"`
+	Public []byte `json:"public"`
+}
+
+// SPIRecord: the host receives from Peer's epoch PeerEpoch, under its own
+// Epoch, on SPI (an SA it installed before publishing this).
+type SPIRecord struct {
+	Peer      netip.Addr `json:"peer"`
+	PeerEpoch uint64     `json:"peerEpoch"`
+	Epoch     uint64     `json:"epoch"`
+	SPI       uint32     `json:"spi"`
+}
+
+// UsingRecord: the host sends to Peer with its Epoch and Peer's PeerEpoch,
+// on SPI.
+type UsingRecord struct {
+	Peer      netip.Addr `json:"peer"`
+	Epoch     uint64     `json:"epoch"`
+	PeerEpoch uint64     `json:"peerEpoch"`
+	SPI       uint32     `json:"spi"`
 }
 
 // NetworkRecord is one network of a host, as others need to know it to

@@ -34,10 +34,14 @@ type API struct {
 	// status answers VxSec.Status; leave VxSec.Leave.
 	status func() any
 	leave  func() error
+	rotate func() error
 }
 
 // SetLeave installs what VxSec.Leave does.
 func (a *API) SetLeave(f func() error) { a.leave = f }
+
+// SetRotate installs what VxSec.Rotate does.
+func (a *API) SetRotate(f func() error) { a.rotate = f }
 
 // NodeEvent is a swarm node's data-path address appearing or leaving.
 type NodeEvent struct {

@@ -25,6 +25,7 @@ const contentType = "application/vnd.docker.plugins.v1.2+json"
 const (
 	statusPath = "/VxSec.Status"
 	leavePath  = "/VxSec.Leave"
+	rotatePath = "/VxSec.Rotate"
 )
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
@@ -81,6 +82,9 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 	}
 	if api.status != nil {
 		mux.HandleFunc(statusPath, handle(func(*struct{}) (any, error) { return api.status(), nil }))
+	}
+	if api.rotate != nil {
+		mux.HandleFunc(rotatePath, handle(func(*struct{}) (any, error) { return nil, api.rotate() }))
 	}
 	if api.leave != nil {
 		mux.HandleFunc(leavePath, handle(func(*struct{}) (any, error) { return nil, api.leave() }))

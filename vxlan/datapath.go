@@ -50,6 +50,16 @@ type Network struct {
 	ID  string
 	VNI uint32
 	MTU int
+	// Port is the UDP port of the network's VXLAN; 0 means the DataPath's.
+	// Encrypted networks use a port of their own, which only ESP carries.
+	Port int
+}
+
+func (d *DataPath) portOf(n Network) int {
+	if n.Port != 0 {
+		return n.Port
+	}
+	return d.port
 }
 
 // Endpoint is what the data path needs to know of a joined endpoint.
@@ -118,7 +128,7 @@ func (d *DataPath) EnsureNetwork(n Network) error {
 
 func (d *DataPath) matches(link netlink.Link, n Network) bool {
 	vx, ok := link.(*netlink.Vxlan)
-	return ok && vx.VxlanId == int(n.VNI) && vx.Port == d.port && vx.SrcAddr.Equal(d.local) &&
+	return ok && vx.VxlanId == int(n.VNI) && vx.Port == d.portOf(n) && vx.SrcAddr.Equal(d.local) &&
 		!vx.Learning && vx.Proxy
 }
 
@@ -139,12 +149,12 @@ func (d *DataPath) create(n Network) error {
 		LinkAttrs: netlink.LinkAttrs{Name: name, MTU: n.MTU, Alias: aliasNetwork + n.ID},
 		VxlanId:   int(n.VNI),
 		SrcAddr:   d.local,
-		Port:      d.port,
+		Port:      d.portOf(n),
 		Learning:  false,
 		Proxy:     true,
 	}
 	if err := d.h.LinkAdd(vx); err != nil {
-		return fmt.Errorf("creating VXLAN device %s (vni %d, port %d): %w", name, n.VNI, d.port, err)
+		return fmt.Errorf("creating VXLAN device %s (vni %d, port %d): %w", name, n.VNI, d.portOf(n), err)
 	}
 	link, err := d.h.LinkByName(name)
 	if err != nil {
@@ -161,7 +171,7 @@ func (d *DataPath) create(n Network) error {
 		d.h.LinkDel(link)
 		return fmt.Errorf("bringing %s up: %w", name, err)
 	}
-	d.log.Info("created VXLAN device", "device", name, "vni", n.VNI, "network", n.ID, "mtu", n.MTU)
+	d.log.Info("created VXLAN device", "device", name, "vni", n.VNI, "network", n.ID, "mtu", n.MTU, "port", d.portOf(n))
 	return nil
 }
 

@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/vishvananda/netlink"
 
 	"github.com/vxsec/vxsec/config"
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/ipam"
+	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/vxlan"
 )
@@ -76,9 +78,19 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	xh, err := netlink.NewHandle()
+	if err != nil {
+		return fmt.Errorf("opening netlink for xfrm: %w", err)
+	}
+	defer xh.Close()
+	keys := ipsec.NewManager(ipsec.ManagerConfig{
+		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort), Log: log,
+	})
 	d, err := driver.New(driver.Config{
 		Store: store, DataPath: dp, Firewall: firewall.New(), DataPort: uint16(s.DataPort),
-		Underlay: under, ReconcileEvery: reconcileEvery, Log: log,
+		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil,
+		RotateEvery: s.RotateEvery,
+		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log,
 	})
 	if err != nil {
 		return err
@@ -90,7 +102,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	}
 	log.Info("vxsec daemon serving", "version", version, "socket", s.Socket,
 		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU,
-		"data_port", s.DataPort, "networks", len(d.Networks()))
+		"data_port", s.DataPort, "encrypted_port", s.EncryptedPort, "rotate_every", s.RotateEvery, "networks", len(d.Networks()))
 
 	if s.Secret == nil {
 		log.Warn("NO CLUSTER SECRET: the vxsec cluster is neither authenticated nor encrypted; any host that " +
@@ -157,6 +169,25 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		log.Info("leaving the cluster on request")
 		return cluster.Leave()
 	})
+	api.SetRotate(d.Rotate)
+	// SIGUSR1 rotates too, for hosts without the CLI at hand.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-usr1:
+				if err := d.Rotate(); err != nil {
+					log.Error("rotation on SIGUSR1", "err", err)
+				}
+			}
+		}
+	}()
 	alloc, err := ipam.Open(s.StateDir)
 	if err != nil {
 		return err

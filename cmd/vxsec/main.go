@@ -25,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), statusCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), rotateCmd(), statusCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)
@@ -70,6 +70,19 @@ func leaveCmd() *cobra.Command {
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Leave", struct{}{}, nil)
+	}
+	return cmd
+}
+
+func rotateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rotate",
+		Short: "start a new IPsec key epoch now (as VXSEC_ROTATE_EVERY does, or SIGUSR1); peers switch to it without loss",
+		Args:  cobra.NoArgs,
+	}
+	sock := socketFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Rotate", struct{}{}, nil)
 	}
 	return cmd
 }
