@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"github.com/vxsec/vxsec/ipsec"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,6 +40,20 @@ type Status struct {
 	Node     string
 	Members  []Member
 	Networks []NetworkStatus
+	IPsec    *ipsec.Status
+}
+
+// Peer is what st says of its IPsec SAs with the host at addr.
+func (st Status) Peer(addr string) (ipsec.PeerStatus, bool) {
+	if st.IPsec == nil {
+		return ipsec.PeerStatus{}, false
+	}
+	for _, p := range st.IPsec.Peers {
+		if p.Host.String() == addr {
+			return p, true
+		}
+	}
+	return ipsec.PeerStatus{}, false
 }
 
 // Member is one cluster member as a daemon sees it.

@@ -132,6 +132,11 @@ func (c *Container) Ping(ctx context.Context, dst string, args ...string) (PingR
 func ping(ctx context.Context, ns, who, dst string, args []string) (PingResult, error) {
 	all := append([]string{"netns", "exec", ns, "ping", "-n"}, args...)
 	out, _ := output(ctx, "ip", append(all, dst)...)
+	return parsePing(out, dst, who)
+}
+
+// parsePing reads ping's closing statistics.
+func parsePing(out, dst, who string) (PingResult, error) {
 	m := pingStats.FindStringSubmatch(out)
 	if m == nil {
 		return PingResult{Output: out}, fmt.Errorf("lab: ping %s from %s: no statistics in output: %s", dst, who, strings.TrimSpace(out))

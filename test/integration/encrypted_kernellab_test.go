@@ -1,0 +1,408 @@
+//go:build integration && kernellab
+
+package integration
+
+// Encrypted networks on a kernel with ESP and GCM: this file runs only in
+// the kernel lab (scripts/kernel-lab.sh, tier kernel-lab of scripts/test.sh),
+// where three lab hosts run the real daemon on real xfrm. The wire is judged
+// by captures on the lab's switch, never by the daemons' own word.
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/ipsec"
+	"github.com/vxsec/vxsec/lab"
+)
+
+const (
+	encPort   = 4801
+	plainPort = 4800
+	// rekeyBound is how long a rotation or a re-key may take under TCG.
+	rekeyBound = 60 * time.Second
+)
+
+func TestEncrypted(t *testing.T) {
+	if err := ipsec.Probe(); err != nil {
+		t.Fatalf("the kernel lab's kernel must have ESP and GCM: %v", err)
+	}
+	c := newCluster(t, 3)
+	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
+	const evni, pvni = 8101, 8102
+	eids := map[*lab.Host]string{}
+	for _, h := range c.hosts {
+		eids[h] = "enc-" + h.Name
+		mustCreateNetwork(t, h, eids[h], map[string]string{"vni": strconv.Itoa(evni), "encrypted": ""}, "10.90.0.0/24", "")
+	}
+	pids := createEverywhere(t, c.hosts, "pla", pvni, "10.91.0.0/24")
+	e1 := mustRun(t, h1, "e1", eids[h1], "10.90.0.11/24")
+	e2 := mustRun(t, h2, "e2", eids[h2], "10.90.0.12/24")
+	e3 := mustRun(t, h3, "e3", eids[h3], "10.90.0.13/24")
+	p1 := mustRun(t, h1, "p1", pids[h1], "10.91.0.11/24")
+	p2 := mustRun(t, h2, "p2", pids[h2], "10.91.0.12/24")
+	for _, h := range c.hosts {
+		waitCounts(t, h, evni, 1, 2, 30*time.Second)
+	}
+	took := waitAllKeyed(t, c.hosts)
+	t.Logf("every pair keyed %v after the endpoints were known", took.Round(time.Millisecond))
+	for _, pair := range [][2]*lab.Container{{e1, e2}, {e2, e3}, {e3, e1}} {
+		reachFast(t, pair[0], pair[1].IP())
+	}
+
+	t.Run("wire-only-esp", func(t *testing.T) {
+		capt, err := c.lab.Capture(ctxT(t), fmt.Sprintf("esp or udp port %d or udp port %d", encPort, plainPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer capt.Stop()
+		for _, pr := range []struct {
+			from *lab.Container
+			to   string
+		}{{e1, e2.IP()}, {e2, e3.IP()}, {p1, p2.IP()}} {
+			r, err := pr.from.Ping(ctxT(t), pr.to, "-c", "20", "-i", "0.05", "-W", "2")
+			if err != nil || r.Received != 20 {
+				t.Fatalf("%s → %s: %+v %v", pr.from.Name, pr.to, r, err)
+			}
+		}
+		pk, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+			if n := ps.CountESP(h1.Addr, h2.Addr); n < 40 {
+				return fmt.Errorf("%d ESP packets between h1 and h2, want at least 40", n)
+			}
+			if n := ps.CountUDP(plainPort); n < 40 {
+				return fmt.Errorf("%d VXLAN datagrams of the plain network, want at least 40", n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := capt.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if d := capt.Dropped(); d != 0 {
+			t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
+		}
+		if clear := pk.UDPTo(encPort); len(clear) != 0 {
+			t.Fatalf("%d cleartext datagrams to the encrypted port crossed the wire:\n%s", len(clear), clear)
+		}
+		t.Logf("on the wire: %d ESP h1↔h2, %d ESP h2↔h3, %d plain VXLAN, 0 cleartext to %d",
+			pk.CountESP(h1.Addr, h2.Addr), pk.CountESP(h2.Addr, h3.Addr), pk.CountUDP(plainPort), encPort)
+	})
+
+	t.Run("sa-parameters", func(t *testing.T) {
+		out, err := h1.Exec(ctxT(t), "ip", "-d", "xfrm", "state")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every SA: AES-GCM with the full 128-bit ICV, transport mode,
+		// ESN with a 128-packet replay window.
+		n := strings.Count(out, "proto esp")
+		for _, want := range []string{"aead rfc4106(gcm(aes))", "mode transport", "flag esn", "replay_window 128"} {
+			if got := strings.Count(out, want); got != n || n == 0 {
+				t.Errorf("%d of h1's %d SAs show %q:\n%s", got, n, want, out)
+			}
+		}
+		if got := len(regexp.MustCompile(`aead rfc4106\(gcm\(aes\)\) 0x[0-9a-f]{72} 128`).FindAllString(out, -1)); got != n {
+			t.Errorf("%d of h1's %d SAs have a 256-bit key with salt and a 128-bit ICV:\n%s", got, n, out)
+		}
+	})
+
+	t.Run("mtu-with-df", func(t *testing.T) {
+		const mtu = 1416 // ipsec.ContainerMTU(1500, false)
+		if got := ipsec.ContainerMTU(1500, false); got != mtu {
+			t.Fatalf("ContainerMTU(1500) = %d, want %d", got, mtu)
+		}
+		r, err := e1.Ping(ctxT(t), e2.IP(), "-c", "3", "-M", "do", "-s", strconv.Itoa(mtu-28), "-W", "2")
+		if err != nil || r.Received != 3 {
+			t.Fatalf("full-size DF ping at MTU %d: %+v %v", mtu, r, err)
+		}
+		r, _ = e1.Ping(ctxT(t), e2.IP(), "-c", "1", "-M", "do", "-s", strconv.Itoa(mtu-27), "-W", "2")
+		if r.Received != 0 || !strings.Contains(r.Output, "message too long") {
+			t.Fatalf("one byte over the MTU with DF must be refused at the sender:\n%s", r.Output)
+		}
+	})
+
+	t.Run("cleartext-from-member-address-dropped", func(t *testing.T) {
+		// A machine on the underlay forges h2's address and sends VXLAN of
+		// the encrypted network to h1 in cleartext.
+		rogue, err := c.lab.AddNode(ctxT(t), "rogue", netip.MustParseAddr("198.18.0.201"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range [][]string{
+			{"sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=8"},
+			{"ip", "addr", "add", h2.Addr.String() + "/32", "dev", "eth0"},
+			{"ip", "link", "add", "vx0", "type", "vxlan", "id", strconv.Itoa(evni), "dstport", strconv.Itoa(encPort),
+				"local", h2.Addr.String(), "remote", h1.Addr.String(), "nolearning"},
+			{"ip", "link", "set", "vx0", "address", e2.MAC},
+			{"ip", "addr", "add", "10.90.0.212/24", "dev", "vx0"},
+			{"ip", "link", "set", "vx0", "up"},
+			{"ip", "neigh", "replace", e1.IP(), "lladdr", e1.MAC, "dev", "vx0", "nud", "permanent"},
+			{"bridge", "fdb", "append", e1.MAC, "dev", "vx0", "dst", h1.Addr.String()},
+		} {
+			if _, err := rogue.Exec(ctxT(t), s...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		capt, err := c.lab.Capture(ctxT(t), fmt.Sprintf("udp port %d", encPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer capt.Stop()
+		rx0, drops0, mism0 := rxPackets(t, e1), secpathDrops(t, h1), xfrmStat(t, h1, "XfrmInTmplMismatch")
+		const sent = 20
+		r, _ := rogue.Ping(ctxT(t), e1.IP(), "-c", strconv.Itoa(sent), "-i", "0.05", "-W", "1")
+		if r.Received != 0 {
+			t.Errorf("the forger got %d answers:\n%s", r.Received, r.Output)
+		}
+		pk, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+			if n := ps.CountUDP(encPort); n < sent {
+				return fmt.Errorf("%d forged datagrams seen on the wire, want %d", n, sent)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err) // the positive control: the forgery did cross the wire
+		}
+		if rx := rxPackets(t, e1); rx != rx0 {
+			t.Errorf("the container received %d packets during the forgery", rx-rx0)
+		}
+		drops, mism := secpathDrops(t, h1)-drops0, xfrmStat(t, h1, "XfrmInTmplMismatch")-mism0
+		t.Logf("forged %d cleartext datagrams from h2's address (%d on the wire): h1's secpath rule dropped %d, xfrm mismatches +%d, container saw 0",
+			sent, pk.CountUDP(encPort), drops, mism)
+		if drops < sent {
+			t.Errorf("h1's nft secpath rule dropped %d, want at least %d", drops, sent)
+		}
+		reachFast(t, e2, e1.IP()) // the real h2 still gets through
+	})
+
+	t.Run("rotation-zero-loss", func(t *testing.T) {
+		const rotations = 20
+		stop := make(chan struct{})
+		res := make(chan lab.PingResult, 1)
+		go func() {
+			r, err := e1.PingUntil(context.Background(), stop, e2.IP(), "-i", "0.01", "-W", "1")
+			if err != nil {
+				t.Error(err)
+			}
+			res <- r
+		}()
+		time.Sleep(time.Second)
+		start := time.Now()
+		for i := 0; i < rotations; i++ {
+			h := []*lab.Host{h1, h2}[i%2]
+			if err := h.Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
+				close(stop)
+				t.Fatal(err)
+			}
+			waitAllKeyed(t, c.hosts)
+		}
+		took := time.Since(start)
+		time.Sleep(time.Second)
+		close(stop)
+		r := <-res
+		t.Logf("%d rotations (alternating h1, h2) in %v, each waited until every pair used the new keys: ping at 100/s sent %d, received %d",
+			rotations, took.Round(time.Millisecond), r.Sent, r.Received)
+		if r.Sent < 100 || r.Received != r.Sent {
+			t.Fatalf("lost %d of %d packets across %d rotations\n%s", r.Sent-r.Received, r.Sent, rotations, tail(r.Output, 20))
+		}
+	})
+
+	t.Run("restart-rekeys-without-loss", func(t *testing.T) {
+		before := spis(t, h2)
+		stop := make(chan struct{})
+		res := make(chan lab.PingResult, 1)
+		go func() {
+			r, err := e1.PingUntil(context.Background(), stop, e2.IP(), "-i", "0.01", "-W", "1")
+			if err != nil {
+				t.Error(err)
+			}
+			res <- r
+		}()
+		time.Sleep(time.Second)
+		if err := h2.Restart(ctxT(t), syscall.SIGKILL); err != nil {
+			close(stop)
+			t.Fatal(err)
+		}
+		took := waitAllKeyed(t, c.hosts)
+		eventually(t, rekeyBound, "h2 drops its previous run's SAs", func() error {
+			st, err := h2.Status(ctxT(t))
+			if err != nil {
+				return err
+			}
+			if st.IPsec.Legacy != 0 {
+				return fmt.Errorf("%d SAs of the previous run left", st.IPsec.Legacy)
+			}
+			return nil
+		})
+		time.Sleep(time.Second)
+		close(stop)
+		r := <-res
+		t.Logf("h2's daemon killed and restarted: re-keyed with every peer %v after it came back; ping at 100/s sent %d, received %d",
+			took.Round(time.Millisecond), r.Sent, r.Received)
+		if r.Received != r.Sent {
+			t.Fatalf("lost %d of %d packets across a daemon restart\n%s", r.Sent-r.Received, r.Sent, tail(r.Output, 20))
+		}
+		after := spis(t, h2)
+		for spi := range after {
+			if before[spi] {
+				t.Errorf("SA spi %s of the previous run is still in h2's kernel", spi)
+			}
+		}
+	})
+
+	t.Run("dead-host-forgotten", func(t *testing.T) {
+		h3.Kill()
+		if err := h3.SetUnderlay(ctxT(t), false); err != nil {
+			t.Fatal(err)
+		}
+		took := eventually(t, 90*time.Second, "h1 and h2 remove every SA and policy of h3", func() error {
+			for _, h := range []*lab.Host{h1, h2} {
+				for _, what := range []string{"state", "policy"} {
+					out, err := h.Exec(ctxT(t), "ip", "xfrm", what)
+					if err != nil {
+						return err
+					}
+					if strings.Contains(out, h3.Addr.String()) {
+						return fmt.Errorf("%s still has xfrm %s of h3", h.Name, what)
+					}
+				}
+			}
+			return nil
+		})
+		t.Logf("h3's SAs and policies gone from h1 and h2 %v after it died", took.Round(time.Millisecond))
+		reachFast(t, e1, e2.IP())
+	})
+
+	t.Run("delete-leaves-nothing", func(t *testing.T) {
+		for _, h := range []*lab.Host{h1, h2} {
+			for _, ctr := range []*lab.Container{e1, e2, p1, p2} {
+				if ctr.Host == h {
+					if err := ctr.Remove(ctxT(t)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			for _, id := range []string{eids[h], pids[h]} {
+				if err := h.Client().DeleteNetwork(ctxT(t), id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, what := range []string{"state", "policy"} {
+				out, err := h.Exec(ctxT(t), "ip", "xfrm", what)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.TrimSpace(out) != "" {
+					t.Errorf("%s: xfrm %s left after deleting every network:\n%s", h.Name, what, out)
+				}
+			}
+			if out, _ := h.Exec(ctxT(t), "nft", "list", "tables"); strings.Contains(out, "vxsec") {
+				t.Errorf("%s: nft tables left: %s", h.Name, out)
+			}
+		}
+	})
+}
+
+// waitAllKeyed waits until every pair of running hosts sends with the
+// other's newest epoch and its own, and no host keeps an old epoch: the
+// end of every rotation and re-key. It returns how long that took.
+func waitAllKeyed(t *testing.T, hosts []*lab.Host) time.Duration {
+	t.Helper()
+	return eventually(t, rekeyBound, "every pair keyed on the newest epochs", func() error {
+		newest := map[string]uint64{}
+		sts := map[string]lab.Status{}
+		var up []*lab.Host
+		for _, h := range hosts {
+			if !h.Running() {
+				continue
+			}
+			st, err := h.Status(ctxT(t))
+			if err != nil {
+				return err
+			}
+			if st.IPsec == nil || !st.IPsec.Active || len(st.IPsec.Epochs) != 1 {
+				return fmt.Errorf("%s: IPsec %+v, want one epoch", h.Name, st.IPsec)
+			}
+			newest[h.Addr.String()], sts[h.Name] = st.IPsec.Epochs[0], st
+			up = append(up, h)
+		}
+		for _, h := range up {
+			for _, o := range up {
+				if o == h {
+					continue
+				}
+				p, ok := sts[h.Name].Peer(o.Addr.String())
+				if !ok || p.Epoch != newest[h.Addr.String()] || p.PeerEpoch != newest[o.Addr.String()] || p.SPI == 0 {
+					return fmt.Errorf("%s sends to %s with %+v, want epochs %d/%d", h.Name, o.Name, p, newest[h.Addr.String()], newest[o.Addr.String()])
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// secpathDrops sums the counters of the host's rules dropping cleartext to
+// the encrypted port.
+func secpathDrops(t *testing.T, h *lab.Host) int {
+	t.Helper()
+	table := nftTable(t, h)
+	for _, line := range strings.Split(table, "\n") {
+		if strings.Contains(line, strconv.Itoa(encPort)) && strings.Contains(line, "ipsec missing") {
+			if m := nftCounter.FindStringSubmatch(line); m != nil {
+				n, _ := strconv.Atoi(m[1])
+				return n
+			}
+		}
+	}
+	t.Fatalf("%s: no counted secpath rule for %d:\n%s", h.Name, encPort, table)
+	return 0
+}
+
+// xfrmStat reads one counter of the host's /proc/net/xfrm_stat.
+func xfrmStat(t *testing.T, h *lab.Host, name string) int {
+	t.Helper()
+	out, err := h.Exec(ctxT(t), "cat", "/proc/net/xfrm_stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	t.Fatalf("%s: no %s in xfrm_stat:\n%s", h.Name, name, out)
+	return 0
+}
+
+var xfrmSPI = regexp.MustCompile(`spi (0x[0-9a-f]+)`)
+
+// spis is the set of SPIs of the host's SAs.
+func spis(t *testing.T, h *lab.Host) map[string]bool {
+	t.Helper()
+	out, err := h.Exec(ctxT(t), "ip", "xfrm", "state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for _, m := range xfrmSPI.FindAllStringSubmatch(out, -1) {
+		set[m[1]] = true
+	}
+	if len(set) == 0 {
+		t.Fatalf("%s has no SA at all:\n%s", h.Name, out)
+	}
+	return set
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
