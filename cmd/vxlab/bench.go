@@ -34,7 +34,7 @@ type benchOpts struct {
 
 func benchFlags(f *flag.FlagSet) *benchOpts {
 	o := &benchOpts{}
-	f.StringVar(&o.only, "only", "convergence,scale,throughput", "which benchmarks to run, comma-separated")
+	f.StringVar(&o.only, "only", "convergence,scale,throughput", "which benchmarks to run, comma-separated (encryption needs an ESP kernel: the kernel lab)")
 	f.IntVar(&o.endpoints, "endpoints", 100, "convergence: endpoints to time (3 hosts)")
 	f.IntVar(&o.hosts, "hosts", 50, "scale: hosts")
 	f.IntVar(&o.perHost, "per-host", 20, "scale: endpoints per host (at most 60)")
@@ -61,10 +61,12 @@ func runBench(ctx context.Context, w io.Writer, bin string, o benchOpts) error {
 			goalMissed, err = benchScale(ctx, w, bin, o)
 		case "throughput":
 			goalMissed, err = benchThroughput(ctx, w, bin, o)
+		case "encryption":
+			goalMissed, err = benchEncryption(ctx, w, bin, o)
 		case "":
 			continue
 		default:
-			return fmt.Errorf("unknown benchmark %q (convergence, scale, throughput)", name)
+			return fmt.Errorf("unknown benchmark %q (convergence, scale, throughput, encryption)", name)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -379,7 +381,7 @@ type pair struct {
 }
 
 func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
-	const vni, baseVNI, basePort = 1300, 1301, 4801
+	const vni, baseVNI, basePort = 1300, 1301, 4803
 	fmt.Fprintf(w, "\n== data path: TCP throughput container → container across 2 hosts, vxsec vs a hand-built VXLAN\n")
 	fmt.Fprintf(w, `   method: 2 hosts of one cluster. vxsec side: a network (vni %d), one container per host made
    through the remote API. Hand-built side, between the same two host namespaces: a VXLAN device

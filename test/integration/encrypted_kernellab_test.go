@@ -311,42 +311,15 @@ func TestEncrypted(t *testing.T) {
 	})
 }
 
-// waitAllKeyed waits until every pair of running hosts sends with the
-// other's newest epoch and its own, and no host keeps an old epoch: the
-// end of every rotation and re-key. It returns how long that took.
+// waitAllKeyed waits until every pair of running hosts is keyed on the
+// newest epochs (lab.WaitKeyed) and returns how long that took.
 func waitAllKeyed(t *testing.T, hosts []*lab.Host) time.Duration {
 	t.Helper()
-	return eventually(t, rekeyBound, "every pair keyed on the newest epochs", func() error {
-		newest := map[string]uint64{}
-		sts := map[string]lab.Status{}
-		var up []*lab.Host
-		for _, h := range hosts {
-			if !h.Running() {
-				continue
-			}
-			st, err := h.Status(ctxT(t))
-			if err != nil {
-				return err
-			}
-			if st.IPsec == nil || !st.IPsec.Active || len(st.IPsec.Epochs) != 1 {
-				return fmt.Errorf("%s: IPsec %+v, want one epoch", h.Name, st.IPsec)
-			}
-			newest[h.Addr.String()], sts[h.Name] = st.IPsec.Epochs[0], st
-			up = append(up, h)
-		}
-		for _, h := range up {
-			for _, o := range up {
-				if o == h {
-					continue
-				}
-				p, ok := sts[h.Name].Peer(o.Addr.String())
-				if !ok || p.Epoch != newest[h.Addr.String()] || p.PeerEpoch != newest[o.Addr.String()] || p.SPI == 0 {
-					return fmt.Errorf("%s sends to %s with %+v, want epochs %d/%d", h.Name, o.Name, p, newest[h.Addr.String()], newest[o.Addr.String()])
-				}
-			}
-		}
-		return nil
-	})
+	start := time.Now()
+	if err := lab.WaitKeyed(ctxT(t), hosts, rekeyBound); err != nil {
+		t.Fatalf("every pair keyed on the newest epochs: %v", err)
+	}
+	return time.Since(start)
 }
 
 // secpathDrops sums the counters of the host's rules dropping cleartext to

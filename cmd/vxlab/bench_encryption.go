@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"sort"
+	"time"
+
+	"github.com/vxsec/vxsec/ipsec"
+	"github.com/vxsec/vxsec/lab"
+)
+
+// benchEncryption needs a kernel with ESP and GCM: `make bench` runs it in
+// the kernel lab (TCG), whose emulated CPU makes every figure slower than
+// real hardware; ratios measured in one run are what carries over.
+func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
+	const evni, pvni = 1400, 1401
+	fmt.Fprintf(w, "\n== encryption: rotation loss, time to encrypted reachability for a new host, encrypted vs plain throughput\n")
+	if err := ipsec.Probe(); err != nil {
+		return "", fmt.Errorf("this kernel cannot run encrypted networks (run it in the kernel lab: scripts/kernel-lab.sh -- bin/vxlab bench -only encryption): %w", err)
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return "", fmt.Errorf("iperf3 is missing: apt-get install iperf3")
+	}
+	c, err := newCluster(ctx, bin, 3)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if _, err := c.waitAlive(ctx, 60*time.Second); err != nil {
+		return "", fmt.Errorf("cluster did not form: %w", err)
+	}
+	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
+	for _, h := range c.hosts[:2] {
+		if err := h.Client().CreateNetwork(ctx, "en-"+h.Name, map[string]string{"vni": fmt.Sprint(evni), "encrypted": ""}, "10.47.0.0/24", ""); err != nil {
+			return "", err
+		}
+		if err := h.Client().CreateNetwork(ctx, "pl-"+h.Name, map[string]string{"vni": fmt.Sprint(pvni)}, "10.48.0.0/24", ""); err != nil {
+			return "", err
+		}
+	}
+	e1, err := h1.Run(ctx, "e1", "en-h1", "10.47.0.1/24")
+	if err != nil {
+		return "", err
+	}
+	e2, err := h2.Run(ctx, "e2", "en-h2", "10.47.0.2/24")
+	if err != nil {
+		return "", err
+	}
+	p1, err := h1.Run(ctx, "p1", "pl-h1", "10.48.0.1/24")
+	if err != nil {
+		return "", err
+	}
+	p2, err := h2.Run(ctx, "p2", "pl-h2", "10.48.0.2/24")
+	if err != nil {
+		return "", err
+	}
+	if err := waitReply(ctx, e1, e2.IP(), 60*time.Second); err != nil {
+		return "", fmt.Errorf("encrypted containers do not reach each other: %w", err)
+	}
+
+	// Rotation: ping at 100/s across forced rotations, each awaited.
+	const rotations = 20
+	fmt.Fprintf(w, `   rotation method: 2 hosts with an encrypted network, ping -i 0.01 from a container on h1 to
+   one on h2 while %d rotations run back to back (vxsec rotate on h1 and h2 alternately); each
+   rotation is awaited until both hosts send with the new epoch and the old one is erased.
+`, rotations)
+	stop := make(chan struct{})
+	res := make(chan lab.PingResult, 1)
+	perr := make(chan error, 1)
+	go func() {
+		r, err := e1.PingUntil(ctx, stop, e2.IP(), "-i", "0.01", "-W", "1")
+		res <- r
+		perr <- err
+	}()
+	time.Sleep(time.Second)
+	var took []time.Duration
+	for i := 0; i < rotations; i++ {
+		h := c.hosts[i%2]
+		start := time.Now()
+		if err := h.Client().Call(ctx, "VxSec.Rotate", struct{}{}, nil); err != nil {
+			close(stop)
+			return "", err
+		}
+		if err := lab.WaitKeyed(ctx, c.hosts[:2], 60*time.Second); err != nil {
+			close(stop)
+			return "", fmt.Errorf("rotation %d: %w", i+1, err)
+		}
+		took = append(took, time.Since(start))
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	r := <-res
+	if err := <-perr; err != nil {
+		return "", err
+	}
+	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
+	fmt.Fprintf(w, "   rotation result: %d rotations, each complete in p50 %s, max %s; ping sent %d, received %d, lost %d\n",
+		rotations, ms(percentile(took, 0.5)), ms(took[len(took)-1]), r.Sent, r.Received, r.Sent-r.Received)
+	missed := ""
+	if r.Sent != r.Received {
+		missed = fmt.Sprintf("%d packets lost across rotations", r.Sent-r.Received)
+	}
+
+	// A new host: from its network create to its container's first
+	// encrypted reply from h1's.
+	fmt.Fprintf(w, `   join method: h3 is a running member with no encrypted network; the clock starts when it
+   creates the network, then runs a container (remote API calls as dockerd makes them), and stops
+   at the first reply of the container on h1 to a ping every 10 ms.
+`)
+	start := time.Now()
+	if err := h3.Client().CreateNetwork(ctx, "en-h3", map[string]string{"vni": fmt.Sprint(evni), "encrypted": ""}, "10.47.0.0/24", ""); err != nil {
+		return "", err
+	}
+	e3, err := h3.Run(ctx, "e3", "en-h3", "10.47.0.3/24")
+	if err != nil {
+		return "", err
+	}
+	if err := waitReply(ctx, e3, e1.IP(), 60*time.Second); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(w, "   join result: first encrypted reply %s after the new host created the network\n", ms(time.Since(start)))
+
+	// Throughput, encrypted vs plain, same hosts, alternating.
+	fmt.Fprintf(w, `   throughput method: iperf3 -t %d -O 1 (one TCP stream) container h1 → container h2, on the
+   encrypted network and on a plain one between the same hosts, %d runs each, alternating (ABBA).
+   Under TCG the CPU is emulated (AES-NI included), so the ratio overstates the cost on hardware.
+`, o.seconds, o.runs)
+	sides := []pair{
+		{name: "encrypted", client: e1.NS, server: e2.NS, serverIP: e2.IP()},
+		{name: "plain", client: p1.NS, server: p2.NS, serverIP: p2.IP()},
+	}
+	results := map[string][]float64{}
+	for run := 0; run < o.runs; run++ {
+		order := []int{0, 1}
+		if run%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
+			bps, err := iperf(ctx, sides[i], o.seconds)
+			if err != nil {
+				return "", fmt.Errorf("%s run %d: %w", sides[i].name, run+1, err)
+			}
+			results[sides[i].name] = append(results[sides[i].name], bps)
+			fmt.Fprintf(w, "   run %d %-10s %8.1f Mbit/s\n", run+1, sides[i].name, bps/1e6)
+		}
+	}
+	me, mp := median(results["encrypted"]), median(results["plain"])
+	fmt.Fprintf(w, "   throughput result: encrypted median %.1f Mbit/s, plain median %.1f Mbit/s, ratio %.3f\n", me/1e6, mp/1e6, me/mp)
+	return missed, nil
+}
+
+// waitReply pings dst from c every 10 ms until the first reply.
+func waitReply(ctx context.Context, c *lab.Container, dst string, timeout time.Duration) error {
+	return lab.WaitFor(ctx, timeout, func() error {
+		r, err := c.Ping(ctx, dst, "-c", "1", "-W", "1", "-w", "1", "-i", "0.01")
+		if err != nil {
+			return err
+		}
+		if r.Received == 0 {
+			return fmt.Errorf("%s → %s: no reply", c.Name, dst)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,44 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// WaitKeyed waits until every pair of the running hosts among hosts sends
+// with both hosts' newest epochs and no host holds an older one: the end of
+// a rotation or a re-key, as the daemons report it.
+func WaitKeyed(ctx context.Context, hosts []*Host, timeout time.Duration) error {
+	return WaitFor(ctx, timeout, func() error {
+		newest := map[*Host]uint64{}
+		sts := map[*Host]Status{}
+		var up []*Host
+		for _, h := range hosts {
+			if !h.Running() {
+				continue
+			}
+			st, err := h.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.IPsec == nil || !st.IPsec.Active || len(st.IPsec.Epochs) != 1 {
+				return fmt.Errorf("%s: IPsec %+v, want one epoch", h.Name, st.IPsec)
+			}
+			newest[h], sts[h] = st.IPsec.Epochs[0], st
+			up = append(up, h)
+		}
+		for _, h := range up {
+			for _, o := range up {
+				if o == h {
+					continue
+				}
+				p, ok := sts[h].Peer(o.Addr.String())
+				if !ok || p.Epoch != newest[h] || p.PeerEpoch != newest[o] || p.SPI == 0 {
+					return fmt.Errorf("%s sends to %s with %+v, want epochs %d/%d", h.Name, o.Name, p, newest[h], newest[o])
+				}
+			}
+		}
+		return nil
+	})
+}
