@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -13,10 +14,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -52,11 +55,19 @@ type Config struct {
 	// what it already has: an empty first table would make every peer drop
 	// its endpoints until the next version arrived.
 	Table Table
+	// KeyPeriod is how long one gossip key is primary; zero means
+	// DefaultKeyPeriod. Every member must use the same (it is not a
+	// setting): periods are counted from the Unix epoch.
+	KeyPeriod time.Duration
 	// FailGrace is how long a failed member's entries are kept before they
 	// are dropped, so that a daemon restarting faster than this loses
 	// nothing. Zero means DefaultFailGrace.
 	FailGrace time.Duration
 }
+
+// DefaultKeyPeriod is the gossip key's lifetime as primary, as Docker's
+// swarm rotates its gossip keys.
+const DefaultKeyPeriod = 12 * time.Hour
 
 // DefaultFailGrace: see Config.FailGrace. Long enough for a plugin to be
 // disabled and enabled, or killed and restarted, without its peers
@@ -115,6 +126,11 @@ type Cluster struct {
 	dirty    chan struct{}
 	pulls    chan string
 
+	// keyring holds the gossip keys of the periods around period; nil
+	// without a secret. keyLoop alone moves it on.
+	keyring *memberlist.Keyring
+	period  atomic.Int64
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -124,6 +140,9 @@ type Cluster struct {
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.FailGrace == 0 {
 		cfg.FailGrace = DefaultFailGrace
+	}
+	if cfg.KeyPeriod == 0 {
+		cfg.KeyPeriod = DefaultKeyPeriod
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Cluster{
@@ -169,13 +188,17 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	mc.PushPullInterval = pushPull
 	mc.Logger = mlog.std()
 	if cfg.Secret != nil {
-		key, err := GossipKey(cfg.Secret)
+		c.period.Store(keyPeriod(time.Now(), cfg.KeyPeriod))
+		prev, cur, next, err := gossipKeys(cfg.Secret, c.period.Load())
+		if err == nil {
+			c.keyring, err = memberlist.NewKeyring([][]byte{prev, next}, cur)
+		}
 		if err != nil {
 			tr.Shutdown()
 			cancel()
-			return nil, err
+			return nil, fmt.Errorf("making the gossip keyring: %w", err)
 		}
-		mc.SecretKey = key
+		mc.Keyring = c.keyring
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
 	if cfg.SnapshotPath != "" {
@@ -200,6 +223,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.spawn(func() { c.pullLoop(ctx) })
 	}
 	c.spawn(func() { c.repairLoop(ctx) })
+	if c.keyring != nil {
+		c.spawn(func() { c.keyLoop(ctx) })
+	}
 	if len(cfg.Seeds) > 0 {
 		c.spawn(func() { c.joinLoop(ctx, cfg.Seeds) })
 	}
@@ -594,3 +620,55 @@ func (l *memberlistLogger) Write(p []byte) (int, error) {
 	l.log.Log(context.Background(), level, line)
 	return len(p), nil
 }
+
+// keyLoop moves the gossip keyring on at every period boundary: the next
+// period's key is installed, the current one becomes primary, and the key
+// two periods old is removed. Members whose clocks disagree by less than a
+// period still share two keys, so nobody drops out.
+func (c *Cluster) keyLoop(ctx context.Context) {
+	for {
+		next := time.Unix(0, (c.period.Load()+1)*int64(c.cfg.KeyPeriod))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(next)):
+		}
+		p := keyPeriod(time.Now(), c.cfg.KeyPeriod)
+		if p <= c.period.Load() {
+			continue
+		}
+		if err := c.rotateKeys(p); err != nil {
+			c.log.Error("rotating the gossip key", "err", err)
+			continue
+		}
+		c.log.Info("gossip key rotated", "period", p)
+	}
+}
+
+func (c *Cluster) rotateKeys(p int64) error {
+	prev, cur, next, err := gossipKeys(c.cfg.Secret, p)
+	if err != nil {
+		return err
+	}
+	keep := [][]byte{prev, cur, next}
+	for _, k := range keep {
+		if err := c.keyring.AddKey(k); err != nil {
+			return err
+		}
+	}
+	if err := c.keyring.UseKey(cur); err != nil {
+		return err
+	}
+	for _, k := range c.keyring.GetKeys() {
+		if !slices.ContainsFunc(keep, func(x []byte) bool { return bytes.Equal(x, k) }) {
+			if err := c.keyring.RemoveKey(k); err != nil {
+				return err
+			}
+		}
+	}
+	c.period.Store(p)
+	return nil
+}
+
+// KeyPeriod is the gossip key period in use (for status and tests).
+func (c *Cluster) KeyPeriod() int64 { return c.period.Load() }

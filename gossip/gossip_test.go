@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -123,13 +124,16 @@ func startNode(t *testing.T, addr string, secret []byte, seeds []string) (*Clust
 
 func startNodeWith(t *testing.T, addr string, secret []byte, seeds []string, initial Table) (*Cluster, *recorder, int) {
 	t.Helper()
+	return startNodeConfig(t, Config{Addr: netip.MustParseAddr(addr), Secret: secret, Seeds: seeds, Table: initial})
+}
+
+func startNodeConfig(t *testing.T, cfg Config) (*Cluster, *recorder, int) {
+	t.Helper()
 	port := freePort(t)
 	rec := &recorder{tables: map[netip.Addr]Table{}}
-	c, err := Start(context.Background(), Config{
-		Addr: netip.MustParseAddr(addr), Port: port, Secret: secret, Seeds: seeds, Sink: rec, Table: initial,
-		Log:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		FailGrace: 500 * time.Millisecond,
-	})
+	cfg.Port, cfg.Sink, cfg.FailGrace = port, rec, 500*time.Millisecond
+	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	c, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,4 +220,43 @@ func TestRestartAnnouncesItsTable(t *testing.T) {
 			t.Fatalf("A installed a version of B's table without B's endpoint: %+v", tb)
 		}
 	}
+}
+
+// TestGossipKeyRotates: with a short key period, members move through
+// several gossip keys and stay members, and a host that joins later, with
+// only the secret, gets in.
+func TestGossipKeyRotates(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	const period = 700 * time.Millisecond
+	a, _, portA := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.31"), Secret: secret, KeyPeriod: period})
+	seed := []string{net.JoinHostPort("127.0.0.31", strconv.Itoa(portA))}
+	b, _, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.32"), Secret: secret, Seeds: seed, KeyPeriod: period})
+	alive := func(c *Cluster, n int) func() bool {
+		return func() bool {
+			k := 0
+			for _, m := range c.Members() {
+				if m.Status == "alive" {
+					k++
+				}
+			}
+			return k == n
+		}
+	}
+	eventually(t, "A and B see each other", alive(a, 2))
+	first := a.KeyPeriod()
+	primary := a.keyring.GetPrimaryKey()
+	time.Sleep(4 * period)
+	if a.KeyPeriod() < first+3 {
+		t.Fatalf("key period moved from %d to %d in %v, want at least 3 rotations", first, a.KeyPeriod(), 4*period)
+	}
+	if bytes.Equal(a.keyring.GetPrimaryKey(), primary) {
+		t.Fatal("the primary gossip key did not change")
+	}
+	if n := len(a.keyring.GetKeys()); n != 3 {
+		t.Fatalf("keyring holds %d keys, want 3 (previous, current, next)", n)
+	}
+	eventually(t, "A and B still members after the rotations", alive(a, 2))
+	eventually(t, "B too", alive(b, 2))
+	c, _, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.33"), Secret: secret, Seeds: seed, KeyPeriod: period})
+	eventually(t, "late joiner C gets in with the secret", alive(c, 3))
 }

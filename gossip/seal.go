@@ -5,8 +5,10 @@ import (
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Labels that separate every key derived from the cluster secret.
@@ -16,10 +18,30 @@ const (
 	syncAAD       = "vxsec table"
 )
 
-// GossipKey derives serf's AES-256-GCM key from the cluster secret: the
-// secret itself is never used as a key, so each use gets its own.
-func GossipKey(secret []byte) ([]byte, error) {
-	return hkdf.Key(sha256.New, secret, nil, gossipKeyInfo, 32)
+// GossipKey derives serf's AES-256-GCM key of one key period from the
+// cluster secret: the secret itself is never used as a key, and each period
+// has its own. Every member derives the same keys from the clock alone, so
+// the gossip key rotates cluster-wide with no message exchanged, and a host
+// that joins later gets in with the secret.
+func GossipKey(secret []byte, period int64) ([]byte, error) {
+	info := binary.BigEndian.AppendUint64([]byte(gossipKeyInfo), uint64(period))
+	return hkdf.Key(sha256.New, secret, nil, string(info), 32)
+}
+
+// keyPeriod numbers the gossip key period t falls in.
+func keyPeriod(t time.Time, every time.Duration) int64 { return t.UnixNano() / int64(every) }
+
+// gossipKeys are the keys of periods p-1, p and p+1: a member accepts its
+// neighbours' keys, so clocks may disagree by up to a period.
+func gossipKeys(secret []byte, p int64) (prev, cur, next []byte, err error) {
+	if prev, err = GossipKey(secret, p-1); err != nil {
+		return
+	}
+	if cur, err = GossipKey(secret, p); err != nil {
+		return
+	}
+	next, err = GossipKey(secret, p+1)
+	return
 }
 
 // sessionAEAD is the AEAD of one table pull: a key from the cluster secret
