@@ -164,6 +164,7 @@ func (d *Driver) reconcileLocked() error {
 	if len(d.remote) > 0 || len(d.dropped) > 0 || time.Since(d.started) > settleAfter {
 		d.reconcilePeersLocked()
 	}
+	d.repairIPsecLocked()
 	d.syncIPsecLocked()
 	return nil
 }

@@ -85,6 +85,17 @@ func (d *Driver) syncIPsecLocked() {
 	d.publishIfIPsecChangedLocked()
 }
 
+// repairIPsecLocked makes the next sync restore SAs and policies missing
+// from the kernel (the periodic reconcile's part for IPsec).
+func (d *Driver) repairIPsecLocked() {
+	if d.cfg.IPsec == nil {
+		return
+	}
+	if err := d.cfg.IPsec.Repair(); err != nil {
+		d.log.Error("checking IPsec state in the kernel", "err", err)
+	}
+}
+
 func (d *Driver) publishIfIPsecChangedLocked() {
 	a := d.cfg.IPsec.Announcement()
 	if reflect.DeepEqual(a, d.announced) {

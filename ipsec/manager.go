@@ -90,6 +90,8 @@ type KernelState struct {
 	SAs []KernelSA
 	// OutReqid is the reqid each peer's outbound policy selects.
 	OutReqid map[netip.Addr]uint32
+	// InPeers are the peers with an inbound policy.
+	InPeers map[netip.Addr]bool
 }
 
 // Reqid slots: inbound SAs share one (the inbound template matches any);
@@ -272,6 +274,57 @@ func (m *Manager) epochByNumber(n uint64) *epoch {
 	return nil
 }
 
+// Repair compares the kernel with what the Manager installed and forgets
+// what is missing there, so that the next Sync puts it back: an SA or a
+// policy deleted behind vxsec's back is restored (an inbound SA under a new
+// SPI, which the peer then switches to), never silently absent.
+func (m *Manager) Repair() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.active {
+		return nil
+	}
+	if err := m.cfg.Kernel.EnsureGuard(); err != nil {
+		return err
+	}
+	ks, err := m.cfg.Kernel.State()
+	if err != nil {
+		return err
+	}
+	type id struct {
+		src, dst netip.Addr
+		spi      uint32
+	}
+	have := map[id]bool{}
+	for _, sa := range ks.SAs {
+		have[id{sa.Src, sa.Dst, sa.SPI}] = true
+	}
+	for k, sa := range m.in {
+		if !have[id{k.peer, m.cfg.Local, sa.spi}] {
+			m.log.Warn("inbound SA missing from the kernel: replacing it", "peer", k.peer, "spi", fmt.Sprintf("%#x", sa.spi))
+			delete(m.in, k)
+		}
+	}
+	for peer, o := range m.out {
+		if o.spi != 0 && !have[id{m.cfg.Local, peer, o.spi}] {
+			m.log.Warn("outbound SA missing from the kernel: reinstalling it", "peer", peer, "spi", fmt.Sprintf("%#x", o.spi))
+			delete(m.out, peer)
+		}
+	}
+	for peer := range m.policies {
+		if r, ok := ks.OutReqid[peer]; !ok || !ks.InPeers[peer] || (m.out[peer] != nil && r != m.out[peer].reqid) {
+			m.log.Warn("policies missing or changed in the kernel: reinstalling them", "peer", peer)
+			delete(m.policies, peer)
+		}
+	}
+	for sa := range m.legacy {
+		if !have[id{sa.Src, sa.Dst, sa.SPI}] {
+			delete(m.legacy, sa)
+		}
+	}
+	return nil
+}
+
 // Announcement is what this host publishes now; empty while inactive.
 func (m *Manager) Announcement() Announcement {
 	m.mu.Lock()
@@ -431,9 +484,14 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid}
 		m.log.Debug("outbound SA switched", "peer", p.Host, "epoch", best.PeerEpoch, "peer_epoch", best.Epoch, "spi", fmt.Sprintf("%#x", best.SPI))
 	case !m.policies[p.Host]:
-		// Nothing acknowledged yet: the policy still goes in, selecting an
-		// SA that does not exist, so that nothing leaves in cleartext.
-		if err := m.cfg.Kernel.SetPeer(p.Host, Reqid(slotOutA)); err != nil {
+		// Nothing acknowledged yet (or the policies were lost): the policy
+		// goes in anyway, selecting the SA in use or one that does not
+		// exist yet, so that nothing leaves in cleartext.
+		reqid := Reqid(slotOutA)
+		if cur != nil {
+			reqid = cur.reqid
+		}
+		if err := m.cfg.Kernel.SetPeer(p.Host, reqid); err != nil {
 			return err
 		}
 		m.policies[p.Host] = true

@@ -210,7 +210,7 @@ func (x *Xfrm) State() (KernelState, error) {
 	if err != nil {
 		return KernelState{}, err
 	}
-	ks := KernelState{OutReqid: map[netip.Addr]uint32{}}
+	ks := KernelState{OutReqid: map[netip.Addr]uint32{}, InPeers: map[netip.Addr]bool{}}
 	for _, s := range states {
 		src, ok1 := netip.AddrFromSlice(s.Src)
 		dst, ok2 := netip.AddrFromSlice(s.Dst)
@@ -220,6 +220,11 @@ func (x *Xfrm) State() (KernelState, error) {
 		ks.SAs = append(ks.SAs, KernelSA{Src: src.Unmap(), Dst: dst.Unmap(), SPI: uint32(s.Spi), Reqid: uint32(s.Reqid)})
 	}
 	for _, p := range policies {
+		if p.Priority == PeerPriority && p.Dir == netlink.XFRM_DIR_IN && p.Src != nil {
+			if src, ok := netip.AddrFromSlice(p.Src.IP); ok {
+				ks.InPeers[src.Unmap()] = true
+			}
+		}
 		if p.Priority != PeerPriority || p.Dir != netlink.XFRM_DIR_OUT || len(p.Tmpls) != 1 || p.Dst == nil {
 			continue
 		}
