@@ -229,6 +229,18 @@ func addGuard(conn *nftables.Conn, ports, secure []uint16, members []netip.Addr)
 	for _, port := range secure {
 		conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropCleartext(port)})
 	}
+	if len(secure) > 0 {
+		// The sender's own lock: encrypted VXLAN whose route carries no
+		// xfrm transform (its policies are missing, flushed or broken)
+		// never reaches the wire.
+		post := conn.AddChain(&nftables.Chain{
+			Name: "postrouting", Table: inet, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(-10),
+		})
+		for _, port := range secure {
+			conn.AddRule(&nftables.Rule{Table: inet, Chain: post, Exprs: dropUnencrypted(port)})
+		}
+	}
 	for _, port := range ports {
 		for _, v6 := range []bool{false, true} {
 			conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropNonMember(port, v6, sets[v6])})
@@ -287,6 +299,27 @@ func dropCleartext(port uint16) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
 		&expr.Meta{Key: metaKeySecpath, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// rtKeyXFRM is NFT_RT_XFRM: 1 when the packet's route is an xfrm bundle,
+// i.e. IPsec will transform it before it leaves.
+const rtKeyXFRM = expr.RtKey(4)
+
+// dropUnencrypted is `udp dport PORT rt ipsec missing counter drop`, in
+// postrouting: a packet bound for IPsec is seen here before its transform
+// with its route set to the bundle, so only what would leave in cleartext
+// is dropped (the ESP packet after the transform is no UDP).
+func dropUnencrypted(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+		&expr.Rt{Key: rtKeyXFRM, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictDrop},

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -136,9 +137,17 @@ func TestEncrypted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The forger must not poison h1's ARP cache with h2's address (an
+		// ARP request from it would): it knows h1's MAC statically and
+		// answers no ARP.
+		h1MAC, err := h1.Exec(ctxT(t), "cat", "/sys/class/net/eth0/address")
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, s := range [][]string{
 			{"sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=8"},
 			{"ip", "addr", "add", h2.Addr.String() + "/32", "dev", "eth0"},
+			{"ip", "neigh", "replace", h1.Addr.String(), "lladdr", strings.TrimSpace(h1MAC), "dev", "eth0", "nud", "permanent"},
 			{"ip", "link", "add", "vx0", "type", "vxlan", "id", strconv.Itoa(evni), "dstport", strconv.Itoa(encPort),
 				"local", h2.Addr.String(), "remote", h1.Addr.String(), "nolearning"},
 			{"ip", "link", "set", "vx0", "address", e2.MAC},
@@ -180,6 +189,9 @@ func TestEncrypted(t *testing.T) {
 		if drops < sent {
 			t.Errorf("h1's nft secpath rule dropped %d, want at least %d", drops, sent)
 		}
+		if _, err := rogue.Exec(ctxT(t), "ip", "link", "set", "eth0", "down"); err != nil {
+			t.Fatal(err)
+		}
 		reachFast(t, e2, e1.IP()) // the real h2 still gets through
 	})
 
@@ -188,7 +200,7 @@ func TestEncrypted(t *testing.T) {
 		stop := make(chan struct{})
 		res := make(chan lab.PingResult, 1)
 		go func() {
-			r, err := e1.PingUntil(context.Background(), stop, e2.IP(), "-i", "0.01", "-W", "1")
+			r, err := e1.PingUntil(context.Background(), stop, e2.IP(), "-D", "-O", "-i", "0.01", "-W", "1")
 			if err != nil {
 				t.Error(err)
 			}
@@ -211,7 +223,10 @@ func TestEncrypted(t *testing.T) {
 		t.Logf("%d rotations (alternating h1, h2) in %v, each waited until every pair used the new keys: ping at 100/s sent %d, received %d",
 			rotations, took.Round(time.Millisecond), r.Sent, r.Received)
 		if r.Sent < 100 || r.Received != r.Sent {
-			t.Fatalf("lost %d of %d packets across %d rotations\n%s", r.Sent-r.Received, r.Sent, rotations, tail(r.Output, 20))
+			t.Errorf("lost %d of %d packets across %d rotations; unanswered:\n%s", r.Sent-r.Received, r.Sent, rotations, unanswered(r.Output))
+			for _, h := range []*lab.Host{h1, h2} {
+				t.Logf("%s's key events:\n%s", h.Name, grepLog(t, h, "switched", "retired", "rotating", "removing", "error"))
+			}
 		}
 	})
 
@@ -256,6 +271,50 @@ func TestEncrypted(t *testing.T) {
 				t.Errorf("SA spi %s of the previous run is still in h2's kernel", spi)
 			}
 		}
+	})
+
+	t.Run("kernel-state-lost-fails-closed-then-repaired", func(t *testing.T) {
+		// Somebody flushes h1's SAs and policies (xfrm guard included):
+		// nothing may leave in cleartext meanwhile, and the periodic
+		// reconcile (every 30 s) restores encrypted traffic.
+		capt, err := c.lab.Capture(ctxT(t), fmt.Sprintf("udp port %d", encPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer capt.Stop()
+		for _, args := range [][]string{{"ip", "xfrm", "state", "flush"}, {"ip", "xfrm", "policy", "flush"}} {
+			if _, err := h1.Exec(ctxT(t), args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// With vxsec's policies gone the kernel would send the network's
+		// VXLAN in the clear: the firewall's postrouting rule (`rt ipsec
+		// missing`) must stop it on h1, until the reconcile restores them.
+		drops0 := ruleDrops(t, h1, "rt ipsec missing")
+		took := eventually(t, 60*time.Second, "e1 reaches e2 again after the flush", func() error {
+			r, err := e1.Ping(ctxT(t), e2.IP(), "-c", "1", "-W", "1")
+			if err != nil {
+				return err
+			}
+			if r.Received == 0 {
+				return fmt.Errorf("no reply yet")
+			}
+			return nil
+		})
+		pk, err := capt.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		drops := ruleDrops(t, h1, "rt ipsec missing") - drops0
+		t.Logf("after flushing h1's xfrm state and policies: encrypted traffic back %v later; h1's firewall stopped %d cleartext datagrams; %d reached the wire",
+			took.Round(time.Millisecond), drops, pk.CountUDP(encPort))
+		if n := pk.CountUDP(encPort); n != 0 {
+			t.Errorf("%d cleartext datagrams to %d left h1 while its policies were flushed:\n%s", n, encPort, pk.UDPTo(encPort))
+		}
+		if drops == 0 {
+			t.Errorf("h1's postrouting rule dropped nothing: the flush did not put cleartext at risk, so this test proved nothing")
+		}
+		waitAllKeyed(t, c.hosts)
 	})
 
 	t.Run("dead-host-forgotten", func(t *testing.T) {
@@ -322,20 +381,27 @@ func waitAllKeyed(t *testing.T, hosts []*lab.Host) time.Duration {
 	return time.Since(start)
 }
 
-// secpathDrops sums the counters of the host's rules dropping cleartext to
-// the encrypted port.
+// secpathDrops is the counter of the host's rule dropping cleartext that
+// arrives on the encrypted port.
 func secpathDrops(t *testing.T, h *lab.Host) int {
+	t.Helper()
+	return ruleDrops(t, h, "meta ipsec missing")
+}
+
+// ruleDrops is the counter of the host's rule on the encrypted port whose
+// text contains match.
+func ruleDrops(t *testing.T, h *lab.Host, match string) int {
 	t.Helper()
 	table := nftTable(t, h)
 	for _, line := range strings.Split(table, "\n") {
-		if strings.Contains(line, strconv.Itoa(encPort)) && strings.Contains(line, "ipsec missing") {
+		if strings.Contains(line, strconv.Itoa(encPort)) && strings.Contains(line, match) {
 			if m := nftCounter.FindStringSubmatch(line); m != nil {
 				n, _ := strconv.Atoi(m[1])
 				return n
 			}
 		}
 	}
-	t.Fatalf("%s: no counted secpath rule for %d:\n%s", h.Name, encPort, table)
+	t.Fatalf("%s: no counted rule %q for %d:\n%s", h.Name, match, encPort, table)
 	return 0
 }
 
@@ -378,4 +444,35 @@ func spis(t *testing.T, h *lab.Host) map[string]bool {
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// unanswered lists the lines `ping -D -O` printed for requests without a
+// reply, with their timestamps.
+func unanswered(out string) string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "no answer yet") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// grepLog returns the lines of h's daemon log that contain any of words.
+func grepLog(t *testing.T, h *lab.Host, words ...string) string {
+	t.Helper()
+	data, err := os.ReadFile(h.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				lines = append(lines, l)
+				break
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
 }
