@@ -291,6 +291,17 @@ func TestEncrypted(t *testing.T) {
 		// VXLAN in the clear: the firewall's postrouting rule (`rt ipsec
 		// missing`) must stop it on h1, until the reconcile restores them.
 		drops0 := ruleDrops(t, h1, "rt ipsec missing")
+		t.Cleanup(func() {
+			if t.Failed() {
+				for _, h := range []*lab.Host{h1, h2} {
+					t.Logf("%s's IPsec and reconcile events:\n%s", h.Name, grepLog(t, h, "missing", "reinstall", "switched", "reconcile", "level=ERROR", "level=WARN msg=\"[^[]"))
+				}
+				out, _ := h1.Exec(ctxT(t), "ip", "xfrm", "policy")
+				t.Logf("h1's policies:\n%s", out)
+				out, _ = h1.Exec(ctxT(t), "ip", "xfrm", "state")
+				t.Logf("h1's states:\n%s", out)
+			}
+		})
 		took := eventually(t, 60*time.Second, "e1 reaches e2 again after the flush", func() error {
 			r, err := e1.Ping(ctxT(t), e2.IP(), "-c", "1", "-W", "1")
 			if err != nil {
