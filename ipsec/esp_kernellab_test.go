@@ -99,11 +99,11 @@ func TestESPDataPath(t *testing.T) {
 		xf[ns] = x
 		peerNS := peerOf[ns]
 		peer := Peer{Host: hosts[peerNS], Epoch: keys[peerNS].Epoch, Public: keys[peerNS].Public()}
-		out, err := SAKey(keys[ns], local, peer, true)
+		out, err := SAKey(keys[ns], local, peer, true, spi[peerNS])
 		if err != nil {
 			t.Fatal(err)
 		}
-		in, err := SAKey(keys[ns], local, peer, false)
+		in, err := SAKey(keys[ns], local, peer, false, spi[ns])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,11 +32,11 @@ func TestKeySchedule(t *testing.T) {
 		}
 		return k
 	}
-	aToB := must(SAKey(a, hostA, peerOf(b, hostB), true))
-	aToBatB := must(SAKey(b, hostB, peerOf(a, hostA), false))
-	bToA := must(SAKey(b, hostB, peerOf(a, hostA), true))
-	bToAatA := must(SAKey(a, hostA, peerOf(b, hostB), false))
-	aToC := must(SAKey(a, hostA, peerOf(c, hostC), true))
+	aToB := must(SAKey(a, hostA, peerOf(b, hostB), true, 0x1234))
+	aToBatB := must(SAKey(b, hostB, peerOf(a, hostA), false, 0x1234))
+	bToA := must(SAKey(b, hostB, peerOf(a, hostA), true, 0x1234))
+	bToAatA := must(SAKey(a, hostA, peerOf(b, hostB), false, 0x1234))
+	aToC := must(SAKey(a, hostA, peerOf(c, hostC), true, 0x1234))
 
 	if aToB != aToBatB || bToA != bToAatA {
 		t.Fatal("the two ends of a direction derive different keys")
@@ -51,23 +51,28 @@ func TestKeySchedule(t *testing.T) {
 	}
 	// A new epoch (a restart or a rotation) gives new keys for the same pair.
 	a2 := pair(t, 2)
-	if must(SAKey(a2, hostA, peerOf(b, hostB), true)) == aToB {
+	if must(SAKey(a2, hostA, peerOf(b, hostB), true, 0x1234)) == aToB {
 		t.Fatal("a new epoch reused a key")
+	}
+	// Another SPI between the same epochs: another key (a replacement SA
+	// must never repeat GCM nonces under an old key).
+	if must(SAKey(a, hostA, peerOf(b, hostB), true, 0x1235)) == aToB {
+		t.Fatal("the SPI is not bound into the key")
 	}
 	// Even the same key pair under another epoch number derives apart.
 	a.Epoch = 99
-	if must(SAKey(a, hostA, peerOf(b, hostB), true)) == aToB {
+	if must(SAKey(a, hostA, peerOf(b, hostB), true, 0x1234)) == aToB {
 		t.Fatal("the epoch number is not bound into the key")
 	}
 	// Erased: nothing more derives from the epoch.
 	a.Erase()
-	if _, err := SAKey(a, hostA, peerOf(b, hostB), true); !errors.Is(err, ErrErased) {
+	if _, err := SAKey(a, hostA, peerOf(b, hostB), true, 0x1234); !errors.Is(err, ErrErased) {
 		t.Fatalf("SAKey after Erase: %v, want ErrErased", err)
 	}
 	if a.Public() != nil {
 		t.Fatal("an erased key still has a public half")
 	}
-	if _, err := SAKey(b, hostB, Peer{Host: hostA, Public: bytes.Repeat([]byte{1}, 5)}, true); err == nil {
+	if _, err := SAKey(b, hostB, Peer{Host: hostA, Public: bytes.Repeat([]byte{1}, 5)}, true, 0x1234); err == nil {
 		t.Fatal("a malformed public key was accepted")
 	}
 }

@@ -30,7 +30,7 @@ const (
 	SaltBytes     = 4
 	KeyMaterial   = KeyBytes + SaltBytes
 	ICVBits       = 128
-	keyScheduleV1 = "vxsec esp v1"
+	keyScheduleV1 = "vxsec esp v2"
 )
 
 // KeyPair is one epoch's X25519 key pair of this host.
@@ -79,10 +79,15 @@ type Peer struct {
 	Public []byte
 }
 
-// SAKey derives the key material (key then salt) of the SA carrying
+// SAKey derives the key material (key then salt) of the SA on spi carrying
 // traffic from src to dst, where one of them is this host (local) and the
 // other the peer. Both hosts derive the same bytes for each direction.
-func SAKey(local *KeyPair, localHost netip.Addr, peer Peer, outbound bool) ([KeyMaterial]byte, error) {
+//
+// The SPI is bound in because ESP's sequence number, which GCM's nonce is
+// made from, starts again at every new SA: two SAs sharing a key would
+// repeat nonces. Every SA, even a replacement between the same epochs,
+// gets its own SPI and so its own key.
+func SAKey(local *KeyPair, localHost netip.Addr, peer Peer, outbound bool, spi uint32) ([KeyMaterial]byte, error) {
 	var out [KeyMaterial]byte
 	local.mu.Lock()
 	priv := local.priv
@@ -103,7 +108,7 @@ func SAKey(local *KeyPair, localHost netip.Addr, peer Peer, outbound bool) ([Key
 	if !outbound {
 		src, dst, srcEpoch, dstEpoch = dst, src, dstEpoch, srcEpoch
 	}
-	info := scheduleInfo(src, dst, srcEpoch, dstEpoch)
+	info := scheduleInfo(src, dst, srcEpoch, dstEpoch, spi)
 	key, err := hkdf.Key(sha256.New, shared, nil, info, KeyMaterial)
 	if err != nil {
 		return out, fmt.Errorf("deriving SA key: %w", err)
@@ -112,13 +117,14 @@ func SAKey(local *KeyPair, localHost netip.Addr, peer Peer, outbound bool) ([Key
 	return out, nil
 }
 
-// scheduleInfo binds a key to its pair, epochs and direction.
-func scheduleInfo(src, dst netip.Addr, srcEpoch, dstEpoch uint64) string {
+// scheduleInfo binds a key to its pair, epochs, direction and SPI.
+func scheduleInfo(src, dst netip.Addr, srcEpoch, dstEpoch uint64, spi uint32) string {
 	b := []byte(keyScheduleV1)
 	s16, d16 := src.As16(), dst.As16()
 	b = append(b, s16[:]...)
 	b = append(b, d16[:]...)
 	b = binary.BigEndian.AppendUint64(b, srcEpoch)
 	b = binary.BigEndian.AppendUint64(b, dstEpoch)
+	b = binary.BigEndian.AppendUint32(b, spi)
 	return string(b)
 }

@@ -134,6 +134,8 @@ type Manager struct {
 	// left by a failed step): kept until their peer has re-keyed.
 	legacy      map[KernelSA]bool
 	legacySince time.Time
+	// burned are outbound SPIs never to be used again (see burnLocked).
+	burned map[burnKey]bool
 }
 
 type epoch struct {
@@ -152,6 +154,23 @@ type inSA struct {
 	// with its clock set back may reuse an epoch number, never a key.
 	peerPublic []byte
 	unwanted   time.Time // when it stopped being wanted; zero while wanted
+}
+
+type burnKey struct {
+	peer netip.Addr
+	spi  uint32
+}
+
+// burnLocked retires an outbound SPI for good and starts a new epoch, so
+// that the peer acknowledges fresh SPIs to send on.
+func (m *Manager) burnLocked(peer netip.Addr, spi uint32) {
+	if m.burned[burnKey{peer, spi}] {
+		return
+	}
+	m.burned[burnKey{peer, spi}] = true
+	if err := m.newEpochLocked(); err != nil {
+		m.log.Error("starting a new epoch after an SA was lost", "err", err)
+	}
 }
 
 type outSA struct {
@@ -197,6 +216,7 @@ func (m *Manager) Activate() error {
 		return err
 	}
 	m.in, m.out, m.policies, m.legacy = map[inKey]*inSA{}, map[netip.Addr]*outSA{}, map[netip.Addr]bool{}, map[KernelSA]bool{}
+	m.burned = map[burnKey]bool{}
 	m.legacySince = m.cfg.Now()
 	for _, sa := range ks.SAs {
 		m.legacy[sa] = true
@@ -307,8 +327,9 @@ func (m *Manager) Repair() error {
 	}
 	for peer, o := range m.out {
 		if o.spi != 0 && !have[id{m.cfg.Local, peer, o.spi}] {
-			m.log.Warn("outbound SA missing from the kernel: reinstalling it", "peer", peer, "spi", fmt.Sprintf("%#x", o.spi))
+			m.log.Warn("outbound SA missing from the kernel: re-keying (its SPI is never used again)", "peer", peer, "spi", fmt.Sprintf("%#x", o.spi))
 			delete(m.out, peer)
+			m.burnLocked(peer, o.spi)
 		}
 	}
 	for peer := range m.policies {
@@ -425,11 +446,11 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 				}
 				delete(m.in, k)
 			}
-			key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: pk.Epoch, Public: pk.Public}, false)
+			spi, err := AllocSPI(m.inboundSPIInUse)
 			if err != nil {
 				return err
 			}
-			spi, err := AllocSPI(m.inboundSPIInUse)
+			key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: pk.Epoch, Public: pk.Public}, false, spi)
 			if err != nil {
 				return err
 			}
@@ -444,7 +465,7 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 	var best *InboundSPI
 	for i := range p.SPIs {
 		s := &p.SPIs[i]
-		if s.Peer != m.cfg.Local || m.epochByNumber(s.PeerEpoch) == nil || keys[s.Epoch] == nil {
+		if s.Peer != m.cfg.Local || m.epochByNumber(s.PeerEpoch) == nil || keys[s.Epoch] == nil || m.burned[burnKey{p.Host, s.SPI}] {
 			continue
 		}
 		if best == nil || s.PeerEpoch > best.PeerEpoch || (s.PeerEpoch == best.PeerEpoch && s.Epoch > best.Epoch) {
@@ -456,7 +477,7 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 	case best != nil && (cur == nil || cur.legacy || cur.epoch != best.PeerEpoch || cur.peerEpoch != best.Epoch ||
 		cur.spi != best.SPI || !bytes.Equal(cur.peerPublic, keys[best.Epoch])):
 		e := m.epochByNumber(best.PeerEpoch)
-		key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: best.Epoch, Public: keys[best.Epoch]}, true)
+		key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: best.Epoch, Public: keys[best.Epoch]}, true, best.SPI)
 		if err != nil {
 			return err
 		}
@@ -464,15 +485,17 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 		if cur != nil && cur.reqid == reqid {
 			reqid = Reqid(slotOutB)
 		}
-		// A leftover SA on this SPI (a step that failed half-way) would
-		// make the add fail: the SPI is the peer's to choose, so clear it.
-		if err := m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, best.SPI); err != nil {
-			return err
-		}
+		// An SPI is used for one SA only, ever: a second SA under it would
+		// start its sequence numbers, and so GCM's nonces, again under the
+		// same key. A step that fails half-way burns the SPI, and a new
+		// epoch makes the peer choose fresh ones.
 		if err := m.cfg.Kernel.AddSA(SA{Src: m.cfg.Local, Dst: p.Host, SPI: best.SPI, Reqid: reqid, Key: key}); err != nil {
+			m.burnLocked(p.Host, best.SPI)
 			return err
 		}
 		if err := m.cfg.Kernel.SetPeer(p.Host, reqid); err != nil {
+			m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, best.SPI)
+			m.burnLocked(p.Host, best.SPI)
 			return err
 		}
 		m.policies[p.Host] = true

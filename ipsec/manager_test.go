@@ -104,14 +104,17 @@ type simHost struct {
 type sim struct {
 	t *testing.T
 	// lax skips the per-step checks (while drift is being repaired).
-	lax   bool
-	hosts []*simHost
-	now   time.Time
-	rng   *rand.Rand
+	lax bool
+	// keyOwner remembers, for the whole run, which SA every key was
+	// used for: a key under two SAs means GCM nonces repeat.
+	keyOwner map[[KeyMaterial]byte]saID
+	hosts    []*simHost
+	now      time.Time
+	rng      *rand.Rand
 }
 
 func newSim(t *testing.T, n int, seed uint64) *sim {
-	s := &sim{t: t, now: time.Unix(1_800_000_000, 0), rng: rand.New(rand.NewPCG(seed, 7))}
+	s := &sim{t: t, now: time.Unix(1_800_000_000, 0), rng: rand.New(rand.NewPCG(seed, 7)), keyOwner: map[[KeyMaterial]byte]saID{}}
 	for i := 0; i < n; i++ {
 		addr := netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})
 		h := &simHost{addr: addr, k: newMemKernel(addr), heard: map[netip.Addr]Announcement{}, sending: map[netip.Addr]bool{}}
@@ -156,6 +159,14 @@ func (s *sim) deliver(from, to *simHost) { to.heard[from.addr] = from.published 
 // peer ever stops having an SA to send with.
 func (s *sim) check(step string) {
 	s.t.Helper()
+	for _, h := range s.hosts {
+		for id, sa := range h.k.sas {
+			if owner, ok := s.keyOwner[sa.key]; ok && owner != id {
+				s.t.Fatalf("%s: the key of SA %v was used before for SA %v (GCM nonces would repeat)", step, id, owner)
+			}
+			s.keyOwner[sa.key] = id
+		}
+	}
 	if s.lax {
 		return
 	}
