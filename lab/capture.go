@@ -27,6 +27,10 @@ import (
 // ESP headers, VXLAN's, and the inner Ethernet, IP and L4 headers.
 const captureSnaplen = 256
 
+// captureBufferKiB is the kernel's buffer for the capture: large, so that
+// tcpdump falling behind on a loaded machine (or under TCG) drops nothing.
+const captureBufferKiB = 32 << 10
+
 // captureStartTimeout is how long tcpdump gets to open its socket: seconds
 // on a busy machine, more under the kernel lab's TCG.
 const captureStartTimeout = 60 * time.Second
@@ -73,7 +77,7 @@ func (h *Host) Capture(ctx context.Context, filter string) (*Capture, error) {
 
 func startCapture(ctx context.Context, ns string, onSwitch bool, filter string) (*Capture, error) {
 	args := []string{"netns", "exec", ns, "tcpdump", "-i", "any", "-y", "LINUX_SLL2",
-		"-n", "-U", "--immediate-mode", "-s", strconv.Itoa(captureSnaplen), "-w", "-"}
+		"-n", "-U", "--immediate-mode", "-s", strconv.Itoa(captureSnaplen), "-B", strconv.Itoa(captureBufferKiB), "-w", "-"}
 	if f := strings.TrimSpace(filter); f != "" {
 		args = append(args, f)
 	}
