@@ -5,7 +5,7 @@
 # a registry for the plugin, the plugin installed from it on every engine, an
 # encrypted swarm-scope vxsec network and a global service on it.
 #
-#   scripts/swarm-lab.sh [--steps 1|2|3] [--timeout S] [--cpus N] [--mem MB] [--hold S]
+#   scripts/swarm-lab.sh [--steps 1|2|3] [--timeout S] [--cpus N] [--mem MB] [--hold S] [--join]
 #
 # Prepares build/swarm-lab/ on the host (the plugin binary, its config and
 # Dockerfile, a busybox rootfs), then runs scripts/swarm-lab-guest.sh inside the
@@ -18,7 +18,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
-steps=3 timeout=1500 cpus=2 mem=4096 hold=0
+steps=3 timeout=1500 cpus=2 mem=4096 hold=0 join=0
 while (($#)); do
 	case $1 in
 	--steps) steps=${2:?}; shift 2 ;;
@@ -26,7 +26,8 @@ while (($#)); do
 	--cpus) cpus=${2:?}; shift 2 ;;
 	--mem) mem=${2:?}; shift 2 ;;
 	--hold) hold=${2:?}; shift 2 ;;
-	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+	--join) join=1; shift ;;
+	-h | --help) sed -n '2,19p' "$0"; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
@@ -68,8 +69,8 @@ tar -C "$rootfs" -cf "$art/busybox.tar" .
 
 log "swarm lab: steps 1..$steps in one kernel-lab VM ($cpus cpus, $mem MB, timeout ${timeout}s)"
 set +e
-SWARM_LAB_STEPS=$steps SWARM_LAB_HOLD=$hold "$SCRIPT_DIR/kernel-lab.sh" --keep \
-	--env SWARM_LAB_STEPS --env SWARM_LAB_HOLD \
+SWARM_LAB_STEPS=$steps SWARM_LAB_HOLD=$hold SWARM_LAB_JOIN=$join "$SCRIPT_DIR/kernel-lab.sh" --keep \
+	--env SWARM_LAB_STEPS --env SWARM_LAB_HOLD --env SWARM_LAB_JOIN \
 	--timeout "$timeout" --cpus "$cpus" --mem "$mem" -- \
 	/bin/bash "$SCRIPT_DIR/swarm-lab-guest.sh" "$art" 2>&1 | tee "$art/console.log"
 rc=${PIPESTATUS[0]}
