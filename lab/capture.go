@@ -256,32 +256,28 @@ func (c *Capture) Wait(ctx context.Context, timeout time.Duration, cond func(Pac
 	return ps, err
 }
 
-// Dropped is the number of packets that passed the filter but are not in
-// the capture: those the kernel dropped before tcpdump read them, plus
-// those still queued when it stopped (as tcpdump reported on exit; -1
-// while it runs). Counts from a capture that dropped anything are not to be
-// trusted.
+// Dropped is the number of packets the kernel dropped because tcpdump did
+// not read them in time (its "dropped by kernel", reported when it stopped;
+// -1 while it runs or if it reported nothing). Counts from a capture that
+// dropped anything are not to be trusted.
+//
+// tcpdump's "received by filter" is no measure of loss: it also counts
+// packets that arrived before the filter was in place (more of them under
+// TCG), which tcpdump then rightly discards.
 func (c *Capture) Dropped() int {
 	select {
 	case <-c.exited:
 	default:
 		return -1
 	}
-	stat := map[string]int{}
 	for _, line := range strings.Split(c.Stderr(), "\n") {
-		for _, what := range []string{"packets captured", "packets received by filter", "packets dropped by kernel"} {
-			if n, ok := strings.CutSuffix(strings.TrimSpace(line), " "+what); ok {
-				if v, err := strconv.Atoi(n); err == nil {
-					stat[what] = v
-				}
+		if n, ok := strings.CutSuffix(strings.TrimSpace(line), " packets dropped by kernel"); ok {
+			if v, err := strconv.Atoi(n); err == nil {
+				return v
 			}
 		}
 	}
-	kernel, ok := stat["packets dropped by kernel"]
-	if !ok {
-		return -1 // killed, or no statistics
-	}
-	return kernel + max(0, stat["packets received by filter"]-stat["packets captured"])
+	return -1
 }
 
 // Stderr is what tcpdump has said (its filter errors, its statistics).
