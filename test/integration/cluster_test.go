@@ -57,7 +57,7 @@ func TestClusterReachability(t *testing.T) {
 	}
 	cs = slices.Delete(cs, 1, 2)
 	for _, h := range c.hosts[1:] {
-		took := eventually(t, 2*time.Second, "removed endpoint gone from "+h.Name, func() error {
+		took := eventually(t, 10*time.Second, "removed endpoint gone from "+h.Name, func() error {
 			return wantEntries(ctxT(t), h, vni, others(h, cs))
 		})
 		t.Logf("removed endpoint gone from %s after %v", h.Name, took.Round(time.Millisecond))
@@ -79,7 +79,7 @@ func TestClusterReachability(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range c.hosts[:2] {
-		eventually(t, 2*time.Second, h.Name+" holds no entry of h3's", func() error {
+		eventually(t, 10*time.Second, h.Name+" holds no entry of h3's", func() error {
 			return wantEntries(ctxT(t), h, vni, others(h, cs))
 		})
 	}
@@ -265,7 +265,7 @@ func TestClusterHostKillAndReturn(t *testing.T) {
 	}
 	// The firewall follows membership: the dead host may no longer send.
 	for _, h := range survivors {
-		eventually(t, 2*time.Second, h.Name+"'s firewall drops the dead host", func() error {
+		eventually(t, 10*time.Second, h.Name+"'s firewall drops the dead host", func() error {
 			if set, want := memberSet(t, h), addrs(survivors); !slices.Equal(set, want) {
 				return fmt.Errorf("member set %v, want %v", set, want)
 			}
