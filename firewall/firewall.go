@@ -270,18 +270,37 @@ func dropNonMember(port uint16, v6 bool, set *nftables.Set) []expr.Any {
 	if v6 {
 		proto, saddrOff, saddrLen = unix.NFPROTO_IPV6, 8, 16
 	}
+	return countedDrop(
+		[]expr.Any{
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		},
+		udpDport(port),
+		[]expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddrOff, Len: saddrLen},
+			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
+		},
+	)
+}
+
+// udpDport is `udp dport PORT`.
+func udpDport(port uint16) []expr.Any {
 	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddrOff, Len: saddrLen},
-		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
 	}
+}
+
+// countedDrop is a rule of the given matches, in order, ending in
+// `counter drop`.
+func countedDrop(matches ...[]expr.Any) []expr.Any {
+	var out []expr.Any
+	for _, m := range matches {
+		out = append(out, m...)
+	}
+	return append(out, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 // metaKeySecpath is NFT_META_SECPATH, which google/nftables does not name:
@@ -293,16 +312,10 @@ const metaKeySecpath = expr.MetaKey(25)
 // what arrived in cleartext is dropped. The kernel's inbound policy refuses
 // the same packets; this is the second lock, and it counts.
 func dropCleartext(port uint16) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+	return countedDrop(udpDport(port), []expr.Any{
 		&expr.Meta{Key: metaKeySecpath, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
+	})
 }
 
 // rtKeyXFRM is NFT_RT_XFRM: 1 when the packet's route is an xfrm bundle,
@@ -314,25 +327,17 @@ const rtKeyXFRM = expr.RtKey(4)
 // with its route set to the bundle, so only what would leave in cleartext
 // is dropped (the ESP packet after the transform is no UDP).
 func dropUnencrypted(port uint16) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, port)},
+	return countedDrop(udpDport(port), []expr.Any{
 		&expr.Rt{Key: rtKeyXFRM, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
+	})
 }
 
 // dropOnIf is `meta iifname|oifname "vxsec-*" counter drop`: comparing only
 // the prefix's bytes is how nft spells a wildcard.
 func dropOnIf(key expr.MetaKey) []expr.Any {
-	return []expr.Any{
+	return countedDrop([]expr.Any{
 		&expr.Meta{Key: key, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(OverlayIfPrefix)},
-		&expr.Counter{},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}
+	})
 }
