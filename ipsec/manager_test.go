@@ -198,6 +198,45 @@ func (s *sim) check(step string) {
 	}
 }
 
+// mix weighs the kinds of step randomSteps takes, each chance its weight
+// over the sum. After maxRotations (if set) a rotation becomes a sync.
+type mix struct {
+	tick                           time.Duration // the clock moves up to this much a step
+	restart, rotate, sync, deliver int
+	maxRotations                   int
+}
+
+// randomSteps takes n random steps (a host restarts, rotates, syncs, or
+// delivers its announcement to another) and checks after every one.
+func (s *sim) randomSteps(what string, n int, m mix) {
+	s.t.Helper()
+	rotations := 0
+	for step := 0; step < n; step++ {
+		if m.tick > 0 {
+			s.now = s.now.Add(time.Duration(s.rng.Int64N(int64(m.tick))))
+		}
+		h := s.hosts[s.rng.IntN(len(s.hosts))]
+		r := s.rng.IntN(m.restart + m.rotate + m.sync + m.deliver)
+		switch {
+		case r < m.restart:
+			s.now = s.now.Add(time.Second) // epoch numbers are the clock's: a restart moves it on
+			s.start(h)
+		case r < m.restart+m.rotate && (m.maxRotations == 0 || rotations < m.maxRotations):
+			if err := h.m.Rotate(); err != nil {
+				s.t.Fatal(err)
+			}
+			rotations++
+		case r < m.restart+m.rotate+m.sync:
+			s.sync(h)
+		default:
+			if o := s.hosts[s.rng.IntN(len(s.hosts))]; o != h {
+				s.deliver(h, o)
+			}
+		}
+		s.check(fmt.Sprintf("%s %d", what, step))
+	}
+}
+
 // converge runs every host and delivers everything until nothing changes.
 func (s *sim) converge(step string) {
 	s.t.Helper()
@@ -263,26 +302,7 @@ func TestRotationUnderReordering(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			s := newSim(t, 3, seed)
 			s.converge("start")
-			rotations := 0
-			for step := 0; step < 600; step++ {
-				s.now = s.now.Add(time.Duration(s.rng.IntN(200)) * time.Millisecond)
-				h := s.hosts[s.rng.IntN(len(s.hosts))]
-				switch r := s.rng.IntN(10); {
-				case r == 0 && rotations < 20:
-					if err := h.m.Rotate(); err != nil {
-						t.Fatal(err)
-					}
-					rotations++
-				case r < 5:
-					s.sync(h)
-				default:
-					o := s.hosts[s.rng.IntN(len(s.hosts))]
-					if o != h {
-						s.deliver(h, o)
-					}
-				}
-				s.check(fmt.Sprintf("step %d", step))
-			}
+			s.randomSteps("step", 600, mix{tick: 200 * time.Millisecond, rotate: 1, sync: 4, deliver: 5, maxRotations: 20})
 			s.converge("end")
 			s.steady("end")
 		})
@@ -307,15 +327,7 @@ func TestRestartRekeys(t *testing.T) {
 		t.Fatal("the restarted manager adopted none of the kernel's SAs")
 	}
 	s.check("right after the restart")
-	for step := 0; step < 200; step++ {
-		a := s.hosts[s.rng.IntN(3)]
-		if s.rng.IntN(2) == 0 {
-			s.sync(a)
-		} else if b := s.hosts[s.rng.IntN(3)]; b != a {
-			s.deliver(a, b)
-		}
-		s.check(fmt.Sprintf("after the restart, step %d", step))
-	}
+	s.randomSteps("after the restart, step", 200, mix{sync: 1, deliver: 1})
 	s.converge("after the restart")
 	s.steady("after the restart")
 	for id := range h.k.sas {
@@ -389,26 +401,7 @@ func TestChaos(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			s := newSim(t, 4, seed)
 			s.converge("start")
-			for step := 0; step < 800; step++ {
-				s.now = s.now.Add(time.Duration(s.rng.IntN(300)) * time.Millisecond)
-				h := s.hosts[s.rng.IntN(len(s.hosts))]
-				switch r := s.rng.IntN(40); {
-				case r == 0:
-					s.now = s.now.Add(time.Second)
-					s.start(h)
-				case r < 4:
-					if err := h.m.Rotate(); err != nil {
-						t.Fatal(err)
-					}
-				case r < 20:
-					s.sync(h)
-				default:
-					if o := s.hosts[s.rng.IntN(len(s.hosts))]; o != h {
-						s.deliver(h, o)
-					}
-				}
-				s.check(fmt.Sprintf("step %d", step))
-			}
+			s.randomSteps("step", 800, mix{tick: 300 * time.Millisecond, restart: 1, rotate: 3, sync: 16, deliver: 20})
 			s.converge("end")
 			s.steady("end")
 		})
