@@ -132,20 +132,9 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 		{name: "encrypted", client: e1.NS, server: e2.NS, serverIP: e2.IP()},
 		{name: "plain", client: p1.NS, server: p2.NS, serverIP: p2.IP()},
 	}
-	results := map[string][]float64{}
-	for run := 0; run < o.runs; run++ {
-		order := []int{0, 1}
-		if run%2 == 1 {
-			order = []int{1, 0}
-		}
-		for _, i := range order {
-			bps, err := iperf(ctx, sides[i], o.seconds)
-			if err != nil {
-				return "", fmt.Errorf("%s run %d: %w", sides[i].name, run+1, err)
-			}
-			results[sides[i].name] = append(results[sides[i].name], bps)
-			fmt.Fprintf(w, "   run %d %-10s %8.1f Mbit/s\n", run+1, sides[i].name, bps/1e6)
-		}
+	results, err := iperfABBA(ctx, w, sides, o, mbits)
+	if err != nil {
+		return "", err
 	}
 	me, mp := median(results["encrypted"]), median(results["plain"])
 	fmt.Fprintf(w, "   throughput result: encrypted median %.1f Mbit/s, plain median %.1f Mbit/s, ratio %.3f\n", me/1e6, mp/1e6, me/mp)
