@@ -67,33 +67,22 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
    one on h2 while %d rotations run back to back (vxsec rotate on h1 and h2 alternately); each
    rotation is awaited until both hosts send with the new epoch and the old one is erased.
 `, rotations)
-	stop := make(chan struct{})
-	res := make(chan lab.PingResult, 1)
-	perr := make(chan error, 1)
-	go func() {
-		r, err := e1.PingUntil(ctx, stop, e2.IP(), "-i", "0.01", "-W", "1")
-		res <- r
-		perr <- err
-	}()
-	time.Sleep(time.Second)
 	var took []time.Duration
-	for i := 0; i < rotations; i++ {
-		h := c.hosts[i%2]
-		start := time.Now()
-		if err := h.Client().Call(ctx, "VxSec.Rotate", struct{}{}, nil); err != nil {
-			close(stop)
-			return "", err
+	r, err := e1.PingAcross(ctx, e2.IP(), []string{"-i", "0.01", "-W", "1"}, func() error {
+		for i := 0; i < rotations; i++ {
+			h := c.hosts[i%2]
+			start := time.Now()
+			if err := h.Client().Call(ctx, "VxSec.Rotate", struct{}{}, nil); err != nil {
+				return err
+			}
+			if err := lab.WaitKeyed(ctx, c.hosts[:2], 60*time.Second); err != nil {
+				return fmt.Errorf("rotation %d: %w", i+1, err)
+			}
+			took = append(took, time.Since(start))
 		}
-		if err := lab.WaitKeyed(ctx, c.hosts[:2], 60*time.Second); err != nil {
-			close(stop)
-			return "", fmt.Errorf("rotation %d: %w", i+1, err)
-		}
-		took = append(took, time.Since(start))
-	}
-	time.Sleep(time.Second)
-	close(stop)
-	r := <-res
-	if err := <-perr; err != nil {
+		return nil
+	})
+	if err != nil {
 		return "", err
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })

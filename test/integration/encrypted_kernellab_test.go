@@ -8,7 +8,6 @@ package integration
 // by captures on the lab's switch, never by the daemons' own word.
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -197,29 +196,22 @@ func TestEncrypted(t *testing.T) {
 
 	t.Run("rotation-zero-loss", func(t *testing.T) {
 		const rotations = 20
-		stop := make(chan struct{})
-		res := make(chan lab.PingResult, 1)
-		go func() {
-			r, err := e1.PingUntil(context.Background(), stop, e2.IP(), "-D", "-O", "-i", "0.01", "-W", "1")
-			if err != nil {
-				t.Error(err)
+		var took time.Duration
+		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
+			start := time.Now()
+			for i := 0; i < rotations; i++ {
+				h := []*lab.Host{h1, h2}[i%2]
+				if err := h.Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
+					return err
+				}
+				waitAllKeyed(t, c.hosts)
 			}
-			res <- r
-		}()
-		time.Sleep(time.Second)
-		start := time.Now()
-		for i := 0; i < rotations; i++ {
-			h := []*lab.Host{h1, h2}[i%2]
-			if err := h.Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
-				close(stop)
-				t.Fatal(err)
-			}
-			waitAllKeyed(t, c.hosts)
+			took = time.Since(start)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		took := time.Since(start)
-		time.Sleep(time.Second)
-		close(stop)
-		r := <-res
 		t.Logf("%d rotations (alternating h1, h2) in %v, each waited until every pair used the new keys: ping at 100/s sent %d, received %d",
 			rotations, took.Round(time.Millisecond), r.Sent, r.Received)
 		if r.Sent < 100 || r.Received != r.Sent {
@@ -232,34 +224,27 @@ func TestEncrypted(t *testing.T) {
 
 	t.Run("restart-rekeys-without-loss", func(t *testing.T) {
 		before := spis(t, h2)
-		stop := make(chan struct{})
-		res := make(chan lab.PingResult, 1)
-		go func() {
-			r, err := e1.PingUntil(context.Background(), stop, e2.IP(), "-i", "0.01", "-W", "1")
-			if err != nil {
-				t.Error(err)
-			}
-			res <- r
-		}()
-		time.Sleep(time.Second)
-		if err := h2.Restart(ctxT(t), syscall.SIGKILL); err != nil {
-			close(stop)
-			t.Fatal(err)
-		}
-		took := waitAllKeyed(t, c.hosts)
-		eventually(t, rekeyBound, "h2 drops its previous run's SAs", func() error {
-			st, err := h2.Status(ctxT(t))
-			if err != nil {
+		var took time.Duration
+		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-i", "0.01", "-W", "1"}, func() error {
+			if err := h2.Restart(ctxT(t), syscall.SIGKILL); err != nil {
 				return err
 			}
-			if st.IPsec.Legacy != 0 {
-				return fmt.Errorf("%d SAs of the previous run left", st.IPsec.Legacy)
-			}
+			took = waitAllKeyed(t, c.hosts)
+			eventually(t, rekeyBound, "h2 drops its previous run's SAs", func() error {
+				st, err := h2.Status(ctxT(t))
+				if err != nil {
+					return err
+				}
+				if st.IPsec.Legacy != 0 {
+					return fmt.Errorf("%d SAs of the previous run left", st.IPsec.Legacy)
+				}
+				return nil
+			})
 			return nil
 		})
-		time.Sleep(time.Second)
-		close(stop)
-		r := <-res
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Logf("h2's daemon killed and restarted: re-keyed with every peer %v after it came back; ping at 100/s sent %d, received %d",
 			took.Round(time.Millisecond), r.Sent, r.Received)
 		if r.Received != r.Sent {
