@@ -119,12 +119,7 @@ func freePort(t *testing.T) int {
 // startNode runs a real serf cluster member on a loopback address of its own.
 func startNode(t *testing.T, addr string, secret []byte, seeds []string) (*Cluster, *recorder, int) {
 	t.Helper()
-	return startNodeWith(t, addr, secret, seeds, Table{})
-}
-
-func startNodeWith(t *testing.T, addr string, secret []byte, seeds []string, initial Table) (*Cluster, *recorder, int) {
-	t.Helper()
-	return startNodeConfig(t, Config{Addr: netip.MustParseAddr(addr), Secret: secret, Seeds: seeds, Table: initial})
+	return startNodeConfig(t, Config{Addr: netip.MustParseAddr(addr), Secret: secret, Seeds: seeds})
 }
 
 func startNodeConfig(t *testing.T, cfg Config) (*Cluster, *recorder, int) {
@@ -211,7 +206,7 @@ func TestRestartAnnouncesItsTable(t *testing.T) {
 	seed := []string{net.JoinHostPort("127.0.0.21", strconv.Itoa(portA))}
 	hostB := netip.MustParseAddr("127.0.0.22")
 	ep := EndpointRecord{VNI: 9, IP: netip.MustParseAddr("10.0.0.9"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, Created: time.Now()}
-	startNodeWith(t, hostB.String(), secret, seed, Table{Endpoints: []EndpointRecord{ep}})
+	startNodeConfig(t, Config{Addr: hostB, Secret: secret, Seeds: seed, Table: Table{Endpoints: []EndpointRecord{ep}}})
 	eventually(t, "A installs B's table", func() bool { _, ok := recA.table(hostB); return ok })
 	recA.mu.Lock()
 	defer recA.mu.Unlock()
