@@ -37,10 +37,27 @@ const (
 	MinRotateEvery    = time.Minute
 	DefaultGossipPort = 7947
 	DefaultLogLevel   = "info"
+	// DefaultTrustPort is where swarm members exchange the cluster secret
+	// over mutual TLS (swarm's own ports are 2377, 7946 and 4789).
+	DefaultTrustPort = 7948
+	// DefaultSwarmDir is the engine's swarm directory as the plugin sees it
+	// (config.json bind-mounts it read-only at the same path).
+	DefaultSwarmDir = "/var/lib/docker/swarm"
+	DefaultScope    = ScopeAuto
 	// SecretBytes is the length of the cluster secret, before base64.
 	SecretBytes      = 32
 	dockerVXLANPort  = 4789
 	dockerGossipPort = 7946
+)
+
+// Scopes the driver can report to Docker.
+const (
+	// ScopeAuto is global when the engine is a swarm node at start, else local.
+	ScopeAuto = "auto"
+	// ScopeLocal: networks are made on each host (same vni, same network).
+	ScopeLocal = "local"
+	// ScopeGlobal: networks are swarm networks, allocated by the leader.
+	ScopeGlobal = "global"
 )
 
 // Settings is everything `vxsec daemon` can be told.
@@ -72,6 +89,13 @@ type Settings struct {
 	// Snapshot is where the cluster's membership is kept to rejoin after a
 	// restart; empty keeps none.
 	Snapshot string
+	// Scope is the data scope reported to Docker: auto, local or global.
+	Scope string
+	// SwarmDir is the engine's swarm directory: node certificate, root CA
+	// and the managers' addresses.
+	SwarmDir string
+	// TrustPort is the TCP port of the swarm secret exchange.
+	TrustPort int
 }
 
 // setting describes one setting: its name in all three places and its help.
@@ -93,6 +117,9 @@ var settings = []setting{
 	{"join", "", "comma-separated addresses (host or host:port) of cluster members to join"},
 	{"secret", "", "cluster secret, base64 of 32 bytes from `vxsec secret`; authenticates and encrypts the cluster"},
 	{"snapshot", DefaultSnapshot, "file keeping the cluster's membership, to rejoin after a restart (empty: none)"},
+	{"scope", DefaultScope, "data scope reported to Docker: auto (global on a swarm node, else local), local or global"},
+	{"swarm-dir", DefaultSwarmDir, "the engine's swarm directory (read-only): node certificate, root CA, managers"},
+	{"trust-port", DefaultTrustPort, "TCP port where swarm nodes exchange the cluster secret over mutual TLS"},
 }
 
 // EnvName is the environment variable of a setting name: data-port → VXSEC_DATA_PORT.
@@ -162,6 +189,10 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		return Settings{}, fmt.Errorf("rotate-every (%s): %q is not a duration; accepted: a Go duration of at least %v, such as 12h or 90m",
 			EnvName("rotate-every"), v.GetString("rotate-every"), MinRotateEvery)
 	}
+	tport, err := intSetting(v, "trust-port")
+	if err != nil {
+		return Settings{}, err
+	}
 	secret, err := ParseSecret(v.GetString("secret"))
 	if err != nil {
 		return Settings{}, err
@@ -178,6 +209,9 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		Join:          splitList(v.GetString("join")),
 		Secret:        secret,
 		Snapshot:      v.GetString("snapshot"),
+		Scope:         strings.ToLower(strings.TrimSpace(v.GetString("scope"))),
+		SwarmDir:      v.GetString("swarm-dir"),
+		TrustPort:     tport,
 	}
 	return s, s.Validate()
 }
@@ -243,6 +277,16 @@ func (s Settings) Validate() error {
 	}
 	if err := checkPort("gossip-port", s.GossipPort, dockerGossipPort, "Docker's swarm gossip port"); err != nil {
 		errs = append(errs, err)
+	}
+	switch s.Scope {
+	case ScopeAuto, ScopeLocal, ScopeGlobal:
+	default:
+		errs = append(errs, fmt.Errorf("scope: %q is not a scope; accepted: %s, %s, %s", s.Scope, ScopeAuto, ScopeLocal, ScopeGlobal))
+	}
+	if err := checkPort("trust-port", s.TrustPort, dockerGossipPort, "Docker's swarm gossip port"); err != nil {
+		errs = append(errs, err)
+	} else if s.TrustPort == s.GossipPort {
+		errs = append(errs, fmt.Errorf("trust-port: %d is the gossip port; the secret exchange needs a TCP port of its own (default %d)", s.TrustPort, DefaultTrustPort))
 	}
 	for _, j := range s.Join {
 		if _, _, err := SplitJoinAddr(j, s.GossipPort); err != nil {

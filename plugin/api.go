@@ -35,7 +35,13 @@ type API struct {
 	status func() any
 	leave  func() error
 	rotate func() error
+	// scope is the data scope GetCapabilities reports.
+	scope string
 }
+
+// SetScope sets the data scope reported to Docker, "local" (the default) or
+// "global". Docker asks once, when the plugin is enabled.
+func (a *API) SetScope(scope string) { a.scope = scope }
 
 // SetLeave installs what VxSec.Leave does.
 func (a *API) SetLeave(f func() error) { a.leave = f }
@@ -54,7 +60,7 @@ var _ network.Driver = (*API)(nil)
 
 // NewAPI returns the adapter. discovered and status may be nil.
 func NewAPI(ctx context.Context, d *driver.Driver, log *slog.Logger, discovered func(NodeEvent), status func() any) *API {
-	return &API{d: d, log: log, ctx: ctx, discovered: discovered, status: status}
+	return &API{d: d, log: log, ctx: ctx, discovered: discovered, status: status, scope: "local"}
 }
 
 func (a *API) call(name string, args ...any) (context.Context, context.CancelFunc) {
@@ -70,14 +76,15 @@ func (a *API) fail(name string, err error, args ...any) error {
 	return err
 }
 
-// GetCapabilities: connectivity spans hosts, but the data scope is local.
-// Docker 20.10 stores a global-scope network only in swarm (or a cluster
-// store): outside swarm, `docker network create` of a global-scope driver
-// fails with "This node is not a swarm manager". Local scope is what
-// macvlan reports; in swarm, networks are made with `--scope swarm`, and
-// every node derives the same VNI from the network's cluster-wide ID.
+// GetCapabilities: connectivity always spans hosts; the data scope decides
+// who owns networks. Global is what swarm needs: the leader allocates the
+// network (AllocateNetwork, its options, its IPAM pool) and every node gets
+// the same. Local is what works outside swarm, where Docker 20.10 refuses a
+// global-scope network ("This node is not a swarm manager"); it is what
+// macvlan reports, and in swarm it makes a network node-local, dropping
+// options and subnet. The daemon picks one at start (setting scope).
 func (a *API) GetCapabilities() (*network.CapabilitiesResponse, error) {
-	return &network.CapabilitiesResponse{Scope: "local", ConnectivityScope: "global"}, nil
+	return &network.CapabilitiesResponse{Scope: a.scope, ConnectivityScope: "global"}, nil
 }
 
 // AllocateNetwork runs on the swarm leader only.

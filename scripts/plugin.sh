@@ -6,6 +6,8 @@
 #   VXSEC_*       any plugin setting (VXSEC_DATA_PORT, VXSEC_LOG_LEVEL, ...) that
 #                 is set in the environment is applied with `docker plugin set`
 #                 before the plugin is enabled.
+#   VXSEC_SWARM_SOURCE  the engine's swarm directory (default: <docker root dir>/swarm),
+#                 mounted read-only into the plugin (swarm.source).
 #
 # The rootfs is built offline: the Dockerfile is FROM scratch (classic builder),
 # the image's filesystem is exported into build/plugin/rootfs, next to config.json.
@@ -36,6 +38,14 @@ for name in "${declared[@]}"; do
 		settings+=("$name=${!name}")
 	fi
 done
+
+# The swarm mount (zero-config trust in swarm mode) follows the engine's data
+# root, which the harness's own engine keeps elsewhere than /var/lib/docker.
+if [[ -z ${VXSEC_SWARM_SOURCE:-} ]]; then
+	VXSEC_SWARM_SOURCE=$(docker info -f '{{.DockerRootDir}}')/swarm
+fi
+[[ -d $VXSEC_SWARM_SOURCE ]] || die "the engine's swarm directory $VXSEC_SWARM_SOURCE does not exist (set VXSEC_SWARM_SOURCE)"
+settings+=("swarm.source=$VXSEC_SWARM_SOURCE")
 
 # A build context holding only what the Dockerfile copies (not the whole repo).
 context=$VXSEC_REPO_ROOT/build/plugin-context

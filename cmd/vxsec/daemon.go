@@ -23,6 +23,7 @@ import (
 	"github.com/vxsec/vxsec/ipam"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/plugin"
+	"github.com/vxsec/vxsec/swarmtrust"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -165,6 +166,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		return st
 	}
 	api := plugin.NewAPI(ctx, d, log, discovered, status)
+	api.SetScope(dataScope(s))
 	api.SetLeave(func() error {
 		log.Info("leaving the cluster on request")
 		return cluster.Leave()
@@ -195,4 +197,17 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	err = plugin.Serve(ctx, l, api, plugin.NewIPAM(alloc, log))
 	log.Info("vxsec daemon stopping; devices and rules stay in place, the cluster is not left")
 	return err
+}
+
+// dataScope is the scope Docker is told, once, when it enables the plugin:
+// global on a swarm node (swarm then allocates networks and keeps their
+// options), local elsewhere (where Docker refuses global-scope networks).
+func dataScope(s config.Settings) string {
+	if s.Scope != config.ScopeAuto {
+		return s.Scope
+	}
+	if swarmtrust.InSwarm(s.SwarmDir) {
+		return config.ScopeGlobal
+	}
+	return config.ScopeLocal
 }

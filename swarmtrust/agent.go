@@ -1,0 +1,539 @@
+package swarmtrust
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/vxsec/vxsec/atomicfile"
+)
+
+// SecretBytes is the length of the cluster secret (as `vxsec secret` makes).
+const SecretBytes = 32
+
+// Defaults of Config.
+const (
+	DefaultInterval      = 30 * time.Second
+	DefaultGenerateAfter = 20 * time.Second
+	dialTimeout          = 5 * time.Second
+	exchangeTimeout      = 10 * time.Second
+	maxMessage           = 4096
+	protocolVersion      = 1
+)
+
+// Config is what an Agent is built from.
+type Config struct {
+	// Dir is the engine's swarm directory.
+	Dir string
+	// Addr and Port are where the agent listens (the underlay address and
+	// the trust port); peers are reached on the same port.
+	Addr netip.Addr
+	Port int
+	// SecretFile keeps the agreed secret across restarts; empty keeps none.
+	SecretFile string
+	// Interval is how often the secret is compared with the managers'.
+	Interval time.Duration
+	// GenerateAfter is how long a manager that is not the first by node ID
+	// looks for an existing secret before it makes one.
+	GenerateAfter time.Duration
+	// Peers lists the vxsec cluster's members: a node that adopts another
+	// secret tells them at once, so the cluster does not stay split for a
+	// whole Interval. May be nil.
+	Peers func() []netip.Addr
+	Log   *slog.Logger
+}
+
+// record is a cluster secret and its age. When nodes hold different
+// secrets (managers installing the plugin at once, a partition) every node
+// adopts the oldest, so the cluster converges on one.
+type record struct {
+	Secret  []byte `json:"secret"`
+	Created int64  `json:"created"`
+	By      string `json:"by"`
+}
+
+// older orders records: the earlier one, ties broken by the secret's hash
+// (never by anything a peer chooses freely but the secret itself).
+func (r *record) older(o *record) bool {
+	if o == nil {
+		return r != nil
+	}
+	if r == nil {
+		return false
+	}
+	if r.Created != o.Created {
+		return r.Created < o.Created
+	}
+	a, b := sha256.Sum256(r.Secret), sha256.Sum256(o.Secret)
+	return bytes.Compare(a[:], b[:]) < 0
+}
+
+func (r *record) id() string {
+	sum := sha256.Sum256(r.Secret)
+	return hex.EncodeToString(sum[:6])
+}
+
+// message is the one line each side sends.
+type message struct {
+	Version int     `json:"v"`
+	Cluster string  `json:"cluster"`
+	Record  *record `json:"record"`
+}
+
+// savedFile is SecretFile's content: the secret belongs to one swarm.
+type savedFile struct {
+	Cluster string  `json:"cluster"`
+	Record  *record `json:"record"`
+}
+
+// Agent agrees the cluster secret with the swarm's other nodes.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	start time.Time
+
+	mu      sync.Mutex
+	rec     *record
+	cluster string
+	ready   chan struct{}
+	changed chan []byte
+	status  Status
+	// pushing is set while a push round runs (one at a time).
+	pushing bool
+	// runCtx is Run's context, which push rounds run under.
+	runCtx context.Context
+
+	wg sync.WaitGroup
+}
+
+// Status is the agent's state, for `vxsec status`.
+type Status struct {
+	NodeID        string     `json:"node_id,omitempty"`
+	Role          string     `json:"role,omitempty"`
+	ClusterID     string     `json:"cluster_id,omitempty"`
+	CertNotAfter  time.Time  `json:"cert_not_after,omitempty"`
+	SecretID      string     `json:"secret_id,omitempty"`
+	SecretCreated time.Time  `json:"secret_created,omitempty"`
+	SecretBy      string     `json:"secret_by,omitempty"`
+	LastRound     time.Time  `json:"last_round,omitempty"`
+	Exchanges     []Exchange `json:"exchanges,omitempty"`
+	Served        int        `json:"served"`
+	Refused       int        `json:"refused"`
+	LastRefusal   string     `json:"last_refusal,omitempty"`
+	Err           string     `json:"error,omitempty"`
+}
+
+// Exchange is the last exchange with one peer.
+type Exchange struct {
+	Addr   string    `json:"addr"`
+	NodeID string    `json:"node_id,omitempty"`
+	At     time.Time `json:"at"`
+	Err    string    `json:"error,omitempty"`
+}
+
+// New makes an agent, with the secret SecretFile kept if it belongs to the
+// swarm the engine is in now.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Interval == 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.GenerateAfter == 0 {
+		cfg.GenerateAfter = DefaultGenerateAfter
+	}
+	a := &Agent{
+		cfg: cfg, log: cfg.Log.With("component", "swarmtrust"), start: time.Now(),
+		ready: make(chan struct{}), changed: make(chan []byte, 1),
+	}
+	node, err := ReadNode(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	a.cluster = node.ClusterID
+	if cfg.SecretFile != "" {
+		raw, err := os.ReadFile(cfg.SecretFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return nil, fmt.Errorf("reading the kept swarm secret: %w", err)
+		default:
+			var f savedFile
+			if err := json.Unmarshal(raw, &f); err != nil || f.Record == nil || len(f.Record.Secret) != SecretBytes {
+				a.log.Warn("ignoring a damaged kept swarm secret", "file", cfg.SecretFile)
+			} else if f.Cluster != node.ClusterID {
+				a.log.Info("the kept secret is of another swarm; looking for this one's", "kept", f.Cluster, "swarm", node.ClusterID)
+			} else {
+				a.rec = f.Record
+				close(a.ready)
+			}
+		}
+	}
+	a.fillStatusLocked()
+	return a, nil
+}
+
+// Secret waits for the first secret (kept, received or made).
+func (a *Agent) Secret(ctx context.Context) ([]byte, error) {
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-a.ready:
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.rec.Secret), nil
+}
+
+// Changed delivers the secret each time the node adopts another one after
+// the first (the latest only, if several come quickly).
+func (a *Agent) Changed() <-chan []byte { return a.changed }
+
+// Status reports the agent's state.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.status
+	st.Exchanges = slices.Clone(st.Exchanges)
+	return st
+}
+
+// Run serves the trust port and compares secrets with the managers every
+// Interval, until ctx ends. It fails only if the port cannot be bound.
+func (a *Agent) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	addr := net.JoinHostPort(a.cfg.Addr.String(), strconv.Itoa(a.cfg.Port))
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("binding the trust port %s: %w", addr, err)
+	}
+	a.mu.Lock()
+	a.runCtx = ctx
+	a.mu.Unlock()
+	a.log.Info("swarm trust serving", "addr", addr, "node", a.status.NodeID, "role", a.status.Role)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		<-ctx.Done()
+		l.Close()
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.serve(ctx, l)
+	}()
+	for {
+		a.round(ctx, nil)
+		wait := a.cfg.Interval
+		if !a.hasSecret() {
+			wait = min(wait, time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			a.wg.Wait()
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (a *Agent) hasSecret() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.rec != nil
+}
+
+// round exchanges with every manager, or with extra only when extra is
+// set (a push), then makes a secret if this node is the one to.
+func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
+	creds, err := loadCredentials(a.cfg.Dir)
+	if err != nil {
+		a.setErr(err)
+		a.log.Warn("swarm trust: no usable node identity", "err", err)
+		return
+	}
+	if creds.node.ClusterID != a.clusterID() {
+		// The engine left this swarm and joined another: its secret is
+		// not this one's.
+		a.resetCluster(creds.node.ClusterID)
+	}
+	type target struct{ addr, node string }
+	var targets []target
+	if extra == nil {
+		for _, m := range creds.node.Managers {
+			if m.NodeID == creds.node.ID {
+				continue
+			}
+			targets = append(targets, target{net.JoinHostPort(m.Host(), strconv.Itoa(a.cfg.Port)), m.NodeID})
+		}
+	} else {
+		for _, p := range extra {
+			if p == a.cfg.Addr {
+				continue
+			}
+			targets = append(targets, target{net.JoinHostPort(p.String(), strconv.Itoa(a.cfg.Port)), ""})
+		}
+	}
+	results := make([]Exchange, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := a.exchange(ctx, creds, t.addr, t.node)
+			results[i] = Exchange{Addr: t.addr, NodeID: t.node, At: time.Now()}
+			if err != nil {
+				results[i].Err = err.Error()
+				a.log.Debug("swarm trust exchange failed", "peer", t.addr, "node", t.node, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+
+	a.mu.Lock()
+	if extra == nil {
+		a.status.Exchanges = results
+		a.status.LastRound = time.Now()
+	}
+	a.status.Err = ""
+	if a.rec == nil && creds.node.Role == RoleManager &&
+		(lowestManager(creds.node.ID, creds.node.Managers) || time.Since(a.start) > a.cfg.GenerateAfter) {
+		secret := make([]byte, SecretBytes)
+		rand.Read(secret)
+		a.log.Info("no swarm node has a vxsec secret: made one", "node", creds.node.ID)
+		a.adoptLocked(&record{Secret: secret, Created: time.Now().UnixNano(), By: creds.node.ID})
+	}
+	a.fillStatusLocked()
+	a.mu.Unlock()
+}
+
+// exchange: both sides send their record, both keep the older.
+func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node string) error {
+	ctx, cancel := context.WithTimeout(ctx, exchangeTimeout)
+	defer cancel()
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout}, Config: creds.clientConfig(node)}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	if err := a.send(conn); err != nil {
+		return err
+	}
+	peer, err := receive(conn)
+	if err != nil {
+		return err
+	}
+	a.consider(peer, addr)
+	return nil
+}
+
+func (a *Agent) serve(ctx context.Context, l net.Listener) {
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("swarm trust accept", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.serveConn(ctx, conn)
+		}()
+	}
+}
+
+// serveConn answers one exchange. Credentials are read per connection,
+// so a renewed certificate or a rotated root CA takes effect at once.
+func (a *Agent) serveConn(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(exchangeTimeout))
+	creds, err := loadCredentials(a.cfg.Dir)
+	if err != nil {
+		a.refused(raw.RemoteAddr(), err)
+		return
+	}
+	conn := tls.Server(raw, creds.serverConfig())
+	if err := conn.HandshakeContext(ctx); err != nil {
+		a.refused(raw.RemoteAddr(), err)
+		return
+	}
+	peer, err := receive(conn)
+	if err != nil {
+		a.refused(raw.RemoteAddr(), err)
+		return
+	}
+	a.consider(peer, raw.RemoteAddr().String())
+	if err := a.send(conn); err != nil {
+		return
+	}
+	a.mu.Lock()
+	a.status.Served++
+	a.mu.Unlock()
+}
+
+func (a *Agent) refused(from net.Addr, err error) {
+	a.log.Warn("swarm trust: refused a peer", "peer", from, "err", err)
+	a.mu.Lock()
+	a.status.Refused++
+	a.status.LastRefusal = fmt.Sprintf("%s: %v", from, err)
+	a.mu.Unlock()
+}
+
+func (a *Agent) send(conn net.Conn) error {
+	a.mu.Lock()
+	m := message{Version: protocolVersion, Cluster: a.cluster, Record: a.rec}
+	a.mu.Unlock()
+	b, _ := json.Marshal(m)
+	_, err := conn.Write(append(b, '\n'))
+	return err
+}
+
+func receive(conn net.Conn) (message, error) {
+	line, err := bufio.NewReader(&limited{conn, maxMessage}).ReadBytes('\n')
+	if err != nil {
+		return message{}, fmt.Errorf("reading the peer's message: %w", err)
+	}
+	var m message
+	if err := json.Unmarshal(line, &m); err != nil {
+		return message{}, fmt.Errorf("decoding the peer's message: %w", err)
+	}
+	if m.Version != protocolVersion {
+		return message{}, fmt.Errorf("peer speaks version %d, want %d", m.Version, protocolVersion)
+	}
+	if m.Record != nil && len(m.Record.Secret) != SecretBytes {
+		return message{}, fmt.Errorf("peer's secret has %d bytes, want %d", len(m.Record.Secret), SecretBytes)
+	}
+	return m, nil
+}
+
+// consider adopts the peer's secret if it is older than this node's; when
+// that replaces a secret in use, the cluster's members are told at once.
+func (a *Agent) consider(m message, from string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m.Cluster != a.cluster || !m.Record.older(a.rec) {
+		return
+	}
+	had := a.rec != nil
+	a.log.Info("adopting the swarm's vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By,
+		"replaces", func() string {
+			if had {
+				return a.rec.id()
+			}
+			return ""
+		}())
+	a.adoptLocked(m.Record)
+	a.fillStatusLocked()
+	if had && a.cfg.Peers != nil && !a.pushing && a.runCtx != nil {
+		a.pushing = true
+		ctx := a.runCtx
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.round(ctx, a.cfg.Peers())
+			a.mu.Lock()
+			a.pushing = false
+			a.mu.Unlock()
+		}()
+	}
+}
+
+func (a *Agent) adoptLocked(r *record) {
+	had := a.rec != nil
+	a.rec = r
+	if a.cfg.SecretFile != "" {
+		b, _ := json.Marshal(savedFile{Cluster: a.cluster, Record: r})
+		if err := os.MkdirAll(filepath.Dir(a.cfg.SecretFile), 0o700); err == nil {
+			err = atomicfile.Write(filepath.Dir(a.cfg.SecretFile), filepath.Base(a.cfg.SecretFile), b)
+			if err != nil {
+				a.log.Error("keeping the swarm secret", "err", err)
+			}
+		}
+	}
+	if !had {
+		close(a.ready)
+		return
+	}
+	select {
+	case <-a.changed:
+	default:
+	}
+	a.changed <- slices.Clone(r.Secret)
+}
+
+func (a *Agent) clusterID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cluster
+}
+
+// resetCluster replaces the secret of a swarm the engine left with a new
+// one: the old swarm's secret must not open the new swarm's cluster. The
+// new swarm's nodes converge as usual (oldest first).
+func (a *Agent) resetCluster(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.log.Info("the engine is in another swarm now", "was", a.cluster, "now", id)
+	a.cluster = id
+	a.start = time.Now()
+	if a.rec == nil {
+		return
+	}
+	secret := make([]byte, SecretBytes)
+	rand.Read(secret)
+	a.adoptLocked(&record{Secret: secret, Created: time.Now().UnixNano(), By: a.status.NodeID})
+}
+
+func (a *Agent) setErr(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.status.Err = err.Error()
+}
+
+func (a *Agent) fillStatusLocked() {
+	if n, err := ReadNode(a.cfg.Dir); err == nil {
+		a.status.NodeID, a.status.Role, a.status.ClusterID, a.status.CertNotAfter = n.ID, n.Role, n.ClusterID, n.NotAfter
+	}
+	if a.rec != nil {
+		a.status.SecretID, a.status.SecretCreated, a.status.SecretBy = a.rec.id(), time.Unix(0, a.rec.Created), a.rec.By
+	}
+}
+
+// limited reads at most n bytes: a peer cannot make us buffer more.
+type limited struct {
+	c net.Conn
+	n int
+}
+
+func (l *limited) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errors.New("message too long")
+	}
+	if len(p) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.c.Read(p)
+	l.n -= n
+	return n, err
+}
