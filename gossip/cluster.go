@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -127,9 +128,16 @@ type Cluster struct {
 	pulls    chan string
 
 	// keyring holds the gossip keys of the periods around period; nil
-	// without a secret. keyLoop alone moves it on.
+	// without a secret. keyMu orders keyLoop and SetSecret.
 	keyring *memberlist.Keyring
 	period  atomic.Int64
+	keyMu   sync.Mutex
+	// secret is the cluster secret in use; oldSecret the one it replaced,
+	// still accepted until oldUntil (members that have not switched yet).
+	secret    []byte
+	oldSecret []byte
+	oldUntil  time.Time
+	ctx       context.Context
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -153,6 +161,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		dirty:  make(chan struct{}, 1),
 		pulls:  make(chan string, 256),
 		cancel: cancel,
+		secret: cfg.Secret,
+		ctx:    ctx,
 	}
 	c.local = cfg.Table
 	c.local.Host, c.local.Version = cfg.Addr, Version{Epoch: time.Now().UnixNano()}
@@ -275,6 +285,12 @@ func (c *Cluster) ForceLeave(addr netip.Addr) {
 // Join adds seed addresses (host:port) to join, in the background.
 func (c *Cluster) Join(seeds []string) {
 	c.spawn(func() { c.joinLoop(context.Background(), seeds) })
+}
+
+// TryJoin makes one attempt to join seeds (host:port), for callers that
+// retry on their own schedule; it returns how many answered.
+func (c *Cluster) TryJoin(seeds []string) (int, error) {
+	return c.serf.Join(seeds, true)
 }
 
 // joinLoop retries until one seed answers: seeds may start after us.
@@ -556,13 +572,18 @@ func (c *Cluster) pull(ctx context.Context, addr string) (Table, error) {
 	if _, err := io.ReadFull(conn, sealed); err != nil {
 		return Table{}, err
 	}
-	aead, err := sessionAEAD(c.cfg.Secret, cn, sn)
-	if err != nil {
-		return Table{}, err
+	var plain []byte
+	for _, secret := range c.secrets() {
+		aead, err := sessionAEAD(secret, cn, sn)
+		if err != nil {
+			return Table{}, err
+		}
+		if plain, err = open(aead, sealed); err == nil {
+			break
+		}
 	}
-	plain, err := open(aead, sealed)
-	if err != nil {
-		return Table{}, err
+	if plain == nil {
+		return Table{}, errUnauthentic
 	}
 	var t Table
 	if err := json.Unmarshal(plain, &t); err != nil {
@@ -581,7 +602,7 @@ func (c *Cluster) serveTable(conn net.Conn) {
 	}
 	sn := make([]byte, 32)
 	rand.Read(sn)
-	aead, err := sessionAEAD(c.cfg.Secret, cn, sn)
+	aead, err := sessionAEAD(c.secrets()[0], cn, sn)
 	if err != nil {
 		return
 	}
@@ -646,11 +667,27 @@ func (c *Cluster) keyLoop(ctx context.Context) {
 }
 
 func (c *Cluster) rotateKeys(p int64) error {
-	prev, cur, next, err := gossipKeys(c.cfg.Secret, p)
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	return c.rotateKeysLocked(p)
+}
+
+// rotateKeysLocked installs the keys of periods p-1..p+1 (and, during a
+// secret change, the old secret's), makes period p's primary and removes
+// every other key.
+func (c *Cluster) rotateKeysLocked(p int64) error {
+	prev, cur, next, err := gossipKeys(c.secret, p)
 	if err != nil {
 		return err
 	}
 	keep := [][]byte{prev, cur, next}
+	if c.oldSecret != nil && time.Now().Before(c.oldUntil) {
+		op, oc, on, err := gossipKeys(c.oldSecret, p)
+		if err != nil {
+			return err
+		}
+		keep = append(keep, op, oc, on)
+	}
 	for _, k := range keep {
 		if err := c.keyring.AddKey(k); err != nil {
 			return err
@@ -659,7 +696,9 @@ func (c *Cluster) rotateKeys(p int64) error {
 	if err := c.keyring.UseKey(cur); err != nil {
 		return err
 	}
-	for _, k := range c.keyring.GetKeys() {
+	// GetKeys returns the keyring's own slice, which RemoveKey shifts in
+	// place: iterate over a copy.
+	for _, k := range slices.Clone(c.keyring.GetKeys()) {
 		if !slices.ContainsFunc(keep, func(x []byte) bool { return bytes.Equal(x, k) }) {
 			if err := c.keyring.RemoveKey(k); err != nil {
 				return err
@@ -667,6 +706,51 @@ func (c *Cluster) rotateKeys(p int64) error {
 		}
 	}
 	c.period.Store(p)
+	return nil
+}
+
+// secrets lists the secrets a table may be sealed with, current first.
+func (c *Cluster) secrets() [][]byte {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	out := [][]byte{c.secret}
+	if c.oldSecret != nil && time.Now().Before(c.oldUntil) {
+		out = append(out, c.oldSecret)
+	}
+	return out
+}
+
+// SecretGrace is how long a replaced secret is still accepted.
+const SecretGrace = 2 * time.Minute
+
+// SetSecret moves the cluster to another secret: in swarm mode the nodes
+// converge on one. Its keys become primary at once; the old secret's stay
+// accepted for SecretGrace, so members that have not switched yet are
+// understood meanwhile (they cannot read us until they switch, which the
+// swarm agreement makes happen within seconds).
+func (c *Cluster) SetSecret(secret []byte) error {
+	if c.keyring == nil {
+		return errors.New("the cluster started without a secret; restart it to use one")
+	}
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	if bytes.Equal(secret, c.secret) {
+		return nil
+	}
+	c.oldSecret, c.oldUntil, c.secret = c.secret, time.Now().Add(SecretGrace), slices.Clone(secret)
+	if err := c.rotateKeysLocked(c.period.Load()); err != nil {
+		return fmt.Errorf("installing the new secret's gossip keys: %w", err)
+	}
+	c.log.Info("cluster secret replaced; the old one is accepted for a while", "grace", SecretGrace)
+	c.spawn(func() {
+		select {
+		case <-c.ctx.Done():
+		case <-time.After(SecretGrace + time.Second):
+			if err := c.rotateKeys(c.period.Load()); err != nil {
+				c.log.Error("removing the old secret's gossip keys", "err", err)
+			}
+		}
+	})
 	return nil
 }
 

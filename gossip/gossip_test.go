@@ -255,3 +255,56 @@ func TestGossipKeyRotates(t *testing.T) {
 	c, _, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.33"), Secret: secret, Seeds: seed, KeyPeriod: period})
 	eventually(t, "late joiner C gets in with the secret", alive(c, 3))
 }
+
+// TestSetSecret: swarm nodes that agreed another secret move the running
+// cluster onto it. Members already switched and members not yet switched
+// still exchange tables (the old secret is accepted for a grace period),
+// and a node that holds only the new secret gets in.
+func TestSetSecret(t *testing.T) {
+	oldS := []byte("0123456789abcdef0123456789abcdef")
+	newS := []byte("fedcba9876543210fedcba9876543210")
+	a, recA, portA := startNode(t, "127.0.0.41", oldS, nil)
+	seed := []string{net.JoinHostPort("127.0.0.41", strconv.Itoa(portA))}
+	b, recB, _ := startNode(t, "127.0.0.42", oldS, seed)
+	hostA, hostB := netip.MustParseAddr("127.0.0.41"), netip.MustParseAddr("127.0.0.42")
+	ep := EndpointRecord{VNI: 7, IP: netip.MustParseAddr("10.0.0.2"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, Created: time.Now()}
+	a.Publish(Table{Endpoints: []EndpointRecord{ep}})
+	eventually(t, "B installs A's table under the old secret", func() bool { _, ok := recB.table(hostA); return ok })
+
+	// A switches first: it still reads B (old secret accepted) and pulls
+	// B's new table.
+	if err := a.SetSecret(newS); err != nil {
+		t.Fatal(err)
+	}
+	b.Publish(Table{Endpoints: []EndpointRecord{ep}})
+	eventually(t, "A (new secret) installs B's table sealed with the old one", func() bool {
+		tb, ok := recA.table(hostB)
+		return ok && len(tb.Endpoints) == 1
+	})
+	if err := b.SetSecret(newS); err != nil {
+		t.Fatal(err)
+	}
+	_, recC, _ := startNode(t, "127.0.0.43", newS, seed)
+	eventually(t, "C, holding only the new secret, gets A's and B's tables", func() bool {
+		_, okA := recC.table(hostA)
+		_, okB := recC.table(hostB)
+		return okA && okB
+	})
+	// A node that holds only the old secret is out once the grace ends;
+	// within it, it could still join (which is the point of the grace).
+	if n := len(a.keyring.GetKeys()); n != 6 {
+		t.Fatalf("during the grace A holds %d keys, want 6 (both secrets' three periods)", n)
+	}
+	a.keyMu.Lock()
+	a.oldUntil = time.Now()
+	a.keyMu.Unlock()
+	if err := a.rotateKeys(a.KeyPeriod()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(a.keyring.GetKeys()); n != 3 {
+		t.Fatalf("after the grace A holds %d keys, want 3", n)
+	}
+	if got := a.secrets(); len(got) != 1 || !bytes.Equal(got[0], newS) {
+		t.Fatalf("after the grace A accepts %d secrets, want only the new one", len(got))
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -87,9 +88,13 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	keys := ipsec.NewManager(ipsec.ManagerConfig{
 		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort), Log: log,
 	})
+	// The cluster's trust: VXSEC_SECRET, or on a swarm node without it the
+	// secret the swarm's nodes agree over mutual TLS (swarmtrust).
+	var cl clusterRef
+	trust := swarmTrust(s, under.Addr, cl.peers, log)
 	d, err := driver.New(driver.Config{
 		Store: store, DataPath: dp, Firewall: firewall.New(), DataPort: uint16(s.DataPort),
-		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil,
+		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil || trust != nil,
 		RotateEvery: s.RotateEvery,
 		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log,
 	})
@@ -101,84 +106,138 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		// Docker's calls report their own errors.
 		log.Error("reconcile at start failed", "err", err)
 	}
+	scope := dataScope(s)
 	log.Info("vxsec daemon serving", "version", version, "socket", s.Socket,
-		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU,
+		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU, "scope", scope,
 		"data_port", s.DataPort, "encrypted_port", s.EncryptedPort, "rotate_every", s.RotateEvery, "networks", len(d.Networks()))
-
-	if s.Secret == nil {
+	if s.Secret == nil && trust == nil {
 		log.Warn("NO CLUSTER SECRET: the vxsec cluster is neither authenticated nor encrypted; any host that " +
 			"reaches the gossip port can join and announce endpoints. Set VXSEC_SECRET (from `vxsec secret`) on every host")
 	}
-	var seeds []string
-	for _, j := range s.Join {
-		host, port, _ := config.SplitJoinAddr(j, s.GossipPort) // validated by config
-		seeds = append(seeds, net.JoinHostPort(host, strconv.Itoa(port)))
-	}
-	cluster, err := gossip.Start(ctx, gossip.Config{
-		Addr: under.Addr, Port: s.GossipPort, Secret: s.Secret,
-		SnapshotPath: s.Snapshot,
-		Seeds:        seeds, Sink: d, Log: log, Table: d.Table(),
-	})
-	if err != nil {
-		return err
-	}
+
 	defer func() {
+		c := cl.get()
+		if c == nil {
+			return
+		}
 		// With no network there is nothing a restart could lose: leave, so
 		// peers forget this host at once. Otherwise stay, for a restart.
 		if len(d.Networks()) == 0 {
-			if err := cluster.Leave(); err != nil {
+			if err := c.Leave(); err != nil {
 				log.Warn("leaving the cluster", "err", err)
 			}
 			return
 		}
-		cluster.Close()
+		c.Close()
 	}()
-	d.SetCluster(cluster)
-
-	// The reconcile loop is owned here: stopped and awaited on the way out,
-	// whether Serve ended by signal or by error.
-	runCtx, stopRun := context.WithCancel(ctx)
+	// Everything below is owned here: stopped and awaited on the way out,
+	// whether Serve ended by signal or by error. A failure of the cluster
+	// (its port taken) ends the daemon through fail.
+	runCtx, fail := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d.Run(runCtx)
-	}()
 	defer func() {
-		stopRun()
+		fail(nil)
 		wg.Wait()
 	}()
+	run := func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	}
+	run(func() { d.Run(runCtx) })
+	if trust != nil {
+		run(func() {
+			if err := trust.Run(runCtx); err != nil {
+				fail(err)
+			}
+		})
+	}
+	// The cluster starts once there is a secret: at once with VXSEC_SECRET,
+	// after the first agreement in swarm mode. The API serves meanwhile
+	// (Docker gives a plugin seconds to answer, not minutes).
+	run(func() {
+		secret := s.Secret
+		if trust != nil {
+			var err error
+			if secret, err = trust.Secret(runCtx); err != nil {
+				return
+			}
+		}
+		var seeds []string
+		for _, j := range s.Join {
+			host, port, _ := config.SplitJoinAddr(j, s.GossipPort) // validated by config
+			seeds = append(seeds, net.JoinHostPort(host, strconv.Itoa(port)))
+		}
+		c, err := gossip.Start(runCtx, gossip.Config{
+			Addr: under.Addr, Port: s.GossipPort, Secret: secret,
+			SnapshotPath: s.Snapshot,
+			Seeds:        seeds, Sink: d, Log: log, Table: d.Table(),
+		})
+		if err != nil {
+			fail(err)
+			return
+		}
+		cl.set(c)
+		d.SetCluster(c)
+		if swarmtrust.InSwarm(s.SwarmDir) {
+			run(func() { seedFromSwarm(runCtx, s, under.Addr, c, log) })
+		}
+		if trust != nil {
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case next := <-trust.Changed():
+					if err := c.SetSecret(next); err != nil {
+						log.Error("moving the cluster to the swarm's secret", "err", err)
+					}
+				}
+			}
+		}
+	})
+
 	discovered := func(ev plugin.NodeEvent) {
-		// Swarm tells every node's data-path address: the swarm is the seed
-		// list, no VXSEC_JOIN needed.
-		if ev.Self {
+		// Swarm sends only this node's own address (docs/swarm.md): peers
+		// come from the swarm's managers (seedFromSwarm) or VXSEC_JOIN.
+		c := cl.get()
+		if ev.Self || c == nil {
 			return
 		}
 		if ev.Added {
-			cluster.Join([]string{net.JoinHostPort(ev.Addr, strconv.Itoa(s.GossipPort))})
+			c.Join([]string{net.JoinHostPort(ev.Addr, strconv.Itoa(s.GossipPort))})
 		} else if a, err := netip.ParseAddr(ev.Addr); err == nil {
-			cluster.ForceLeave(a)
+			c.ForceLeave(a)
 		}
 	}
 	status := func() any {
-		st := d.Status()
-		st.Members = cluster.Members()
+		st := daemonStatus{Status: d.Status()}
+		if c := cl.get(); c != nil {
+			st.Members = c.Members()
+		}
+		if trust != nil {
+			t := trust.Status()
+			st.Trust = &t
+		}
 		return st
 	}
 	api := plugin.NewAPI(ctx, d, log, discovered, status)
-	api.SetScope(dataScope(s))
+	api.SetScope(scope)
 	api.SetLeave(func() error {
+		c := cl.get()
+		if c == nil {
+			return errors.New("the cluster has not started yet (waiting for the swarm's secret)")
+		}
 		log.Info("leaving the cluster on request")
-		return cluster.Leave()
+		return c.Leave()
 	})
 	api.SetRotate(d.Rotate)
 	// SIGUSR1 rotates too, for hosts without the CLI at hand.
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	run(func() {
 		for {
 			select {
 			case <-runCtx.Done():
@@ -189,12 +248,15 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 				}
 			}
 		}
-	}()
+	})
 	alloc, err := ipam.Open(s.StateDir)
 	if err != nil {
 		return err
 	}
-	err = plugin.Serve(ctx, l, api, plugin.NewIPAM(alloc, log))
+	err = plugin.Serve(runCtx, l, api, plugin.NewIPAM(alloc, log))
+	if cause := context.Cause(runCtx); err == nil && cause != nil && ctx.Err() == nil {
+		err = cause
+	}
 	log.Info("vxsec daemon stopping; devices and rules stay in place, the cluster is not left")
 	return err
 }

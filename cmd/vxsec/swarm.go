@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/vxsec/vxsec/config"
+	"github.com/vxsec/vxsec/driver"
+	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/swarmtrust"
+)
+
+// seedEvery is how often a swarm node looks for managers it is not in a
+// cluster with yet (new managers, or all of them after a partition).
+const seedEvery = 15 * time.Second
+
+// clusterRef holds the cluster once it has started.
+type clusterRef struct {
+	mu sync.Mutex
+	c  *gossip.Cluster
+}
+
+func (r *clusterRef) set(c *gossip.Cluster) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.c = c
+}
+
+func (r *clusterRef) get() *gossip.Cluster {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.c
+}
+
+// daemonStatus is what `vxsec status` prints.
+type daemonStatus struct {
+	driver.Status
+	Trust *swarmtrust.Status `json:"Trust,omitempty"`
+}
+
+// swarmTrust makes the swarm agreement when it is the way in: a swarm node
+// with no VXSEC_SECRET. A node whose key is locked (autolock) or whose
+// certificate cannot be read runs without it, loudly: plain networks work,
+// encrypted ones are refused for want of a secret.
+func swarmTrust(s config.Settings, addr netip.Addr, peers func() []netip.Addr, log *slog.Logger) *swarmtrust.Agent {
+	if s.Secret != nil || !swarmtrust.InSwarm(s.SwarmDir) {
+		return nil
+	}
+	var keep string
+	if s.Snapshot != "" {
+		// Beside the snapshot: in the plugin's own filesystem, so it goes
+		// with `docker plugin rm`; after an upgrade it is fetched again.
+		keep = filepath.Join(filepath.Dir(s.Snapshot), "swarm-secret.json")
+	}
+	a, err := swarmtrust.New(swarmtrust.Config{
+		Dir: s.SwarmDir, Addr: addr, Port: s.TrustPort, SecretFile: keep, Peers: peers, Log: log,
+	})
+	if err != nil {
+		log.Error("swarm trust unavailable: running without a cluster secret", "err", err)
+		return nil
+	}
+	return a
+}
+
+// peers lists the cluster's other members, for the trust agent to tell a
+// new secret to.
+func (r *clusterRef) peers() []netip.Addr {
+	c := r.get()
+	if c == nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, m := range c.Members() {
+		if a, err := netip.ParseAddr(m.Name); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// seedFromSwarm joins the swarm's managers (from the engine's state.json):
+// swarm tells a plugin no other node's address, and every node knows its
+// managers, so the managers are the seeds.
+func seedFromSwarm(ctx context.Context, s config.Settings, self netip.Addr, c *gossip.Cluster, log *slog.Logger) {
+	for {
+		if n, err := swarmtrust.ReadNode(s.SwarmDir); err == nil {
+			alive := map[string]bool{}
+			for _, m := range c.Members() {
+				if m.Status == "alive" {
+					alive[m.Name] = true
+				}
+			}
+			var seeds []string
+			for _, m := range n.Managers {
+				h := m.Host()
+				if a, err := netip.ParseAddr(h); err == nil && a == self || alive[h] {
+					continue
+				}
+				seeds = append(seeds, net.JoinHostPort(h, strconv.Itoa(s.GossipPort)))
+			}
+			if len(seeds) > 0 {
+				if n, err := c.TryJoin(seeds); err != nil {
+					log.Debug("joining the swarm's managers", "seeds", seeds, "joined", n, "err", err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(seedEvery):
+		}
+	}
+}

@@ -1,0 +1,282 @@
+package swarmtrust
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/swarmtrust/testpki"
+)
+
+const cluster = "4ysau5tb8zvin96awunf1fc7g"
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// swarm is a test swarm: node i listens on 127.0.1.i.
+type swarm struct {
+	t        *testing.T
+	ca       *testpki.CA
+	port     int
+	managers []testpki.Manager
+}
+
+func newSwarm(t *testing.T, managers ...string) *swarm {
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &swarm{t: t, ca: ca, port: freePort(t)}
+	for i, id := range managers {
+		s.managers = append(s.managers, testpki.Manager{NodeID: id, Addr: "127.0.1." + strconv.Itoa(i+1) + ":2377"})
+	}
+	return s
+}
+
+func (s *swarm) addr(i int) netip.Addr { return netip.MustParseAddr("127.0.1." + strconv.Itoa(i)) }
+
+// node writes node i's directory (issued by ca) and returns it.
+func (s *swarm) node(ca *testpki.CA, i int, id, role, clusterID string) string {
+	dir := s.t.TempDir()
+	if err := ca.Write(testpki.Node{Dir: dir, Cluster: clusterID, ID: id, Role: role, Managers: s.managers}); err != nil {
+		s.t.Fatal(err)
+	}
+	return dir
+}
+
+// agent starts an agent on dir, listening on 127.0.1.i.
+func (s *swarm) agent(dir string, i int, keep string) *Agent {
+	s.t.Helper()
+	a, err := New(Config{
+		Dir: dir, Addr: s.addr(i), Port: s.port, SecretFile: keep,
+		Interval: 300 * time.Millisecond, GenerateAfter: 2 * time.Second,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	s.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.t.Error(err)
+		}
+	})
+	return a
+}
+
+func secretOf(t *testing.T, a *Agent, within time.Duration) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	s, err := a.Secret(ctx)
+	if err != nil {
+		t.Fatalf("no secret within %v: %v (status %+v)", within, err, a.Status())
+	}
+	return s
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestReadNode(t *testing.T) {
+	s := newSwarm(t, "m1", "m2")
+	dir := s.node(s.ca, 1, "m1", RoleManager, cluster)
+	n, err := ReadNode(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ID != "m1" || n.Role != RoleManager || n.ClusterID != cluster || len(n.Managers) != 2 || n.Managers[1].Host() != "127.0.1.2" {
+		t.Fatalf("node = %+v", n)
+	}
+	if _, err := ReadNode(t.TempDir()); !errors.Is(err, ErrNotInSwarm) {
+		t.Fatalf("empty dir: err = %v, want ErrNotInSwarm", err)
+	}
+	if err := testpki.Lock(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCredentials(dir); !errors.Is(err, ErrLocked) {
+		t.Fatalf("locked key: err = %v, want ErrLocked", err)
+	}
+	if !lowestManager("m1", n.Managers) || lowestManager("m2", n.Managers) {
+		t.Fatal("lowestManager: m1 makes the secret, m2 does not")
+	}
+}
+
+// TestAgreement: the first manager makes the secret; the other manager and
+// a worker (which never makes one) get it over mutual TLS.
+func TestAgreement(t *testing.T) {
+	s := newSwarm(t, "m1", "m2")
+	w := s.agent(s.node(s.ca, 3, "w3", RoleWorker, cluster), 3, "")
+	m2 := s.agent(s.node(s.ca, 2, "m2", RoleManager, cluster), 2, "")
+	m1 := s.agent(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, "")
+	sec := secretOf(t, m1, 5*time.Second)
+	for name, a := range map[string]*Agent{"m2": m2, "w3": w} {
+		if got := secretOf(t, a, 5*time.Second); !bytes.Equal(got, sec) {
+			t.Fatalf("%s holds another secret than m1", name)
+		}
+	}
+	if st := m1.Status(); st.SecretBy != "m1" || st.NodeID != "m1" || st.Role != RoleManager {
+		t.Fatalf("m1 status = %+v", st)
+	}
+}
+
+// TestOutsidersLearnNothing: a certificate of another CA, or of another
+// swarm under the same CA, gets no secret and is counted as refused; and a
+// node does not trust a server that is not the manager it expected.
+func TestOutsidersLearnNothing(t *testing.T) {
+	s := newSwarm(t, "m1")
+	m1 := s.agent(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, "")
+	secretOf(t, m1, 5*time.Second)
+	other, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		name string
+		ca   *testpki.CA
+		clu  string
+	}{{"another CA", other, cluster}, {"another swarm, same CA", s.ca, "otherswarm0000000000000000"}} {
+		x := s.agent(s.node(tc.ca, 5+i, "x"+strconv.Itoa(i), RoleManager, tc.clu), 5+i, "")
+		time.Sleep(time.Second)
+		if x.hasSecret() && x.Status().SecretBy == "m1" {
+			t.Fatalf("%s: the outsider learned the swarm's secret", tc.name)
+		}
+	}
+	if st := m1.Status(); st.Refused < 2 {
+		t.Fatalf("m1 refused %d peers, want at least 2 (status %+v)", st.Refused, st)
+	}
+}
+
+// TestOldestWins: nodes holding different secrets (kept from before)
+// converge on the oldest, and the node that switches is told so.
+func TestOldestWins(t *testing.T) {
+	s := newSwarm(t, "m1", "m2")
+	keep := func(r record) string {
+		f := filepath.Join(t.TempDir(), "secret.json")
+		b := []byte(`{"cluster":"` + cluster + `","record":{"secret":"` + b64(r.Secret) + `","created":` + strconv.FormatInt(r.Created, 10) + `,"by":"` + r.By + `"}}`)
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	old := record{Secret: bytes.Repeat([]byte{1}, 32), Created: 100, By: "m2"}
+	young := record{Secret: bytes.Repeat([]byte{2}, 32), Created: 200, By: "m1"}
+	m1 := s.agent(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, keep(young))
+	m2 := s.agent(s.node(s.ca, 2, "m2", RoleManager, cluster), 2, keep(old))
+	select {
+	case got := <-m1.Changed():
+		if !bytes.Equal(got, old.Secret) {
+			t.Fatal("m1 changed to a secret that is not the oldest")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("m1 kept the younger secret (status %+v)", m1.Status())
+	}
+	if got := secretOf(t, m2, time.Second); !bytes.Equal(got, old.Secret) {
+		t.Fatal("m2 left the oldest secret")
+	}
+	// A restarted m1 reads the secret it adopted.
+	raw, err := os.ReadFile(m1.cfg.SecretFile)
+	if err != nil || !bytes.Contains(raw, []byte(b64(old.Secret))) {
+		t.Fatalf("m1 did not keep the adopted secret: %s %v", raw, err)
+	}
+}
+
+// TestRenewalAndRootRotation: swarm renews node certificates and rotates
+// its root CA under running agents; exchanges go on, including while one
+// node has moved to the new CA (cross-signed chain) and one has not.
+func TestRenewalAndRootRotation(t *testing.T) {
+	s := newSwarm(t, "m1", "m2")
+	d1, d2 := s.node(s.ca, 1, "m1", RoleManager, cluster), s.node(s.ca, 2, "m2", RoleManager, cluster)
+	m1, m2 := s.agent(d1, 1, ""), s.agent(d2, 2, "")
+	secretOf(t, m2, 5*time.Second)
+	fresh := func(a *Agent, since time.Time) func() bool {
+		return func() bool {
+			st := a.Status()
+			return len(st.Exchanges) == 1 && st.Exchanges[0].At.After(since) && st.Exchanges[0].Err == ""
+		}
+	}
+	// Renewal: new key and certificate, same CA.
+	now := time.Now()
+	if err := s.ca.Write(testpki.Node{Dir: d1, Cluster: cluster, ID: "m1", Role: RoleManager, Managers: s.managers}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "m2 exchanges with the renewed m1", fresh(m2, now))
+	eventually(t, "the renewed m1 exchanges with m2", fresh(m1, now))
+
+	// Mid-rotation: m1 has a certificate of the new CA plus the
+	// cross-signed intermediate and trusts both roots; m2 is unchanged.
+	next, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cross, err := s.ca.CrossSign(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = time.Now()
+	if err := next.Write(testpki.Node{Dir: d1, Cluster: cluster, ID: "m1", Role: RoleManager, Managers: s.managers,
+		Chain: []*x509.Certificate{cross}, Roots: []*x509.Certificate{s.ca.Cert, next.Cert}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "m2 (old root) accepts m1's cross-signed chain", fresh(m2, now))
+	eventually(t, "m1 (both roots) accepts m2", fresh(m1, now))
+
+	// Rotation done: both on the new CA only.
+	now = time.Now()
+	for i, d := range []string{d1, d2} {
+		if err := next.Write(testpki.Node{Dir: d, Cluster: cluster, ID: "m" + strconv.Itoa(i+1), Role: RoleManager, Managers: s.managers}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "m1 and m2 exchange under the new root", func() bool { return fresh(m1, now)() && fresh(m2, now)() })
+	if !bytes.Equal(secretOf(t, m1, time.Second), secretOf(t, m2, time.Second)) {
+		t.Fatal("m1 and m2 hold different secrets after the rotation")
+	}
+}
+
+// TestLockedNodeDoesNotStart: autolock leaves no usable key; the agent
+// reports it instead of pretending.
+func TestLockedNodeNoIdentity(t *testing.T) {
+	s := newSwarm(t, "m1")
+	dir := s.node(s.ca, 1, "m1", RoleManager, cluster)
+	if err := testpki.Lock(dir); err != nil {
+		t.Fatal(err)
+	}
+	a := s.agent(dir, 1, "")
+	eventually(t, "the agent reports the locked key", func() bool { return a.Status().Err == ErrLocked.Error() })
+	if a.hasSecret() {
+		t.Fatal("a node without a usable identity made a secret")
+	}
+}
+
+func b64(b []byte) string {
+	return base64.StdEncoding.EncodeToString(b)
+}
