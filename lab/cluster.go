@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"github.com/vxsec/vxsec/ipsec"
+	"github.com/vxsec/vxsec/swarmtrust"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -41,6 +42,8 @@ type Status struct {
 	Members  []Member
 	Networks []NetworkStatus
 	IPsec    *ipsec.Status
+	// Trust is the swarm agreement's state (swarm nodes without a secret).
+	Trust *swarmtrust.Status
 }
 
 // Peer is what st says of its IPsec SAs with the host at addr.

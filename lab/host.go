@@ -55,7 +55,10 @@ func (h *Host) Start(ctx context.Context) error {
 	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.cfg.Bin, "daemon",
 		"--socket", h.Socket, "--state-dir", h.StateDir, "--log-level", "debug",
 		"--snapshot", filepath.Join(filepath.Dir(h.StateDir), "serf.snapshot"))
-	cmd.Env = append(append(os.Environ(), "VXSEC_ADVERTISE_ADDR="+h.Addr.String()), h.Env...)
+	// No swarm unless a test gives one (VXSEC_SWARM_DIR in h.Env, which
+	// comes later and wins): the machine's own engine may be a swarm node.
+	cmd.Env = append(append(os.Environ(), "VXSEC_ADVERTISE_ADDR="+h.Addr.String(),
+		"VXSEC_SWARM_DIR="+filepath.Join(filepath.Dir(h.StateDir), "no-swarm")), h.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -3,6 +3,7 @@ package swarmtrust
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -172,6 +173,36 @@ func TestOutsidersLearnNothing(t *testing.T) {
 	}
 	if st := m1.Status(); st.Refused < 2 {
 		t.Fatalf("m1 refused %d peers, want at least 2 (status %+v)", st.Refused, st)
+	}
+
+	// The server's own check, with clients that do not check it back: no
+	// certificate, another CA's, another swarm's. None reads a secret.
+	otherDir := s.node(other, 8, "m1", RoleManager, cluster)
+	swarmDir := s.node(s.ca, 9, "m1", RoleManager, "otherswarm0000000000000000")
+	for _, tc := range []struct {
+		name string
+		dir  string
+	}{{"no certificate", ""}, {"another CA", otherDir}, {"another swarm", swarmDir}} {
+		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+		if tc.dir != "" {
+			creds, err := loadCredentials(tc.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{creds.cert}
+		}
+		before := m1.Status().Refused
+		conn, err := tls.Dial("tcp", net.JoinHostPort(s.addr(1).String(), strconv.Itoa(s.port)), cfg)
+		if err == nil {
+			conn.Write([]byte(`{"v":1,"cluster":"` + cluster + `","record":null}` + "\n"))
+			conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_, err = receive(conn)
+			conn.Close()
+		}
+		if err == nil {
+			t.Fatalf("%s: the server answered", tc.name)
+		}
+		eventually(t, tc.name+": counted as refused", func() bool { return m1.Status().Refused > before })
 	}
 }
 

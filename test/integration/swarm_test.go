@@ -1,0 +1,179 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/lab"
+	"github.com/vxsec/vxsec/swarmtrust"
+	"github.com/vxsec/vxsec/swarmtrust/testpki"
+)
+
+// TestSwarmTrust: daemons on swarm nodes, with no VXSEC_SECRET and no
+// VXSEC_JOIN, find each other through the managers in the swarm directory,
+// agree a cluster secret over mutual TLS with their node certificates,
+// report the global data scope, and carry a network across hosts. A host
+// whose certificate is of another CA joins nothing and learns no secret.
+// (Swarm directories here come from testpki; the swarm lab runs the same
+// against a real swarm's.)
+func TestSwarmTrust(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := lab.New(ctx, lab.Config{Bin: binary(t), Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{lab: l}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range l.Hosts() {
+				t.Logf("daemon log of %s (%s):\n%s", h.Name, h.LogPath, h.LogTail(60))
+			}
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("closing lab: %v", err)
+		}
+	})
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clusterID = "swarmclusterid000000000001"
+	type node struct{ id, role string }
+	nodes := []node{{"m1", swarmtrust.RoleManager}, {"m2", swarmtrust.RoleManager}, {"w3", swarmtrust.RoleWorker}}
+	var hosts []*lab.Host
+	for i := range nodes {
+		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts = append(hosts, h)
+	}
+	managers := []testpki.Manager{
+		{NodeID: "m1", Addr: net.JoinHostPort(hosts[0].Addr.String(), "2377")},
+		{NodeID: "m2", Addr: net.JoinHostPort(hosts[1].Addr.String(), "2377")},
+	}
+	start := func(h *lab.Host, issuer *testpki.CA, n node) {
+		t.Helper()
+		dir := t.TempDir()
+		if err := issuer.Write(testpki.Node{Dir: dir, Cluster: clusterID, ID: n.id, Role: n.role, Managers: managers}); err != nil {
+			t.Fatal(err)
+		}
+		h.Env = append(h.Env, "VXSEC_SWARM_DIR="+dir)
+		if err := h.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.hosts = append(c.hosts, h)
+	}
+	t0 := time.Now()
+	for i, h := range hosts {
+		start(h, ca, nodes[i])
+	}
+	c.waitMembers(t, hosts, hosts)
+	t.Logf("cluster of 3 formed %v after the daemons started, with no secret or join address given", time.Since(t0).Round(time.Millisecond))
+
+	var secretID string
+	for _, h := range hosts {
+		st, err := h.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Trust == nil || st.Trust.SecretID == "" {
+			t.Fatalf("%s: no swarm trust in its status: %+v", h.Name, st.Trust)
+		}
+		if secretID == "" {
+			secretID = st.Trust.SecretID
+		}
+		if st.Trust.SecretID != secretID || st.Trust.SecretBy != "m1" {
+			t.Fatalf("%s holds secret %s made by %s, want %s made by m1 (the first manager)", h.Name, st.Trust.SecretID, st.Trust.SecretBy, secretID)
+		}
+		caps, err := h.Client().Capabilities(ctxT(t))
+		if err != nil || caps.Scope != "global" {
+			t.Fatalf("%s: capabilities %+v, %v; want the global data scope on a swarm node", h.Name, caps, err)
+		}
+	}
+
+	// The cluster carries a network: endpoints reach each other across hosts.
+	const vni = 7301
+	ids := createEverywhere(t, hosts, "swarm", vni, "10.73.0.0/24")
+	var cs []*lab.Container
+	for i, h := range hosts {
+		cs = append(cs, mustRun(t, h, fmt.Sprintf("s%d", i+1), ids[h], fmt.Sprintf("10.73.0.%d/24", 10+i)))
+	}
+	for _, from := range cs {
+		for _, to := range cs {
+			if from != to {
+				reachFast(t, from, to.IP())
+			}
+		}
+	}
+
+	// An encrypted network is not refused for want of a secret (this
+	// kernel may refuse it for want of ESP, by name).
+	err = hosts[0].Client().CreateNetwork(ctxT(t), "swarm-enc", map[string]string{"encrypted": "", "vni": "7302"}, "10.74.0.0/24", "")
+	if err != nil && strings.Contains(err.Error(), "no secret") {
+		t.Fatalf("encrypted network refused for want of a secret on a swarm node: %v", err)
+	}
+	if err == nil {
+		if err := hosts[0].Client().DeleteNetwork(ctxT(t), "swarm-enc"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// An outsider: a certificate of another CA naming the same swarm and a
+	// manager's ID. It gets no secret, so it never joins.
+	other, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := l.AddHost(ctx, "x4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := hosts[0].Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(x, other, node{"m0", swarmtrust.RoleManager})
+	time.Sleep(8 * time.Second)
+	for _, h := range hosts {
+		if slices.Contains(memberNames(t, h), x.Addr.String()) {
+			t.Fatalf("%s lists the outsider %s as a member", h.Name, x.Addr)
+		}
+	}
+	st, err := x.Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Trust == nil || st.Trust.SecretID == secretID {
+		t.Fatalf("the outsider learned the swarm's secret: %+v", st.Trust)
+	}
+	after, err := hosts[0].Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Trust.Refused <= before.Trust.Refused {
+		t.Fatalf("h1 refused %d peers before the outsider came and %d after; want more", before.Trust.Refused, after.Trust.Refused)
+	}
+	t.Logf("outsider refused (%s); h1 served %d exchanges", after.Trust.LastRefusal, after.Trust.Served)
+}
+
+func memberNames(t *testing.T, h *lab.Host) []string {
+	t.Helper()
+	st, err := h.Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range st.Members {
+		out = append(out, m.Name)
+	}
+	return out
+}
