@@ -182,7 +182,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		cl.set(c)
 		d.SetCluster(c)
 		if swarmtrust.InSwarm(s.SwarmDir) {
-			run(func() { seedFromSwarm(runCtx, s, under.Addr, c, log) })
+			run(func() { followSwarm(runCtx, s, under.Addr, c, trust != nil, log) })
 		}
 		if trust != nil {
 			for {
@@ -200,7 +200,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 
 	discovered := func(ev plugin.NodeEvent) {
 		// Swarm sends only this node's own address (docs/swarm.md): peers
-		// come from the swarm's managers (seedFromSwarm) or VXSEC_JOIN.
+		// come from the swarm's managers (followSwarm) or VXSEC_JOIN.
 		c := cl.get()
 		if ev.Self || c == nil {
 			return

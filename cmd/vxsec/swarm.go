@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -84,12 +85,23 @@ func (r *clusterRef) peers() []netip.Addr {
 	return out
 }
 
-// seedFromSwarm joins the swarm's managers (from the engine's state.json):
-// swarm tells a plugin no other node's address, and every node knows its
-// managers, so the managers are the seeds.
-func seedFromSwarm(ctx context.Context, s config.Settings, self netip.Addr, c *gossip.Cluster, log *slog.Logger) {
+// followSwarm keeps the cluster in step with the swarm. It joins the
+// swarm's managers (from the engine's state.json): swarm tells a plugin no
+// other node's address, and every node knows its managers, so the managers
+// are the seeds. And when the cluster's trust came from the swarm (trusted)
+// and the engine leaves the swarm, the node leaves the cluster: it is no
+// longer one of the nodes the secret was agreed among.
+func followSwarm(ctx context.Context, s config.Settings, self netip.Addr, c *gossip.Cluster, trusted bool, log *slog.Logger) {
 	for {
-		if n, err := swarmtrust.ReadNode(s.SwarmDir); err == nil {
+		n, err := swarmtrust.ReadNode(s.SwarmDir)
+		if errors.Is(err, swarmtrust.ErrNotInSwarm) && trusted {
+			log.Info("the engine left the swarm: leaving the vxsec cluster (disable and enable the plugin to use it again)")
+			if err := c.Leave(); err != nil {
+				log.Warn("leaving the cluster", "err", err)
+			}
+			return
+		}
+		if err == nil {
 			alive := map[string]bool{}
 			for _, m := range c.Members() {
 				if m.Status == "alive" {
