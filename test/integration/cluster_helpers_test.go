@@ -31,24 +31,8 @@ type cluster struct {
 // until every one of them sees all n alive.
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	secret := lab.NewSecret()
-	l, err := lab.New(ctx, lab.Config{Bin: binary(t), Dir: t.TempDir(), Env: lab.ClusterEnv(secret)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cluster{lab: l, secret: secret}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range l.Hosts() {
-				t.Logf("daemon log of %s (%s):\n%s", h.Name, h.LogPath, h.LogTail(60))
-			}
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("closing lab: %v", err)
-		}
-	})
+	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret}
 	for i := 1; i <= n; i++ {
 		c.addHost(t, fmt.Sprintf("h%d", i))
 	}

@@ -41,25 +41,35 @@ func binary(t *testing.T) string {
 	return b
 }
 
-// newLab starts a lab of n hosts, each running a daemon, torn down with t.
-func newLab(t *testing.T, n int) (*lab.Lab, []*lab.Host) {
+// openLab makes a lab whose daemons get env, closed with the test (with
+// every daemon's log tail when the test failed).
+func openLab(t *testing.T, env []string) *lab.Lab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := lab.New(ctx, lab.Config{Bin: binary(t), Dir: t.TempDir()})
+	l, err := lab.New(ctx, lab.Config{Bin: binary(t), Dir: t.TempDir(), Env: env})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range l.Hosts() {
-				t.Logf("daemon log of %s:\n%s", h.Name, h.LogTail(40))
+				t.Logf("daemon log of %s (%s):\n%s", h.Name, h.LogPath, h.LogTail(60))
 			}
 		}
 		if err := l.Close(); err != nil {
 			t.Errorf("closing lab: %v", err)
 		}
 	})
+	return l
+}
+
+// newLab starts a lab of n hosts, each running a daemon, torn down with t.
+func newLab(t *testing.T, n int) (*lab.Lab, []*lab.Host) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l := openLab(t, nil)
 	var hosts []*lab.Host
 	for i := 1; i <= n; i++ {
 		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i))

@@ -26,21 +26,8 @@ import (
 func TestSwarmTrust(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := lab.New(ctx, lab.Config{Bin: binary(t), Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLab(t, nil)
 	c := &cluster{lab: l}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range l.Hosts() {
-				t.Logf("daemon log of %s (%s):\n%s", h.Name, h.LogPath, h.LogTail(60))
-			}
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("closing lab: %v", err)
-		}
-	})
 	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
