@@ -44,10 +44,13 @@ demo: build vxlab
 # Benchmarks (not tests): Docker `docker run` timings, then the lab's
 # convergence, scale and throughput. VXLAB_BENCH passes flags to vxlab bench.
 # Encryption needs ESP: it runs in the kernel lab (TCG, so read its ratios).
+# The swarm lab's benchmark: service create to full reachability, vxsec
+# against Docker's encrypted overlay (SWARM_LAB_BENCH="--runs 5" for more).
 bench: build vxlab
 	scripts/bench.sh
 	$(VXLAB) bench $(VXLAB_BENCH)
 	scripts/kernel-lab.sh --timeout 1800 -- $(VXLAB) bench -only encryption $(VXLAB_BENCH_ENC)
+	scripts/swarm-lab.sh --bench $(SWARM_LAB_BENCH)
 
 lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
