@@ -64,6 +64,9 @@ type Config struct {
 	// are dropped, so that a daemon restarting faster than this loses
 	// nothing. Zero means DefaultFailGrace.
 	FailGrace time.Duration
+	// RestartGrace replaces FailGrace for a member that announced it was
+	// restarting (Close, not a crash). Zero means DefaultRestartGrace.
+	RestartGrace time.Duration
 }
 
 // DefaultKeyPeriod is the gossip key's lifetime as primary, as Docker's
@@ -75,9 +78,15 @@ const DefaultKeyPeriod = 12 * time.Hour
 // forgetting its endpoints (whose data path never stopped).
 const DefaultFailGrace = 10 * time.Second
 
+// DefaultRestartGrace: see Config.RestartGrace. Long enough for `docker
+// plugin upgrade` (disable, pull from a registry, enable) on a slow host.
+const DefaultRestartGrace = 60 * time.Second
+
 // Tag names published through serf.
 const (
 	tagVersion = "tv"
+	// tagRestarting marks a member that stopped to start again (Close).
+	tagRestarting = "rs"
 )
 
 // Timing of the cluster. Failure detection is bounded by memberlist's
@@ -123,7 +132,7 @@ type Cluster struct {
 	local    Table
 	localRaw []byte
 	known    map[string]Version   // member name → version of its table installed
-	failed   map[string]time.Time // member name → when it failed
+	failed   map[string]time.Time // member name → when its entries go
 	dirty    chan struct{}
 	pulls    chan string
 
@@ -151,6 +160,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if cfg.KeyPeriod == 0 {
 		cfg.KeyPeriod = DefaultKeyPeriod
+	}
+	if cfg.RestartGrace == 0 {
+		cfg.RestartGrace = DefaultRestartGrace
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Cluster{
@@ -253,7 +265,22 @@ func (c *Cluster) spawn(f func()) {
 
 // Close stops the cluster without leaving it: a restarting daemon must not
 // make its peers forget its endpoints, which keep working meanwhile.
+//
+// Close first tells the members that this host is restarting (a serf tag,
+// sent within broadcastWait), so that they keep its entries for
+// RestartGrace rather than FailGrace: a plugin being disabled, upgraded or
+// restarted with its engine comes back later than a crashed one is
+// declared gone, and its data path never stopped.
 func (c *Cluster) Close() error {
+	tags := map[string]string{tagRestarting: "1"}
+	for k, v := range c.serf.LocalMember().Tags {
+		if k != tagRestarting {
+			tags[k] = v
+		}
+	}
+	if err := c.serf.SetTags(tags); err != nil {
+		c.log.Debug("announcing the restart", "err", err)
+	}
 	c.cancel()
 	err := c.serf.Shutdown()
 	c.wg.Wait()
@@ -389,8 +416,14 @@ func (c *Cluster) memberEvent(t serf.EventType, m serf.Member) {
 		c.mu.Unlock()
 		c.maybePull(m)
 	case serf.EventMemberFailed:
+		grace := c.cfg.FailGrace
+		if m.Tags[tagRestarting] != "" {
+			// It said it was stopping to start again (Close): its data
+			// path runs on meanwhile, so keep its entries longer.
+			grace = max(grace, c.cfg.RestartGrace)
+		}
 		c.mu.Lock()
-		c.failed[m.Name] = time.Now()
+		c.failed[m.Name] = time.Now().Add(grace)
 		c.mu.Unlock()
 	case serf.EventMemberLeave, serf.EventMemberReap:
 		c.drop(m.Name)
@@ -441,9 +474,9 @@ func (c *Cluster) updateMembers() {
 		case serf.StatusAlive, serf.StatusLeaving:
 		case serf.StatusFailed:
 			c.mu.Lock()
-			at, ok := c.failed[m.Name]
+			until, ok := c.failed[m.Name]
 			c.mu.Unlock()
-			if !ok || time.Since(at) >= c.cfg.FailGrace {
+			if !ok || !time.Now().Before(until) {
 				continue
 			}
 		default:
@@ -516,8 +549,8 @@ func (c *Cluster) repairLoop(ctx context.Context) {
 		case <-fast.C:
 			var expired []string
 			c.mu.Lock()
-			for name, at := range c.failed {
-				if time.Since(at) >= c.cfg.FailGrace {
+			for name, until := range c.failed {
+				if !time.Now().Before(until) {
 					expired = append(expired, name)
 				}
 			}

@@ -308,3 +308,59 @@ func TestSetSecret(t *testing.T) {
 		t.Fatalf("after the grace A accepts %d secrets, want only the new one", len(got))
 	}
 }
+
+// TestRestartGrace: a member that stops to restart (Close) says so, and the
+// others keep its entries for RestartGrace; one that dies without a word
+// (serf shut down under it, as a SIGKILL leaves it) is dropped after
+// FailGrace.
+func TestRestartGrace(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	const restartGrace = 6 * time.Second
+	start := func(addr string, seeds []string) (*Cluster, *recorder, int) {
+		return startNodeConfig(t, Config{Addr: netip.MustParseAddr(addr), Secret: secret, Seeds: seeds, RestartGrace: restartGrace})
+	}
+	_, recA, portA := start("127.0.0.51", nil)
+	seed := []string{net.JoinHostPort("127.0.0.51", strconv.Itoa(portA))}
+	b, _, _ := start("127.0.0.52", seed)
+	c, _, _ := start("127.0.0.53", seed)
+	hostB, hostC := netip.MustParseAddr("127.0.0.52"), netip.MustParseAddr("127.0.0.53")
+	ep := EndpointRecord{VNI: 7, IP: netip.MustParseAddr("10.0.0.2"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, Created: time.Now()}
+	b.Publish(Table{Endpoints: []EndpointRecord{ep}})
+	c.Publish(Table{Endpoints: []EndpointRecord{ep}})
+	eventually(t, "A installs B's and C's tables", func() bool {
+		_, okB := recA.table(hostB)
+		_, okC := recA.table(hostC)
+		return okB && okC
+	})
+
+	// C dies without a word.
+	crashed := time.Now()
+	c.cancel()
+	c.serf.Shutdown()
+	c.tr.Shutdown()
+	eventually(t, "A drops the crashed C after FailGrace", func() bool { _, ok := recA.table(hostC); return !ok })
+	detect := time.Since(crashed)
+	t.Logf("crashed C dropped after %v", detect.Round(time.Millisecond))
+
+	stopped := time.Now()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(detect + time.Second)
+	if _, ok := recA.table(hostB); !ok {
+		t.Fatalf("A dropped the restarting B within %v, as fast as a crashed member", time.Since(stopped))
+	}
+	deadline := time.Now().Add(restartGrace + 20*time.Second)
+	for {
+		if _, ok := recA.table(hostB); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("A never dropped the restarting B")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if took := time.Since(stopped); took < restartGrace {
+		t.Fatalf("A dropped B after %v, before RestartGrace (%v)", took, restartGrace)
+	}
+}
