@@ -1307,7 +1307,7 @@ phase_cleanup() {
 # its node in the service's bind-mounted directory. Its mtime is the moment.
 # shellcheck disable=SC2016 # expanded in the task
 BENCH_TASK='
-me=$(ip -o -4 addr | grep -o "$PFX[0-9]*" | head -n 1)
+me=$(ip -4 addr | grep -o "$PFX[0-9]*" | head -n 1)
 while :; do
 	peers=$(nslookup tasks.$SVC 2>/dev/null | grep -o "$PFX[0-9]*" | grep -vx "$me" | sort -u)
 	[ "$(echo "$peers" | grep -c .)" -ge $((WANT - 1)) ] && break
