@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -22,10 +23,12 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/atomicfile"
+	"github.com/vxsec/vxsec/config"
 )
 
-// SecretBytes is the length of the cluster secret (as `vxsec secret` makes).
-const SecretBytes = 32
+// SecretBytes is the length of the cluster secret, the same as
+// VXSEC_SECRET's.
+const SecretBytes = config.SecretBytes
 
 // Defaults of Config.
 const (
@@ -82,6 +85,13 @@ func (r *record) older(o *record) bool {
 	}
 	a, b := sha256.Sum256(r.Secret), sha256.Sum256(o.Secret)
 	return bytes.Compare(a[:], b[:]) < 0
+}
+
+// newRecord makes a fresh secret, made now by node.
+func newRecord(node string) *record {
+	secret := make([]byte, SecretBytes)
+	rand.Read(secret)
+	return &record{Secret: secret, Created: time.Now().UnixNano(), By: node}
 }
 
 func (r *record) id() string {
@@ -183,7 +193,8 @@ func New(cfg Config) (*Agent, error) {
 			}
 		}
 	}
-	a.fillStatusLocked()
+	a.noteNodeLocked(node)
+	a.noteSecretLocked()
 	return a, nil
 }
 
@@ -269,7 +280,7 @@ func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
 	if creds.node.ClusterID != a.clusterID() {
 		// The engine left this swarm and joined another: its secret is
 		// not this one's.
-		a.resetCluster(creds.node.ClusterID)
+		a.resetCluster(creds.node)
 	}
 	type target struct{ addr, node string }
 	var targets []target
@@ -310,14 +321,12 @@ func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
 		a.status.LastRound = time.Now()
 	}
 	a.status.Err = ""
+	a.noteNodeLocked(creds.node)
 	if a.rec == nil && creds.node.Role == RoleManager &&
 		(lowestManager(creds.node.ID, creds.node.Managers) || time.Since(a.start) > a.cfg.GenerateAfter) {
-		secret := make([]byte, SecretBytes)
-		rand.Read(secret)
 		a.log.Info("no swarm node has a vxsec secret: made one", "node", creds.node.ID)
-		a.adoptLocked(&record{Secret: secret, Created: time.Now().UnixNano(), By: creds.node.ID})
+		a.adoptLocked(newRecord(creds.node.ID))
 	}
-	a.fillStatusLocked()
 	a.mu.Unlock()
 }
 
@@ -410,7 +419,8 @@ func (a *Agent) send(conn net.Conn) error {
 }
 
 func receive(conn net.Conn) (message, error) {
-	line, err := bufio.NewReader(&limited{conn, maxMessage}).ReadBytes('\n')
+	// At most maxMessage bytes: a peer cannot make us buffer more.
+	line, err := bufio.NewReader(io.LimitReader(conn, maxMessage)).ReadBytes('\n')
 	if err != nil {
 		return message{}, fmt.Errorf("reading the peer's message: %w", err)
 	}
@@ -436,15 +446,12 @@ func (a *Agent) consider(m message, from string) {
 		return
 	}
 	had := a.rec != nil
-	a.log.Info("adopting the swarm's vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By,
-		"replaces", func() string {
-			if had {
-				return a.rec.id()
-			}
-			return ""
-		}())
+	if had {
+		a.log.Info("adopting the swarm's older vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By, "replaces", a.rec.id())
+	} else {
+		a.log.Info("adopting the swarm's vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By)
+	}
 	a.adoptLocked(m.Record)
-	a.fillStatusLocked()
 	if had && a.cfg.Peers != nil && !a.pushing && a.runCtx != nil {
 		a.pushing = true
 		ctx := a.runCtx
@@ -462,6 +469,7 @@ func (a *Agent) consider(m message, from string) {
 func (a *Agent) adoptLocked(r *record) {
 	had := a.rec != nil
 	a.rec = r
+	a.noteSecretLocked()
 	if a.cfg.SecretFile != "" {
 		b, _ := json.Marshal(savedFile{Cluster: a.cluster, Record: r})
 		if err := os.MkdirAll(filepath.Dir(a.cfg.SecretFile), 0o700); err == nil {
@@ -491,18 +499,16 @@ func (a *Agent) clusterID() string {
 // resetCluster replaces the secret of a swarm the engine left with a new
 // one: the old swarm's secret must not open the new swarm's cluster. The
 // new swarm's nodes converge as usual (oldest first).
-func (a *Agent) resetCluster(id string) {
+func (a *Agent) resetCluster(n Node) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.log.Info("the engine is in another swarm now", "was", a.cluster, "now", id)
-	a.cluster = id
+	a.log.Info("the engine is in another swarm now", "was", a.cluster, "now", n.ClusterID)
+	a.cluster = n.ClusterID
 	a.start = time.Now()
 	if a.rec == nil {
 		return
 	}
-	secret := make([]byte, SecretBytes)
-	rand.Read(secret)
-	a.adoptLocked(&record{Secret: secret, Created: time.Now().UnixNano(), By: a.status.NodeID})
+	a.adoptLocked(newRecord(n.ID))
 }
 
 func (a *Agent) setErr(err error) {
@@ -511,29 +517,13 @@ func (a *Agent) setErr(err error) {
 	a.status.Err = err.Error()
 }
 
-func (a *Agent) fillStatusLocked() {
-	if n, err := ReadNode(a.cfg.Dir); err == nil {
-		a.status.NodeID, a.status.Role, a.status.ClusterID, a.status.CertNotAfter = n.ID, n.Role, n.ClusterID, n.NotAfter
-	}
+// noteNodeLocked shows the identity the last round read.
+func (a *Agent) noteNodeLocked(n Node) {
+	a.status.NodeID, a.status.Role, a.status.ClusterID, a.status.CertNotAfter = n.ID, n.Role, n.ClusterID, n.NotAfter
+}
+
+func (a *Agent) noteSecretLocked() {
 	if a.rec != nil {
 		a.status.SecretID, a.status.SecretCreated, a.status.SecretBy = a.rec.id(), time.Unix(0, a.rec.Created), a.rec.By
 	}
-}
-
-// limited reads at most n bytes: a peer cannot make us buffer more.
-type limited struct {
-	c net.Conn
-	n int
-}
-
-func (l *limited) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, errors.New("message too long")
-	}
-	if len(p) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.c.Read(p)
-	l.n -= n
-	return n, err
 }
