@@ -3,6 +3,7 @@ package driver
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -133,10 +134,13 @@ func (n *Network) sortedEndpoints() []*Endpoint {
 	return out
 }
 
-// peerBatch is how long changes to remote tables gather before they are
-// applied: a burst of tables (a host joining a large cluster) costs one
-// pass over the kernel instead of one per table.
+// peerBatch is the least time between two passes that apply remote tables:
+// a burst of tables (a host joining a large cluster) costs one pass over
+// the kernel instead of one per table.
 const peerBatch = 50 * time.Millisecond
+
+// maxPeerBatch bounds the spacing a slow pass may impose on the next.
+const maxPeerBatch = time.Second
 
 // peersChangedLocked schedules applying the remote tables to the kernel.
 func (d *Driver) peersChangedLocked() {
@@ -146,8 +150,14 @@ func (d *Driver) peersChangedLocked() {
 	}
 }
 
-// applyPeers runs until ctx ends, applying remote tables in batches.
+// applyPeers runs until ctx ends, applying remote tables: a change after a
+// quiet spell at once, a burst in batches. A pass costs in proportion to
+// every entry of every network, so passes start at least peerBatch, and
+// at least twice the last pass's duration (up to maxPeerBatch), apart: on
+// a busy host, where passes are slow, batches grow and passes get fewer.
 func (d *Driver) applyPeers(ctx context.Context) {
+	var start time.Time
+	var took time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -157,26 +167,47 @@ func (d *Driver) applyPeers(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(peerBatch):
+		case <-time.After(time.Until(start.Add(min(max(peerBatch, 2*took), maxPeerBatch)))):
 		}
+		start = time.Now()
+		d.syncPeers()
+		took = time.Since(start)
 		d.mu.Lock()
-		d.reconcilePeersLocked()
 		d.syncIPsecLocked()
 		d.mu.Unlock()
 	}
 }
 
-// reconcilePeersLocked makes every network's static entries match what the
-// cluster published.
-func (d *Driver) reconcilePeersLocked() {
+// peerPlan is one network's remote entries as the desired state has them.
+type peerPlan struct {
+	net   vxlan.Network
+	peers []vxlan.Peer
+}
+
+// syncPeers makes every network's static entries match what the cluster
+// published. The plan is made under the driver's lock and carried out
+// without it: with many hosts the kernel work is the long part, and API
+// calls and arriving tables must not wait for it. Only applyPeers calls
+// it, so passes never overtake each other.
+func (d *Driver) syncPeers() {
+	d.mu.Lock()
 	settled := time.Since(d.started) > settleAfter
-	keep := func(host netip.Addr) bool {
-		_, known := d.remote[host]
-		return !known && !d.dropped[host] && !settled
+	known := map[netip.Addr]bool{}
+	for host := range d.remote {
+		known[host] = true
 	}
+	dropped := maps.Clone(d.dropped)
+	var plans []peerPlan
 	for _, n := range d.sortedNets() {
-		if err := d.cfg.DataPath.SetPeers(d.dpNetwork(n), d.peersLocked(n), keep); err != nil {
-			d.log.Error("installing remote endpoints", "network", n.ID, "err", err)
+		plans = append(plans, peerPlan{net: d.dpNetwork(n), peers: d.peersLocked(n)})
+	}
+	d.mu.Unlock()
+	keep := func(host netip.Addr) bool {
+		return !known[host] && !dropped[host] && !settled
+	}
+	for _, p := range plans {
+		if err := d.cfg.DataPath.SetPeers(p.net, p.peers, keep); err != nil {
+			d.log.Error("installing remote endpoints", "network", p.net.ID, "err", err)
 		}
 	}
 }
@@ -185,37 +216,32 @@ func (d *Driver) reconcilePeersLocked() {
 // of this VNI conflicts with ours contributes nothing, and of two endpoints
 // claiming one address the earlier one wins (a local one always does).
 func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
-	taken := map[netip.Addr]bool{}
+	local := map[netip.Addr]bool{}
 	for _, ep := range n.Endpoints {
-		taken[ep.Address.Addr()] = true
+		local[ep.Address.Addr()] = true
 	}
 	type cand struct {
 		peer    vxlan.Peer
 		created time.Time
 	}
-	var cands []cand
+	best := map[netip.Addr]cand{}
 	for host, t := range d.remote {
 		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
 			continue
 		}
 		for _, ep := range t.Endpoints {
-			if ep.VNI == n.VNI {
-				cands = append(cands, cand{vxlan.Peer{IP: ep.IP, MAC: ep.MAC, Host: host}, ep.Created})
+			if ep.VNI != n.VNI || local[ep.IP] {
+				continue
 			}
+			c := cand{vxlan.Peer{IP: ep.IP, MAC: ep.MAC, Host: host}, ep.Created}
+			if b, ok := best[ep.IP]; ok && (b.created.Before(c.created) || b.created.Equal(c.created) && b.peer.Host.Less(host)) {
+				continue
+			}
+			best[ep.IP] = c
 		}
 	}
-	sort.Slice(cands, func(i, j int) bool {
-		if !cands[i].created.Equal(cands[j].created) {
-			return cands[i].created.Before(cands[j].created)
-		}
-		return cands[i].peer.Host.Less(cands[j].peer.Host)
-	})
-	var out []vxlan.Peer
-	for _, c := range cands {
-		if taken[c.peer.IP] {
-			continue
-		}
-		taken[c.peer.IP] = true
+	out := make([]vxlan.Peer, 0, len(best))
+	for _, c := range best {
 		out = append(out, c.peer)
 	}
 	return out

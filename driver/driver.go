@@ -160,9 +160,10 @@ func (d *Driver) reconcileLocked() error {
 	}
 	d.deactivateIPsecLocked()
 	// Peers only once the cluster has spoken: until then the entries in
-	// the kernel are the best knowledge there is.
+	// the kernel are the best knowledge there is. The pass is Run's, which
+	// reads the kernel's entries afresh after DataPath.Reconcile.
 	if len(d.remote) > 0 || len(d.dropped) > 0 || time.Since(d.started) > settleAfter {
-		d.reconcilePeersLocked()
+		d.peersChangedLocked()
 	}
 	d.repairIPsecLocked()
 	d.syncIPsecLocked()

@@ -86,6 +86,11 @@ func (f *Firewall) Apply(s State) error {
 		if s.Members == nil {
 			return nil
 		}
+		// Every Join lands here: reading the sets is much cheaper than a
+		// transaction that rewrites them unchanged.
+		if cur, err := f.currentMembers(conn); err == nil && sameAddrs(cur, s.Members) {
+			return nil
+		}
 		inet := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 		for _, fam := range []bool{false, true} {
 			set, err := conn.GetSetByName(inet, memberSetName(fam))
@@ -167,6 +172,23 @@ func memberSetName(v6 bool) string {
 		return setMembers6
 	}
 	return setMembers4
+}
+
+// sameAddrs reports whether a and b hold the same addresses, in any order.
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := map[netip.Addr]bool{}
+	for _, x := range a {
+		set[x] = true
+	}
+	for _, x := range b {
+		if !set[x] {
+			return false
+		}
+	}
+	return true
 }
 
 func memberElements(members []netip.Addr, v6 bool) []nftables.SetElement {

@@ -364,3 +364,27 @@ func TestRestartGrace(t *testing.T) {
 		t.Fatalf("A dropped B after %v, before RestartGrace (%v)", took, restartGrace)
 	}
 }
+
+// A small cluster announces within tens of milliseconds; a large one spaces
+// its versions so that what each member pulls per second stays flat.
+func TestPublishSpacing(t *testing.T) {
+	cases := []struct {
+		members int
+		want    time.Duration
+	}{
+		{1, 50 * time.Millisecond},
+		{3, 60 * time.Millisecond},
+		{50, time.Second},
+		{500, time.Second},
+	}
+	for _, tc := range cases {
+		if got := publishSpacing(tc.members); got != tc.want {
+			t.Errorf("publishSpacing(%d) = %v, want %v", tc.members, got, tc.want)
+		}
+		// Versions a member hears of per second, from every other host
+		// publishing as fast as it may.
+		if perSec := float64(tc.members) / publishSpacing(tc.members).Seconds(); tc.members >= 3 && perSec > 500 {
+			t.Errorf("%d members: %.0f versions/s reach each member", tc.members, perSec)
+		}
+	}
+}

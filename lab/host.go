@@ -51,9 +51,13 @@ func (h *Host) Start(ctx context.Context) error {
 		h.mu.Unlock()
 		return fmt.Errorf("lab: %w", err)
 	}
+	level := h.lab.cfg.LogLevel
+	if level == "" {
+		level = "debug"
+	}
 	// Not CommandContext: the daemon outlives the call that starts it.
 	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.cfg.Bin, "daemon",
-		"--socket", h.Socket, "--state-dir", h.StateDir, "--log-level", "debug",
+		"--socket", h.Socket, "--state-dir", h.StateDir, "--log-level", level,
 		"--snapshot", filepath.Join(filepath.Dir(h.StateDir), "serf.snapshot"))
 	// No swarm unless a test gives one (VXSEC_SWARM_DIR in h.Env, which
 	// comes later and wins): the machine's own engine may be a swarm node.

@@ -43,6 +43,10 @@ type Config struct {
 	Dir string
 	// Env is added to every daemon's environment (VXSEC_...=...).
 	Env []string
+	// LogLevel is the daemons' --log-level; "debug" if empty, which is
+	// what a failing test wants to read. Benchmarks use the default
+	// level a real host runs at.
+	LogLevel string
 }
 
 // Lab is a set of hosts on one switch.

@@ -18,6 +18,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 )
@@ -75,6 +76,9 @@ type DataPath struct {
 	local net.IP
 	port  int
 	log   *slog.Logger
+
+	peersMu sync.Mutex
+	peers   map[uint32]*installed // by VNI; see installed
 }
 
 // New returns a DataPath whose VXLAN devices send from local to port.
@@ -83,7 +87,7 @@ func New(local net.IP, port int, log *slog.Logger) (*DataPath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
-	return &DataPath{h: h, local: local, port: port, log: log}, nil
+	return &DataPath{h: h, local: local, port: port, log: log, peers: map[uint32]*installed{}}, nil
 }
 
 // Close releases the netlink handle. Devices stay: they outlive the plugin.
@@ -264,6 +268,10 @@ func (d *DataPath) DeleteEndpoint(endpointID string) error {
 // joined endpoint accounts for is removed. Devices Docker has moved into
 // containers are out of sight here and untouched.
 func (d *DataPath) Reconcile(nets []Network, joined map[string]bool) error {
+	// The next SetPeers of every network reads the kernel again.
+	d.peersMu.Lock()
+	clear(d.peers)
+	d.peersMu.Unlock()
 	links, err := d.h.LinkList()
 	if err != nil {
 		return fmt.Errorf("listing devices: %w", err)

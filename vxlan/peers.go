@@ -17,6 +17,19 @@ type Peer struct {
 	Host netip.Addr
 }
 
+// installed is what SetPeers last left on one network's device: its FDB
+// entries (MAC → host) and permanent neighbour entries (IP → MAC). It is
+// read from the kernel when SetPeers finds none for the device's current
+// index, and dropped on any error and at every Reconcile, so that drift
+// made behind vxsec's back is repaired at the next full pass while a burst
+// of cluster changes costs only its own netlink calls, not two dumps of
+// every entry per batch (which, with 50 hosts, was most of the CPU).
+type installed struct {
+	index int
+	fdb   map[string]netip.Addr
+	neigh map[netip.Addr]string
+}
+
 // SetPeers makes the network device's static entries match peers: an FDB
 // entry sends a MAC to its host; a neighbour entry lets the device answer
 // ARP for its IP (proxy). Entries of hosts for which keep returns true are
@@ -30,24 +43,71 @@ func (d *DataPath) SetPeers(n Network, peers []Peer, keep func(host netip.Addr) 
 	if link.Attrs().Alias != aliasNetwork+n.ID {
 		return fmt.Errorf("device %s is not network %s's", LinkName(n.VNI), n.ID)
 	}
-	idx := link.Attrs().Index
+	d.peersMu.Lock()
+	defer d.peersMu.Unlock()
+	cur, err := d.installedLocked(n.VNI, link.Attrs().Index)
+	if err != nil {
+		return err
+	}
+	if err := d.setPeers(cur, peers, keep); err != nil {
+		// What failed may be half done: read the kernel next time.
+		delete(d.peers, n.VNI)
+		return err
+	}
+	return nil
+}
+
+// installedLocked returns the device's entries, from the kernel unless
+// SetPeers has left them on this very device since the last Reconcile.
+func (d *DataPath) installedLocked(vni uint32, idx int) (*installed, error) {
+	if cur, ok := d.peers[vni]; ok && cur.index == idx {
+		return cur, nil
+	}
+	cur := &installed{index: idx, fdb: map[string]netip.Addr{}, neigh: map[netip.Addr]string{}}
+	fdb, err := d.h.NeighList(idx, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, fmt.Errorf("listing FDB of %s: %w", LinkName(vni), err)
+	}
+	for _, e := range fdb {
+		host, _ := netip.AddrFromSlice(e.IP)
+		cur.fdb[e.HardwareAddr.String()] = host.Unmap()
+	}
+	neighs, err := d.h.NeighList(idx, unix.AF_INET)
+	if err != nil {
+		return nil, fmt.Errorf("listing neighbours of %s: %w", LinkName(vni), err)
+	}
+	var errs []error
+	for _, e := range neighs {
+		ip, _ := netip.AddrFromSlice(e.IP)
+		if e.State&netlink.NUD_PERMANENT != 0 {
+			cur.neigh[ip.Unmap()] = e.HardwareAddr.String()
+			continue
+		}
+		// Not ours: the device learns nothing, and only static entries
+		// are answered from.
+		if err := d.h.NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("removing neighbour %s: %w", ip, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	d.peers[vni] = cur
+	return cur, nil
+}
+
+// setPeers changes the device's entries from cur to peers, keeping cur up
+// to date with every change that succeeded.
+func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.Addr) bool) error {
 	wantFDB := map[string]netip.Addr{}
 	wantNeigh := map[netip.Addr]string{}
 	for _, p := range peers {
 		wantFDB[p.MAC.String()] = p.Host
 		wantNeigh[p.IP] = p.MAC.String()
 	}
-
 	var errs []error
-	fdb, err := d.h.NeighList(idx, unix.AF_BRIDGE)
-	if err != nil {
-		return fmt.Errorf("listing FDB of %s: %w", LinkName(n.VNI), err)
-	}
 	keptMACs := map[string]bool{}
-	for _, e := range fdb {
-		mac := e.HardwareAddr.String()
-		host, _ := netip.AddrFromSlice(e.IP)
-		host = host.Unmap()
+	for mac, host := range cur.fdb {
 		if want, ok := wantFDB[mac]; ok && want == host {
 			delete(wantFDB, mac)
 			keptMACs[mac] = true
@@ -57,59 +117,75 @@ func (d *DataPath) SetPeers(n Network, peers []Peer, keep func(host netip.Addr) 
 			keptMACs[mac] = true
 			continue
 		}
-		if err := d.h.NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
+		hw, _ := net.ParseMAC(mac)
+		err := d.h.NeighDel(&netlink.Neigh{
+			LinkIndex: cur.index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+			HardwareAddr: hw, IP: net.IP(host.AsSlice()),
+		})
+		if err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("removing FDB entry %s: %w", mac, err))
+			continue
 		}
+		delete(cur.fdb, mac)
 	}
 	for mac, host := range wantFDB {
 		hw, _ := net.ParseMAC(mac)
 		err := d.h.NeighSet(&netlink.Neigh{
-			LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+			LinkIndex: cur.index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
 			State: netlink.NUD_PERMANENT, HardwareAddr: hw, IP: net.IP(host.AsSlice()),
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("adding FDB entry %s → %s: %w", mac, host, err))
+			continue
 		}
+		cur.fdb[mac] = host
 		keptMACs[mac] = true
 	}
-
-	neighs, err := d.h.NeighList(idx, unix.AF_INET)
-	if err != nil {
-		return fmt.Errorf("listing neighbours of %s: %w", LinkName(n.VNI), err)
-	}
-	for _, e := range neighs {
-		ip, _ := netip.AddrFromSlice(e.IP)
-		ip = ip.Unmap()
-		mac := e.HardwareAddr.String()
-		if want, ok := wantNeigh[ip]; ok && want == mac && e.State&netlink.NUD_PERMANENT != 0 {
+	for ip, mac := range cur.neigh {
+		if want, ok := wantNeigh[ip]; ok && want == mac {
 			delete(wantNeigh, ip)
 			continue
 		}
 		if _, ok := wantNeigh[ip]; !ok && keptMACs[mac] {
 			continue
 		}
-		if err := d.h.NeighDel(&e); err != nil && !errors.Is(err, unix.ENOENT) {
+		hw, _ := net.ParseMAC(mac)
+		err := d.h.NeighDel(&netlink.Neigh{
+			LinkIndex: cur.index, Family: unix.AF_INET, HardwareAddr: hw, IP: net.IP(ip.AsSlice()),
+		})
+		if err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("removing neighbour %s: %w", ip, err))
+			continue
 		}
+		delete(cur.neigh, ip)
 	}
 	for ip, mac := range wantNeigh {
 		hw, _ := net.ParseMAC(mac)
 		err := d.h.NeighSet(&netlink.Neigh{
-			LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+			LinkIndex: cur.index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
 			HardwareAddr: hw, IP: net.IP(ip.AsSlice()),
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("adding neighbour %s → %s: %w", ip, mac, err))
+			continue
 		}
+		cur.neigh[ip] = mac
 	}
 	return errors.Join(errs...)
 }
 
-// PeerCount is how many remote endpoints the device knows (FDB entries).
+// PeerCount is how many remote endpoints the device holds (FDB entries):
+// what SetPeers installed, or the kernel's count if it has not run on the
+// device since the last Reconcile.
 func (d *DataPath) PeerCount(n Network) (int, error) {
 	link, err := d.h.LinkByName(LinkName(n.VNI))
 	if err != nil {
 		return 0, err
+	}
+	d.peersMu.Lock()
+	defer d.peersMu.Unlock()
+	if cur, ok := d.peers[n.VNI]; ok && cur.index == link.Attrs().Index {
+		return len(cur.fdb), nil
 	}
 	fdb, err := d.h.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
 	if err != nil {

@@ -32,6 +32,10 @@ type benchOpts struct {
 	pollPeriod time.Duration
 }
 
+// benchLogLevel is the daemons' log level in benchmarks: the default, as
+// a real host runs them (the lab's tests log at debug).
+const benchLogLevel = "info"
+
 func benchFlags(f *flag.FlagSet) *benchOpts {
 	o := &benchOpts{}
 	f.StringVar(&o.only, "only", "convergence,scale,throughput", "which benchmarks to run, comma-separated (encryption needs an ESP kernel: the kernel lab)")
@@ -102,7 +106,7 @@ func benchConvergence(ctx context.Context, w io.Writer, bin string, o benchOpts)
    renamed, addressed and brought up as dockerd does. The figure is the timestamp of the first
    echo reply minus the Join time: it includes dockerd-style plumbing after Join, cluster
    propagation, B's FDB/neighbour install, ARP through B's proxy and A's reply.`)
-	c, err := newCluster(ctx, bin, 3)
+	c, err := newCluster(ctx, bin, 3, benchLogLevel)
 	if err != nil {
 		return "", err
 	}
@@ -234,7 +238,7 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
    read from /proc/<pid>/status afterwards.
 `, o.hosts, o.perHost, o.pollPeriod, total-o.perHost)
 	start := time.Now()
-	c, err := newCluster(ctx, bin, o.hosts)
+	c, err := newCluster(ctx, bin, o.hosts, benchLogLevel)
 	if err != nil {
 		return "", err
 	}
@@ -394,7 +398,7 @@ func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return "", fmt.Errorf("iperf3 is missing: apt-get install iperf3")
 	}
-	c, err := newCluster(ctx, bin, 2)
+	c, err := newCluster(ctx, bin, 2, benchLogLevel)
 	if err != nil {
 		return "", err
 	}

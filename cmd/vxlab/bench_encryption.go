@@ -24,7 +24,7 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return "", fmt.Errorf("iperf3 is missing: apt-get install iperf3")
 	}
-	c, err := newCluster(ctx, bin, 3)
+	c, err := newCluster(ctx, bin, 3, benchLogLevel)
 	if err != nil {
 		return "", err
 	}

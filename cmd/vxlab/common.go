@@ -26,8 +26,9 @@ type cluster struct {
 var keepLogs bool
 
 // newCluster makes the switch and n hosts and starts their daemons
-// (parallel at most 8 at a time), with a secret from `vxsec secret`.
-func newCluster(ctx context.Context, bin string, n int) (*cluster, error) {
+// (parallel at most 8 at a time), with a secret from `vxsec secret`,
+// logging at level ("" for debug).
+func newCluster(ctx context.Context, bin string, n int, level string) (*cluster, error) {
 	out, err := exec.CommandContext(ctx, bin, "secret").Output()
 	if err != nil {
 		return nil, fmt.Errorf("vxsec secret: %w", err)
@@ -37,7 +38,7 @@ func newCluster(ctx context.Context, bin string, n int) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := lab.New(ctx, lab.Config{Bin: bin, Dir: dir, Env: lab.ClusterEnv(secret)})
+	l, err := lab.New(ctx, lab.Config{Bin: bin, Dir: dir, Env: lab.ClusterEnv(secret), LogLevel: level})
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func runDemo(ctx context.Context, w io.Writer, bin string, keep bool) (err error
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	c, err := newCluster(ctx, bin, 3)
+	c, err := newCluster(ctx, bin, 3, "")
 	if err != nil {
 		return err
 	}
