@@ -176,19 +176,10 @@ func memberSetName(v6 bool) string {
 
 // sameAddrs reports whether a and b hold the same addresses, in any order.
 func sameAddrs(a, b []netip.Addr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	set := map[netip.Addr]bool{}
-	for _, x := range a {
-		set[x] = true
-	}
-	for _, x := range b {
-		if !set[x] {
-			return false
-		}
-	}
-	return true
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.SortFunc(a, netip.Addr.Compare)
+	slices.SortFunc(b, netip.Addr.Compare)
+	return slices.Equal(a, b)
 }
 
 func memberElements(members []netip.Addr, v6 bool) []nftables.SetElement {

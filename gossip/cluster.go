@@ -523,12 +523,14 @@ func (c *Cluster) pullLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case name := <-c.pulls:
-			m, ok := c.pullMember(ctx, name)
+			ok := c.pullMember(ctx, name)
 			c.mu.Lock()
 			delete(c.pulling, name)
 			c.mu.Unlock()
-			if ok {
-				// Versions announced while the pull ran.
+			// Versions announced while the pull ran. The tags are read
+			// after the pull is no longer marked running, so an
+			// announcement is either seen here or pulls on its own.
+			if m, alive := c.aliveMember(name); ok && alive {
 				c.maybePull(m)
 			}
 		}
@@ -536,22 +538,21 @@ func (c *Cluster) pullLoop(ctx context.Context) {
 }
 
 // pullMember installs the member's table if it is newer than the one
-// installed. It returns the member as it is afterwards, whose announced
-// version may have moved on meanwhile, and whether the pull succeeded.
-func (c *Cluster) pullMember(ctx context.Context, name string) (serf.Member, bool) {
+// installed, and reports whether the pull succeeded.
+func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 	member, ok := c.aliveMember(name)
 	if !ok {
-		return serf.Member{}, false
+		return false
 	}
 	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
 	t, err := c.pull(ctx, addr)
 	if err != nil {
 		c.log.Warn("pulling member's table", "member", name, "err", err)
-		return serf.Member{}, false
+		return false
 	}
 	if t.Host.String() != name {
 		c.log.Warn("member sent another host's table", "member", name, "host", t.Host)
-		return serf.Member{}, false
+		return false
 	}
 	c.mu.Lock()
 	have := c.known[name]
@@ -564,8 +565,7 @@ func (c *Cluster) pullMember(ctx context.Context, name string) (serf.Member, boo
 		c.log.Debug("installing member's table", "member", name, "version", t.Version.String(), "endpoints", len(t.Endpoints))
 		c.cfg.Sink.SetRemote(t)
 	}
-	member, ok = c.aliveMember(name)
-	return member, ok
+	return true
 }
 
 func (c *Cluster) aliveMember(name string) (serf.Member, bool) {
