@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vxsec/vxsec/internal/testutil"
 )
 
 func TestVersion(t *testing.T) {
@@ -106,16 +108,6 @@ func (r *recorder) table(h netip.Addr) (Table, bool) {
 	return t, ok
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startNode runs a real serf cluster member on a loopback address of its own.
 func startNode(t *testing.T, addr string, secret []byte, seeds []string) (*Cluster, *recorder, int) {
 	t.Helper()
@@ -124,7 +116,7 @@ func startNode(t *testing.T, addr string, secret []byte, seeds []string) (*Clust
 
 func startNodeConfig(t *testing.T, cfg Config) (*Cluster, *recorder, int) {
 	t.Helper()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	rec := &recorder{tables: map[netip.Addr]Table{}}
 	cfg.Port, cfg.Sink, cfg.FailGrace = port, rec, 500*time.Millisecond
 	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -138,13 +130,7 @@ func startNodeConfig(t *testing.T, cfg Config) (*Cluster, *recorder, int) {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, 15*time.Second, what, cond)
 }
 
 func TestClusterExchangesTables(t *testing.T) {

@@ -16,20 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/swarmtrust/testpki"
 )
 
 const cluster = "4ysau5tb8zvin96awunf1fc7g"
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // swarm is a test swarm: node i listens on 127.0.1.i.
 type swarm struct {
@@ -44,7 +35,7 @@ func newSwarm(t *testing.T, managers ...string) *swarm {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &swarm{t: t, ca: ca, port: freePort(t)}
+	s := &swarm{t: t, ca: ca, port: testutil.FreePort(t)}
 	for i, id := range managers {
 		s.managers = append(s.managers, testpki.Manager{NodeID: id, Addr: "127.0.1." + strconv.Itoa(i+1) + ":2377"})
 	}
@@ -98,13 +89,7 @@ func secretOf(t *testing.T, a *Agent, within time.Duration) []byte {
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, what, cond)
 }
 
 func TestReadNode(t *testing.T) {
