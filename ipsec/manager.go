@@ -25,6 +25,14 @@ import (
 //   - An inbound SA no longer wanted stays until the peer publishes that it
 //     sends on another; an own epoch rotated out stays until no peer sends
 //     to it any more. Then its SAs go and its private key is erased.
+//   - A host only moves forward: it never sends on an older pair of epochs
+//     than one it has sent on while that one is live. And no key is
+//     installed twice: an own epoch remembers every pair and SPI it has
+//     sent on and every SPI it has received on, for as long as it lives, so
+//     a pair re-announced after it was used (a bug, a forgery, malice, a
+//     peer back from a partition) gets nothing, and a new epoch to move to
+//     (refuseLocked), never a second SA whose sequence numbers, and so GCM
+//     nonces, start again under the same key.
 //
 // DrainMax bounds both waits for a peer that never confirms (one that died,
 // or a bug): afterwards the old key goes anyway, so a silent peer cannot
@@ -70,7 +78,7 @@ type PeerInfo struct {
 // Kernel is the xfrm programming the Manager needs; *Xfrm is the real one.
 type Kernel interface {
 	EnsureGuard() error
-	SetPeer(peer netip.Addr, outReqid uint32) error
+	SetPeer(peer netip.Addr, outReqid, inReqid uint32) error
 	DelPeer(peer netip.Addr) error
 	AddSA(SA) error
 	DelSA(src, dst netip.Addr, spi uint32) error
@@ -90,18 +98,27 @@ type KernelState struct {
 	SAs []KernelSA
 	// OutReqid is the reqid each peer's outbound policy selects.
 	OutReqid map[netip.Addr]uint32
-	// InPeers are the peers with an inbound policy.
-	InPeers map[netip.Addr]bool
+	// InReqid is the reqid each peer's inbound policy's template requires,
+	// for the peers that have one (0: any SA, as releases before the pin
+	// left it).
+	InReqid map[netip.Addr]uint32
 }
 
-// Reqid slots: inbound SAs share one (the inbound template matches any);
-// outbound SAs to a peer alternate between two, and moving the peer's
-// outbound policy from one to the other is the atomic switch of keys.
+// Reqid slots: every inbound SA carries slotIn, and every peer's inbound
+// policy accepts only an SA of that reqid (see Xfrm.SetPeer for why one, and
+// why the template must name it); outbound SAs to a peer alternate between
+// two, and moving the peer's outbound policy from one to the other is the
+// atomic switch of keys.
 const (
 	slotIn   = 0
 	slotOutA = 1
 	slotOutB = 2
 )
+
+// inReqid is the reqid of every inbound SA and of every inbound template.
+// Releases before the pin gave their inbound SAs the same one: a restart
+// that adopts them and pins the template loses none of their packets.
+const inReqid uint32 = reqidBase | slotIn
 
 // DefaultDrainMax: see the package comment on the negotiation.
 const DefaultDrainMax = 2 * time.Minute
@@ -136,11 +153,39 @@ type Manager struct {
 	legacySince time.Time
 	// burned are outbound SPIs never to be used again (see burnLocked).
 	burned map[burnKey]bool
+	// refused counts the re-announced pairs refused (see refuseLocked) in
+	// this Manager's life; refuseLog rate-limits their log lines.
+	refused   uint64
+	refuseLog struct {
+		last       time.Time
+		suppressed int
+	}
 }
 
 type epoch struct {
 	kp         *KeyPair
 	superseded time.Time // zero while newest
+
+	// What this epoch's key pair has keyed, remembered as long as it lives
+	// (once it is erased nothing derives from it again). An SA's key is a
+	// function of the two key pairs, both epochs, the direction and the
+	// SPI: under one own epoch, the peer, its epoch and the SPI name it.
+	// sent are the outbound SAs installed (or attempted), refused the ones
+	// a peer re-announced after they were used; inSPIs the SPIs an inbound
+	// SA was installed on, never chosen again under this epoch.
+	sent    map[sentKey][]byte // the peer's public key of its epoch
+	refused map[sentKey]bool
+	inSPIs  map[uint32]bool
+}
+
+// sentKey names an outbound SA's key under one own epoch. The peer's public
+// key is not in it: a peer that reuses an epoch number (its clock set back)
+// with another key and the same SPI is refused too, which costs a new epoch
+// and is safe.
+type sentKey struct {
+	peer      netip.Addr
+	peerEpoch uint64
+	spi       uint32
 }
 
 type inKey struct {
@@ -222,9 +267,23 @@ func (m *Manager) Activate() error {
 		m.legacy[sa] = true
 	}
 	// A previous run's outbound SAs keep carrying traffic until the peer
-	// has acknowledged this run's keys: the policies stay as they are.
-	for peer, reqid := range ks.OutReqid {
-		m.policies[peer] = true
+	// has acknowledged this run's keys: the outbound policies keep the
+	// reqid they select.
+	peers := map[netip.Addr]bool{}
+	for peer := range ks.OutReqid {
+		peers[peer] = true
+	}
+	for peer := range ks.InReqid {
+		peers[peer] = true
+	}
+	pinned, unpinned := 0, 0
+	for peer := range peers {
+		reqid, ok := ks.OutReqid[peer]
+		if !ok {
+			// Only an inbound policy: the outbound one goes in selecting an
+			// SA that does not exist yet, which drops as the guard did.
+			reqid = Reqid(slotOutA)
+		}
 		for _, sa := range ks.SAs {
 			if sa.Src == m.cfg.Local && sa.Dst == peer && sa.Reqid == reqid {
 				m.out[peer] = &outSA{spi: sa.SPI, reqid: reqid, legacy: true}
@@ -234,12 +293,34 @@ func (m *Manager) Activate() error {
 		if m.out[peer] == nil {
 			m.out[peer] = &outSA{reqid: reqid, legacy: true}
 		}
+		if ok && ks.InReqid[peer] == inReqid {
+			m.policies[peer] = true
+			continue
+		}
+		// An inbound policy that accepts any SA (as a release before the
+		// pin installed it), or none: pinned now, in place. The outbound
+		// policy is rewritten as it was. The previous run's inbound SAs
+		// carry inReqid too, so none of their packets is refused.
+		if err := m.cfg.Kernel.SetPeer(peer, reqid, inReqid); err != nil {
+			m.log.Error("pinning the inbound policy to vxsec's reqid (retried at the next sync)", "peer", peer, "err", err)
+			unpinned++
+			continue
+		}
+		m.policies[peer] = true
+		pinned++
+	}
+	foreignIn := 0
+	for _, sa := range ks.SAs {
+		if sa.Dst == m.cfg.Local && sa.Reqid != inReqid {
+			foreignIn++ // no release made one: its packets meet the template's refusal
+		}
 	}
 	if err := m.newEpochLocked(); err != nil {
 		return err
 	}
 	m.active = true
-	m.log.Info("IPsec active", "epoch", m.newest().kp.Epoch, "adopted_sas", len(ks.SAs), "adopted_peers", len(ks.OutReqid))
+	m.log.Info("IPsec active", "epoch", m.newest().kp.Epoch, "adopted_sas", len(ks.SAs), "adopted_peers", len(peers),
+		"inbound_policies_pinned", pinned, "inbound_policies_not_pinned", unpinned, "adopted_inbound_sas_of_another_reqid", foreignIn)
 	return nil
 }
 
@@ -279,7 +360,7 @@ func (m *Manager) newEpochLocked() error {
 	if len(m.epochs) > 0 {
 		m.newest().superseded = m.cfg.Now()
 	}
-	m.epochs = append(m.epochs, &epoch{kp: kp})
+	m.epochs = append(m.epochs, &epoch{kp: kp, sent: map[sentKey][]byte{}, refused: map[sentKey]bool{}, inSPIs: map[uint32]bool{}})
 	return nil
 }
 
@@ -333,8 +414,9 @@ func (m *Manager) Repair() error {
 		}
 	}
 	for peer := range m.policies {
-		if r, ok := ks.OutReqid[peer]; !ok || !ks.InPeers[peer] || (m.out[peer] != nil && r != m.out[peer].reqid) {
-			m.log.Warn("policies missing or changed in the kernel: reinstalling them", "peer", peer)
+		if r, ok := ks.OutReqid[peer]; !ok || ks.InReqid[peer] != inReqid || (m.out[peer] != nil && r != m.out[peer].reqid) {
+			m.log.Warn("policies missing or changed in the kernel: reinstalling them", "peer", peer,
+				"inbound_reqid", fmt.Sprintf("%#x", ks.InReqid[peer]))
 			delete(m.policies, peer)
 		}
 	}
@@ -446,7 +528,11 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 				}
 				delete(m.in, k)
 			}
-			spi, err := AllocSPI(m.inboundSPIInUse)
+			// Never an SPI this epoch received on before: the key, bound
+			// to the SPI, is new even if the peer re-announces an epoch
+			// whose SA went, so nothing recorded under the old SA replays
+			// into the new one.
+			spi, err := AllocSPI(func(spi uint32) bool { return m.inboundSPIInUse(spi) || e.inSPIs[spi] })
 			if err != nil {
 				return err
 			}
@@ -454,33 +540,61 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 			if err != nil {
 				return err
 			}
-			if err := m.cfg.Kernel.AddSA(SA{Src: p.Host, Dst: m.cfg.Local, SPI: spi, Reqid: Reqid(slotIn), Key: key}); err != nil {
+			e.inSPIs[spi] = true
+			if err := m.cfg.Kernel.AddSA(SA{Src: p.Host, Dst: m.cfg.Local, SPI: spi, Reqid: inReqid, Key: key}); err != nil {
 				return err
 			}
 			m.in[k] = &inSA{spi: spi, peerPublic: pk.Public}
 		}
 	}
 
-	// Outbound: the newest pair of epochs the peer has acknowledged.
+	// Outbound: the newest pair of epochs the peer has acknowledged, and
+	// never an older one than a pair this host has sent on, as long as
+	// that pair is live (its own epoch held, the peer's key still
+	// announced): a host only moves forward, and the peer relies on it
+	// (epochNeeded erases an epoch once this host says it uses a newer
+	// one), so an announcement that withdraws the pair in use (a bug, a
+	// forgery), or an SA lost here, cannot move this host back onto a key
+	// the peer may be dropping. Among equals the pair in use stays.
+	cur := m.out[p.Host]
+	current := func(s *InboundSPI) bool {
+		return cur != nil && !cur.legacy && cur.epoch == s.PeerEpoch && cur.peerEpoch == s.Epoch &&
+			cur.spi == s.SPI && bytes.Equal(cur.peerPublic, keys[s.Epoch])
+	}
+	floorEpoch, floorPeerEpoch := m.sentFloor(p.Host, keys)
 	var best *InboundSPI
 	for i := range p.SPIs {
 		s := &p.SPIs[i]
 		if s.Peer != m.cfg.Local || m.epochByNumber(s.PeerEpoch) == nil || keys[s.Epoch] == nil || m.burned[burnKey{p.Host, s.SPI}] {
 			continue
 		}
-		if best == nil || s.PeerEpoch > best.PeerEpoch || (s.PeerEpoch == best.PeerEpoch && s.Epoch > best.Epoch) {
+		if s.PeerEpoch < floorEpoch || (s.PeerEpoch == floorEpoch && s.Epoch < floorPeerEpoch) {
+			continue
+		}
+		if best == nil || s.PeerEpoch > best.PeerEpoch || (s.PeerEpoch == best.PeerEpoch && s.Epoch > best.Epoch) ||
+			(s.PeerEpoch == best.PeerEpoch && s.Epoch == best.Epoch && current(s)) {
 			best = s
 		}
 	}
-	cur := m.out[p.Host]
+	// Never the same key twice: a pair of epochs and an SPI this epoch has
+	// sent on already (the peer re-announced it, by a bug, a forgery or
+	// malice, or it is back from a partition with what it had then) would
+	// start ESP's sequence numbers, and so GCM's nonces, again under that
+	// key. Refused: nothing is installed and the current SA stays.
+	if best != nil && !current(best) {
+		if e := m.epochByNumber(best.PeerEpoch); e.sent[sentKey{p.Host, best.Epoch, best.SPI}] != nil {
+			m.refuseLocked(e, p.Host, best, now)
+			best = nil
+		}
+	}
 	switch {
-	case best != nil && (cur == nil || cur.legacy || cur.epoch != best.PeerEpoch || cur.peerEpoch != best.Epoch ||
-		cur.spi != best.SPI || !bytes.Equal(cur.peerPublic, keys[best.Epoch])):
+	case best != nil && !current(best):
 		e := m.epochByNumber(best.PeerEpoch)
 		key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: best.Epoch, Public: keys[best.Epoch]}, true, best.SPI)
 		if err != nil {
 			return err
 		}
+		e.sent[sentKey{p.Host, best.Epoch, best.SPI}] = keys[best.Epoch] // before the kernel has it: an attempt counts
 		reqid := Reqid(slotOutA)
 		if cur != nil && cur.reqid == reqid {
 			reqid = Reqid(slotOutB)
@@ -493,7 +607,7 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 			m.burnLocked(p.Host, best.SPI)
 			return err
 		}
-		if err := m.cfg.Kernel.SetPeer(p.Host, reqid); err != nil {
+		if err := m.cfg.Kernel.SetPeer(p.Host, reqid, inReqid); err != nil {
 			m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, best.SPI)
 			m.burnLocked(p.Host, best.SPI)
 			return err
@@ -514,7 +628,7 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 		if cur != nil {
 			reqid = cur.reqid
 		}
-		if err := m.cfg.Kernel.SetPeer(p.Host, reqid); err != nil {
+		if err := m.cfg.Kernel.SetPeer(p.Host, reqid, inReqid); err != nil {
 			return err
 		}
 		m.policies[p.Host] = true
@@ -543,6 +657,60 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 	}
 	return nil
 }
+
+// sentFloor is the newest pair of epochs (own, peer's) this host has sent
+// to peer on, among its live epochs, whose peer key keys still has; zeros
+// if none.
+func (m *Manager) sentFloor(peer netip.Addr, keys map[uint64][]byte) (epoch, peerEpoch uint64) {
+	for _, e := range m.epochs {
+		for id, pub := range e.sent {
+			if id.peer != peer || !bytes.Equal(keys[id.peerEpoch], pub) {
+				continue
+			}
+			if e.kp.Epoch > epoch || (e.kp.Epoch == epoch && id.peerEpoch > peerEpoch) {
+				epoch, peerEpoch = e.kp.Epoch, id.peerEpoch
+			}
+		}
+	}
+	return epoch, peerEpoch
+}
+
+// refuseLocked refuses a pair of epochs and an SPI that e has sent on before
+// (see syncPeer): counted and logged once each, the log rate-limited. If e
+// is the newest epoch, a new one starts, so that the peer acknowledges an
+// SPI under it and this host gets a fresh key to move to (the pair the peer
+// offers may be the only one it can still receive on, as after a flap);
+// otherwise the newest epoch, not yet acknowledged, is that fresh key. So a
+// peer makes at most one epoch start per newest epoch, and none while the
+// host holds refuseEpochsMax epochs (peers bound the keys a host may
+// publish; this leaves room below that bound): the next sync after some
+// drained tries again.
+func (m *Manager) refuseLocked(e *epoch, peer netip.Addr, s *InboundSPI, now time.Time) {
+	id := sentKey{peer, s.Epoch, s.SPI}
+	if !e.refused[id] {
+		e.refused[id] = true
+		m.refused++
+		if now.Sub(m.refuseLog.last) >= refuseLogEvery {
+			m.log.Warn("refused a re-announced pair of epochs and SPI: this host sent on that key before, and a new SA under it would repeat ESP sequence numbers and GCM nonces",
+				"peer", peer, "epoch", s.PeerEpoch, "peer_epoch", s.Epoch, "spi", fmt.Sprintf("%#x", s.SPI),
+				"refused_total", m.refused, "not_logged_since_last", m.refuseLog.suppressed)
+			m.refuseLog.last, m.refuseLog.suppressed = now, 0
+		} else {
+			m.refuseLog.suppressed++
+		}
+	}
+	if e == m.newest() && len(m.epochs) < refuseEpochsMax {
+		if err := m.newEpochLocked(); err != nil {
+			m.log.Error("starting a new epoch after a refused re-announcement", "err", err)
+		}
+	}
+}
+
+// refuseEpochsMax: see refuseLocked.
+const refuseEpochsMax = 8
+
+// refuseLogEvery is the least time between two log lines of refusals.
+const refuseLogEvery = time.Minute
 
 // peerUsing is what p says it sends to local with, if it says.
 func peerUsing(p PeerInfo, local netip.Addr) *Using {
@@ -716,6 +884,10 @@ type Status struct {
 	Epochs []uint64     `json:"Epochs,omitempty"`
 	Peers  []PeerStatus `json:"Peers,omitempty"`
 	Legacy int          `json:"LegacySAs,omitempty"`
+	// Refused counts the pairs of epochs and SPIs that peers re-announced
+	// after this host had sent on them, refused rather than keyed again
+	// (each pair once), since the daemon started.
+	Refused uint64 `json:"RefusedReannouncements"`
 }
 
 // PeerStatus is one peer's keys as this host uses them.
@@ -731,7 +903,7 @@ type PeerStatus struct {
 func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := Status{Active: m.active, Legacy: len(m.legacy)}
+	s := Status{Active: m.active, Legacy: len(m.legacy), Refused: m.refused}
 	for _, e := range m.epochs {
 		s.Epochs = append(s.Epochs, e.kp.Epoch)
 	}

@@ -1,11 +1,14 @@
 package ipsec
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,13 +18,29 @@ import (
 // memKernel is an xfrm that keeps its state in memory. The Manager's logic
 // is tested against it because this machine's kernel has no ESP (the
 // kernel-lab tier runs the same Manager on real xfrm); it refuses what the
-// kernel refuses (a duplicate SA) so that mistakes show.
+// kernel refuses (a duplicate SA, a reqid not vxsec's from Xfrm) and
+// receives as the kernel does (see receive), so that mistakes show. It
+// also holds other IPsec users' SAs (addForeign), which State leaves out
+// as Xfrm.Owned does.
 type memKernel struct {
 	local  netip.Addr
 	guard  bool
 	sas    map[saID]memSA
 	outReq map[netip.Addr]uint32
-	inPol  map[netip.Addr]bool
+	// inReq is each peer's inbound policy: the reqid its template
+	// requires, 0 for any SA.
+	inReq map[netip.Addr]uint32
+	// installs counts, over the kernel's whole life, every key an SA was
+	// added with: a key installed twice restarts ESP's sequence numbers,
+	// and so GCM's nonces, under it.
+	installs map[[KeyMaterial]byte]int
+	// reinstalled are the SAs added with a key added before.
+	reinstalled []saID
+	// sent are the outbound SAs (to a peer, on an SPI) ever added.
+	sent map[saID]bool
+	// prePin makes SetPeer install inbound templates that accept any SA,
+	// as releases before the pin did: the host runs such a release.
+	prePin bool
 }
 
 type saID struct {
@@ -35,21 +54,46 @@ type memSA struct {
 }
 
 func newMemKernel(local netip.Addr) *memKernel {
-	return &memKernel{local: local, sas: map[saID]memSA{}, outReq: map[netip.Addr]uint32{}, inPol: map[netip.Addr]bool{}}
+	return &memKernel{local: local, sas: map[saID]memSA{}, outReq: map[netip.Addr]uint32{}, inReq: map[netip.Addr]uint32{},
+		installs: map[[KeyMaterial]byte]int{}, sent: map[saID]bool{}}
 }
 
 func (k *memKernel) EnsureGuard() error { k.guard = true; return nil }
-func (k *memKernel) SetPeer(p netip.Addr, r uint32) error {
-	k.outReq[p], k.inPol[p] = r, true
+func (k *memKernel) SetPeer(p netip.Addr, out, in uint32) error {
+	if !IsOwnReqid(out) || !IsOwnReqid(in) {
+		return fmt.Errorf("SetPeer %s: reqids %#x, %#x are not vxsec's", p, out, in)
+	}
+	if k.prePin {
+		in = 0
+	}
+	k.outReq[p], k.inReq[p] = out, in
 	return nil
 }
-func (k *memKernel) DelPeer(p netip.Addr) error { delete(k.outReq, p); delete(k.inPol, p); return nil }
+func (k *memKernel) DelPeer(p netip.Addr) error { delete(k.outReq, p); delete(k.inReq, p); return nil }
 func (k *memKernel) AddSA(sa SA) error {
+	if !IsOwnReqid(sa.Reqid) {
+		return fmt.Errorf("reqid %#x is not vxsec's", sa.Reqid)
+	}
+	return k.add(sa)
+}
+
+// addForeign installs an SA of another IPsec user's (any reqid), as Docker's
+// overlay or strongSwan would.
+func (k *memKernel) addForeign(sa SA) error { return k.add(sa) }
+
+func (k *memKernel) add(sa SA) error {
 	id := saID{sa.Src, sa.Dst, sa.SPI}
 	if _, dup := k.sas[id]; dup {
 		return fmt.Errorf("adding SA %v: %w", id, unix.EEXIST)
 	}
 	k.sas[id] = memSA{reqid: sa.Reqid, key: sa.Key}
+	k.installs[sa.Key]++
+	if k.installs[sa.Key] > 1 {
+		k.reinstalled = append(k.reinstalled, id)
+	}
+	if sa.Src == k.local {
+		k.sent[id] = true
+	}
 	return nil
 }
 func (k *memKernel) DelSA(src, dst netip.Addr, spi uint32) error {
@@ -57,12 +101,14 @@ func (k *memKernel) DelSA(src, dst netip.Addr, spi uint32) error {
 	return nil
 }
 func (k *memKernel) State() (KernelState, error) {
-	ks := KernelState{OutReqid: map[netip.Addr]uint32{}, InPeers: map[netip.Addr]bool{}}
-	for p := range k.inPol {
-		ks.InPeers[p] = true
+	ks := KernelState{OutReqid: map[netip.Addr]uint32{}, InReqid: map[netip.Addr]uint32{}}
+	for p, r := range k.inReq {
+		ks.InReqid[p] = r
 	}
 	for id, sa := range k.sas {
-		ks.SAs = append(ks.SAs, KernelSA{Src: id.src, Dst: id.dst, SPI: id.spi, Reqid: sa.reqid})
+		if IsOwnReqid(sa.reqid) {
+			ks.SAs = append(ks.SAs, KernelSA{Src: id.src, Dst: id.dst, SPI: id.spi, Reqid: sa.reqid})
+		}
 	}
 	for p, r := range k.outReq {
 		ks.OutReqid[p] = r
@@ -70,7 +116,12 @@ func (k *memKernel) State() (KernelState, error) {
 	return ks, nil
 }
 func (k *memKernel) RemoveAll() error {
-	k.guard, k.sas, k.outReq, k.inPol = false, map[saID]memSA{}, map[netip.Addr]uint32{}, map[netip.Addr]bool{}
+	for id, sa := range k.sas {
+		if IsOwnReqid(sa.reqid) {
+			delete(k.sas, id)
+		}
+	}
+	k.guard, k.outReq, k.inReq = false, map[netip.Addr]uint32{}, map[netip.Addr]uint32{}
 	return nil
 }
 
@@ -88,6 +139,41 @@ func (k *memKernel) outbound(peer netip.Addr) (saID, memSA, bool) {
 	return saID{}, memSA{}, false
 }
 
+// Why receive refuses, named after the kernel's counters.
+var (
+	errNoState      = errors.New("XfrmInNoStates: no SA for this SPI")
+	errPolBlock     = errors.New("XfrmInPolBlock: no inbound policy for the source, the guard blocks")
+	errTmplMismatch = errors.New("XfrmInTmplMismatch: the SA that decrypted it is not of the reqid the inbound template requires")
+)
+
+// receive is what the kernel does with ESP from src on spi carrying UDP to
+// the encrypted port, and the SA that decrypted it if it is delivered.
+// As in Linux: xfrm_input finds the SA by destination and SPI alone, not by
+// source (xfrm_state_lookup); __xfrm_policy_check takes the inbound policy
+// that selects src (the guard's block if there is none) and accepts the SA
+// only if the template names no reqid or the SA's (xfrm_state_ok; transport
+// mode compares no address).
+func (k *memKernel) receive(src netip.Addr, spi uint32) (memSA, error) {
+	var sa memSA
+	found := false
+	for id, s := range k.sas {
+		if id.dst == k.local && id.spi == spi {
+			sa, found = s, true
+		}
+	}
+	if !found {
+		return memSA{}, errNoState
+	}
+	tmpl, ok := k.inReq[src]
+	if !ok {
+		return memSA{}, errPolBlock
+	}
+	if tmpl != 0 && tmpl != sa.reqid {
+		return memSA{}, errTmplMismatch
+	}
+	return sa, nil
+}
+
 // simHost is one host of a simulated cluster: a Manager, its kernel, the
 // announcement it published last and what it has heard from the others.
 type simHost struct {
@@ -95,7 +181,9 @@ type simHost struct {
 	m         *Manager
 	k         *memKernel
 	published Announcement
-	heard     map[netip.Addr]Announcement
+	// history is every announcement it published, oldest first.
+	history []Announcement
+	heard   map[netip.Addr]Announcement
 	// sending: the host has had an outbound SA to the peer; from then on
 	// it must always have one (a gap is packet loss).
 	sending map[netip.Addr]bool
@@ -111,10 +199,110 @@ type sim struct {
 	hosts    []*simHost
 	now      time.Time
 	rng      *rand.Rand
+	// forged counts the re-announcements delivered (see reannounce);
+	// refused the refusals of Managers that have since been restarted.
+	forged, refused uint64
+	// lost are the SAs a step removed behind the negotiation's back (flap,
+	// lose). Their pair's traffic is not checked until it flows both ways
+	// again and no sender sees a lost SA acknowledged any more (it would
+	// switch to it: the negotiation's own make-before-break rules cannot
+	// cover an SA that vanished).
+	lost map[saID]bool
+	// disturbed counts the flaps and losses.
+	disturbed int
+}
+
+// pairOf names the pair of a and b, either way round.
+func pairOf(a, b netip.Addr) [2]netip.Addr {
+	if b.Less(a) {
+		a, b = b, a
+	}
+	return [2]netip.Addr{a, b}
+}
+
+// flap: o stops hearing of h (a partition that only o sees, or h's
+// membership flapping) and removes every SA and policy of h's; h keeps all
+// of o's and its announcement, which o hears again at the next delivery.
+// What o then finds acknowledged is what it sent on before the flap.
+func (s *sim) flap(h, o *simHost) {
+	for id := range o.k.sas {
+		if id.src == h.addr || id.dst == h.addr {
+			s.lost[id] = true
+		}
+	}
+	delete(o.heard, h.addr)
+	s.sync(o)
+	s.disturbed++
+}
+
+func (s *sim) host(a netip.Addr) *simHost {
+	for _, h := range s.hosts {
+		if h.addr == a {
+			return h
+		}
+	}
+	return nil
+}
+
+// broken reports whether the pair of a and b is not checked (see lost).
+func (s *sim) broken(a, b netip.Addr) bool {
+	for id := range s.lost {
+		if pairOf(id.src, id.dst) == pairOf(a, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// heal forgets the lost SAs whose pair flows both ways again and that are
+// no longer acknowledged while the receiver lacks them, neither in what the
+// sender heard nor in what the receiver publishes (until its next sync, its
+// announcement still lists an SA it lost).
+func (s *sim) heal() {
+	for id := range s.lost {
+		src, dst := s.host(id.src), s.host(id.dst)
+		if src == nil || dst == nil {
+			delete(s.lost, id)
+			continue
+		}
+		if !s.flows(id.src, id.dst) || !s.flows(id.dst, id.src) {
+			continue
+		}
+		acked := func(sp InboundSPI) bool { return sp.Peer == id.src && sp.SPI == id.spi }
+		if _, held := dst.k.sas[id]; !held &&
+			(slices.ContainsFunc(src.heard[id.dst].SPIs, acked) || slices.ContainsFunc(dst.published.SPIs, acked)) {
+			continue
+		}
+		delete(s.lost, id)
+	}
+}
+
+// lose deletes one of h's SAs behind vxsec's back, and h's periodic Repair
+// notices: an inbound SA comes back under a new SPI for the same epochs,
+// which the peer switches to; an outbound one is never used again.
+func (s *sim) lose(h *simHost) {
+	var ids []saID
+	for id, sa := range h.k.sas {
+		if IsOwnReqid(sa.reqid) {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	slices.SortFunc(ids, func(a, b saID) int { return cmp.Compare(a.spi, b.spi) })
+	id := ids[s.rng.IntN(len(ids))]
+	delete(h.k.sas, id)
+	s.lost[id] = true
+	s.disturbed++
+	if err := h.m.Repair(); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 func newSim(t *testing.T, n int, seed uint64) *sim {
-	s := &sim{t: t, now: time.Unix(1_800_000_000, 0), rng: rand.New(rand.NewPCG(seed, 7)), keyOwner: map[[KeyMaterial]byte]saID{}}
+	s := &sim{t: t, now: time.Unix(1_800_000_000, 0), rng: rand.New(rand.NewPCG(seed, 7)), keyOwner: map[[KeyMaterial]byte]saID{},
+		lost: map[saID]bool{}}
 	for i := 0; i < n; i++ {
 		addr := netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})
 		h := &simHost{addr: addr, k: newMemKernel(addr), heard: map[netip.Addr]Announcement{}, sending: map[netip.Addr]bool{}}
@@ -128,14 +316,18 @@ func (s *sim) clock() time.Time { return s.now }
 
 // start runs a fresh Manager on h's kernel, as a (re)started daemon does.
 func (s *sim) start(h *simHost) {
+	if h.m != nil {
+		s.refused += h.m.Status().Refused
+	}
 	h.m = NewManager(ManagerConfig{
 		Local: h.addr, Kernel: h.k, DrainMax: time.Hour, Now: s.clock,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("host", h.addr),
 	})
 	if err := h.m.Activate(); err != nil {
 		s.t.Fatal(err)
 	}
 	h.published = h.m.Announcement()
+	h.history = append(h.history, h.published)
 }
 
 func (s *sim) sync(h *simHost) {
@@ -150,16 +342,67 @@ func (s *sim) sync(h *simHost) {
 		s.t.Fatalf("%s: sync: %v", h.addr, err)
 	}
 	h.published = a
+	h.history = append(h.history, a)
 }
 
 func (s *sim) deliver(from, to *simHost) { to.heard[from.addr] = from.published }
 
+// reannounce delivers to o a forged announcement of h's, as a buggy or
+// malicious peer (or a forger) would make it: what h publishes now, with
+// the SPI o sends to h on withdrawn and one older pair of h's that o has
+// sent on before put back, with its key. Everything else (h's keys, its
+// other SPIs, what it says it uses) is as h has it, so the traffic checks
+// still hold: o must not key the old pair again (its sequence numbers and
+// GCM nonces would restart, and h may no longer hold it); what else o may
+// move to, h holds. It reports whether h had such a pair to re-announce.
+func (s *sim) reannounce(h, o *simHost) bool {
+	cur, _, sending := o.k.outbound(h.addr)
+	var old []InboundSPI
+	oldKey := map[uint64][]byte{}
+	for _, a := range h.history {
+		for _, sp := range a.SPIs {
+			if sp.Peer != o.addr || !o.k.sent[saID{o.addr, h.addr, sp.SPI}] || (sending && sp.SPI == cur.spi) {
+				continue
+			}
+			old = append(old, sp)
+			for _, k := range a.Keys {
+				if k.Epoch == sp.Epoch {
+					oldKey[k.Epoch] = k.Public
+				}
+			}
+		}
+	}
+	if len(old) == 0 {
+		return false
+	}
+	pick := old[s.rng.IntN(len(old))]
+	now := h.published
+	f := Announcement{Keys: slices.Clone(now.Keys), Using: slices.Clone(now.Using)}
+	if !slices.ContainsFunc(f.Keys, func(k PublicKey) bool { return k.Epoch == pick.Epoch }) {
+		f.Keys = append(f.Keys, PublicKey{Epoch: pick.Epoch, Public: oldKey[pick.Epoch]})
+	}
+	f.SPIs = []InboundSPI{pick} // first: it wins a tie
+	for _, sp := range now.SPIs {
+		if !(sp.Peer == o.addr && sending && sp.SPI == cur.spi) {
+			f.SPIs = append(f.SPIs, sp)
+		}
+	}
+	o.heard[h.addr] = f
+	s.forged++
+	return true
+}
+
 // check asserts what packets need: every SA a host encrypts with exists,
-// with the same key, at the receiver; and no host that was sending to a
-// peer ever stops having an SA to send with.
+// with the same key, at the receiver, whose kernel delivers what it
+// decrypts (its inbound policy's template accepts the SA); and no host that
+// was sending to a peer ever stops having an SA to send with. And what
+// keys need: none is installed twice on a host, or used for two SAs.
 func (s *sim) check(step string) {
 	s.t.Helper()
 	for _, h := range s.hosts {
+		if len(h.k.reinstalled) > 0 {
+			s.t.Fatalf("%s: %s installed the key of SA %v a second time: ESP sequence numbers and GCM nonces restart under it", step, h.addr, h.k.reinstalled[0])
+		}
 		for id, sa := range h.k.sas {
 			if owner, ok := s.keyOwner[sa.key]; ok && owner != id {
 				s.t.Fatalf("%s: the key of SA %v was used before for SA %v (GCM nonces would repeat)", step, id, owner)
@@ -170,9 +413,29 @@ func (s *sim) check(step string) {
 	if s.lax {
 		return
 	}
+	for _, b := range s.hosts {
+		// Every inbound SA from a peer with an inbound policy carries the
+		// reqid its template requires: whichever the peer sends on, old
+		// epoch or new, previous run or this one, is delivered.
+		for id, sa := range b.k.sas {
+			if r, ok := b.k.inReq[id.src]; ok && id.dst == b.addr && IsOwnReqid(sa.reqid) && r != sa.reqid && !(b.k.prePin && r == 0) {
+				s.t.Fatalf("%s: %s's inbound SA %v has reqid %#x, its inbound template requires %#x", step, b.addr, id, sa.reqid, r)
+			}
+		}
+		for r := range b.k.inReq {
+			if !b.k.prePin && b.k.inReq[r] != inReqid {
+				s.t.Fatalf("%s: %s's inbound policy for %s requires reqid %#x, not vxsec's %#x", step, b.addr, r, b.k.inReq[r], inReqid)
+			}
+		}
+	}
+	s.heal()
 	for _, a := range s.hosts {
 		for _, b := range s.hosts {
 			if a == b {
+				continue
+			}
+			if s.broken(a.addr, b.addr) {
+				a.sending[b.addr] = false
 				continue
 			}
 			id, sa, ok := a.k.outbound(b.addr)
@@ -183,19 +446,31 @@ func (s *sim) check(step string) {
 				continue
 			}
 			a.sending[b.addr] = true
-			got, ok := b.k.sas[id]
-			if !ok {
-				s.t.Fatalf("%s: %s sends to %s on spi %#x, which %s has no SA for\n%s: %+v\n%s: %+v\n%s heard of %s: %+v\n%s heard of %s: %+v", step, a.addr, b.addr, id.spi, b.addr,
+			got, err := b.k.receive(a.addr, id.spi)
+			if err != nil {
+				s.t.Fatalf("%s: %s sends to %s on spi %#x, which %s does not deliver: %v\n%s: %+v\n%s: %+v\n%s heard of %s: %+v\n%s heard of %s: %+v", step, a.addr, b.addr, id.spi, b.addr, err,
 					a.addr, a.m.Status(), b.addr, b.m.Status(), b.addr, a.addr, b.heard[a.addr], a.addr, b.addr, a.heard[b.addr])
 			}
 			if got.key != sa.key {
 				s.t.Fatalf("%s: %s and %s disagree on the key of spi %#x", step, a.addr, b.addr, id.spi)
 			}
-			if !b.k.inPol[a.addr] {
-				s.t.Fatalf("%s: %s has no inbound policy for %s", step, b.addr, a.addr)
-			}
 		}
 	}
+}
+
+// flows reports whether a sends to b on an SA that b delivers, with the
+// same key.
+func (s *sim) flows(a, b netip.Addr) bool {
+	ha, hb := s.host(a), s.host(b)
+	if ha == nil || hb == nil {
+		return true
+	}
+	id, sa, ok := ha.k.outbound(b)
+	if !ok {
+		return false
+	}
+	got, err := hb.k.receive(a, id.spi)
+	return err == nil && got.key == sa.key
 }
 
 // mix weighs the kinds of step randomSteps takes, each chance its weight
@@ -203,11 +478,15 @@ func (s *sim) check(step string) {
 type mix struct {
 	tick                           time.Duration // the clock moves up to this much a step
 	restart, rotate, sync, deliver int
+	reannounce                     int // a host re-announces an older pair to another (see reannounce)
+	flap, lose                     int // see flap and lose
 	maxRotations                   int
 }
 
-// randomSteps takes n random steps (a host restarts, rotates, syncs, or
-// delivers its announcement to another) and checks after every one.
+// randomSteps takes n random steps (a host restarts, rotates, syncs,
+// delivers its announcement to another, re-announces an older pair to
+// another, drops out of another's view, or loses an SA) and checks after
+// every one.
 func (s *sim) randomSteps(what string, n int, m mix) {
 	s.t.Helper()
 	rotations := 0
@@ -216,7 +495,7 @@ func (s *sim) randomSteps(what string, n int, m mix) {
 			s.now = s.now.Add(time.Duration(s.rng.Int64N(int64(m.tick))))
 		}
 		h := s.hosts[s.rng.IntN(len(s.hosts))]
-		r := s.rng.IntN(m.restart + m.rotate + m.sync + m.deliver)
+		r := s.rng.IntN(m.restart + m.rotate + m.sync + m.reannounce + m.flap + m.lose + m.deliver)
 		switch {
 		case r < m.restart:
 			s.now = s.now.Add(time.Second) // epoch numbers are the clock's: a restart moves it on
@@ -228,6 +507,16 @@ func (s *sim) randomSteps(what string, n int, m mix) {
 			rotations++
 		case r < m.restart+m.rotate+m.sync:
 			s.sync(h)
+		case r < m.restart+m.rotate+m.sync+m.reannounce:
+			if o := s.hosts[s.rng.IntN(len(s.hosts))]; o != h {
+				s.reannounce(h, o)
+			}
+		case r < m.restart+m.rotate+m.sync+m.reannounce+m.flap:
+			if o := s.hosts[s.rng.IntN(len(s.hosts))]; o != h {
+				s.flap(h, o)
+			}
+		case r < m.restart+m.rotate+m.sync+m.reannounce+m.flap+m.lose:
+			s.lose(h)
 		default:
 			if o := s.hosts[s.rng.IntN(len(s.hosts))]; o != h {
 				s.deliver(h, o)
@@ -254,17 +543,31 @@ func (s *sim) converge(step string) {
 }
 
 // steady asserts the end state: one epoch per host, and per pair exactly
-// one SA each way, matching at both ends.
+// one SA each way, matching at both ends. Without re-announcements, flaps
+// or losses, no Manager refused one: honest peers never re-announce a used
+// pair.
 func (s *sim) steady(step string) {
 	s.t.Helper()
+	if len(s.lost) > 0 {
+		s.t.Fatalf("%s: traffic still broken by the loss of %v", step, s.lost)
+	}
 	n := len(s.hosts)
 	for _, h := range s.hosts {
 		st := h.m.Status()
+		if s.forged == 0 && s.disturbed == 0 && st.Refused != 0 {
+			s.t.Fatalf("%s: %s refused %d re-announcements, though no peer made one", step, h.addr, st.Refused)
+		}
 		if len(st.Epochs) != 1 {
 			s.t.Fatalf("%s: %s still has epochs %v", step, h.addr, st.Epochs)
 		}
-		if len(h.k.sas) != 2*(n-1) {
-			s.t.Fatalf("%s: %s has %d SAs, want %d: %v", step, h.addr, len(h.k.sas), 2*(n-1), h.k.sas)
+		own := 0
+		for _, sa := range h.k.sas {
+			if IsOwnReqid(sa.reqid) {
+				own++
+			}
+		}
+		if own != 2*(n-1) {
+			s.t.Fatalf("%s: %s has %d SAs, want %d: %v", step, h.addr, own, 2*(n-1), h.k.sas)
 		}
 		for _, o := range s.hosts {
 			if o != h {
@@ -430,4 +733,293 @@ func TestRepairRestoresDrift(t *testing.T) {
 	s.lax = false
 	s.check("after repair")
 	s.steady("after repair")
+}
+
+// TestReannouncedPairs runs the chaos schedules with peers that re-announce
+// older pairs at random steps (see reannounce), and pairs that find again
+// what they sent on before: after a flap, or after an SA was lost and its
+// replacement is re-announced under the old SPI. No key is ever installed
+// twice on any host, every traffic check of every step still holds (but
+// for the pairs a flap or a loss broke, until they flow again), and the
+// cluster still converges.
+func TestReannouncedPairs(t *testing.T) {
+	var forged, refused uint64
+	for seed := uint64(200); seed < 230; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			s := newSim(t, 4, seed)
+			s.converge("start")
+			s.randomSteps("step", 800, mix{tick: 300 * time.Millisecond, restart: 1, rotate: 3, sync: 16, deliver: 20, reannounce: 4, flap: 1, lose: 1})
+			s.converge("end")
+			s.steady("end")
+			r := s.refused
+			for _, h := range s.hosts {
+				r += h.m.Status().Refused
+			}
+			t.Logf("%d re-announcements delivered, %d refused", s.forged, r)
+			forged += s.forged
+			refused += r
+		})
+	}
+	if forged == 0 || refused == 0 {
+		t.Fatalf("the schedules re-announced %d pairs and %d were refused: the case was not exercised", forged, refused)
+	}
+}
+
+// manualPeer is a peer whose announcements a test writes by hand.
+type manualPeer struct {
+	t    *testing.T
+	host netip.Addr
+	keys map[uint64]*KeyPair
+}
+
+func (p *manualPeer) key(epoch uint64) PublicKey {
+	if p.keys[epoch] == nil {
+		p.keys[epoch] = pair(p.t, epoch)
+	}
+	return PublicKey{Epoch: epoch, Public: p.keys[epoch].Public()}
+}
+
+// says is p's announcement to local: its keys of epochs, and the SPIs it
+// receives on from local's epoch (PeerEpoch) under its own (Epoch).
+func (p *manualPeer) says(local netip.Addr, epochs []uint64, spis ...InboundSPI) []PeerInfo {
+	a := Announcement{}
+	for _, e := range epochs {
+		a.Keys = append(a.Keys, p.key(e))
+	}
+	for _, s := range spis {
+		s.Peer = local
+		a.SPIs = append(a.SPIs, s)
+	}
+	return []PeerInfo{{Host: p.host, Announcement: a}}
+}
+
+// TestReannouncedPairRefused drives one Manager with hand-written
+// announcements of one peer. After it has sent on (epochs e1/x1, SPI
+// 0x1001) and moved to (e1/x2, 0x1002), the peer announces something else:
+// a pair already sent on is refused (nothing installed, the SA in use
+// stays, counted once, and a new epoch starts when the refused pair was
+// under the newest one, to give a fresh key to move to); a pair never sent
+// on is keyed as usual, but not one older than a live pair sent on.
+func TestReannouncedPairRefused(t *testing.T) {
+	const x1, x2, x3 = 1001, 1002, 1003
+	type says = func(p *manualPeer, e1 uint64) []PeerInfo
+	cases := []struct {
+		name string
+		// drop: the peer is dropped from the cluster (gone while settled)
+		// before it announces then again.
+		drop        bool
+		then        says
+		wantSPI     uint32 // the outbound SA's afterwards, 0 for none
+		wantRefused uint64
+		wantEpochs  int
+	}{
+		{"the older pair, alone", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001})
+		}, 0x1002, 1, 2},
+		{"the older pair with the current one", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+		}, 0x1002, 0, 1},
+		{"the current epochs under the older SPI, first", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			// (e1, x2, 0x1001) was never sent on: a new key, and among
+			// equals the pair in use stays.
+			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1001}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+		}, 0x1002, 0, 1},
+		{"the current epochs under another SPI only (the peer replaced its SA)", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1005})
+		}, 0x1005, 0, 1},
+		{"the current pair again", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+		}, 0x1002, 0, 1},
+		{"an epoch number reused with another key and the SPI sent on", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			p.keys[x1] = pair(t, x1) // the peer restarted with its clock set back
+			return p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001})
+		}, 0x1002, 1, 2},
+		{"a pair never sent on, newer", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x2, x3}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}, InboundSPI{PeerEpoch: e1, Epoch: x3, SPI: 0x1003})
+		}, 0x1003, 0, 1},
+		{"a pair never sent on, older, the current one withdrawn", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1004})
+		}, 0x1002, 0, 1},
+		{"a pair never sent on, older, the current one's key gone", false, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1004})
+		}, 0x1004, 0, 1},
+		{"back after a flap with the pair in use", true, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+		}, 0, 1, 2},
+		{"back after a flap with a fresh SPI", true, func(p *manualPeer, e1 uint64) []PeerInfo {
+			return p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1006})
+		}, 0x1006, 0, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Unix(1_800_000_000, 0)
+			k := newMemKernel(hostA)
+			m := NewManager(ManagerConfig{Local: hostA, Kernel: k, Now: func() time.Time { return now },
+				Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+			if err := m.Activate(); err != nil {
+				t.Fatal(err)
+			}
+			e1 := m.Status().Epochs[0]
+			p := &manualPeer{t: t, host: hostB, keys: map[uint64]*KeyPair{}}
+			sync := func(peers []PeerInfo) {
+				t.Helper()
+				if _, err := m.Sync(peers, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			outSPI := func() uint32 {
+				id, _, ok := k.outbound(hostB)
+				if !ok {
+					return 0
+				}
+				return id.spi
+			}
+			sync(p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}))
+			sync(p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}))
+			if got := outSPI(); got != 0x1002 {
+				t.Fatalf("after the peer's rotation the outbound SA is on spi %#x, want 0x1002", got)
+			}
+			if tc.drop {
+				sync(nil)
+				if len(k.sas) != 0 {
+					t.Fatalf("SAs left of the dropped peer: %v", k.sas)
+				}
+			}
+			then := tc.then(p, e1)
+			for i := 0; i < 3; i++ { // again and again: counted once, one new epoch
+				now = now.Add(time.Second)
+				sync(then)
+			}
+			st := m.Status()
+			if got := outSPI(); got != tc.wantSPI {
+				t.Errorf("outbound SA on spi %#x, want %#x", got, tc.wantSPI)
+			}
+			if st.Refused != tc.wantRefused {
+				t.Errorf("refused %d, want %d", st.Refused, tc.wantRefused)
+			}
+			if len(st.Epochs) != tc.wantEpochs {
+				t.Errorf("epochs %v, want %d", st.Epochs, tc.wantEpochs)
+			}
+			if len(k.reinstalled) > 0 {
+				t.Errorf("a key was installed twice, for SAs %v", k.reinstalled)
+			}
+			if tc.wantRefused == 0 {
+				return
+			}
+			// The peer acknowledges the new epoch: a fresh key, taken.
+			if len(st.Epochs) < 2 {
+				t.Fatal("no new epoch to move to")
+			}
+			e2 := st.Epochs[1]
+			sync(p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}, InboundSPI{PeerEpoch: e2, Epoch: x2, SPI: 0x2002}))
+			if got := outSPI(); got != 0x2002 {
+				t.Errorf("after the peer acknowledged the new epoch: outbound spi %#x, want 0x2002", got)
+			}
+			if len(k.reinstalled) > 0 {
+				t.Errorf("a key was installed twice, for SAs %v", k.reinstalled)
+			}
+		})
+	}
+}
+
+// foreignSA is an SA of another IPsec user's between the same two hosts, as
+// Docker's overlay installs one (its reqid, an SPI of its own, a key every
+// node of its cluster knows).
+func foreignSA(src, dst netip.Addr) SA {
+	var key [KeyMaterial]byte
+	copy(key[:], "the overlay's cluster-wide key...")
+	return SA{Src: src, Dst: dst, SPI: 0xD0C40001, Reqid: 0xD0C4E3, Key: key}
+}
+
+// TestForeignSARefused: UDP to the encrypted port that came through another
+// IPsec user's SA between the same two hosts is refused by the inbound
+// policy the Manager installs, and would be delivered by one that accepts
+// any SA (the control: the attack is real where the template is not
+// pinned). A policy unpinned behind vxsec's back is pinned again by Repair.
+func TestForeignSARefused(t *testing.T) {
+	s := newSim(t, 2, 8)
+	s.converge("start")
+	a, b := s.hosts[0], s.hosts[1]
+	f := foreignSA(a.addr, b.addr)
+	if err := b.k.AddSA(f); err == nil {
+		t.Fatal("the fake kernel's AddSA took a reqid that is not vxsec's (Xfrm.AddSA refuses it)")
+	}
+	if err := b.k.addForeign(f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.k.receive(a.addr, f.SPI); !errors.Is(err, errTmplMismatch) {
+		t.Fatalf("forged UDP under the foreign SA: %v, want %v", err, errTmplMismatch)
+	}
+	// vxsec's own traffic still passes, and the foreign SA is not adopted.
+	s.check("foreign SA present")
+	if ks, _ := b.k.State(); slices.ContainsFunc(ks.SAs, func(sa KernelSA) bool { return sa.SPI == f.SPI }) {
+		t.Fatal("State reports the foreign SA as vxsec's")
+	}
+
+	// The control: an inbound policy whose template names no reqid.
+	b.k.inReq[a.addr] = 0
+	if _, err := b.k.receive(a.addr, f.SPI); err != nil {
+		t.Fatalf("control: an unpinned template refused the foreign SA (%v): the model is wrong", err)
+	}
+	if err := b.m.Repair(); err != nil {
+		t.Fatal(err)
+	}
+	s.sync(b)
+	if got := b.k.inReq[a.addr]; got != inReqid {
+		t.Fatalf("after Repair the inbound template requires %#x, want %#x", got, inReqid)
+	}
+	if _, err := b.k.receive(a.addr, f.SPI); !errors.Is(err, errTmplMismatch) {
+		t.Fatalf("after Repair, forged UDP under the foreign SA: %v, want %v", err, errTmplMismatch)
+	}
+	s.check("after Repair")
+	s.steady("after Repair")
+	if _, ok := b.k.sas[saID{f.Src, f.Dst, f.SPI}]; !ok {
+		t.Fatal("vxsec removed another user's SA")
+	}
+}
+
+// TestUpgradePinsInboundWithoutLoss: a host of a release before the pin has
+// inbound policies whose template accepts any SA, and inbound SAs of
+// vxsec's inbound reqid. Restarted on this release, it pins every inbound
+// policy in place at Activate, before it hears from anyone: the foreign SA
+// is refused at once, and no packet of the peers, still sending on the
+// previous run's SAs, is.
+func TestUpgradePinsInboundWithoutLoss(t *testing.T) {
+	s := newSim(t, 3, 9)
+	for _, h := range s.hosts { // every host runs the previous release
+		h.k.prePin = true
+	}
+	s.converge("start")
+	a, b := s.hosts[0], s.hosts[1]
+	f := foreignSA(a.addr, b.addr)
+	if err := b.k.addForeign(f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.k.receive(a.addr, f.SPI); err != nil {
+		t.Fatalf("before the upgrade the foreign SA should carry (the hole): %v", err)
+	}
+	for i, h := range s.hosts {
+		s.now = s.now.Add(time.Second)
+		h.k.prePin = false
+		s.start(h) // the upgrade: this release's Manager on the kernel as it was
+		for p, r := range h.k.inReq {
+			if r != inReqid {
+				t.Fatalf("right after %s's restart its inbound policy for %s requires %#x, want %#x", h.addr, p, r, inReqid)
+			}
+		}
+		if i == 1 {
+			if _, err := b.k.receive(a.addr, f.SPI); !errors.Is(err, errTmplMismatch) {
+				t.Fatalf("after the upgrade, forged UDP under the foreign SA: %v, want %v", err, errTmplMismatch)
+			}
+		}
+		// Every pair still flows on the SAs it had, upgraded hosts and
+		// not yet upgraded ones alike: nothing lost.
+		s.check(fmt.Sprintf("right after %s's upgrade", h.addr))
+		s.randomSteps(fmt.Sprintf("after %s's upgrade, step", h.addr), 100, mix{sync: 1, deliver: 1})
+	}
+	s.converge("after the upgrades")
+	s.steady("after the upgrades")
+	if _, err := b.k.receive(a.addr, f.SPI); !errors.Is(err, errTmplMismatch) {
+		t.Fatalf("after the upgrades, forged UDP under the foreign SA: %v, want %v", err, errTmplMismatch)
+	}
 }

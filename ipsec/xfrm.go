@@ -77,10 +77,44 @@ func (x *Xfrm) EnsureGuard() error {
 }
 
 // SetPeer installs the policies of one peer: outbound encrypted VXLAN to it
-// must use the SA of outReqid; inbound from it must have come through an
-// SA between the two (any epoch, so old and new both pass during a
-// rotation). Updating in place is what switches the outbound key.
-func (x *Xfrm) SetPeer(peer netip.Addr, outReqid uint32) error {
+// must use the SA of outReqid; inbound from it must have come through an SA
+// of inReqid (vxsec's inbound SAs all carry it, whatever their epochs, so
+// old and new both pass during a rotation). Updating in place is what
+// switches the outbound key.
+//
+// Why the inbound template names a reqid (Linux 6.1, net/xfrm/): xfrm_input
+// finds the SA that decrypts an ESP packet by destination, SPI and protocol
+// alone (xfrm_state_lookup; the source is not compared), and
+// __xfrm_policy_check then matches that SA against the templates of the one
+// inbound policy that selects the decrypted packet (after the SA's own
+// selector, which vxsec's SAs and Docker's leave empty). xfrm_state_ok
+// compares the protocol, the SPI and the reqid when the template names them
+// ("x->props.reqid == tmpl->reqid || !tmpl->reqid") and the mode; in
+// transport mode it compares no address. A template without a reqid thus
+// accepts any transport-mode ESP SA to this host: one that another IPsec
+// user installed between the same two addresses (Docker's overlay: reqid
+// 0xD0C4E3, under a key every node of that cluster holds; strongSwan), or
+// one without a selector between other addresses, carries forged UDP to
+// the encrypted port into an encrypted network, and the firewall's "meta
+// ipsec missing" rule cannot tell: the packet did come through an SA. With
+// the reqid named, the kernel refuses it and counts XfrmInTmplMismatch.
+//
+// One template and one reqid for every SA a peer may send on: a policy's
+// templates (up to XFRM_MAX_DEPTH) are a chain that the packet's secpath
+// must satisfy in order (xfrm_policy_ok consumes one secpath entry per
+// non-optional template), never alternatives, and an optional
+// transport-mode template is satisfied by no SA at all, which would let
+// cleartext in. So every inbound SA of vxsec's carries the Manager's
+// inbound reqid, whatever its peer, epochs or run, and that is the one
+// reqid every inbound template names. Shared across peers, it lets one
+// member's SA carry a packet that spoofs another member's address; that
+// gives a member nothing it cannot send from its own (any member may send
+// any network's VXLAN), and it is what lets a restart adopt the inbound
+// SAs of releases before the pin, which carried the same reqid.
+func (x *Xfrm) SetPeer(peer netip.Addr, outReqid, inReqid uint32) error {
+	if !IsOwnReqid(outReqid) || !IsOwnReqid(inReqid) {
+		return fmt.Errorf("policies for peer %s: reqids %#x (out) and %#x (in) must both be vxsec's", peer, outReqid, inReqid)
+	}
 	out := &netlink.XfrmPolicy{
 		Src: hostNet(x.local), Dst: hostNet(peer), Proto: netlink.Proto(unix.IPPROTO_UDP), DstPort: x.port,
 		Dir: netlink.XFRM_DIR_OUT, Priority: PeerPriority, Action: netlink.XFRM_POLICY_ALLOW,
@@ -89,20 +123,27 @@ func (x *Xfrm) SetPeer(peer netip.Addr, outReqid uint32) error {
 			Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TRANSPORT, Reqid: int(outReqid),
 		}},
 	}
-	in := &netlink.XfrmPolicy{
-		Src: hostNet(peer), Dst: hostNet(x.local), Proto: netlink.Proto(unix.IPPROTO_UDP), DstPort: x.port,
-		Dir: netlink.XFRM_DIR_IN, Priority: PeerPriority, Action: netlink.XFRM_POLICY_ALLOW,
-		Tmpls: []netlink.XfrmPolicyTmpl{{
-			Src: net.IP(peer.AsSlice()), Dst: net.IP(x.local.AsSlice()),
-			Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TRANSPORT,
-		}},
-	}
+	in := inboundPolicy(x.local, peer, x.port, inReqid)
 	for _, p := range []*netlink.XfrmPolicy{out, in} {
 		if err := x.h.XfrmPolicyUpdate(p); err != nil {
 			return fmt.Errorf("installing the %s policy for peer %s: %w", dirName(p.Dir), peer, err)
 		}
 	}
 	return nil
+}
+
+// inboundPolicy is the per-peer inbound policy: UDP from peer to the
+// encrypted port must have come through an ESP SA of reqid (0 would accept
+// any SA: see SetPeer).
+func inboundPolicy(local, peer netip.Addr, port int, reqid uint32) *netlink.XfrmPolicy {
+	return &netlink.XfrmPolicy{
+		Src: hostNet(peer), Dst: hostNet(local), Proto: netlink.Proto(unix.IPPROTO_UDP), DstPort: port,
+		Dir: netlink.XFRM_DIR_IN, Priority: PeerPriority, Action: netlink.XFRM_POLICY_ALLOW,
+		Tmpls: []netlink.XfrmPolicyTmpl{{
+			Src: net.IP(peer.AsSlice()), Dst: net.IP(local.AsSlice()),
+			Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TRANSPORT, Reqid: int(reqid),
+		}},
+	}
 }
 
 // DelPeer removes a peer's policies; traffic to it then meets the guard.
@@ -203,14 +244,14 @@ func dirName(d netlink.Dir) string {
 	return "forward"
 }
 
-// State reads vxsec's SAs and outbound policies back from the kernel, for
-// a restarted daemon to adopt.
+// State reads vxsec's SAs and policies back from the kernel, for a
+// restarted daemon to adopt and for Repair to compare.
 func (x *Xfrm) State() (KernelState, error) {
 	states, policies, err := x.Owned()
 	if err != nil {
 		return KernelState{}, err
 	}
-	ks := KernelState{OutReqid: map[netip.Addr]uint32{}, InPeers: map[netip.Addr]bool{}}
+	ks := KernelState{OutReqid: map[netip.Addr]uint32{}, InReqid: map[netip.Addr]uint32{}}
 	for _, s := range states {
 		src, ok1 := netip.AddrFromSlice(s.Src)
 		dst, ok2 := netip.AddrFromSlice(s.Dst)
@@ -222,7 +263,15 @@ func (x *Xfrm) State() (KernelState, error) {
 	for _, p := range policies {
 		if p.Priority == PeerPriority && p.Dir == netlink.XFRM_DIR_IN && p.Src != nil {
 			if src, ok := netip.AddrFromSlice(p.Src.IP); ok {
-				ks.InPeers[src.Unmap()] = true
+				// Anything but one required ESP transport template (an
+				// optional one accepts cleartext) reads as 0, as does one
+				// without a reqid (a release before the pin): not what
+				// vxsec installs, so Activate and Repair reinstall it.
+				var reqid uint32
+				if t := p.Tmpls; len(t) == 1 && t[0].Proto == netlink.XFRM_PROTO_ESP && t[0].Mode == netlink.XFRM_MODE_TRANSPORT && t[0].Optional == 0 {
+					reqid = uint32(t[0].Reqid)
+				}
+				ks.InReqid[src.Unmap()] = reqid
 			}
 		}
 		if p.Priority != PeerPriority || p.Dir != netlink.XFRM_DIR_OUT || len(p.Tmpls) != 1 || p.Dst == nil {

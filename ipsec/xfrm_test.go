@@ -51,12 +51,31 @@ func TestPolicies(t *testing.T) {
 		if err := h.XfrmPolicyAdd(foreign); err != nil {
 			t.Fatal(err)
 		}
+		// The inbound policy as releases before the pin installed it: its
+		// template accepts an SA of any reqid. SetPeer pins it in place.
+		if err := h.XfrmPolicyAdd(inboundPolicy(local, peer, 4801, 0)); err != nil {
+			t.Fatal(err)
+		}
+		ks, err := x.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := ks.InReqid[peer]; !ok || r != 0 {
+			t.Fatalf("State of an unpinned inbound policy: InReqid %#x (present %v), want 0", r, ok)
+		}
 		for i := 0; i < 2; i++ { // idempotent
 			if err := x.EnsureGuard(); err != nil {
 				t.Fatal(err)
 			}
-			if err := x.SetPeer(peer, Reqid(uint16(i+1))); err != nil {
+			if err := x.SetPeer(peer, Reqid(uint16(i+1)), inReqid); err != nil {
 				t.Fatal(err)
+			}
+		}
+		// Never an inbound template that accepts any SA, nor another
+		// user's reqid.
+		for _, in := range []uint32{0, 0xD0C4E3} {
+			if err := x.SetPeer(peer, Reqid(1), in); err == nil {
+				t.Fatalf("SetPeer with inbound reqid %#x: want an error", in)
 			}
 		}
 		_, own, err := x.Owned()
@@ -70,12 +89,35 @@ func TestPolicies(t *testing.T) {
 			if p.Priority == PeerPriority && p.Dir == netlink.XFRM_DIR_OUT && p.Tmpls[0].Reqid != int(Reqid(2)) {
 				t.Errorf("outbound policy not updated in place: reqid %#x", p.Tmpls[0].Reqid)
 			}
+			if p.Priority == PeerPriority && p.Dir == netlink.XFRM_DIR_IN {
+				if len(p.Tmpls) != 1 || p.Tmpls[0].Reqid != int(inReqid) || p.Tmpls[0].Proto != netlink.XFRM_PROTO_ESP ||
+					p.Tmpls[0].Mode != netlink.XFRM_MODE_TRANSPORT || p.Tmpls[0].Optional != 0 {
+					t.Errorf("inbound policy's template: %+v, want one required ESP transport template of reqid %#x", p.Tmpls, inReqid)
+				}
+			}
 			if p.Priority == GuardPriority && p.Action != netlink.XFRM_POLICY_BLOCK {
 				t.Errorf("guard policy %v does not block", p)
 			}
 			if p.DstPort != 4801 {
 				t.Errorf("policy %v selects port %d, want only the encrypted port 4801", p, p.DstPort)
 			}
+		}
+		ks, err = x.State()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ks.InReqid[peer] != inReqid || ks.OutReqid[peer] != Reqid(2) {
+			t.Fatalf("State: InReqid %#x, OutReqid %#x; want %#x, %#x", ks.InReqid[peer], ks.OutReqid[peer], inReqid, Reqid(2))
+		}
+		// An optional template accepts cleartext, whatever reqid it names:
+		// State reports it as not pinned, so that Repair reinstalls it.
+		optional := inboundPolicy(local, peer, 4801, inReqid)
+		optional.Tmpls[0].Optional = 1
+		if err := h.XfrmPolicyUpdate(optional); err != nil {
+			t.Fatal(err)
+		}
+		if ks, err = x.State(); err != nil || ks.InReqid[peer] != 0 {
+			t.Fatalf("State of an optional inbound template: InReqid %#x (%v), want 0", ks.InReqid[peer], err)
 		}
 		if err := x.DelPeer(peer); err != nil {
 			t.Fatal(err)
