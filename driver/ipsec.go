@@ -112,6 +112,10 @@ func (d *Driver) Rotate() error {
 	if d.cfg.IPsec == nil {
 		return errors.New("this vxsec daemon runs without IPsec")
 	}
+	if n := len(d.cfg.IPsec.Announcement().Keys); n >= gossip.MaxKeysPerHost {
+		return fmt.Errorf("this host has %d live IPsec key epochs, the limit per host (gossip.MaxKeysPerHost, %d): every other host refuses a table with more; "+
+			"wait for the peers to move to the newest (old epochs retire within %v)", n, gossip.MaxKeysPerHost, ipsec.DefaultDrainMax)
+	}
 	if err := d.cfg.IPsec.Rotate(); err != nil {
 		return err
 	}

@@ -3,8 +3,6 @@ package gossip
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +23,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
+
+	"github.com/vxsec/vxsec/internal/limit"
 )
 
 // Sink is how the cluster feeds the driver: the narrow interface between
@@ -108,9 +108,12 @@ const (
 	// shutdown (and with it a restarting plugin).
 	broadcastWait = 500 * time.Millisecond
 	// pushPull bounds how long a missed membership broadcast goes unrepaired.
-	pushPull      = 10 * time.Second
-	pullWorkers   = 4
-	maxTableBytes = 16 << 20
+	pushPull    = 10 * time.Second
+	pullWorkers = 4
+	// legacyPullFor is how long a member found serving only version 1
+	// pulls is pulled with version 1 before version 2 is tried again (it
+	// may have been upgraded meanwhile).
+	legacyPullFor = time.Minute
 )
 
 // Member is a cluster member as status reports show it.
@@ -125,7 +128,11 @@ type Cluster struct {
 	cfg  Config
 	log  *slog.Logger
 	serf *serf.Serf
-	tr   *demuxTransport
+	tr   *transport
+	// lim carries every line a stranger or a misbehaving member can cause,
+	// within a budget per kind of line.
+	lim   *limit.Logger
+	stats *counters
 
 	mu       sync.Mutex
 	local    Table
@@ -136,12 +143,21 @@ type Cluster struct {
 	// that announces many versions in a burst is pulled once more after
 	// the running pull, not once per version.
 	pulling map[string]bool
-	dirty   chan struct{}
-	pulls   chan string
+	// refusedVersion is the version of a member's table last refused for
+	// breaking the bounds: not pulled again until it changes.
+	refusedVersion map[string]Version
+	// legacyUntil holds the addresses of members found serving only
+	// version 1 pulls, and until when to pull them so.
+	legacyUntil map[string]time.Time
+	dirty       chan struct{}
+	pulls       chan string
 
 	// keyring holds the gossip keys of the periods around period; nil
-	// without a secret. keyMu orders keyLoop and SetSecret.
+	// without a secret. keyMu orders keyLoop and SetSecret. auth holds the
+	// same keys for the transport, which checks what arrives before
+	// memberlist sees it.
 	keyring *memberlist.Keyring
+	auth    *authenticator
 	period  atomic.Int64
 	keyMu   sync.Mutex
 	// secret is the cluster secret in use; oldSecret the one it replaced,
@@ -169,23 +185,41 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Cluster{
-		cfg:     cfg,
-		log:     cfg.Log.With("component", "gossip"),
-		known:   map[string]Version{},
-		failed:  map[string]time.Time{},
-		pulling: map[string]bool{},
-		dirty:   make(chan struct{}, 1),
-		pulls:   make(chan string, 256),
-		cancel:  cancel,
-		secret:  cfg.Secret,
-		ctx:     ctx,
+		cfg:            cfg,
+		log:            cfg.Log.With("component", "gossip"),
+		stats:          newCounters(),
+		known:          map[string]Version{},
+		failed:         map[string]time.Time{},
+		pulling:        map[string]bool{},
+		refusedVersion: map[string]Version{},
+		legacyUntil:    map[string]time.Time{},
+		dirty:          make(chan struct{}, 1),
+		pulls:          make(chan string, 256),
+		cancel:         cancel,
+		secret:         cfg.Secret,
+		ctx:            ctx,
 	}
+	c.lim = limit.NewLogger(c.log, limit.DefaultLogBurst, limit.DefaultLogWindow)
 	c.local = cfg.Table
 	c.local.Host, c.local.Version = cfg.Addr, Version{Epoch: time.Now().UnixNano()}
 	c.localRaw, _ = json.Marshal(c.local)
 
-	mlog := &memberlistLogger{log: c.log}
-	tr, err := newDemuxTransport(cfg.Addr.String(), cfg.Port, c.serveTable, mlog)
+	if cfg.Secret != nil {
+		c.period.Store(keyPeriod(time.Now(), cfg.KeyPeriod))
+		prev, cur, next, err := gossipKeys(cfg.Secret, c.period.Load())
+		if err == nil {
+			c.keyring, err = memberlist.NewKeyring([][]byte{prev, next}, cur)
+		}
+		if err == nil {
+			c.auth, err = newAuthenticator([][]byte{prev, cur, next})
+		}
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("making the gossip keyring: %w", err)
+		}
+	}
+	mlog := &memberlistLogger{lim: c.lim}
+	tr, err := newTransport(cfg.Addr, cfg.Port, c.serveTable, c.serveTableV1, c.auth, c.stats, c.lim, c.log)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("binding the gossip port %s:%d: %w", cfg.Addr, cfg.Port, err)
@@ -216,17 +250,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	// packet was about 5 % of the daemons' CPU with 50 members.
 	mc.EnableCompression = false
 	mc.Logger = mlog.std()
-	if cfg.Secret != nil {
-		c.period.Store(keyPeriod(time.Now(), cfg.KeyPeriod))
-		prev, cur, next, err := gossipKeys(cfg.Secret, c.period.Load())
-		if err == nil {
-			c.keyring, err = memberlist.NewKeyring([][]byte{prev, next}, cur)
-		}
-		if err != nil {
-			tr.Shutdown()
-			cancel()
-			return nil, fmt.Errorf("making the gossip keyring: %w", err)
-		}
+	if c.keyring != nil {
 		mc.Keyring = c.keyring
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
@@ -246,6 +270,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.serf = s
 	c.log.Info("cluster started", "node", sc.NodeName, "port", cfg.Port, "encrypted", cfg.Secret != nil, "seeds", cfg.Seeds)
 
+	c.spawn(func() { c.lim.Run(ctx) })
 	c.spawn(func() { c.eventLoop(ctx, events) })
 	c.spawn(func() { c.publishLoop(ctx) })
 	for i := 0; i < pullWorkers; i++ {
@@ -355,7 +380,13 @@ func (c *Cluster) Publish(t Table) {
 	t.Version = Version{Epoch: c.local.Version.Epoch, Seq: c.local.Version.Seq + 1}
 	c.local = t
 	c.localRaw, _ = json.Marshal(t)
+	size := len(c.localRaw)
 	c.mu.Unlock()
+	if err := CheckTable(t, size); err != nil {
+		// The driver refuses what would break the bounds; this is a bug
+		// (or IPsec state beyond them), and every member will refuse it.
+		c.lim.Log(slog.LevelError, "own table over limits", "this host's table is over the bounds every member checks; members will refuse it", "err", err)
+	}
 	select {
 	case c.dirty <- struct{}{}:
 	default:
@@ -466,7 +497,7 @@ func (c *Cluster) maybePull(m serf.Member) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.known[m.Name].Less(v) || c.pulling[m.Name] {
+	if !c.known[m.Name].Less(v) || c.pulling[m.Name] || c.refusedVersion[m.Name] == v {
 		return
 	}
 	select {
@@ -495,8 +526,11 @@ func (c *Cluster) drop(name string) {
 // updateMembers hands the sink every member that may send VXLAN: alive,
 // suspected, or failed but still within the grace period.
 func (c *Cluster) updateMembers() {
-	var addrs []netip.Addr
+	var addrs, known []netip.Addr
 	for _, m := range c.serf.Members() {
+		if a, ok := netip.AddrFromSlice(m.Addr); ok {
+			known = append(known, a.Unmap())
+		}
 		switch m.Status {
 		case serf.StatusAlive, serf.StatusLeaving:
 		case serf.StatusFailed:
@@ -513,6 +547,9 @@ func (c *Cluster) updateMembers() {
 			addrs = append(addrs, a.Unmap())
 		}
 	}
+	// Connections from any address serf knows, failed or left members'
+	// included (they come back), wait under the members' limits.
+	c.tr.setMembers(known)
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].Less(addrs[j]) })
 	c.cfg.Sink.SetMembers(addrs)
 }
@@ -545,7 +582,7 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 		return false
 	}
 	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
-	t, err := c.pull(ctx, addr)
+	t, size, err := c.pull(ctx, addr)
 	if err != nil {
 		c.log.Warn("pulling member's table", "member", name, "err", err)
 		return false
@@ -554,7 +591,16 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 		c.log.Warn("member sent another host's table", "member", name, "host", t.Host)
 		return false
 	}
+	if err := CheckTable(t, size); err != nil {
+		c.stats.add("table-limits")
+		c.lim.Log(slog.LevelError, "table over limits", "refusing a member's table over the bounds", "member", name, "version", t.Version.String(), "err", err)
+		c.mu.Lock()
+		c.refusedVersion[name] = t.Version
+		c.mu.Unlock()
+		return false
+	}
 	c.mu.Lock()
+	delete(c.refusedVersion, name)
 	have := c.known[name]
 	newer := have.Less(t.Version)
 	if newer {
@@ -614,87 +660,109 @@ func (c *Cluster) repairLoop(ctx context.Context) {
 	}
 }
 
-// pull fetches a member's table: magic byte and our nonce out; its nonce
-// and the sealed table back.
-func (c *Cluster) pull(ctx context.Context, addr string) (Table, error) {
+// pull fetches a member's table and its encoded size, with version 2 of
+// the pull, or version 1 from a member found serving only that.
+func (c *Cluster) pull(ctx context.Context, addr string) (Table, int, error) {
+	c.mu.Lock()
+	legacy := time.Now().Before(c.legacyUntil[addr])
+	c.mu.Unlock()
+	if !legacy {
+		plain, err := c.pullOnce(ctx, addr, clientPull)
+		switch {
+		case errors.Is(err, errOldServer):
+			c.log.Info("member serves only version 1 table pulls; pulling it so for a while", "addr", addr, "for", legacyPullFor)
+			c.mu.Lock()
+			c.legacyUntil[addr] = time.Now().Add(legacyPullFor)
+			c.mu.Unlock()
+		case errors.Is(err, errNoHello):
+			// An old member of an open cluster, or a new one that
+			// refused this connection: try once, remember nothing.
+		default:
+			return decodeTable(plain, err)
+		}
+	}
+	return decodeTable(c.pullOnce(ctx, addr, clientPullV1))
+}
+
+// pullOnce runs one pull of a version's client on a fresh connection.
+func (c *Cluster) pullOnce(ctx context.Context, addr string, client func(io.ReadWriter, [][]byte, []byte) ([]byte, error)) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := c.tr.dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return Table{}, err
+		return nil, err
 	}
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	conn.SetDeadline(deadline)
-	cn := make([]byte, 32)
-	rand.Read(cn)
-	if _, err := conn.Write(append([]byte{syncMagic}, cn...)); err != nil {
-		return Table{}, err
-	}
-	sn := make([]byte, 32)
-	if _, err := io.ReadFull(conn, sn); err != nil {
-		return Table{}, err
-	}
-	var n uint32
-	if err := binary.Read(conn, binary.BigEndian, &n); err != nil {
-		return Table{}, err
-	}
-	if n > maxTableBytes {
-		return Table{}, fmt.Errorf("table of %d bytes is over the limit", n)
-	}
-	sealed := make([]byte, n)
-	if _, err := io.ReadFull(conn, sealed); err != nil {
-		return Table{}, err
-	}
-	var plain []byte
-	for _, secret := range c.secrets() {
-		aead, err := sessionAEAD(secret, cn, sn)
-		if err != nil {
-			return Table{}, err
-		}
-		if plain, err = open(aead, sealed); err == nil {
-			break
-		}
-	}
-	if plain == nil {
-		return Table{}, errUnauthentic
+	return client(conn, c.secrets(), newNonce())
+}
+
+func decodeTable(plain []byte, err error) (Table, int, error) {
+	if err != nil {
+		return Table{}, 0, err
 	}
 	var t Table
 	if err := json.Unmarshal(plain, &t); err != nil {
-		return Table{}, fmt.Errorf("decoding table: %w", err)
+		return Table{}, 0, fmt.Errorf("decoding table: %w", err)
 	}
-	return t, nil
+	return t, len(plain), nil
 }
 
-// serveTable answers a pull with this host's table, sealed for the session.
-func (c *Cluster) serveTable(conn net.Conn) {
+// serveTable answers a version 2 pull, its magic byte read. Until the
+// client proves it holds the secret it is sent only the server's nonce,
+// and the ticket holds its place among the connections waiting to
+// authenticate.
+func (c *Cluster) serveTable(conn net.Conn, ticket *limit.Ticket) {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(pullTimeout))
-	cn := make([]byte, 32)
-	if _, err := io.ReadFull(conn, cn); err != nil {
+	from := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	authenticated := func() {
+		ticket.Release()
+		conn.SetDeadline(time.Now().Add(pullTimeout))
+	}
+	table := func() []byte {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.localRaw
+	}
+	if err := servePull(conn, c.secrets(), newNonce(), table, authenticated); err != nil {
+		reason := "pull-proof"
+		if !errors.Is(err, errBadProof) {
+			reason = readReason(err)
+		}
+		c.tr.refuse(reason, from, err)
 		return
 	}
-	sn := make([]byte, 32)
-	rand.Read(sn)
-	aead, err := sessionAEAD(c.secrets()[0], cn, sn)
-	if err != nil {
-		return
-	}
-	c.mu.Lock()
-	raw := c.localRaw
-	c.mu.Unlock()
-	sealed := seal(aead, raw)
-	out := make([]byte, 0, 36+len(sealed))
-	out = append(out, sn...)
-	out = binary.BigEndian.AppendUint32(out, uint32(len(sealed)))
-	out = append(out, sealed...)
-	conn.Write(out)
+	c.stats.accept("pull")
 }
+
+// serveTableV1 answers a version 1 pull from a member's address (a host of
+// the previous release, during a rolling upgrade).
+func (c *Cluster) serveTableV1(conn net.Conn, ticket *limit.Ticket) {
+	defer conn.Close()
+	ticket.Release()
+	conn.SetDeadline(time.Now().Add(pullTimeout))
+	from := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	table := func() []byte {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.localRaw
+	}
+	if err := servePullV1(conn, c.secrets()[0], newNonce(), table); err != nil {
+		c.tr.refuse(readReason(err), from, err)
+		return
+	}
+	c.stats.accept("pull-v1")
+}
+
+// Stats reports what the gossip port let through and refused.
+func (c *Cluster) Stats() Stats { return c.stats.snapshot() }
 
 // memberlistLogger carries serf's and memberlist's "[LEVEL] text" lines
-// into slog at their level.
-type memberlistLogger struct{ log *slog.Logger }
+// into slog at their level, every line within the log budget: memberlist
+// logs, among others, each packet and stream that fails, which strangers
+// choose.
+type memberlistLogger struct{ lim *limit.Logger }
 
 func (l *memberlistLogger) std() *log.Logger { return log.New(l, "", 0) }
 
@@ -713,7 +781,7 @@ func (l *memberlistLogger) Write(p []byte) (int, error) {
 	if level == slog.LevelInfo {
 		level = slog.LevelDebug
 	}
-	l.log.Log(context.Background(), level, line)
+	l.lim.Log(level, logKind(line), line)
 	return len(p), nil
 }
 
@@ -762,6 +830,9 @@ func (c *Cluster) rotateKeysLocked(p int64) error {
 			return err
 		}
 		keep = append(keep, op, oc, on)
+	}
+	if err := c.auth.setKeys(keep); err != nil {
+		return err
 	}
 	for _, k := range keep {
 		if err := c.keyring.AddKey(k); err != nil {

@@ -119,7 +119,9 @@ func startNodeConfig(t *testing.T, cfg Config) (*Cluster, *recorder, int) {
 	port := testutil.FreePort(t)
 	rec := &recorder{tables: map[netip.Addr]Table{}}
 	cfg.Port, cfg.Sink, cfg.FailGrace = port, rec, 500*time.Millisecond
-	cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
 	c, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,12 @@ const manifest = `{"Implements": ["NetworkDriver", "IpamDriver"]}`
 // contentType is what Docker's plugin client sends and expects.
 const contentType = "application/vnd.docker.plugins.v1.2+json"
 
+// maxBody bounds a request's body. Docker's largest calls (CreateNetwork
+// with its options, labels and IPAM data, CreateEndpoint) are a few KiB;
+// 1 MiB is hundreds of times that, and keeps a client gone wrong from
+// making the daemon buffer without end.
+const maxBody = 1 << 20
+
 // vxsec's own calls on the socket, for operators and tests; Docker never
 // makes them. Leave makes the daemon leave the cluster gracefully: its
 // peers forget its endpoints at once (for decommissioning a host).
@@ -51,7 +57,7 @@ func Listen(path string) (net.Listener, error) {
 
 // Serve answers the network driver and IPAM driver APIs on l until ctx ends.
 func Serve(ctx context.Context, l net.Listener, api *API, ipam *IPAM) error {
-	srv := &http.Server{Handler: newMux(api, ipam), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: limitBody(newMux(api, ipam)), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
@@ -92,12 +98,42 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 	return mux
 }
 
+// limitBody refuses a body over maxBody: at once when its length says so,
+// else when reading reaches the bound (handle tells the decoder's error).
+func limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBody {
+			tooLarge(w, r.ContentLength)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// tooLarge answers an oversized request, in the protocol's error form.
+func tooLarge(w http.ResponseWriter, size int64) {
+	msg := fmt.Sprintf("request body over the remote API's limit of %d bytes", maxBody)
+	if size > 0 {
+		msg = fmt.Sprintf("request body of %d bytes is over the remote API's limit of %d bytes", size, maxBody)
+	}
+	w.Header().Set("Content-Type", contentType)
+	// The rest of the body is not read: the connection goes.
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	json.NewEncoder(w).Encode(map[string]string{"Err": msg})
+}
+
 // handle decodes a request of type Req, calls f, and encodes its answer:
 // an empty object for nil, {"Err": ...} with status 500 for an error.
 func handle[Req any](f func(*Req) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		req := new(Req)
 		if err := json.NewDecoder(r.Body).Decode(req); err != nil && !errors.Is(err, io.EOF) {
+			if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+				tooLarge(w, -1)
+				return
+			}
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}

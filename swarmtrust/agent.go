@@ -24,6 +24,7 @@ import (
 
 	"github.com/vxsec/vxsec/atomicfile"
 	"github.com/vxsec/vxsec/config"
+	"github.com/vxsec/vxsec/internal/limit"
 )
 
 // SecretBytes is the length of the cluster secret, the same as
@@ -38,6 +39,46 @@ const (
 	exchangeTimeout      = 10 * time.Second
 	maxMessage           = 4096
 	protocolVersion      = 1
+)
+
+// portLimits bound what a stranger costs on the trust port, where nothing
+// is known of a peer until its certificate has been verified.
+type portLimits struct {
+	// conns bounds the connections open at once (in total, per source)
+	// and how fast new ones come.
+	conns limit.GateLimits
+	// handshakes bounds the TLS handshakes under way at once; beyond it
+	// a connection is refused rather than queued.
+	handshakes int
+	// handshakeTimeout bounds the handshake, which ends with the client's
+	// certificate verified.
+	handshakeTimeout time.Duration
+	// handshakeBytes bounds what a peer may send before its certificate
+	// is verified.
+	handshakeBytes int64
+}
+
+// defaultPortLimits: exchanges are few. Each node exchanges with each
+// manager every Interval (every second while it has no secret), so a
+// manager of a 500-node swarm serves about 17 a second, each over within
+// milliseconds. A client's whole handshake with the longest chain swarm
+// presents (a node certificate and the cross-signed root during a CA
+// rotation) measures 2.4 KiB; 32 KiB is thirteen times that.
+var defaultPortLimits = portLimits{
+	conns: limit.GateLimits{
+		Pending: 64, PendingPerSource: 4,
+		Rate: 50, Burst: 100,
+		SourceRate: 5, SourceBurst: 10,
+		Sources: 1024,
+	},
+	handshakes:       16,
+	handshakeTimeout: 5 * time.Second,
+	handshakeBytes:   32 << 10,
+}
+
+var (
+	errHandshakes    = errors.New("too many TLS handshakes under way")
+	errHandshakeSize = errors.New("the peer sent more than a handshake needs before its certificate was verified")
 )
 
 // Config is what an Agent is built from.
@@ -60,6 +101,9 @@ type Config struct {
 	// whole Interval. May be nil.
 	Peers func() []netip.Addr
 	Log   *slog.Logger
+
+	// limits replaces defaultPortLimits (tests).
+	limits *portLimits
 }
 
 // record is a cluster secret and its age. When nodes hold different
@@ -117,6 +161,9 @@ type Agent struct {
 	cfg   Config
 	log   *slog.Logger
 	start time.Time
+	// lim carries the lines strangers cause (refusals), within a budget.
+	lim    *limit.Logger
+	limits portLimits
 
 	mu      sync.Mutex
 	rec     *record
@@ -169,7 +216,12 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, log: cfg.Log.With("component", "swarmtrust"), start: time.Now(),
 		ready: make(chan struct{}), changed: make(chan []byte, 1),
+		limits: defaultPortLimits,
 	}
+	if cfg.limits != nil {
+		a.limits = *cfg.limits
+	}
+	a.lim = limit.NewLogger(a.log, limit.DefaultLogBurst, limit.DefaultLogWindow)
 	node, err := ReadNode(cfg.Dir)
 	if err != nil {
 		return nil, err
@@ -236,11 +288,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.runCtx = ctx
 	a.mu.Unlock()
 	a.log.Info("swarm trust serving", "addr", addr, "node", a.status.NodeID, "role", a.status.Role)
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
 		<-ctx.Done()
 		l.Close()
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.lim.Run(ctx)
 	}()
 	a.wg.Add(1)
 	go func() {
@@ -354,42 +410,85 @@ func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node stri
 }
 
 func (a *Agent) serve(ctx context.Context, l net.Listener) {
+	conns := limit.NewGate(a.limits.conns)
+	handshakes := make(chan struct{}, a.limits.handshakes)
 	for {
 		conn, err := l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			a.log.Warn("swarm trust accept", "err", err)
-			time.Sleep(100 * time.Millisecond)
+			a.lim.Log(slog.LevelWarn, "accept", "swarm trust accept", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		ticket, err := conns.Admit(remoteAddr(conn))
+		if err != nil {
+			conn.Close()
+			a.refused(conn.RemoteAddr(), limit.Reason(err), err)
 			continue
 		}
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
-			a.serveConn(ctx, conn)
+			defer ticket.Release()
+			a.serveConn(ctx, conn, handshakes)
 		}()
 	}
 }
 
+func remoteAddr(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr()
+	}
+	return netip.Addr{}
+}
+
 // serveConn answers one exchange. Credentials are read per connection,
 // so a renewed certificate or a rotated root CA takes effect at once.
-func (a *Agent) serveConn(ctx context.Context, raw net.Conn) {
+// Until the client's certificate is verified the connection holds a place
+// among the handshakes (handshakes, a semaphore), has a deadline of its
+// own and may make us read only a handshake's worth of bytes.
+func (a *Agent) serveConn(ctx context.Context, raw net.Conn, handshakes chan struct{}) {
 	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(exchangeTimeout))
+	select {
+	case handshakes <- struct{}{}:
+	default:
+		a.refused(raw.RemoteAddr(), "handshakes", errHandshakes)
+		return
+	}
+	inHandshake := true
+	done := func() {
+		if inHandshake {
+			inHandshake = false
+			<-handshakes
+		}
+	}
+	defer done()
+	raw.SetDeadline(time.Now().Add(a.limits.handshakeTimeout))
 	creds, err := loadCredentials(a.cfg.Dir)
 	if err != nil {
-		a.refused(raw.RemoteAddr(), err)
+		a.refused(raw.RemoteAddr(), "credentials", err)
 		return
 	}
-	conn := tls.Server(raw, creds.serverConfig())
+	capped := &cappedConn{Conn: raw, left: a.limits.handshakeBytes}
+	conn := tls.Server(capped, creds.serverConfig())
 	if err := conn.HandshakeContext(ctx); err != nil {
-		a.refused(raw.RemoteAddr(), err)
+		a.refused(raw.RemoteAddr(), "handshake", err)
 		return
 	}
+	// The client is a node of this swarm: the exchange's own bounds hold
+	// from here (receive reads one line of at most maxMessage).
+	done()
+	capped.left = -1
+	raw.SetDeadline(time.Now().Add(exchangeTimeout))
 	peer, err := receive(conn)
 	if err != nil {
-		a.refused(raw.RemoteAddr(), err)
+		a.refused(raw.RemoteAddr(), "message", err)
 		return
 	}
 	a.consider(peer, raw.RemoteAddr().String())
@@ -401,12 +500,35 @@ func (a *Agent) serveConn(ctx context.Context, raw net.Conn) {
 	a.mu.Unlock()
 }
 
-func (a *Agent) refused(from net.Addr, err error) {
-	a.log.Warn("swarm trust: refused a peer", "peer", from, "err", err)
+// refused counts a refusal and logs it within the log budget of its
+// stage: strangers choose how many there are.
+func (a *Agent) refused(from net.Addr, stage string, err error) {
+	a.lim.Log(slog.LevelWarn, "refused: "+stage, "swarm trust: refused a peer", "peer", from, "stage", stage, "err", err)
 	a.mu.Lock()
 	a.status.Refused++
 	a.status.LastRefusal = fmt.Sprintf("%s: %v", from, err)
 	a.mu.Unlock()
+}
+
+// cappedConn fails reads past left bytes; -1 is no bound.
+type cappedConn struct {
+	net.Conn
+	left int64
+}
+
+func (c *cappedConn) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return c.Conn.Read(p)
+	}
+	if c.left == 0 {
+		return 0, errHandshakeSize
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.Conn.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 func (a *Agent) send(conn net.Conn) error {

@@ -7,12 +7,14 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -295,4 +297,141 @@ func TestLockedNodeNoIdentity(t *testing.T) {
 
 func b64(b []byte) string {
 	return base64.StdEncoding.EncodeToString(b)
+}
+
+// agentWith starts an agent with the given trust port limits.
+func (s *swarm) agentWith(dir string, i int, lim portLimits) *Agent {
+	s.t.Helper()
+	a, err := New(Config{
+		Dir: dir, Addr: s.addr(i), Port: s.port,
+		Interval: 300 * time.Millisecond, GenerateAfter: 2 * time.Second,
+		Log:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		limits: &lim,
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	s.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.t.Error(err)
+		}
+	})
+	return a
+}
+
+// silent opens a connection to the trust port that sends nothing, as a
+// stranger holding a handshake open does.
+func silent(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// closedWithin reports whether the server closed conn within d, having
+// sent nothing.
+func closedWithin(conn net.Conn, d time.Duration) bool {
+	conn.SetReadDeadline(time.Now().Add(d))
+	n, err := io.Copy(io.Discard, conn)
+	var ne net.Error
+	return n == 0 && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// TestTrustPortCaps: handshakes and connections beyond their bounds are
+// refused at once (and counted), a handshake has a deadline, and a node
+// of the swarm is served once the strangers are gone.
+func TestTrustPortCaps(t *testing.T) {
+	s := newSwarm(t, "m1")
+	lim := defaultPortLimits
+	lim.handshakes, lim.handshakeTimeout = 2, time.Second
+	m1 := s.agentWith(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, lim)
+	secretOf(t, m1, 5*time.Second)
+	addr := net.JoinHostPort(s.addr(1).String(), strconv.Itoa(s.port))
+
+	held := []net.Conn{silent(t, addr), silent(t, addr)}
+	time.Sleep(100 * time.Millisecond) // both accepted, in their handshakes
+	before := m1.Status().Refused
+	if !closedWithin(silent(t, addr), 500*time.Millisecond) {
+		t.Fatal("a third handshake was not refused at once")
+	}
+	eventually(t, "the refusal counted", func() bool { return m1.Status().Refused == before+1 })
+	start := time.Now()
+	for _, c := range held {
+		if !closedWithin(c, 2*time.Second) {
+			t.Fatal("a silent handshake outlived its deadline")
+		}
+	}
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Fatalf("silent handshakes closed after %v, deadline 1s", took)
+	}
+	// A node of the swarm gets the secret once the strangers are gone.
+	w := s.agent(s.node(s.ca, 2, "w2", RoleWorker, cluster), 2, "")
+	if !bytes.Equal(secretOf(t, w, 5*time.Second), secretOf(t, m1, time.Second)) {
+		t.Fatal("the worker holds another secret")
+	}
+}
+
+func TestTrustPortConnectionCap(t *testing.T) {
+	s := newSwarm(t, "m1")
+	lim := defaultPortLimits
+	lim.conns.Pending, lim.handshakeTimeout = 2, time.Second
+	m1 := s.agentWith(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, lim)
+	secretOf(t, m1, 5*time.Second)
+	addr := net.JoinHostPort(s.addr(1).String(), strconv.Itoa(s.port))
+	silent(t, addr)
+	silent(t, addr)
+	time.Sleep(100 * time.Millisecond)
+	before := m1.Status().Refused
+	if !closedWithin(silent(t, addr), 500*time.Millisecond) {
+		t.Fatal("a third connection was not refused at once")
+	}
+	eventually(t, "the refusal counted", func() bool {
+		st := m1.Status()
+		return st.Refused == before+1 && strings.Contains(st.LastRefusal, "too many connections")
+	})
+}
+
+// TestHandshakeReadsBounded: before its certificate is verified, a peer
+// makes the server read no more than handshakeBytes, however long the
+// handshake message it claims to send.
+func TestHandshakeReadsBounded(t *testing.T) {
+	s := newSwarm(t, "m1")
+	a, err := New(Config{Dir: s.node(s.ca, 1, "m1", RoleManager, cluster), Addr: s.addr(1), Port: s.port,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.serveConn(context.Background(), server, make(chan struct{}, 1))
+	}()
+	// A ClientHello claiming 60000 bytes, sent in full-size records.
+	msg := append([]byte{1, 0, 0xea, 0x60}, make([]byte, 60000)...)
+	var stream []byte
+	for len(msg) > 0 {
+		n := min(len(msg), 16384)
+		stream = append(stream, 0x16, 3, 1, byte(n>>8), byte(n))
+		stream = append(stream, msg[:n]...)
+		msg = msg[n:]
+	}
+	client.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	written, _ := client.Write(stream) // net.Pipe: written is what the server read
+	client.Close()
+	<-done
+	if written > int(defaultPortLimits.handshakeBytes) {
+		t.Fatalf("the server read %d bytes of an unverified handshake, bound %d", written, defaultPortLimits.handshakeBytes)
+	}
+	if st := a.Status(); st.Refused != 1 || !strings.Contains(st.LastRefusal, "handshake") {
+		t.Fatalf("status %+v: want the handshake refused", st)
+	}
+	t.Logf("read %d of %d bytes sent", written, len(stream))
 }

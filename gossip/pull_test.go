@@ -1,0 +1,297 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/internal/testutil"
+)
+
+var (
+	secretA = []byte("0123456789abcdef0123456789abcdef")
+	secretB = []byte("fedcba9876543210fedcba9876543210")
+)
+
+// pipePull runs a version 2 pull between a client holding clientSecrets
+// and a server holding serverSecrets, over an in-memory connection.
+func pipePull(t *testing.T, clientSecrets, serverSecrets [][]byte) ([]byte, error, error) {
+	t.Helper()
+	cc, sc := net.Pipe()
+	defer cc.Close()
+	serr := make(chan error, 1)
+	go func() {
+		defer sc.Close()
+		var magic [1]byte
+		if _, err := io.ReadFull(sc, magic[:]); err != nil {
+			serr <- err
+			return
+		}
+		serr <- servePull(sc, serverSecrets, newNonce(), func() []byte { return []byte("the table") }, func() {})
+	}()
+	plain, err := clientPull(cc, clientSecrets, newNonce())
+	cc.Close()
+	return plain, err, <-serr
+}
+
+// TestPullProof: a client proves any secret the server holds, in either
+// direction of a secret change; one holding none gets nothing.
+func TestPullProof(t *testing.T) {
+	cases := []struct {
+		name           string
+		client, server [][]byte
+		ok             bool
+	}{
+		{"same secret", [][]byte{secretA}, [][]byte{secretA}, true},
+		{"server switched first", [][]byte{secretA}, [][]byte{secretB, secretA}, true},
+		{"client switched first", [][]byte{secretB, secretA}, [][]byte{secretA}, true},
+		{"both switched", [][]byte{secretB, secretA}, [][]byte{secretB, secretA}, true},
+		{"no shared secret", [][]byte{secretB}, [][]byte{secretA}, false},
+		{"open cluster", [][]byte{nil}, [][]byte{nil}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			plain, cerr, serr := pipePull(t, tc.client, tc.server)
+			if tc.ok {
+				if cerr != nil || serr != nil || string(plain) != "the table" {
+					t.Fatalf("pull = %q, client err %v, server err %v", plain, cerr, serr)
+				}
+				return
+			}
+			if !errors.Is(serr, errBadProof) || cerr == nil {
+				t.Fatalf("client err %v, server err %v: want the proof refused", cerr, serr)
+			}
+		})
+	}
+}
+
+// rawPull opens a connection to a node's gossip port from source and
+// sends magic.
+func rawConn(t *testing.T, source, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}, Timeout: 2 * time.Second}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	return conn
+}
+
+// TestStrangerGetsOnlyTheNonce: against a running node, a client without
+// the secret gets the server's nonce and then the connection closes; a
+// replayed proof (valid for another connection's nonce) fares the same;
+// version 1 gets nothing at all; a member's pull gets the table.
+func TestStrangerGetsOnlyTheNonce(t *testing.T) {
+	c, _, port := startNode(t, "127.0.0.61", secretA, nil)
+	c.Publish(Table{})
+	addr := net.JoinHostPort("127.0.0.61", strconv.Itoa(port))
+	const stranger = "127.0.0.69"
+
+	// Without the secret: a proof under another one.
+	conn := rawConn(t, stranger, addr)
+	conn.Write([]byte{pullMagicV2})
+	sn, err := readHello(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := makeProof([][]byte{secretB}, sn, newNonce())
+	conn.Write(p.encode())
+	if rest, _ := io.ReadAll(conn); len(rest) != 0 {
+		t.Fatalf("a stranger got %d bytes after the nonce", len(rest))
+	}
+
+	// A replay: a proof valid for the first connection's nonce, sent on a
+	// second connection.
+	first := rawConn(t, stranger, addr)
+	first.Write([]byte{pullMagicV2})
+	sn1, err := readHello(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded, _ := makeProof([][]byte{secretA}, sn1, newNonce())
+	second := rawConn(t, stranger, addr)
+	second.Write([]byte{pullMagicV2})
+	if _, err := readHello(second); err != nil {
+		t.Fatal(err)
+	}
+	second.Write(recorded.encode())
+	if rest, _ := io.ReadAll(second); len(rest) != 0 {
+		t.Fatalf("a replayed proof got %d bytes", len(rest))
+	}
+	// The proof on the connection it was made for works (the positive
+	// control of the replay).
+	first.Write(recorded.encode())
+	sealed, err := readSealed(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openTable([][]byte{secretA}, recorded.clientNonce, sn1, sealed); err != nil {
+		t.Fatal(err)
+	}
+
+	// Version 1: the old request gets nothing.
+	v1 := rawConn(t, stranger, addr)
+	v1.Write(append([]byte{pullMagicV1}, newNonce()...))
+	if rest, _ := io.ReadAll(v1); len(rest) != 0 {
+		t.Fatalf("a version 1 pull got %d bytes", len(rest))
+	}
+
+	testutil.Eventually(t, 5*time.Second, "refusals counted", func() bool {
+		st := c.Stats()
+		return st.Refused["pull-proof"] == 2 && st.Refused["pull-v1"] == 1 && st.Accepted["pull"] == 1
+	})
+}
+
+// oldServer serves table pulls as version 1 did: version 1 pulls get the
+// table, and anything else goes to memberlist, which with encryption on
+// answers with an encrypted error message (or, in an open cluster, closes).
+type oldServer struct {
+	l     net.Listener
+	conns atomic.Int32
+	open  bool
+	wg    sync.WaitGroup
+}
+
+func startOldServer(t *testing.T, secret []byte, table Table, open bool) *oldServer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.71:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &oldServer{l: l, open: open}
+	raw, _ := json.Marshal(table)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.conns.Add(1)
+			func() {
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				var first [1]byte
+				if _, err := io.ReadFull(conn, first[:]); err != nil {
+					return
+				}
+				if first[0] != pullMagicV1 {
+					if !s.open {
+						conn.Write([]byte{encryptMsg, 0, 0, 0, 40, 1})
+					}
+					return
+				}
+				cn := make([]byte, nonceSize)
+				if _, err := io.ReadFull(conn, cn); err != nil {
+					return
+				}
+				sn := newNonce()
+				aead, _ := sessionAEAD(secret, cn, sn)
+				conn.Write(append(sn, sealedFrame(seal(aead, raw))...))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		s.wg.Wait()
+	})
+	return s
+}
+
+// TestPullFromOldServer: a client pulls from a member that serves only
+// version 1, and remembers it (one connection a pull from then on); in an
+// open cluster, where the old server just closes, it still gets the table.
+func TestPullFromOldServer(t *testing.T) {
+	c, _, _ := startNode(t, "127.0.0.72", secretA, nil)
+	want := Table{Host: netip.MustParseAddr("127.0.0.71"), Version: Version{Epoch: 1, Seq: 2}}
+	old := startOldServer(t, secretA, want, false)
+	addr := old.l.Addr().String()
+	for i, wantConns := range []int32{2, 3} {
+		got, _, err := c.pull(context.Background(), addr)
+		if err != nil {
+			t.Fatalf("pull %d: %v", i, err)
+		}
+		if got.Version != want.Version {
+			t.Fatalf("pull %d: version %v, want %v", i, got.Version, want.Version)
+		}
+		if n := old.conns.Load(); n != wantConns {
+			t.Fatalf("after pull %d the old server saw %d connections, want %d", i, n, wantConns)
+		}
+	}
+
+	openC, _, _ := startNode(t, "127.0.0.73", nil, nil)
+	oldOpen := startOldServer(t, nil, want, true)
+	if got, _, err := openC.pull(context.Background(), oldOpen.l.Addr().String()); err != nil || got.Version != want.Version {
+		t.Fatalf("open cluster: pull = %v, %v", got.Version, err)
+	}
+}
+
+// TestPullOverLimitsRefused: a member's table over the bounds is refused
+// (counted, logged, not installed) and not pulled again; its next table,
+// within them, is installed.
+func TestPullOverLimitsRefused(t *testing.T) {
+	a, _, portA := startNode(t, "127.0.0.81", secretA, nil)
+	seed := []string{net.JoinHostPort("127.0.0.81", strconv.Itoa(portA))}
+	b, recB, _ := startNode(t, "127.0.0.82", secretA, seed)
+	hostA := netip.MustParseAddr("127.0.0.81")
+	var big Table
+	for i := range MaxKeysPerHost + 1 {
+		big.Keys = append(big.Keys, KeyRecord{Epoch: uint64(i), Public: bytes.Repeat([]byte{1}, 32)})
+	}
+	a.Publish(big)
+	eventually(t, "B refuses A's table", func() bool { return b.Stats().Refused["table-limits"] == 1 })
+	if _, ok := recB.table(hostA); ok {
+		t.Fatal("B installed a table over the bounds")
+	}
+	time.Sleep(6 * time.Second) // a repair pass
+	if n := b.Stats().Refused["table-limits"]; n != 1 {
+		t.Fatalf("B pulled the refused version again (%d refusals)", n)
+	}
+	a.Publish(Table{Keys: big.Keys[:1]})
+	eventually(t, "B installs A's next table", func() bool { _, ok := recB.table(hostA); return ok })
+}
+
+// TestPullV1OnlyForMembers: a host of the previous release (version 1
+// client, a member's address) still pulls an upgraded host's table during a
+// rolling upgrade; a stranger asking the same way gets nothing.
+func TestPullV1OnlyForMembers(t *testing.T) {
+	a, _, portA := startNode(t, "127.0.0.71", secretA, nil)
+	addr := net.JoinHostPort("127.0.0.71", strconv.Itoa(portA))
+	b, _, _ := startNode(t, "127.0.0.72", secretA, []string{addr})
+	eventually(t, "A and B members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	a.Publish(Table{Endpoints: []EndpointRecord{{VNI: 1, IP: netip.MustParseAddr("10.0.0.1"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}})
+
+	pullV1From := func(src string) ([]byte, error) {
+		conn := rawConn(t, src, addr)
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		return clientPullV1(conn, [][]byte{secretA}, newNonce())
+	}
+	// The member's address: served, and the table is A's.
+	var plain []byte
+	eventually(t, "a version 1 pull from B's address served A's table", func() bool {
+		var err error
+		plain, err = pullV1From("127.0.0.72")
+		return err == nil && bytes.Contains(plain, []byte("10.0.0.1"))
+	})
+	// A stranger, holding the secret even: nothing.
+	if got, err := pullV1From("127.0.0.79"); err == nil || len(got) != 0 {
+		t.Fatalf("a stranger's version 1 pull got %d bytes (err %v)", len(got), err)
+	}
+	eventually(t, "the stranger's pull counted", func() bool { return a.Stats().Refused["pull-v1"] == 1 })
+	if n := a.Stats().Accepted["pull-v1"]; n == 0 {
+		t.Errorf("no version 1 pull counted as served: %+v", a.Stats())
+	}
+}
