@@ -3,9 +3,11 @@ GO        ?= go
 BIN       := bin/vxsec
 VXLAB     := bin/vxlab
 GOFLAGS_B := -trimpath -tags nosystemd
+# How long `make fuzz` fuzzes each target.
+FUZZTIME  ?= 3s
 export CGO_ENABLED := 0
 
-.PHONY: all build vxlab unit integration e2e test plugin demo bench lint clean
+.PHONY: all build vxlab unit fuzz integration e2e test plugin demo bench lint clean
 
 all: build
 
@@ -19,6 +21,11 @@ vxlab:
 # Unit tests (the xfrm policy test needs root; everything else does not).
 unit:
 	$(GO) test -tags nosystemd -count=1 ./...
+
+# Every fuzz target of the module, FUZZTIME each; a failing input is left in
+# the package's testdata/fuzz (the unit tests then run it).
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
 # Root integration tests: daemons in network namespaces, driven through the remote API.
 integration: build

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -343,13 +344,18 @@ func SplitJoinAddr(addr string, defPort int) (string, int, error) {
 		if ip := net.ParseIP(strings.Trim(addr, "[]")); ip != nil {
 			return ip.String(), defPort, nil
 		}
-		if addr != "" && !strings.ContainsAny(addr, ":/ ") {
+		// A bracket outside an IPv6 literal is no host name: "[" was
+		// accepted and made the join address "[:7947", which never
+		// parses (found by FuzzSplitJoinAddr).
+		if addr != "" && !strings.ContainsAny(addr, ":/ []") {
 			return addr, defPort, nil
 		}
 		return "", 0, fmt.Errorf("join: %q is not an address (host or host:port)", addr)
 	}
+	// Sscanf stops at the first non-digit: without the comparison,
+	// "10.0.0.1:79x7" joined port 79 (found by FuzzSplitJoinAddr).
 	var port int
-	if _, err := fmt.Sscanf(portText, "%d", &port); err != nil || port < 1 || port > 65535 {
+	if _, err := fmt.Sscanf(portText, "%d", &port); err != nil || port < 1 || port > 65535 || strconv.Itoa(port) != portText {
 		return "", 0, fmt.Errorf("join: %q has no valid port (1..65535)", addr)
 	}
 	return host, port, nil

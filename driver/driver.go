@@ -351,15 +351,8 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 			n.Gateways = append(n.Gateways, gw.Addr())
 		}
 	}
-	underlayMTU := d.cfg.Underlay.MTU
-	if o.UnderlayMTU != 0 {
-		underlayMTU = o.UnderlayMTU
-	}
-	if n.MTU, err = ContainerMTU(underlayMTU, d.cfg.Underlay.Addr.Is6()); err != nil {
+	if n.MTU, err = networkMTU(o, d.cfg.Underlay.MTU, d.cfg.Underlay.Addr.Is6()); err != nil {
 		return err
-	}
-	if o.Encrypted {
-		n.MTU = ipsec.ContainerMTU(underlayMTU, d.cfg.Underlay.Addr.Is6())
 	}
 
 	d.mu.Lock()
@@ -371,6 +364,10 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 			return fmt.Errorf("network %s exists with other options (%v); delete it first", short(req.ID), old.Options.Map())
 		}
 		return d.ensureNetworkLocked(old)
+	}
+	if len(d.nets) >= gossip.MaxNetworksPerHost {
+		return fmt.Errorf("this host has %d networks, the limit per host (gossip.MaxNetworksPerHost, %d): every other host refuses a table with more; delete a network first",
+			len(d.nets), gossip.MaxNetworksPerHost)
 	}
 	switch {
 	case o.VNI != 0:
@@ -510,6 +507,14 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 			return old.MAC.String(), nil
 		}
 		return "", nil
+	}
+	total := 0
+	for _, nw := range d.nets {
+		total += len(nw.Endpoints)
+	}
+	if total >= gossip.MaxEndpointsPerHost {
+		return "", fmt.Errorf("this host has %d endpoints, the limit per host (gossip.MaxEndpointsPerHost, %d): every other host refuses a table with more; remove containers first",
+			total, gossip.MaxEndpointsPerHost)
 	}
 	for _, ep := range n.Endpoints {
 		if ep.Address.Addr() == addr.Addr() {

@@ -61,6 +61,15 @@ func (s *Store) Load() (map[string]*Network, error) {
 		if n.Endpoints == nil {
 			n.Endpoints = map[string]*Endpoint{}
 		}
+		// Put never writes a null endpoint, but a damaged file may hold
+		// one: accepted, it crashed the daemon at start on a nil pointer
+		// (reconcile and clone read every endpoint). The regression input is
+		// testdata/fuzz/FuzzStoreLoad/null-endpoint.
+		for id, ep := range n.Endpoints {
+			if ep == nil {
+				return nil, fmt.Errorf("%s: endpoint %q of network %q is empty", name, id, n.ID)
+			}
+		}
 		nets[n.ID] = &n
 	}
 	return nets, nil

@@ -69,6 +69,14 @@ func Open(dir string) (*Allocator, error) {
 		if err := json.Unmarshal(data, &p); err != nil || p.ID == "" {
 			return nil, fmt.Errorf("decoding %s: %v", e.Name(), err)
 		}
+		// Only what RequestPool makes: a damaged file's pool with no
+		// IPv4 subnet made RequestAddress panic (a negative shift, or As4
+		// of an IPv6 address), and one whose range left its subnet gave
+		// out addresses outside it. Regression inputs: testdata/fuzz/FuzzOpen.
+		if !p.Prefix.Addr().Is4() || p.Prefix.Bits() > 30 || p.Prefix != p.Prefix.Masked() ||
+			p.Range != p.Range.Masked() || p.Range.Bits() < p.Prefix.Bits() || !p.Prefix.Contains(p.Range.Addr()) {
+			return nil, fmt.Errorf("%s: pool %s has subnet %s and range %s, which vxsec never makes", e.Name(), p.ID, p.Prefix, p.Range)
+		}
 		a.pools[p.ID] = &p
 	}
 	return a, nil

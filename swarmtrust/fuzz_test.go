@@ -1,0 +1,264 @@
+package swarmtrust
+
+// Fuzz targets of what the trust agent reads: a peer's message over TLS,
+// the swarm directory (node certificate and state.json) and the kept
+// secret file. `go test` runs the seeds (f.Add and testdata/fuzz) as
+// regression tests; `make fuzz` fuzzes each for a bounded time.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vxsec/vxsec/swarmtrust/testpki"
+)
+
+var fuzzLog = slog.New(slog.DiscardHandler)
+
+// fuzzConn is a peer's side of an exchange: what it sends, and nothing else.
+type fuzzConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c fuzzConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func fuzzMessageLine(m message) []byte {
+	b, _ := json.Marshal(m)
+	return append(b, '\n')
+}
+
+// FuzzReceive: a peer's message. An accepted one is of this protocol
+// version, holds no secret or one of SecretBytes, came in at most
+// maxMessage bytes, and is what the peer encoded. Whatever two peers send,
+// the node ends on the same secret in either order of their messages (the
+// cluster converges), never adopts a secret of another swarm, and never
+// trades its secret for a younger one.
+func FuzzReceive(f *testing.F) {
+	secret := func(b byte) []byte { return bytes.Repeat([]byte{b}, SecretBytes) }
+	older := fuzzMessageLine(message{Version: 1, Cluster: cluster, Record: &record{Secret: secret(1), Created: 1714557600123456789, By: "kq3wd8m2zx7v1n5b0c4j6h9fa"}})
+	younger := fuzzMessageLine(message{Version: 1, Cluster: cluster, Record: &record{Secret: secret(2), Created: 1714557700000000000, By: "p0o9i8u7y6t5r4e3w2q1a2s3d"}})
+	f.Add(older, younger, false)
+	f.Add(younger, older, true)
+	f.Add(fuzzMessageLine(message{Version: 1, Cluster: cluster}), older, true)
+	f.Add(fuzzMessageLine(message{Version: 1, Cluster: "another-swarm", Record: &record{Secret: secret(3), Created: 1}}), younger, true)
+	f.Add([]byte(`{"v":2,"cluster":"x"}`+"\n"), []byte(`{"v":1,"record":{"secret":"c2hvcnQ="}}`+"\n"), false)
+	f.Add(bytes.Repeat([]byte("a"), maxMessage+1), []byte("{}"), false)
+	f.Fuzz(func(t *testing.T, a, b []byte, hasSecret bool) {
+		ma, errA := receive(fuzzConn{r: bytes.NewReader(a)})
+		mb, errB := receive(fuzzConn{r: bytes.NewReader(b)})
+		for _, c := range []struct {
+			in  []byte
+			m   message
+			err error
+		}{{a, ma, errA}, {b, mb, errB}} {
+			if c.err != nil {
+				if !strings.Contains(c.err.Error(), "peer") {
+					t.Fatalf("receive(%q): error %q does not say it is the peer's message", c.in, c.err)
+				}
+				continue
+			}
+			if c.m.Version != protocolVersion || (c.m.Record != nil && len(c.m.Record.Secret) != SecretBytes) {
+				t.Fatalf("receive(%q) accepted %+v", c.in, c.m)
+			}
+			if i := bytes.IndexByte(c.in, '\n'); i < 0 || i >= maxMessage {
+				t.Fatalf("receive accepted a message of %d bytes, over %d", i+1, maxMessage)
+			}
+			again, err := receive(fuzzConn{r: bytes.NewReader(fuzzMessageLine(c.m))})
+			if err != nil || !reflect.DeepEqual(again, c.m) {
+				t.Fatalf("message %+v, encoded and received again: %+v, %v", c.m, again, err)
+			}
+		}
+		if errA != nil || errB != nil {
+			return
+		}
+
+		var own *record
+		if hasSecret {
+			own = &record{Secret: secret(9), Created: 1714557650000000000, By: "self"}
+		}
+		agent := func() *Agent {
+			a := &Agent{log: fuzzLog, cluster: cluster, ready: make(chan struct{}), changed: make(chan []byte, 1)}
+			if own != nil {
+				r := *own
+				a.rec = &r
+				close(a.ready)
+			}
+			return a
+		}
+		ab, ba := agent(), agent()
+		ab.consider(ma, "a")
+		ab.consider(mb, "b")
+		ba.consider(mb, "b")
+		ba.consider(ma, "a")
+		if (ab.rec == nil) != (ba.rec == nil) || ab.rec != nil && (!bytes.Equal(ab.rec.Secret, ba.rec.Secret) || ab.rec.Created != ba.rec.Created) {
+			t.Fatalf("the order of two messages decided the secret: %+v then %+v gives %+v; the other order %+v", ma.Record, mb.Record, ab.rec, ba.rec)
+		}
+		if ab.rec == nil {
+			return
+		}
+		from := func(m message) bool {
+			return m.Cluster == cluster && m.Record != nil && bytes.Equal(m.Record.Secret, ab.rec.Secret) && m.Record.Created == ab.rec.Created
+		}
+		if !from(ma) && !from(mb) && (own == nil || !bytes.Equal(own.Secret, ab.rec.Secret)) {
+			t.Fatalf("adopted %+v, which neither this node nor a peer of this swarm held", ab.rec)
+		}
+		if own.older(ab.rec) {
+			t.Fatalf("traded secret %+v for the younger %+v", own, ab.rec)
+		}
+	})
+}
+
+// FuzzReadNode: the swarm directory's node certificate file and state.json.
+// Every certificate parseCerts returns is one the file holds, the identity
+// ReadNode reports is a swarm node's (a node ID, a swarm ID, a swarm role),
+// the managers are state.json's, and a refusal names the file at fault.
+func FuzzReadNode(f *testing.F) {
+	ca, err := testpki.NewCA()
+	if err != nil {
+		f.Fatal(err)
+	}
+	dir := f.TempDir()
+	if err := ca.Write(testpki.Node{Dir: dir, Cluster: cluster, ID: "kq3wd8m2zx7v1n5b0c4j6h9fa", Role: RoleManager,
+		Managers: []testpki.Manager{{NodeID: "kq3wd8m2zx7v1n5b0c4j6h9fa", Addr: "10.0.0.11:2377"}, {NodeID: "p0o9i8u7y6t5r4e3w2q1a2s3d", Addr: "[fd00::12]:2377"}}}); err != nil {
+		f.Fatal(err)
+	}
+	cert, _ := os.ReadFile(filepath.Join(dir, certFile))
+	state, _ := os.ReadFile(filepath.Join(dir, stateFile))
+	f.Add(cert, state)
+	f.Add(cert, []byte{})
+	f.Add(append(pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{6, 8, 42}}), cert...), []byte(`[]`))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), state)
+	f.Fuzz(func(t *testing.T, cert, state []byte) {
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "certificates"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, certFile), cert, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// An empty state is a node that has not written state.json yet.
+		if len(state) > 0 {
+			if err := os.WriteFile(filepath.Join(dir, stateFile), state, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		certs, certErr := parseCerts(cert)
+		if certErr == nil {
+			if len(certs) == 0 {
+				t.Fatal("parseCerts: no error and no certificate")
+			}
+			for _, c := range certs {
+				if !fuzzHoldsDER(cert, c.Raw) {
+					t.Fatalf("parseCerts returned a certificate the file does not hold: %x", c.Raw)
+				}
+			}
+		}
+
+		n, err := ReadNode(dir)
+		if err != nil {
+			switch {
+			case certErr != nil || strings.Contains(err.Error(), "swarm node certificate"):
+				if !strings.Contains(err.Error(), filepath.Join(dir, certFile)) {
+					t.Fatalf("ReadNode: error %q does not name the certificate file", err)
+				}
+			case !strings.Contains(err.Error(), filepath.Join(dir, stateFile)):
+				t.Fatalf("ReadNode: error %q names neither file", err)
+			}
+			return
+		}
+		if certErr != nil {
+			t.Fatalf("ReadNode accepted a certificate file parseCerts refuses: %v", certErr)
+		}
+		if n.ID == "" || n.ClusterID == "" || (n.Role != RoleManager && n.Role != RoleWorker) {
+			t.Fatalf("ReadNode = %+v: not a swarm node's identity", n)
+		}
+		s := certs[0].Subject
+		if n.ID != s.CommonName || n.ClusterID != s.Organization[0] || n.Role != s.OrganizationalUnit[0] || !n.NotAfter.Equal(certs[0].NotAfter) {
+			t.Fatalf("ReadNode = %+v, but the first certificate is %v", n, s)
+		}
+		var want []Manager
+		if len(state) > 0 {
+			if err := json.Unmarshal(state, &want); err != nil {
+				t.Fatalf("ReadNode accepted state.json that does not decode: %v", err)
+			}
+		}
+		if !reflect.DeepEqual(n.Managers, want) {
+			t.Fatalf("managers %+v, state.json has %+v", n.Managers, want)
+		}
+	})
+}
+
+// fuzzHoldsDER: a certificate parseCerts returns is the content of one of
+// the file's PEM blocks.
+func fuzzHoldsDER(file, der []byte) bool {
+	for {
+		var b *pem.Block
+		b, file = pem.Decode(file)
+		if b == nil {
+			return false
+		}
+		if b.Type == "CERTIFICATE" && bytes.Equal(b.Bytes, der) {
+			return true
+		}
+	}
+}
+
+// FuzzKeptSecret: the file that keeps the agreed secret across restarts. A
+// damaged one is ignored, never fatal (the node then agrees a secret again);
+// an intact one of this swarm gives back exactly its secret; one of another
+// swarm is never used.
+func FuzzKeptSecret(f *testing.F) {
+	ca, err := testpki.NewCA()
+	if err != nil {
+		f.Fatal(err)
+	}
+	dir := f.TempDir()
+	if err := ca.Write(testpki.Node{Dir: dir, Cluster: cluster, ID: "kq3wd8m2zx7v1n5b0c4j6h9fa", Role: RoleWorker}); err != nil {
+		f.Fatal(err)
+	}
+	kept := func(cl string, n int) []byte {
+		b, _ := json.Marshal(savedFile{Cluster: cl, Record: &record{Secret: bytes.Repeat([]byte{4}, n), Created: 1714557600123456789, By: "p0o9i8u7y6t5r4e3w2q1a2s3d"}})
+		return b
+	}
+	f.Add(kept(cluster, SecretBytes))
+	f.Add(kept("another-swarm", SecretBytes))
+	f.Add(kept(cluster, 16))
+	f.Add([]byte(`{"cluster":"` + cluster + `","record":null}`))
+	f.Add([]byte(`{"cluster":"` + cluster + `","rec`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file := filepath.Join(t.TempDir(), "swarm-secret.json")
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a, err := New(Config{Dir: dir, SecretFile: file, Log: fuzzLog})
+		if err != nil {
+			t.Fatalf("New with kept secret %q: %v; a damaged kept secret must not be fatal", data, err)
+		}
+		var sf savedFile
+		intact := json.Unmarshal(data, &sf) == nil && sf.Record != nil && len(sf.Record.Secret) == SecretBytes && sf.Cluster == cluster
+		if !intact {
+			if a.hasSecret() {
+				t.Fatalf("kept file %q (not an intact secret of this swarm) gave a secret", data)
+			}
+			return
+		}
+		got, err := a.Secret(context.Background())
+		if err != nil || !bytes.Equal(got, sf.Record.Secret) {
+			t.Fatalf("kept secret %x came back as %x, %v", sf.Record.Secret, got, err)
+		}
+		if st := a.Status(); st.SecretID != sf.Record.id() || st.ClusterID != cluster {
+			t.Fatalf("status %+v does not show the kept secret", st)
+		}
+	})
+}
