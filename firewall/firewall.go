@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 )
 
@@ -218,10 +219,44 @@ func (f *Firewall) Present() (bool, error) {
 	return len(t) > 0, err
 }
 
-// addGuard queues the tables: VXLAN is accepted only from members; the
-// host neither receives (IP, IPv6 or ARP) nor forwards anything on an
-// overlay device. Containers talk to each other below the host's IP stack,
-// so the latter costs them nothing.
+// Locks name the guard's rules by what each one stops; a rule's name is its
+// nftables comment, so `vxsec status`, `nft list` and the tests all count
+// the same thing.
+const (
+	// LockNonMember drops VXLAN from an address that is no cluster member.
+	LockNonMember = "non-member"
+	// LockSpoofedMember drops VXLAN that claims a member's address but
+	// arrived on an interface the route back to that member does not use
+	// (a container on this host forging a peer's address).
+	LockSpoofedMember = "spoofed-member"
+	// LockCleartext drops encrypted-port VXLAN that did not come through an
+	// IPsec SA.
+	LockCleartext = "cleartext"
+	// LockUnencrypted drops encrypted-port VXLAN about to leave without an
+	// IPsec transform.
+	LockUnencrypted = "unencrypted-out"
+	// LockLocalInjection drops VXLAN written by a socket of this host's
+	// namespace (any user's UDP or raw socket) to a member or to this host.
+	LockLocalInjection = "local-injection"
+	// LockForwardedInjection drops VXLAN this host would forward to a
+	// member (a container of any other network, NATed or routed).
+	LockForwardedInjection = "forwarded-injection"
+	// LockOverlayDevice drops what the host would receive or forward on an
+	// overlay device.
+	LockOverlayDevice = "overlay-device"
+)
+
+// Locks lists every lock, in the order status shows them.
+func Locks() []string {
+	return []string{LockNonMember, LockSpoofedMember, LockCleartext, LockUnencrypted,
+		LockLocalInjection, LockForwardedInjection, LockOverlayDevice}
+}
+
+// addGuard queues the tables: VXLAN is accepted only from members, on the
+// interface that leads back to them, and leaves only when the kernel's VXLAN
+// devices made it; the host neither receives (IP, IPv6 or ARP) nor forwards
+// anything on an overlay device. Containers talk to each other below the
+// host's IP stack, so the latter costs them nothing.
 func addGuard(conn *nftables.Conn, ports, secure []uint16, members []netip.Addr) error {
 	inet := conn.AddTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})
 	sets := map[bool]*nftables.Set{}
@@ -235,65 +270,132 @@ func addGuard(conn *nftables.Conn, ports, secure []uint16, members []netip.Addr)
 		}
 		sets[v6] = set
 	}
-	in := conn.AddChain(&nftables.Chain{
-		Name: "input", Table: inet, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(-10),
-	})
+	chain := func(name string, hook *nftables.ChainHook) *nftables.Chain {
+		return conn.AddChain(&nftables.Chain{
+			Name: name, Table: inet, Type: nftables.ChainTypeFilter,
+			Hooknum: hook, Priority: nftables.ChainPriorityRef(-10),
+		})
+	}
+	add := func(c *nftables.Chain, lock string, matches ...[]expr.Any) {
+		conn.AddRule(&nftables.Rule{Table: inet, Chain: c, Exprs: countedDrop(matches...),
+			UserData: userdata.AppendString(nil, userdata.TypeComment, lock)})
+	}
+	in := chain("input", nftables.ChainHookInput)
 	for _, port := range secure {
-		conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropCleartext(port)})
+		add(in, LockCleartext, udpDport(port), secpathMissing())
 	}
 	if len(secure) > 0 {
 		// The sender's own lock: encrypted VXLAN whose route carries no
 		// xfrm transform (its policies are missing, flushed or broken)
 		// never reaches the wire.
-		post := conn.AddChain(&nftables.Chain{
-			Name: "postrouting", Table: inet, Type: nftables.ChainTypeFilter,
-			Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityRef(-10),
-		})
+		post := chain("postrouting", nftables.ChainHookPostrouting)
 		for _, port := range secure {
-			conn.AddRule(&nftables.Rule{Table: inet, Chain: post, Exprs: dropUnencrypted(port)})
+			add(post, LockUnencrypted, udpDport(port), rtIPsecMissing())
 		}
 	}
 	for _, port := range ports {
 		for _, v6 := range []bool{false, true} {
-			conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropNonMember(port, v6, sets[v6])})
+			add(in, LockNonMember, nfproto(v6), udpDport(port), saddrIn(v6, sets[v6], true))
 		}
+		// Strict reverse path for the data port alone: the host's own
+		// rp_filter is the admin's (and Docker's) business, and loose or
+		// off on many hosts.
+		add(in, LockSpoofedMember, udpDport(port), reversePathMissing())
 	}
-	conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: dropOnIf(expr.MetaKeyIIFNAME)})
-	fwd := conn.AddChain(&nftables.Chain{
-		Name: "forward", Table: inet, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-10),
-	})
-	conn.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: dropOnIf(expr.MetaKeyIIFNAME)})
-	conn.AddRule(&nftables.Rule{Table: inet, Chain: fwd, Exprs: dropOnIf(expr.MetaKeyOIFNAME)})
+	add(in, LockOverlayDevice, onIf(expr.MetaKeyIIFNAME))
+
+	// What leaves: the kernel's VXLAN devices write with no socket of this
+	// namespace attached (their frames carry the container's socket, of
+	// another namespace, or none), so a data-port datagram that has one
+	// was written by a process here, whatever its user or socket type.
+	out := chain("output", nftables.ChainHookOutput)
+	fwd := chain("forward", nftables.ChainHookForward)
+	for _, port := range ports {
+		for _, v6 := range []bool{false, true} {
+			add(out, LockLocalInjection, nfproto(v6), udpDport(port), daddrIn(v6, sets[v6]), hasLocalSocket())
+			// Forwarded datagrams never come from a VXLAN device of this
+			// host: to a member they can only be injections.
+			add(fwd, LockForwardedInjection, nfproto(v6), udpDport(port), daddrIn(v6, sets[v6]))
+		}
+		// To this host itself: loopback carries it, and it would arrive
+		// with the host's own (member) address.
+		add(out, LockLocalInjection, udpDport(port), onLoopback(), hasLocalSocket())
+	}
+	add(fwd, LockOverlayDevice, onIf(expr.MetaKeyIIFNAME))
+	add(fwd, LockOverlayDevice, onIf(expr.MetaKeyOIFNAME))
 
 	arp := conn.AddTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyARP})
 	arpIn := conn.AddChain(&nftables.Chain{
 		Name: "input", Table: arp, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookRef(nfARPIn), Priority: nftables.ChainPriorityFilter,
 	})
-	conn.AddRule(&nftables.Rule{Table: arp, Chain: arpIn, Exprs: dropOnIf(expr.MetaKeyIIFNAME)})
+	conn.AddRule(&nftables.Rule{Table: arp, Chain: arpIn, Exprs: countedDrop(onIf(expr.MetaKeyIIFNAME)),
+		UserData: userdata.AppendString(nil, userdata.TypeComment, LockOverlayDevice)})
 	return nil
 }
 
-// dropNonMember is `meta nfproto ipv4 udp dport PORT ip saddr != @members4
-// counter drop` (or its IPv6 twin).
-func dropNonMember(port uint16, v6 bool, set *nftables.Set) []expr.Any {
-	proto, saddrOff, saddrLen := byte(unix.NFPROTO_IPV4), uint32(12), uint32(4)
+// nfproto is `meta nfproto ipv4|ipv6`.
+func nfproto(v6 bool) []expr.Any {
+	proto := byte(unix.NFPROTO_IPV4)
 	if v6 {
-		proto, saddrOff, saddrLen = unix.NFPROTO_IPV6, 8, 16
+		proto = unix.NFPROTO_IPV6
 	}
-	return countedDrop(
-		[]expr.Any{
-			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-		},
-		udpDport(port),
-		[]expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: saddrOff, Len: saddrLen},
-			&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
-		},
-	)
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+	}
+}
+
+// addrIn is `ip saddr|daddr [!=] @set` (or ip6), after nfproto.
+func addrIn(v6, src bool, set *nftables.Set, invert bool) []expr.Any {
+	off, n := uint32(16), uint32(4)
+	if src {
+		off = 12
+	}
+	if v6 {
+		off, n = 24, 16
+		if src {
+			off = 8
+		}
+	}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: invert},
+	}
+}
+
+func saddrIn(v6 bool, set *nftables.Set, invert bool) []expr.Any {
+	return addrIn(v6, true, set, invert)
+}
+
+func daddrIn(v6 bool, set *nftables.Set) []expr.Any { return addrIn(v6, false, set, false) }
+
+// hasLocalSocket is `meta skuid >= 0`: loading the socket's owner fails,
+// and so the rule does not match, unless the packet carries a full socket
+// of this namespace with an open file (kernel sockets, such as a VXLAN
+// device's, have none).
+func hasLocalSocket() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
+}
+
+// onLoopback is `meta oif lo`, by index: a namespace's loopback is always 1.
+func onLoopback() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIF, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, 1)},
+	}
+}
+
+// reversePathMissing is `fib saddr . iif oif missing`: no route back to the
+// source through the interface the packet came in on.
+func reversePathMissing() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
 }
 
 // udpDport is `udp dport PORT`.
@@ -320,37 +422,83 @@ func countedDrop(matches ...[]expr.Any) []expr.Any {
 // one byte, 1 when the packet came through an IPsec SA.
 const metaKeySecpath = expr.MetaKey(25)
 
-// dropCleartext is `udp dport PORT meta secpath missing counter drop`:
-// after ESP is removed a packet is seen again with its secpath set, so only
-// what arrived in cleartext is dropped. The kernel's inbound policy refuses
-// the same packets; this is the second lock, and it counts.
-func dropCleartext(port uint16) []expr.Any {
-	return countedDrop(udpDport(port), []expr.Any{
+// secpathMissing is `meta ipsec missing`: after ESP is removed a packet is
+// seen again with its secpath set, so only what arrived in cleartext
+// matches. The kernel's inbound policy refuses the same packets; this is the
+// second lock, and it counts.
+func secpathMissing() []expr.Any {
+	return []expr.Any{
 		&expr.Meta{Key: metaKeySecpath, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
-	})
+	}
 }
 
 // rtKeyXFRM is NFT_RT_XFRM: 1 when the packet's route is an xfrm bundle,
 // i.e. IPsec will transform it before it leaves.
 const rtKeyXFRM = expr.RtKey(4)
 
-// dropUnencrypted is `udp dport PORT rt ipsec missing counter drop`, in
-// postrouting: a packet bound for IPsec is seen here before its transform
-// with its route set to the bundle, so only what would leave in cleartext
-// is dropped (the ESP packet after the transform is no UDP).
-func dropUnencrypted(port uint16) []expr.Any {
-	return countedDrop(udpDport(port), []expr.Any{
+// rtIPsecMissing is `rt ipsec missing`, in postrouting: a packet bound for
+// IPsec is seen there before its transform with its route set to the
+// bundle, so only what would leave in cleartext matches (the ESP packet
+// after the transform is no UDP).
+func rtIPsecMissing() []expr.Any {
+	return []expr.Any{
 		&expr.Rt{Key: rtKeyXFRM, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}},
-	})
+	}
 }
 
-// dropOnIf is `meta iifname|oifname "vxsec-*" counter drop`: comparing only
-// the prefix's bytes is how nft spells a wildcard.
-func dropOnIf(key expr.MetaKey) []expr.Any {
-	return countedDrop([]expr.Any{
+// onIf is `meta iifname|oifname "vxsec-*"`: comparing only the prefix's
+// bytes is how nft spells a wildcard.
+func onIf(key expr.MetaKey) []expr.Any {
+	return []expr.Any{
 		&expr.Meta{Key: key, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(OverlayIfPrefix)},
-	})
+	}
+}
+
+// Drops counts, per lock, the packets the kernel's rules dropped since the
+// tables were last built. Locks without a rule (no encrypted network) are
+// absent; no table at all gives an empty map.
+func (f *Firewall) Drops() (map[string]uint64, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables: %w", err)
+	}
+	existing, err := f.tables(conn)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, fam := range families {
+		if !existing[fam] {
+			continue
+		}
+		table := &nftables.Table{Name: TableName, Family: fam}
+		chains, err := conn.ListChainsOfTableFamily(fam)
+		if err != nil {
+			return nil, fmt.Errorf("listing nftables chains: %w", err)
+		}
+		for _, c := range chains {
+			if c.Table.Name != TableName {
+				continue
+			}
+			rules, err := conn.GetRules(table, c)
+			if err != nil {
+				return nil, fmt.Errorf("reading nftables chain %s: %w", c.Name, err)
+			}
+			for _, r := range rules {
+				lock, ok := userdata.GetString(r.UserData, userdata.TypeComment)
+				if !ok {
+					continue
+				}
+				for _, e := range r.Exprs {
+					if c, ok := e.(*expr.Counter); ok {
+						out[lock] += c.Packets
+					}
+				}
+			}
+		}
+	}
+	return out, nil
 }

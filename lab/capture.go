@@ -75,6 +75,12 @@ func (h *Host) Capture(ctx context.Context, filter string) (*Capture, error) {
 	return startCapture(ctx, h.NS, false, filter)
 }
 
+// Capture starts tcpdump inside the container's namespace, on its one
+// device, with a pcap filter: what the container itself received or sent.
+func (c *Container) Capture(ctx context.Context, filter string) (*Capture, error) {
+	return startCapture(ctx, c.NS, false, filter)
+}
+
 func startCapture(ctx context.Context, ns string, onSwitch bool, filter string) (*Capture, error) {
 	args := []string{"netns", "exec", ns, "tcpdump", "-i", "any", "-y", "LINUX_SLL2",
 		"-n", "-U", "--immediate-mode", "-s", strconv.Itoa(captureSnaplen), "-B", strconv.Itoa(captureBufferKiB), "-w", "-"}

@@ -44,6 +44,8 @@ type Status struct {
 	IPsec    *ipsec.Status
 	// Trust is the swarm agreement's state (swarm nodes without a secret).
 	Trust *swarmtrust.Status
+	// Drops counts each lock's drops (firewall.Locks, "xfrm:" counters).
+	Drops map[string]uint64
 }
 
 // Peer is what st says of its IPsec SAs with the host at addr.

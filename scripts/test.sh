@@ -42,6 +42,7 @@ static_checks() {
 tier static static_checks
 tier build make build
 tier unit go test -tags nosystemd -count=1 ./...
+tier fuzz make fuzz
 tier integration go test -tags 'nosystemd integration' -count=1 -p 1 -v -timeout 15m ./test/integration/
 tier e2e scripts/e2e.sh
 
@@ -53,7 +54,7 @@ kernel_lab() {
 	go test -c -tags 'nosystemd kernellab' -o build/kernellab/ipsec.test ./ipsec
 	go test -c -tags 'nosystemd integration kernellab' -o build/kernellab/integration.test ./test/integration
 	scripts/kernel-lab.sh --timeout 1500 -- sh -c \
-		'build/kernellab/ipsec.test -test.run "^(TestESPDataPath|TestPolicies)$" -test.v -test.count=1 &&
+		'build/kernellab/ipsec.test -test.run "^(TestESPDataPath|TestPolicies|TestForeignSA)$" -test.v -test.count=1 &&
 		 cd test/integration && ../../build/kernellab/integration.test -test.run "^TestEncrypted" -test.v -test.count=1 -test.timeout 20m'
 }
 tier kernel-lab kernel_lab

@@ -92,8 +92,9 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	// secret the swarm's nodes agree over mutual TLS (swarmtrust).
 	var cl clusterRef
 	trust := swarmTrust(s, under.Addr, cl.peers, log)
+	fw := firewall.New()
 	d, err := driver.New(driver.Config{
-		Store: store, DataPath: dp, Firewall: firewall.New(), DataPort: uint16(s.DataPort),
+		Store: store, DataPath: dp, Firewall: fw, DataPort: uint16(s.DataPort),
 		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil || trust != nil,
 		RotateEvery: s.RotateEvery,
 		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log,
@@ -215,11 +216,14 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		st := daemonStatus{Status: d.Status()}
 		if c := cl.get(); c != nil {
 			st.Members = c.Members()
+			gs := c.Stats()
+			st.Gossip = &gs
 		}
 		if trust != nil {
 			t := trust.Status()
 			st.Trust = &t
 		}
+		st.Drops = lockDrops(fw, log)
 		return st
 	}
 	api := plugin.NewAPI(ctx, d, log, discovered, status)

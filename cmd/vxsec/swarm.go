@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/config"
-	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/swarmtrust"
 )
@@ -37,12 +36,6 @@ func (r *clusterRef) get() *gossip.Cluster {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.c
-}
-
-// daemonStatus is what `vxsec status` prints.
-type daemonStatus struct {
-	driver.Status
-	Trust *swarmtrust.Status `json:"Trust,omitempty"`
 }
 
 // swarmTrust makes the swarm agreement when it is the way in: a swarm node

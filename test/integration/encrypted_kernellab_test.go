@@ -194,6 +194,13 @@ func TestEncrypted(t *testing.T) {
 		reachFast(t, e2, e1.IP()) // the real h2 still gets through
 	})
 
+	t.Run("segmentation", func(t *testing.T) {
+		// The tenants of h1 and h2 aim hand-made VXLAN at e2 on the
+		// encrypted port: before issue 10, h1's own policy encrypted an
+		// unprivileged user's datagram under vxsec's SA and e2 got it.
+		checkSegmentation(t, encPort, e1, e2, evni, segmentationInjectors(t, h1, h2, true))
+	})
+
 	t.Run("rotation-zero-loss", func(t *testing.T) {
 		const rotations = 20
 		var took time.Duration

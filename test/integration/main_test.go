@@ -18,6 +18,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The segmentation tests start this binary again as an injector, in
+	// a namespace and as whatever user they test.
+	lab.InjectorMain()
+	// TestStrangerFlood starts it again as a flooder, in a stranger's
+	// namespace.
+	lab.FloodMain()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "FAIL: the integration tier needs root (network namespaces); run it as root")
 		os.Exit(1)

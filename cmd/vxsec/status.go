@@ -1,0 +1,53 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/vxsec/vxsec/driver"
+	"github.com/vxsec/vxsec/firewall"
+	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/swarmtrust"
+)
+
+// daemonStatus is what `vxsec status` prints.
+type daemonStatus struct {
+	driver.Status
+	Trust *swarmtrust.Status `json:"Trust,omitempty"`
+	// Drops counts what each lock dropped: the firewall's rules by name
+	// (firewall.Locks) and the kernel's IPsec refusals ("xfrm:" counters).
+	Drops map[string]uint64 `json:"Drops,omitempty"`
+	// Gossip counts what the gossip port let through and refused.
+	Gossip *gossip.Stats `json:"Gossip,omitempty"`
+}
+
+// xfrmLocks are the kernel's IPsec counters that count a lock holding: an
+// inbound packet without the SA its policy requires, or cleartext refused,
+// and an outbound one the guard policy blocked.
+var xfrmLocks = []string{"XfrmInTmplMismatch", "XfrmInNoPols", "XfrmInNoStates", "XfrmInPolBlock", "XfrmOutPolBlock"}
+
+// lockDrops gathers the drop counters of every lock for status.
+func lockDrops(fw *firewall.Firewall, log *slog.Logger) map[string]uint64 {
+	drops, err := fw.Drops()
+	if err != nil {
+		log.Warn("reading the firewall's drop counters", "err", err)
+		drops = map[string]uint64{}
+	}
+	// Per namespace: the plugin runs in the host's.
+	stat, err := os.ReadFile("/proc/self/net/xfrm_stat")
+	if err != nil {
+		return drops // no xfrm in this kernel: nothing to count
+	}
+	for _, line := range strings.Split(string(stat), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && slices.Contains(xfrmLocks, f[0]) {
+			if n, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				drops["xfrm:"+f[0]] = n
+			}
+		}
+	}
+	return drops
+}

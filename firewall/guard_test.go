@@ -1,0 +1,135 @@
+package firewall
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"syscall"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// inNewNetns runs f on a thread moved into a fresh network namespace, with
+// an underlay holding 198.18.0.1/24 (a veth: not every kernel has dummy).
+// Needs root.
+func inNewNetns(t *testing.T, f func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test programs nftables in a network namespace: it needs root")
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	defer netns.Set(orig)
+	under := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "under0"}, PeerName: "under1"}
+	if err := netlink.LinkAdd(under); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := netlink.ParseAddr("198.18.0.1/24")
+	if err := netlink.AddrAdd(under, addr); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"lo", "under0", "under1"} {
+		l, err := netlink.LinkByName(name)
+		if err == nil {
+			err = netlink.LinkSetUp(l)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	f()
+}
+
+// sendUDP sends one datagram from a socket of this thread's namespace and
+// reports whether the kernel refused it (netfilter's drop of a local packet
+// is EPERM at the sender).
+func sendUDP(t *testing.T, dst string) (refused bool) {
+	t.Helper()
+	c, err := net.Dial("udp", dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Write([]byte("a forged VXLAN frame"))
+	if errors.Is(err, syscall.EPERM) {
+		return true
+	}
+	if err != nil {
+		t.Fatalf("sending to %s: %v", dst, err)
+	}
+	return false
+}
+
+// TestGuardLocalInjection: with the guard in place, no socket of the host's
+// namespace reaches a data port of a member or of the host itself, and each
+// refusal is counted under its lock. The positive controls show the same
+// socket reaching other ports and non-members, so the refusals are the
+// guard's doing.
+func TestGuardLocalInjection(t *testing.T) {
+	inNewNetns(t, func() {
+		f := New()
+		member := netip.MustParseAddr("198.18.0.2")
+		err := f.Apply(State{Active: true, DataPorts: []uint16{4800, 4801}, SecurePorts: []uint16{4801},
+			Members: []netip.Addr{netip.MustParseAddr("198.18.0.1"), member}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			dst     string
+			refused bool
+		}{
+			{"198.18.0.2:4800", true},  // a member's plain data port
+			{"198.18.0.2:4801", true},  // a member's encrypted data port
+			{"198.18.0.1:4800", true},  // this host, by its member address
+			{"127.0.0.1:4800", true},   // this host, by loopback
+			{"198.18.0.2:4899", false}, // control: another port of the member
+			{"198.18.0.3:4800", false}, // control: a non-member's port 4800
+			{"127.0.0.1:4899", false},  // control: another local port
+		}
+		want := 0
+		for _, tc := range cases {
+			if got := sendUDP(t, tc.dst); got != tc.refused {
+				t.Errorf("send to %s: refused %v, want %v", tc.dst, got, tc.refused)
+			}
+			if tc.refused {
+				want++
+			}
+		}
+		drops, err := f.Drops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := drops[LockLocalInjection]; got != uint64(want) {
+			t.Errorf("%s counted %d, want %d (all drops: %v)", LockLocalInjection, got, want, drops)
+		}
+		for _, lock := range Locks() {
+			if _, ok := drops[lock]; !ok {
+				t.Errorf("lock %s has no counted rule (drops: %v)", lock, drops)
+			}
+		}
+		// Idle again: the tables go, and so do the counts.
+		if err := f.Apply(State{}); err != nil {
+			t.Fatal(err)
+		}
+		if drops, err := f.Drops(); err != nil || len(drops) != 0 {
+			t.Errorf("after the last network: drops %v, %v; want none", drops, err)
+		}
+		if sendUDP(t, "198.18.0.2:4800") {
+			t.Error("without a vxsec network, the data port is nobody's: nothing may be refused")
+		}
+	})
+}
