@@ -7,7 +7,7 @@ GOFLAGS_B := -trimpath -tags nosystemd
 FUZZTIME  ?= 3s
 export CGO_ENABLED := 0
 
-.PHONY: all build vxlab unit fuzz integration e2e test plugin demo bench lint clean
+.PHONY: all build vxlab unit fuzz integration e2e kernel-lab test plugin demo bench lint clean
 
 all: build
 
@@ -29,11 +29,21 @@ fuzz:
 
 # Root integration tests: daemons in network namespaces, driven through the remote API.
 integration: build
-	$(GO) test -tags 'nosystemd integration' -count=1 -p 1 -timeout 15m ./lab/... ./test/integration/...
+	$(GO) test -tags 'nosystemd integration' -count=1 -p 1 -v -timeout 15m ./lab/... ./test/integration/...
 
 # End-to-end with the real Docker engine and the real managed plugin.
 e2e: build
 	scripts/e2e.sh
+
+# Encrypted networks on a kernel with ESP and GCM: test binaries built here,
+# run inside the kernel lab's VM (Debian's kernel under qemu).
+kernel-lab:
+	mkdir -p build/kernellab
+	$(GO) test -c -tags 'nosystemd kernellab' -o build/kernellab/ipsec.test ./ipsec
+	$(GO) test -c -tags 'nosystemd integration kernellab' -o build/kernellab/integration.test ./test/integration
+	scripts/kernel-lab.sh --timeout 1500 -- sh -c \
+		'build/kernellab/ipsec.test -test.run "^(TestESPDataPath|TestPolicies|TestForeignSA)$$" -test.v -test.count=1 && \
+		 cd test/integration && ../../build/kernellab/integration.test -test.run "^TestEncrypted" -test.v -test.count=1 -test.timeout 20m'
 
 # Everything, as CI runs it: installs packages, runs every tier, reports each loudly.
 test:
@@ -60,7 +70,7 @@ bench: build vxlab
 	scripts/swarm-lab.sh --bench $(SWARM_LAB_BENCH)
 
 lint:
-	test -z "$$(gofmt -l $$(git ls-files '*.go'))"
+	@u=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$u" || { echo "gofmt wants to rewrite: $$u"; exit 1; }
 	$(GO) vet -tags 'nosystemd integration e2e' ./...
 	$(GO) vet -tags 'nosystemd integration kernellab' ./...
 

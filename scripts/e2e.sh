@@ -75,14 +75,14 @@ trap finish EXIT
 "$VXSEC_REPO_ROOT/scripts/image.sh"
 "$VXSEC_REPO_ROOT/scripts/plugin.sh"
 
-log "go test -tags 'nosystemd e2e' -count=1 -v -timeout ${E2E_TIMEOUT:-20m} ./e2e/ ${E2E_RUN:+-run $E2E_RUN}"
+log "go test -tags 'nosystemd e2e' -count=1 -v -timeout ${E2E_TIMEOUT:-20m} ./test/e2e/ ${E2E_RUN:+-run $E2E_RUN}"
 go_args=(test -tags 'nosystemd e2e' -count=1 -v -timeout "${E2E_TIMEOUT:-20m}")
 if [[ -n ${E2E_RUN:-} ]]; then
 	go_args+=(-run "$E2E_RUN")
 fi
 mkdir -p build
 set +e
-go "${go_args[@]}" ./e2e/ 2>&1 | tee build/e2e.log
+go "${go_args[@]}" ./test/e2e/ 2>&1 | tee build/e2e.log
 rc=${PIPESTATUS[0]}
 set -e
 passed=$(grep -c -- '^--- PASS' build/e2e.log || true)

@@ -113,11 +113,20 @@ func mustRun(t testing.TB, name string, args ...string) string {
 // repoRoot is the repository root (tests run in the package directory).
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	wd, err := os.Getwd()
+	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Dir(wd)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test's directory: cannot find the repository")
+		}
+		dir = parent
+	}
 }
 
 var prereq struct {
