@@ -4,36 +4,29 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/vxsec/vxsec/internal/testutil"
 )
 
-// inNewNetns runs f on a thread moved into a fresh network namespace, with
+// inNewNetns runs f on a thread moved into a fresh network namespace with
 // an underlay holding 198.18.0.1/24 (a veth: not every kernel has dummy).
 // Needs root.
 func inNewNetns(t *testing.T, f func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test programs nftables in a network namespace: it needs root")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
+	testutil.InNewNetns(t, func(netns.NsHandle) {
+		underlay(t)
+		f()
+	})
+}
+
+// underlay gives the current namespace a veth pair, one end holding
+// 198.18.0.1/24, and brings it and loopback up.
+func underlay(t *testing.T) {
+	t.Helper()
 	under := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "under0"}, PeerName: "under1"}
 	if err := netlink.LinkAdd(under); err != nil {
 		t.Fatal(err)
@@ -51,7 +44,6 @@ func inNewNetns(t *testing.T, f func()) {
 			t.Fatal(err)
 		}
 	}
-	f()
 }
 
 // sendUDP sends one datagram from a socket of this thread's namespace and

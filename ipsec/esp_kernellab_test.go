@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/vxsec/vxsec/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -198,29 +198,6 @@ func TestESPDataPath(t *testing.T) {
 	}
 }
 
-// inNetns runs f on a thread in the named namespace: a socket made there
-// stays in it.
-func inNetns(t *testing.T, name string, f func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	if err := netns.Set(ns); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	f()
-}
-
 // saPackets is the packet count of the SA src→dst on spi in h's namespace,
 // whoever installed it.
 func saPackets(t *testing.T, h *netlink.Handle, src, dst netip.Addr, spi uint32) uint64 {
@@ -380,7 +357,7 @@ func TestForeignSA(t *testing.T) {
 	// arrives from the attacker's.
 	var received atomic.Int64
 	var rx *net.UDPConn
-	inNetns(t, "fsb", func() {
+	testutil.InNamedNetns(t, "fsb", func() {
 		var err error
 		if rx, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("10.98.0.2"), Port: 9999}); err != nil {
 			t.Fatal(err)
@@ -400,7 +377,7 @@ func TestForeignSA(t *testing.T) {
 		}
 	}()
 	var tx *net.UDPConn
-	inNetns(t, "fsx", func() {
+	testutil.InNamedNetns(t, "fsx", func() {
 		var err error
 		if tx, err = net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP("10.98.0.2"), Port: 9999}); err != nil {
 			t.Fatal(err)

@@ -2,41 +2,26 @@ package ipsec
 
 import (
 	"net/netip"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/vxsec/vxsec/internal/testutil"
 )
 
 // inNewNetns runs f with a netlink handle in a fresh network namespace, so
 // the test touches nothing of the machine's. Needs root.
 func inNewNetns(t *testing.T, f func(h *netlink.Handle)) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test programs xfrm policies in a network namespace: it needs root")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	f(h)
+	testutil.InNewNetns(t, func(ns netns.NsHandle) {
+		h, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		f(h)
+	})
 }
 
 // TestPolicies programs and removes vxsec's policies. xfrm policies work on
