@@ -73,6 +73,7 @@ lint:
 	@u=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$u" || { echo "gofmt wants to rewrite: $$u"; exit 1; }
 	$(GO) vet -tags 'nosystemd integration e2e' ./...
 	$(GO) vet -tags 'nosystemd integration kernellab' ./...
+	$(GO) vet -tags 'nosystemd swarmlab' ./test/swarm/ ./lab/
 
 clean:
 	rm -rf bin build

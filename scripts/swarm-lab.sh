@@ -8,13 +8,21 @@
 # swarm networks and services, a rolling plugin upgrade, engine restart,
 # leader failover, node removal, and nothing left behind.
 #
-#   scripts/swarm-lab.sh [--timeout S] [--cpus N] [--mem MB] [--hold S]
+#   scripts/swarm-lab.sh [--timeout S] [--cpus N] [--mem MB] [--hold S] [--run REGEX]
 #   scripts/swarm-lab.sh --bench [--runs N]     # the benchmark, not a test
 #
-# Exits 0 only when every check passed. The console goes to the terminal and to
-# build/swarm-lab/console.log; the guest's logs (every dockerd and containerd,
-# the registry, the outsiders, kernel state, vxsec status, the wire capture,
-# results.txt, phases.txt) to build/swarm-lab/logs/.
+# This script builds on the host what the VM needs (the plugin's two versions,
+# a busybox image, the Go test binary of ./test/swarm and test2json), boots the
+# VM and runs the test binary there: TestSwarmLab (each phase a subtest, each
+# check a subtest of its phase), or TestSwarmBench with --bench. --run gives
+# -test.run instead, e.g. 'TestSwarmLab/services' for one phase (with the
+# phases it needs run first as its steps).
+#
+# Exits 0 only when every test passed and none was skipped. The console goes to
+# the terminal and to build/swarm-lab/console.log; the guest's logs (the test2json
+# stream swarm.json, every dockerd and containerd, the registry, the outsiders,
+# kernel state, vxsec status, the wire capture) to build/swarm-lab/logs/, where
+# the summary also writes results.txt (one line per test).
 #
 # --bench: in one lab run, the time from `docker service create --mode global`
 # to every task reaching every other task, for vxsec and for Docker's overlay,
@@ -27,16 +35,17 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
-mode=test runs=3 timeout=1320 cpus=2 mem=4096 hold=0
+mode=test runs=3 timeout=1320 cpus=2 mem=4096 hold=0 testrun=''
 while (($#)); do
 	case $1 in
 	--bench) mode=bench; shift ;;
+	--run) testrun=${2:?}; shift 2 ;;
 	--runs) runs=${2:?}; shift 2 ;;
 	--timeout) timeout=${2:?}; shift 2 ;;
 	--cpus) cpus=${2:?}; shift 2 ;;
 	--mem) mem=${2:?}; shift 2 ;;
 	--hold) hold=${2:?}; shift 2 ;;
-	-h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,34p' "$0"; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
@@ -50,11 +59,12 @@ require_root
 cd "$VXSEC_REPO_ROOT"
 # docker.io, containerd (the engines), docker-registry (Debian's distribution
 # 2.8, for plugin push/install), busybox-static (the test image), tcpdump (the
-# wire), jq and curl (the engines' API and vxsec status), openssl (the outsider's
-# certificate and TLS client), iputils-ping (DF pings), nftables (the check that
-# nothing is left). The VM shares the host's root: installing here installs there.
+# wire), openssl (the outsider's certificate and TLS client), iputils-ping (DF
+# pings), nftables (the check that nothing is left). The test binary drives the
+# engines through the Docker Go client. The VM shares the host's root:
+# installing here installs there.
 ensure_packages docker.io containerd runc iptables nftables busybox-static docker-registry tcpdump \
-	iproute2 util-linux jq curl openssl iputils-ping
+	iproute2 util-linux openssl iputils-ping
 
 art=$VXSEC_REPO_ROOT/build/swarm-lab
 rm -rf "$art"
@@ -102,6 +112,15 @@ done
 printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$rootfs/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
 tar -C "$rootfs" -cf "$art/busybox.tar" .
+# The guest: the test binary (never compiled under TCG) and test2json, which
+# turns its -test.v=test2json output into `go test -json` events.
+log "building the swarm lab's test binary into $art/swarm.test"
+CGO_ENABLED=0 go test -c -tags 'nosystemd swarmlab' -o "$art/swarm.test" ./test/swarm
+CGO_ENABLED=0 go build -o "$art/test2json" cmd/test2json
+if [[ -z $testrun ]]; then
+	testrun='^TestSwarmLab$'
+	[[ $mode == test ]] || testrun='^TestSwarmBench$'
+fi
 
 # One VM at a time on this machine (2 cores): a second one would double every
 # figure and could push the lab past its timeout.
@@ -109,13 +128,24 @@ if pgrep -f '^qemu-system-x86_64 ' >/dev/null; then
 	warn "another qemu VM runs on this machine (pids $(pgrep -d, -f '^qemu-system' || true)): the lab will be slower"
 fi
 
-log "swarm lab ($mode) in one kernel-lab VM ($cpus cpus, $mem MB, timeout ${timeout}s)"
+log "swarm lab ($mode, -test.run $testrun) in one kernel-lab VM ($cpus cpus, $mem MB, timeout ${timeout}s)"
+# Inside: the test binary's events through test2json into logs/swarm.json,
+# printed as they come. Its calls end at SWARM_LAB_DEADLINE (then it collects
+# the logs); its -test.timeout is the last resort, before the VM's.
+# shellcheck disable=SC2016 # expanded inside
+guest='set -o pipefail
+logs=/run/kernel-lab/out/logs
+mkdir -p "$logs"
+"$SWARM_LAB_ART/swarm.test" -test.run "$1" -test.v=test2json -test.count=1 -test.timeout "$2s" </dev/null 2>&1 |
+	"$SWARM_LAB_ART/test2json" -t -p github.com/vxsec/vxsec/test/swarm |
+	SWARM_LAB_RENDER="$logs/swarm.json" "$SWARM_LAB_ART/swarm.test"'
 set +e
-SWARM_LAB_MODE=$mode SWARM_LAB_BENCH_RUNS=$runs SWARM_LAB_HOLD=$hold SWARM_LAB_DEADLINE=$((timeout - 150 - hold)) \
-	"$SCRIPT_DIR/kernel-lab.sh" --keep --env SWARM_LAB_DEADLINE \
+SWARM_LAB_ART=$art SWARM_LAB_MODE=$mode SWARM_LAB_BENCH_RUNS=$runs SWARM_LAB_HOLD=$hold \
+	SWARM_LAB_DEADLINE=$((timeout - 150 - hold)) \
+	"$SCRIPT_DIR/kernel-lab.sh" --keep --env SWARM_LAB_DEADLINE --env SWARM_LAB_ART \
 	--env SWARM_LAB_MODE --env SWARM_LAB_BENCH_RUNS --env SWARM_LAB_HOLD \
 	--timeout "$timeout" --cpus "$cpus" --mem "$mem" -- \
-	/bin/bash "$SCRIPT_DIR/swarm-lab-guest.sh" "$art" 2>&1 | tee "$art/console.log"
+	/bin/bash -c "$guest" swarm-lab-guest "$testrun" "$((timeout - 40))" 2>&1 | tee "$art/console.log"
 rc=${PIPESTATUS[0]}
 set -e
 run=$(sed -n "s/.*run directory kept: \(.*\)$/\1/p" "$art/console.log" | tail -n 1)
@@ -124,15 +154,27 @@ if [[ -n $run && -d $run/out/logs ]]; then
 	rm -rf "$run"
 fi
 log "console: $art/console.log; logs: $art/logs/"
+# The count, from the saved events (the same binary reads them here): every
+# test passed, none skipped or left unfinished, or the lab fails.
+src=0
+if [[ -s $art/logs/swarm.json ]]; then
+	SWARM_LAB_SUMMARY=$art/logs/swarm.json "$art/swarm.test" 2>&1 | tee -a "$art/console.log" || src=$?
+else
+	warn "no test events (build/swarm-lab/logs/swarm.json): the test binary never ran or said nothing"
+	src=1
+fi
 if [[ $mode == bench && -f $art/logs/bench.txt ]]; then
 	echo
 	cat "$art/logs/bench.txt"
+fi
+if ((rc == 0 && src != 0)); then
+	rc=1
 fi
 if ((rc != 0)); then
 	if ((rc == 124)); then
 		warn "the swarm lab TIMED OUT after ${timeout} s (see $art/console.log)"
 	else
-		warn "the swarm lab FAILED (exit $rc): the failed checks are listed at the end of $art/console.log"
+		warn "the swarm lab FAILED (exit $rc): the tests that did not pass are listed above and in $art/logs/results.txt"
 	fi
 fi
 exit "$rc"
