@@ -71,16 +71,7 @@ func TestESPDataPath(t *testing.T) {
 		sh(t, "ip", "-n", ns, "addr", "add", addr.String()+"/24", "dev", "eth0")
 		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
 		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		nsh, err := netns.GetFromName(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := netlink.NewHandleAt(nsh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close)
-		handles[ns] = h
+		handles[ns] = nsHandle(t, ns)
 	}
 	peerOf := map[string]string{"espa": "espb", "espb": "espa"}
 	for ns := range hosts {
@@ -259,15 +250,7 @@ func TestForeignSA(t *testing.T) {
 		sh(t, "ip", "-n", ns, "addr", "add", addr[ns].String()+"/24", "dev", "eth0")
 		sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
 		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-		nsh, err := netns.GetFromName(ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := netlink.NewHandleAt(nsh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close)
+		h := nsHandle(t, ns)
 		handles[ns] = h
 		l, err := h.LinkByName("eth0")
 		if err != nil {
@@ -503,4 +486,20 @@ func TestForeignSA(t *testing.T) {
 	if got := saPackets(t, handles["fsb"], A, B, foreignSPI); got < 4*n {
 		t.Errorf("the foreign SA's count at B is %d after the four attacks", got)
 	}
+}
+
+// nsHandle is a netlink handle in the named namespace, closed with the test.
+func nsHandle(t *testing.T, ns string) *netlink.Handle {
+	t.Helper()
+	nsh, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsh.Close()
+	h, err := netlink.NewHandleAt(nsh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -139,17 +138,7 @@ func (h *Host) Running() bool {
 }
 
 // LogTail returns the last n lines of the daemon's log.
-func (h *Host) LogTail(n int) string {
-	data, err := os.ReadFile(h.LogPath)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (h *Host) LogTail(n int) string { return tail(h.LogPath, n) }
 
 // Exec runs a command in the host's namespace.
 func (h *Host) Exec(ctx context.Context, args ...string) (string, error) {
