@@ -241,14 +241,27 @@ func phaseFailover(l *swarmLab, t testing.TB) {
 		t.Logf("ok: sl-e%d (new majority): docker network create -d %s --opt encrypted --attachable --subnet %s sl-net2", s1, pluginRef, subnet2)
 	})
 	l.check(t, "4a.net2.options", func(t testing.TB) {
-		n, _, err := l.e[s1].NetworkInspect(l.ctx, "sl-net2")
-		_, enc := n.Options["encrypted"]
-		_, vni := n.Options["vni"]
-		if err != nil || !enc || !vni {
-			t.Errorf("sl-net2's options %v (%v): want encrypted and a vni (AllocateNetwork on the new leader)", n.Options, err)
+		// docker network create returns before the leader's AllocateNetwork
+		// has run: the options come a moment later.
+		var opts map[string]string
+		took, err := l.poll(30*time.Second, 200*time.Millisecond, func() error {
+			n, _, err := l.e[s1].NetworkInspect(l.ctx, "sl-net2")
+			if err != nil {
+				return err
+			}
+			opts = n.Options
+			_, enc := n.Options["encrypted"]
+			_, vni := n.Options["vni"]
+			if !enc || !vni {
+				return fmt.Errorf("options %v", n.Options)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("sl-net2's options %v (%v): want encrypted and a vni (AllocateNetwork on the new leader)", opts, err)
 			return
 		}
-		t.Logf("ok: sl-net2 allocated by the new leader's plugin: %v", n.Options)
+		t.Logf("ok: sl-net2 allocated by the new leader's plugin %.1f s after the create: %v", took.Seconds(), opts)
 	})
 	l.check(t, "4a.svc2", func(t testing.TB) {
 		if _, err := l.e[s1].ServiceCreate(l.ctx, lab.GlobalService("sl-fo", "sl-net2", imageRef, true, "sleep", "86400")); err != nil {
