@@ -66,16 +66,7 @@ func (s *swarm) agent(dir string, i int, keep string) *Agent {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	s.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			s.t.Error(err)
-		}
-	})
-	return a
+	return s.run(a)
 }
 
 func secretOf(t *testing.T, a *Agent, within time.Duration) []byte {
@@ -311,16 +302,7 @@ func (s *swarm) agentWith(dir string, i int, lim portLimits) *Agent {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	s.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			s.t.Error(err)
-		}
-	})
-	return a
+	return s.run(a)
 }
 
 // silent opens a connection to the trust port that sends nothing, as a
@@ -434,4 +416,18 @@ func TestHandshakeReadsBounded(t *testing.T) {
 		t.Fatalf("status %+v: want the handshake refused", st)
 	}
 	t.Logf("read %d of %d bytes sent", written, len(stream))
+}
+
+// run runs the agent until the test ends, and fails the test if Run did.
+func (s *swarm) run(a *Agent) *Agent {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	s.t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			s.t.Error(err)
+		}
+	})
+	return a
 }
