@@ -165,16 +165,31 @@ type Agent struct {
 	lim    *limit.Logger
 	limits portLimits
 
-	mu      sync.Mutex
-	rec     *record
+	// mu guards the state in memory below. Nothing that waits on the
+	// outside happens under it: no file is written, no channel sent on
+	// (publish does that after mu is released).
+	mu  sync.Mutex
+	rec *record
+	// ver counts the records rec has held; publish compares it with
+	// published to tell whether there is anything new to publish.
+	ver     uint64
 	cluster string
-	ready   chan struct{}
-	changed chan []byte
 	status  Status
 	// pushing is set while a push round runs (one at a time).
 	pushing bool
 	// runCtx is Run's context, which push rounds run under.
 	runCtx context.Context
+
+	// pubMu serialises publish, and guards what only publish touches
+	// after New: published, SecretFile, closing ready and sending on
+	// changed. It is taken before mu, never while mu is held.
+	pubMu sync.Mutex
+	// published is the ver of the record last published.
+	published uint64
+	// ready is closed once the first secret is known (kept or
+	// published).
+	ready   chan struct{}
+	changed chan []byte
 
 	wg sync.WaitGroup
 }
@@ -286,8 +301,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.runCtx = ctx
+	node, role := a.status.NodeID, a.status.Role
 	a.mu.Unlock()
-	a.log.Info("swarm trust serving", "addr", addr, "node", a.status.NodeID, "role", a.status.Role)
+	a.log.Info("swarm trust serving", "addr", addr, "node", node, "role", role)
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
@@ -378,12 +394,16 @@ func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
 	}
 	a.status.Err = ""
 	a.noteNodeLocked(creds.node)
-	if a.rec == nil && creds.node.Role == RoleManager &&
-		(lowestManager(creds.node.ID, creds.node.Managers) || time.Since(a.start) > a.cfg.GenerateAfter) {
-		a.log.Info("no swarm node has a vxsec secret: made one", "node", creds.node.ID)
+	made := a.rec == nil && creds.node.Role == RoleManager &&
+		(lowestManager(creds.node.ID, creds.node.Managers) || time.Since(a.start) > a.cfg.GenerateAfter)
+	if made {
 		a.adoptLocked(newRecord(creds.node.ID))
 	}
 	a.mu.Unlock()
+	if made {
+		a.log.Info("no swarm node has a vxsec secret: made one", "node", creds.node.ID)
+		a.publish()
+	}
 }
 
 // exchange: both sides send their record, both keep the older.
@@ -563,18 +583,29 @@ func receive(conn net.Conn) (message, error) {
 // that replaces a secret in use, the cluster's members are told at once.
 func (a *Agent) consider(m message, from string) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if m.Cluster != a.cluster || !m.Record.older(a.rec) {
+		a.mu.Unlock()
 		return
 	}
-	had := a.rec != nil
-	if had {
-		a.log.Info("adopting the swarm's older vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By, "replaces", a.rec.id())
-	} else {
-		a.log.Info("adopting the swarm's vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By)
-	}
+	replaced := a.rec
 	a.adoptLocked(m.Record)
-	if had && a.cfg.Peers != nil && !a.pushing && a.runCtx != nil {
+	a.mu.Unlock()
+	if replaced == nil {
+		a.log.Info("adopting the swarm's vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By)
+		a.publish()
+		return
+	}
+	a.log.Info("adopting the swarm's older vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By, "replaces", replaced.id())
+	a.publish()
+	a.push()
+}
+
+// push starts a push round to the cluster's members, unless one is under
+// way.
+func (a *Agent) push() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg.Peers != nil && !a.pushing && a.runCtx != nil {
 		a.pushing = true
 		ctx := a.runCtx
 		a.wg.Add(1)
@@ -588,12 +619,44 @@ func (a *Agent) consider(m message, from string) {
 	}
 }
 
+// adoptLocked makes r the node's record, in memory only: the caller calls
+// publish once it has released mu.
 func (a *Agent) adoptLocked(r *record) {
-	had := a.rec != nil
 	a.rec = r
+	a.ver++
 	a.noteSecretLocked()
+}
+
+// publish makes the record in memory kept and known: it writes SecretFile,
+// then closes ready (the first secret) or delivers the secret on changed
+// (any later one). Every adoption is followed by a publish, called after
+// mu is released.
+//
+// Why the file never ends up with an older secret although adoptions and
+// publishes interleave: publishes run one at a time (pubMu), and each reads
+// the record to publish (rec, ver, cluster) under mu only once it holds
+// pubMu. So the records publishes read never go backwards, the file is
+// only overwritten with a record at least as new as the one it holds, and
+// a publish that finds the record it would publish already published does
+// nothing. An adoption's own publish starts after the adoption, so it reads
+// that record or a newer one: once the publishes are done, the file holds
+// the latest record, and changed was last sent it (unless it was the
+// first, which closed ready instead). A publish may thus write a record
+// adopted after it was called, whose own publish then has nothing to do.
+// changed is sent on only here, under pubMu: the drain-then-send never
+// blocks, and the value left in it is the latest.
+func (a *Agent) publish() {
+	a.pubMu.Lock()
+	defer a.pubMu.Unlock()
+	a.mu.Lock()
+	r, ver, cluster := a.rec, a.ver, a.cluster
+	a.mu.Unlock()
+	if r == nil || ver == a.published {
+		return
+	}
+	a.published = ver
 	if a.cfg.SecretFile != "" {
-		b, _ := json.Marshal(savedFile{Cluster: a.cluster, Record: r})
+		b, _ := json.Marshal(savedFile{Cluster: cluster, Record: r})
 		if err := os.MkdirAll(filepath.Dir(a.cfg.SecretFile), 0o700); err == nil {
 			err = atomicfile.Write(filepath.Dir(a.cfg.SecretFile), filepath.Base(a.cfg.SecretFile), b)
 			if err != nil {
@@ -601,8 +664,10 @@ func (a *Agent) adoptLocked(r *record) {
 			}
 		}
 	}
-	if !had {
-		close(a.ready)
+	select {
+	case <-a.ready:
+	default:
+		close(a.ready) // only here (or in New): no other can close it
 		return
 	}
 	select {
@@ -623,14 +688,18 @@ func (a *Agent) clusterID() string {
 // new swarm's nodes converge as usual (oldest first).
 func (a *Agent) resetCluster(n Node) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.log.Info("the engine is in another swarm now", "was", a.cluster, "now", n.ClusterID)
+	was := a.cluster
 	a.cluster = n.ClusterID
 	a.start = time.Now()
-	if a.rec == nil {
-		return
+	replace := a.rec != nil
+	if replace {
+		a.adoptLocked(newRecord(n.ID))
 	}
-	a.adoptLocked(newRecord(n.ID))
+	a.mu.Unlock()
+	a.log.Info("the engine is in another swarm now", "was", was, "now", n.ClusterID)
+	if replace {
+		a.publish()
+	}
 }
 
 func (a *Agent) setErr(err error) {

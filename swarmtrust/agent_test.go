@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,9 +82,17 @@ func secretOf(t *testing.T, a *Agent, within time.Duration) []byte {
 	return s
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	testutil.Eventually(t, 10*time.Second, what, cond)
+// waitLong bounds what the tests wait for (testutil.Until).
+const waitLong = 10 * time.Second
+
+// refusedOver returns a condition: a's refusals counted past before.
+func refusedOver(a *Agent, before int) func() error {
+	return func() error {
+		if st := a.Status(); st.Refused <= before {
+			return fmt.Errorf("refused %d, last %q", st.Refused, st.LastRefusal)
+		}
+		return nil
+	}
 }
 
 func TestReadNode(t *testing.T) {
@@ -144,14 +154,25 @@ func TestOutsidersLearnNothing(t *testing.T) {
 		clu  string
 	}{{"another CA", other, cluster}, {"another swarm, same CA", s.ca, "otherswarm0000000000000000"}} {
 		x := s.agent(s.node(tc.ca, 5+i, "x"+strconv.Itoa(i), RoleManager, tc.clu), 5+i, "")
-		time.Sleep(time.Second)
-		if x.hasSecret() && x.Status().SecretBy == "m1" {
+		// The outsider's first round is over: it has tried m1 (an
+		// exchange's adoption comes before the round's status).
+		testutil.Until(t, waitLong, tc.name+": the outsider's round with m1", func() error {
+			if st := x.Status(); len(st.Exchanges) == 0 {
+				return fmt.Errorf("no exchange yet (status %+v)", st)
+			}
+			return nil
+		})
+		st := x.Status()
+		if x.hasSecret() && st.SecretBy == "m1" {
 			t.Fatalf("%s: the outsider learned the swarm's secret", tc.name)
 		}
+		if st.Exchanges[0].Err == "" {
+			t.Fatalf("%s: the outsider's exchange with m1 succeeded (status %+v)", tc.name, st)
+		}
 	}
-	if st := m1.Status(); st.Refused < 2 {
-		t.Fatalf("m1 refused %d peers, want at least 2 (status %+v)", st.Refused, st)
-	}
+	// m1 counts a refusal once its side of the handshake is over, which
+	// may be just after the outsider's.
+	testutil.Until(t, waitLong, "m1 refused both outsiders", refusedOver(m1, 1))
 
 	// The server's own check, with clients that do not check it back: no
 	// certificate, another CA's, another swarm's. None reads a secret.
@@ -180,7 +201,7 @@ func TestOutsidersLearnNothing(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: the server answered", tc.name)
 		}
-		eventually(t, tc.name+": counted as refused", func() bool { return m1.Status().Refused > before })
+		testutil.Until(t, waitLong, tc.name+": counted as refused", refusedOver(m1, before))
 	}
 }
 
@@ -218,6 +239,48 @@ func TestOldestWins(t *testing.T) {
 	}
 }
 
+// TestKeptSecretIsTheLatest: adoptions racing (exchanges with several
+// peers at once) leave the kept file and Changed with the record adopted
+// last, never an earlier one, although both are written outside the lock.
+func TestKeptSecretIsTheLatest(t *testing.T) {
+	s := newSwarm(t, "m1")
+	keep := filepath.Join(t.TempDir(), "secret.json")
+	a, err := New(Config{Dir: s.node(s.ca, 1, "m1", RoleManager, cluster), Addr: s.addr(1), Port: s.port, SecretFile: keep,
+		Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.consider(message{Version: protocolVersion, Cluster: cluster, Record: &record{Secret: bytes.Repeat([]byte{0xff}, SecretBytes), Created: 1000}}, "first")
+	secretOf(t, a, time.Second)
+	const n = 64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &record{Secret: bytes.Repeat([]byte{byte(i)}, SecretBytes), Created: int64(1000 - n + i), By: strconv.Itoa(i)}
+			a.consider(message{Version: protocolVersion, Cluster: cluster, Record: r}, "peer"+strconv.Itoa(i))
+		}()
+	}
+	wg.Wait()
+	oldest := bytes.Repeat([]byte{0}, SecretBytes) // record 0, the oldest, wins
+	if got := secretOf(t, a, time.Second); !bytes.Equal(got, oldest) {
+		t.Fatalf("the agent holds %x, want the oldest", got[:4])
+	}
+	raw, err := os.ReadFile(keep)
+	if err != nil || !bytes.Contains(raw, []byte(b64(oldest))) {
+		t.Fatalf("the kept file does not hold the latest record: %s %v", raw, err)
+	}
+	select {
+	case got := <-a.Changed():
+		if !bytes.Equal(got, oldest) {
+			t.Fatalf("Changed holds %x, want the latest record", got[:4])
+		}
+	default:
+		t.Fatal("Changed holds nothing after the node changed its secret")
+	}
+}
+
 // TestRenewalAndRootRotation: swarm renews node certificates and rotates
 // its root CA under running agents; exchanges go on, including while one
 // node has moved to the new CA (cross-signed chain) and one has not.
@@ -226,10 +289,13 @@ func TestRenewalAndRootRotation(t *testing.T) {
 	d1, d2 := s.node(s.ca, 1, "m1", RoleManager, cluster), s.node(s.ca, 2, "m2", RoleManager, cluster)
 	m1, m2 := s.agent(d1, 1, ""), s.agent(d2, 2, "")
 	secretOf(t, m2, 5*time.Second)
-	fresh := func(a *Agent, since time.Time) func() bool {
-		return func() bool {
+	fresh := func(a *Agent, since time.Time) func() error {
+		return func() error {
 			st := a.Status()
-			return len(st.Exchanges) == 1 && st.Exchanges[0].At.After(since) && st.Exchanges[0].Err == ""
+			if len(st.Exchanges) != 1 || !st.Exchanges[0].At.After(since) || st.Exchanges[0].Err != "" {
+				return fmt.Errorf("%s's exchanges since %s: %+v", st.NodeID, since.Format("15:04:05.000"), st.Exchanges)
+			}
+			return nil
 		}
 	}
 	// Renewal: new key and certificate, same CA.
@@ -237,8 +303,8 @@ func TestRenewalAndRootRotation(t *testing.T) {
 	if err := s.ca.Write(testpki.Node{Dir: d1, Cluster: cluster, ID: "m1", Role: RoleManager, Managers: s.managers}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "m2 exchanges with the renewed m1", fresh(m2, now))
-	eventually(t, "the renewed m1 exchanges with m2", fresh(m1, now))
+	testutil.Until(t, waitLong, "m2 exchanges with the renewed m1", fresh(m2, now))
+	testutil.Until(t, waitLong, "the renewed m1 exchanges with m2", fresh(m1, now))
 
 	// Mid-rotation: m1 has a certificate of the new CA plus the
 	// cross-signed intermediate and trusts both roots; m2 is unchanged.
@@ -255,8 +321,8 @@ func TestRenewalAndRootRotation(t *testing.T) {
 		Chain: []*x509.Certificate{cross}, Roots: []*x509.Certificate{s.ca.Cert, next.Cert}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "m2 (old root) accepts m1's cross-signed chain", fresh(m2, now))
-	eventually(t, "m1 (both roots) accepts m2", fresh(m1, now))
+	testutil.Until(t, waitLong, "m2 (old root) accepts m1's cross-signed chain", fresh(m2, now))
+	testutil.Until(t, waitLong, "m1 (both roots) accepts m2", fresh(m1, now))
 
 	// Rotation done: both on the new CA only.
 	now = time.Now()
@@ -265,7 +331,7 @@ func TestRenewalAndRootRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "m1 and m2 exchange under the new root", func() bool { return fresh(m1, now)() && fresh(m2, now)() })
+	testutil.Until(t, waitLong, "m1 and m2 exchange under the new root", func() error { return errors.Join(fresh(m1, now)(), fresh(m2, now)()) })
 	if !bytes.Equal(secretOf(t, m1, time.Second), secretOf(t, m2, time.Second)) {
 		t.Fatal("m1 and m2 hold different secrets after the rotation")
 	}
@@ -280,7 +346,12 @@ func TestLockedNodeNoIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := s.agent(dir, 1, "")
-	eventually(t, "the agent reports the locked key", func() bool { return a.Status().Err == ErrLocked.Error() })
+	testutil.Until(t, waitLong, "the agent reports the locked key", func() error {
+		if st := a.Status(); st.Err != ErrLocked.Error() {
+			return fmt.Errorf("status error %q", st.Err)
+		}
+		return nil
+	})
 	if a.hasSecret() {
 		t.Fatal("a node without a usable identity made a secret")
 	}
@@ -337,13 +408,10 @@ func TestTrustPortCaps(t *testing.T) {
 	secretOf(t, m1, 5*time.Second)
 	addr := net.JoinHostPort(s.addr(1).String(), strconv.Itoa(s.port))
 
-	held := []net.Conn{silent(t, addr), silent(t, addr)}
-	time.Sleep(100 * time.Millisecond) // both accepted, in their handshakes
-	before := m1.Status().Refused
-	if !closedWithin(silent(t, addr), 500*time.Millisecond) {
-		t.Fatal("a third handshake was not refused at once")
+	refused, held := refuseOneOf(t, m1, addr, 3, errHandshakes.Error())
+	if !closedWithin(refused, 500*time.Millisecond) {
+		t.Fatal("the refused handshake was not closed at once")
 	}
-	eventually(t, "the refusal counted", func() bool { return m1.Status().Refused == before+1 })
 	start := time.Now()
 	for _, c := range held {
 		if !closedWithin(c, 2*time.Second) {
@@ -367,17 +435,42 @@ func TestTrustPortConnectionCap(t *testing.T) {
 	m1 := s.agentWith(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, lim)
 	secretOf(t, m1, 5*time.Second)
 	addr := net.JoinHostPort(s.addr(1).String(), strconv.Itoa(s.port))
-	silent(t, addr)
-	silent(t, addr)
-	time.Sleep(100 * time.Millisecond)
-	before := m1.Status().Refused
-	if !closedWithin(silent(t, addr), 500*time.Millisecond) {
-		t.Fatal("a third connection was not refused at once")
+	refused, _ := refuseOneOf(t, m1, addr, 3, "too many connections")
+	if !closedWithin(refused, 500*time.Millisecond) {
+		t.Fatal("the refused connection was not closed at once")
 	}
-	eventually(t, "the refusal counted", func() bool {
-		st := m1.Status()
-		return st.Refused == before+1 && strings.Contains(st.LastRefusal, "too many connections")
+}
+
+// refuseOneOf opens n silent connections to a's trust port, of which the
+// server should refuse one, for reason, and hold the others. Which one is
+// the server's to say (the last it accepts), not the order they were
+// dialled in: its refusal, counted and naming the connection, is the
+// signal to wait for. It returns the refused connection and the others.
+func refuseOneOf(t *testing.T, a *Agent, addr string, n int, reason string) (refused net.Conn, held []net.Conn) {
+	t.Helper()
+	before := a.Status().Refused
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conns[i] = silent(t, addr)
+	}
+	var st Status
+	testutil.Until(t, waitLong, "one of the connections refused: "+reason, func() error {
+		if st = a.Status(); st.Refused != before+1 || !strings.Contains(st.LastRefusal, reason) {
+			return fmt.Errorf("refused %d (%d before), last %q", st.Refused, before, st.LastRefusal)
+		}
+		return nil
 	})
+	for _, c := range conns {
+		if strings.HasPrefix(st.LastRefusal, c.LocalAddr().String()+": ") {
+			refused = c
+		} else {
+			held = append(held, c)
+		}
+	}
+	if refused == nil {
+		t.Fatalf("the refusal %q names none of the connections", st.LastRefusal)
+	}
+	return refused, held
 }
 
 // TestHandshakeReadsBounded: before its certificate is verified, a peer

@@ -32,6 +32,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vxsec/vxsec/internal/testutil"
 )
 
 const (
@@ -563,23 +565,19 @@ func pluginAnswers(pid int) error {
 // on its socket, and returns its pid.
 func waitPluginUp(t testing.TB, p pluginInfo, notPID int, timeout time.Duration) int {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
+	var pid int
+	testutil.UntilEvery(t, timeout, pollDocker, "the plugin came back: one process, answering on its socket", func() error {
 		pids := pluginPIDs(t, p)
-		if len(pids) == 1 && pids[0] != notPID {
-			if err := pluginAnswers(pids[0]); err == nil {
-				return pids[0]
-			} else {
-				last = fmt.Sprintf("pid %d does not answer yet: %v", pids[0], err)
-			}
-		} else {
-			last = fmt.Sprintf("plugin processes %v", pids)
+		if len(pids) != 1 || pids[0] == notPID {
+			return fmt.Errorf("plugin processes %v; %s", pids, pluginLogHint())
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("the plugin did not come back within %s (%s); %s", timeout, last, pluginLogHint())
-	return 0
+		if err := pluginAnswers(pids[0]); err != nil {
+			return fmt.Errorf("pid %d does not answer yet: %v; %s", pids[0], err, pluginLogHint())
+		}
+		pid = pids[0]
+		return nil
+	})
+	return pid
 }
 
 func pluginLogHint() string {
@@ -620,20 +618,9 @@ func vxsecNetworks(t testing.TB) []string {
 	return ids
 }
 
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s: %s", what, timeout, detail)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
+// pollDocker is how often the tests poll (testutil.UntilEvery) what docker
+// commands and the plugin's socket say: each poll starts processes.
+const pollDocker = 250 * time.Millisecond
 
 // ---------------------------------------------------------------------------
 // A continuous ping (iputils, 20 packets a second) inside a container's
@@ -681,6 +668,11 @@ var (
 	reStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
 	reReply = regexp.MustCompile(`bytes from .*icmp_seq=(\d+)`)
 )
+
+// replies counts the echo replies the ping has printed so far.
+func (s *pingStream) replies() int {
+	return len(reReply.FindAllStringIndex(s.out.String(), -1))
+}
 
 // stop ends the ping (SIGINT, so it prints its statistics) and returns the
 // sequence numbers that got no reply. Only the very last request may be in

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vxsec/vxsec/internal/testutil"
 )
 
 // engineIsHarness reports whether the running engine was started by the
@@ -59,9 +61,12 @@ func TestRestartsKeepContainersConnected(t *testing.T) {
 				t.Fatalf("scripts/engine.sh restart: %v\n%s", err, out)
 			}
 			t.Logf("engine restarted:\n%s", strings.TrimSpace(out))
-			eventually(t, 30*time.Second, "plugin enabled after the engine restart", func() (bool, string) {
+			testutil.UntilEvery(t, 30*time.Second, pollDocker, "plugin enabled after the engine restart", func() error {
 				out, err := docker("plugin", "inspect", "-f", "{{.Enabled}}", pluginName)
-				return err == nil && strings.TrimSpace(out) == "true", out
+				if err != nil || strings.TrimSpace(out) != "true" {
+					return fmt.Errorf("docker plugin inspect says %q (%v)", strings.TrimSpace(out), err)
+				}
+				return nil
 			})
 			waitPluginUp(t, p, -1, 30*time.Second)
 		}},
@@ -72,10 +77,19 @@ func TestRestartsKeepContainersConnected(t *testing.T) {
 			netsBefore := vxsecNetworks(t)
 			inspectBefore := mustDocker(t, "network", "inspect", "-f", "{{.ID}} {{.Driver}} {{.Scope}} {{range .IPAM.Config}}{{.Subnet}} {{end}}", n.Name)
 			stream := startPingStream(t, c1, c2.IP)
-			time.Sleep(time.Second)
+			// The ping is under way (half a second of replies) before the
+			// action, so that it spans it.
+			testutil.Until(t, 10*time.Second, "the ping gets replies before "+ph.name, func() error {
+				if n := stream.replies(); n < 10 {
+					return fmt.Errorf("%d replies so far:\n%s", n, tail(stream.out.String(), 5))
+				}
+				return nil
+			})
 			start := time.Now()
 			ph.action(t)
 			took := time.Since(start)
+			// A sleep, not a signal: a loss after the action shows only as
+			// replies that never come, so the ping must run on for a while.
 			time.Sleep(2 * time.Second)
 			sent, lost := stream.stop(t)
 			t.Logf("%s took %s; ping sent %d requests at 20/s across it", ph.name, took.Round(time.Millisecond), sent)
@@ -134,8 +148,11 @@ func TestReconcileRemovesStrayLinks(t *testing.T) {
 
 	killPlugin(t, p)
 
-	eventually(t, 20*time.Second, "the stray link "+stray+" is removed by the restarted plugin", func() (bool, string) {
-		return !slices.Contains(vxsecLinks(t), stray), fmt.Sprintf("vxsec links: %v; %s", vxsecLinks(t), pluginLogHint())
+	testutil.UntilEvery(t, 20*time.Second, pollDocker, "the stray link "+stray+" is removed by the restarted plugin", func() error {
+		if links := vxsecLinks(t); slices.Contains(links, stray) {
+			return fmt.Errorf("vxsec links: %v; %s", links, pluginLogHint())
+		}
+		return nil
 	})
 	l := mustNetworkLink(t, n)
 	if l.Index != real.Index || l.Name != real.Name {

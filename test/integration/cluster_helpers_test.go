@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/lab"
 )
 
@@ -57,17 +58,6 @@ func (c *cluster) addHost(t *testing.T, name string, env ...string) *lab.Host {
 	return h
 }
 
-// eventually polls cond until it holds or timeout passes, then fails with
-// cond's last error. It returns how long it took.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) time.Duration {
-	t.Helper()
-	start := time.Now()
-	if err := lab.WaitFor(ctxT(t), timeout, cond); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	return time.Since(start)
-}
-
 func addrs(hs []*lab.Host) []string {
 	var a []string
 	for _, h := range hs {
@@ -82,7 +72,7 @@ func (c *cluster) waitMembers(t *testing.T, on, want []*lab.Host) {
 	t.Helper()
 	w := addrs(want)
 	for _, h := range on {
-		eventually(t, 20*time.Second, h.Name+" sees every member alive", func() error {
+		testutil.Until(t, 20*time.Second, h.Name+" sees every member alive", func() error {
 			st, err := h.Status(ctxT(t))
 			if err != nil {
 				return err
@@ -113,7 +103,7 @@ func netStatus(ctx context.Context, h *lab.Host, vni int) (lab.NetworkStatus, er
 // waitCounts waits until h reports local and remote endpoints on vni.
 func waitCounts(t *testing.T, h *lab.Host, vni, local, remote int, timeout time.Duration) time.Duration {
 	t.Helper()
-	return eventually(t, timeout, fmt.Sprintf("%s has %d local and %d remote endpoints on vni %d", h.Name, local, remote, vni), func() error {
+	return testutil.Until(t, timeout, fmt.Sprintf("%s has %d local and %d remote endpoints on vni %d", h.Name, local, remote, vni), func() error {
 		n, err := netStatus(ctxT(t), h, vni)
 		if err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/lab"
 	"github.com/vxsec/vxsec/plugin"
 )
@@ -57,7 +58,7 @@ func TestClusterReachability(t *testing.T) {
 	}
 	cs = slices.Delete(cs, 1, 2)
 	for _, h := range c.hosts[1:] {
-		took := eventually(t, 10*time.Second, "removed endpoint gone from "+h.Name, func() error {
+		took := testutil.Until(t, 10*time.Second, "removed endpoint gone from "+h.Name, func() error {
 			return wantEntries(ctxT(t), h, vni, others(h, cs))
 		})
 		t.Logf("removed endpoint gone from %s after %v", h.Name, took.Round(time.Millisecond))
@@ -79,7 +80,7 @@ func TestClusterReachability(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range c.hosts[:2] {
-		eventually(t, 10*time.Second, h.Name+" holds no entry of h3's", func() error {
+		testutil.Until(t, 10*time.Second, h.Name+" holds no entry of h3's", func() error {
 			return wantEntries(ctxT(t), h, vni, others(h, cs))
 		})
 	}
@@ -265,7 +266,7 @@ func TestClusterHostKillAndReturn(t *testing.T) {
 	}
 	// The firewall follows membership: the dead host may no longer send.
 	for _, h := range survivors {
-		eventually(t, 10*time.Second, h.Name+"'s firewall drops the dead host", func() error {
+		testutil.Until(t, 10*time.Second, h.Name+"'s firewall drops the dead host", func() error {
 			if set, want := memberSet(t, h), addrs(survivors); !slices.Equal(set, want) {
 				return fmt.Errorf("member set %v, want %v", set, want)
 			}
@@ -282,7 +283,7 @@ func TestClusterHostKillAndReturn(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, h := range c.hosts {
-		eventually(t, 20*time.Second, "h3's return seen on "+h.Name, func() error {
+		testutil.Until(t, 20*time.Second, "h3's return seen on "+h.Name, func() error {
 			n, err := netStatus(ctxT(t), h, vni)
 			if err != nil {
 				return err
@@ -353,6 +354,8 @@ func TestClusterRestartNoLoss(t *testing.T) {
 			}
 		}
 	}()
+	// A sleep: the ping (one blocking command) gives no signal that it
+	// has started, and it must be under way before the first restart.
 	time.Sleep(500 * time.Millisecond)
 	for i, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM, syscall.SIGKILL} {
 		setPhase(fmt.Sprintf("restart %d by %v from %s", i+1, sig, time.Now().Format("15:04:05.000")))
@@ -512,7 +515,7 @@ func TestClusterWrongSecret(t *testing.T) {
 				t.Fatalf("outsider %s learned %d remote endpoints", h.Name, n.Remote)
 			}
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // an absence, checked over a window: nothing signals it
 	}
 	reach(t, cs[3], cs[0].IP(), false)
 	reachFast(t, cs[0], cs[2].IP())
@@ -612,7 +615,7 @@ func TestClusterConflicts(t *testing.T) {
 		if err := holder.Remove(ctx); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "10.110.0.5 free on h2 after its holder left", func() error {
+		testutil.Until(t, 5*time.Second, "10.110.0.5 free on h2 after its holder left", func() error {
 			_, err := h2.Run(ctx, "taker", "vn-h2", "10.110.0.5/24")
 			return err
 		})
@@ -686,7 +689,7 @@ func TestClusterPartitionHeals(t *testing.T) {
 	healed := time.Now()
 	all := []*lab.Container{c1, c2, c2b, c3, c3b}
 	for _, h := range c.hosts {
-		eventually(t, 20*time.Second, h.Name+" holds exactly the endpoints that exist after the heal", func() error {
+		testutil.Until(t, 20*time.Second, h.Name+" holds exactly the endpoints that exist after the heal", func() error {
 			return wantEntries(ctxT(t), h, vni, others(h, all))
 		})
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/lab"
 )
@@ -237,7 +238,7 @@ func TestEncrypted(t *testing.T) {
 				return err
 			}
 			took = waitAllKeyed(t, c.hosts)
-			eventually(t, rekeyBound, "h2 drops its previous run's SAs", func() error {
+			testutil.Until(t, rekeyBound, "h2 drops its previous run's SAs", func() error {
 				st, err := h2.Status(ctxT(t))
 				if err != nil {
 					return err
@@ -294,7 +295,7 @@ func TestEncrypted(t *testing.T) {
 				t.Logf("h1's states:\n%s", out)
 			}
 		})
-		took := eventually(t, 60*time.Second, "e1 reaches e2 again after the flush", func() error {
+		took := testutil.Until(t, 60*time.Second, "e1 reaches e2 again after the flush", func() error {
 			r, err := e1.Ping(ctxT(t), e2.IP(), "-c", "1", "-W", "1")
 			if err != nil {
 				return err
@@ -325,7 +326,7 @@ func TestEncrypted(t *testing.T) {
 		if err := h3.SetUnderlay(ctxT(t), false); err != nil {
 			t.Fatal(err)
 		}
-		took := eventually(t, 90*time.Second, "h1 and h2 remove every SA and policy of h3", func() error {
+		took := testutil.Until(t, 90*time.Second, "h1 and h2 remove every SA and policy of h3", func() error {
 			for _, h := range []*lab.Host{h1, h2} {
 				for _, what := range []string{"state", "policy"} {
 					out, err := h.Exec(ctxT(t), "ip", "xfrm", what)

@@ -84,6 +84,7 @@ func TestStrangerFlood(t *testing.T) {
 		}()
 		// Mid-flood, a container starts on the other member: its
 		// endpoint must reach the flooded one (pulls and gossip go on).
+		// A sleep: the point is a time well inside the flood, not an event.
 		time.Sleep(floodFor / 3)
 		start := time.Now()
 		mustRun(t, h2, "c3", ids[h2], "10.79.0.13/24")

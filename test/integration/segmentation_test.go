@@ -185,7 +185,7 @@ func checkSegmentation(t *testing.T, port uint16, friend, victim *lab.Container,
 				}
 				return nil
 			})
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(200 * time.Millisecond) // an absence (nothing delivered): no signal but time
 			ps, err := inbox.Packets()
 			if err != nil {
 				t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/lab"
 	"github.com/vxsec/vxsec/swarmtrust"
 	"github.com/vxsec/vxsec/swarmtrust/testpki"
@@ -128,8 +129,58 @@ func TestSwarmTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What the managers' gossip ports refused, in all: the outsider's
+	// joins, once it has a secret of its own, are refused there.
+	gossipRefused := func() (uint64, error) {
+		var n uint64
+		for _, h := range hosts[:2] {
+			gs, err := h.GossipStats(ctxT(t))
+			if err != nil {
+				return 0, err
+			}
+			for _, v := range gs.Refused {
+				n += v
+			}
+		}
+		return n, nil
+	}
+	gossipBefore, err := gossipRefused()
+	if err != nil {
+		t.Fatal(err)
+	}
 	start(x, other, node{"m0", swarmtrust.RoleManager})
-	time.Sleep(8 * time.Second)
+	// Signals that the outsider's attempts were made and refused, rather
+	// than a wait: h1 refused its trust exchange, its first round is over
+	// (a secret it makes itself is made there: it is the lowest manager ID
+	// it knows), and if it has a secret, the managers' gossip ports
+	// refused its join.
+	testutil.Until(t, 30*time.Second, "the managers refuse the outsider", func() error {
+		st, err := hosts[0].Status(ctxT(t))
+		if err != nil {
+			return err
+		}
+		if st.Trust.Refused <= before.Trust.Refused {
+			return fmt.Errorf("h1 has refused no trust exchange since the outsider started (%d)", st.Trust.Refused)
+		}
+		xs, err := x.Status(ctxT(t))
+		if err != nil {
+			return err
+		}
+		if xs.Trust == nil || xs.Trust.LastRound.IsZero() {
+			return fmt.Errorf("the outsider's first round is not over: %+v", xs.Trust)
+		}
+		if xs.Trust.SecretID == "" {
+			return nil
+		}
+		n, err := gossipRefused()
+		if err != nil {
+			return err
+		}
+		if n <= gossipBefore {
+			return fmt.Errorf("the outsider made secret %s; the managers' gossip ports have refused nothing since (%d)", xs.Trust.SecretID, n)
+		}
+		return nil
+	})
 	for _, h := range hosts {
 		if slices.Contains(memberNames(t, h), x.Addr.String()) {
 			t.Fatalf("%s lists the outsider %s as a member", h.Name, x.Addr)
@@ -141,6 +192,9 @@ func TestSwarmTrust(t *testing.T) {
 	}
 	if st.Trust == nil || st.Trust.SecretID == secretID {
 		t.Fatalf("the outsider learned the swarm's secret: %+v", st.Trust)
+	}
+	if n, err := gossipRefused(); err == nil {
+		t.Logf("the outsider holds secret %q of its own; the managers' gossip ports refused %d more", st.Trust.SecretID, n-gossipBefore)
 	}
 	after, err := hosts[0].Status(ctxT(t))
 	if err != nil {

@@ -1,0 +1,2 @@
+// Package testutil holds the helpers the packages' unit tests share.
+package testutil
