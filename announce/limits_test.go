@@ -1,4 +1,4 @@
-package gossip
+package announce
 
 import (
 	"encoding/json"
@@ -18,24 +18,24 @@ func fullTable() Table {
 	peer := netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe")
 	t := Table{Host: peer, Version: Version{Epoch: math.MaxInt64, Seq: math.MaxUint64}}
 	for range MaxNetworksPerHost {
-		t.Networks = append(t.Networks, NetworkRecord{
+		t.Networks = append(t.Networks, Network{
 			ID: strings.Repeat("f", 64), VNI: 1<<24 - 1, Encrypted: true, Created: created,
 			Subnets: []netip.Prefix{netip.MustParsePrefix("255.255.255.0/24")},
 		})
 	}
 	for range MaxEndpointsPerHost {
-		t.Endpoints = append(t.Endpoints, EndpointRecord{
+		t.Endpoints = append(t.Endpoints, Endpoint{
 			VNI: 1<<24 - 1, IP: netip.MustParseAddr("255.255.255.255"), MAC: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, Created: created,
 		})
 	}
 	for range MaxKeysPerHost {
-		t.Keys = append(t.Keys, KeyRecord{Epoch: math.MaxUint64, Public: make([]byte, 32)})
+		t.Keys = append(t.Keys, Key{Epoch: math.MaxUint64, Public: make([]byte, 32)})
 	}
 	for range MaxSPIsPerHost {
-		t.SPIs = append(t.SPIs, SPIRecord{Peer: peer, PeerEpoch: math.MaxUint64, Epoch: math.MaxUint64, SPI: math.MaxUint32})
+		t.SPIs = append(t.SPIs, SPI{Peer: peer, PeerEpoch: math.MaxUint64, Epoch: math.MaxUint64, SPI: math.MaxUint32})
 	}
 	for range MaxUsingPerHost {
-		t.Using = append(t.Using, UsingRecord{Peer: peer, Epoch: math.MaxUint64, PeerEpoch: math.MaxUint64, SPI: math.MaxUint32})
+		t.Using = append(t.Using, Using{Peer: peer, Epoch: math.MaxUint64, PeerEpoch: math.MaxUint64, SPI: math.MaxUint32})
 	}
 	return t
 }
@@ -49,7 +49,7 @@ func TestLimitsHoldAFullTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("a full table is %.1f MiB; the bound is %d MiB", float64(len(raw))/(1<<20), MaxTableBytes>>20)
-	if err := CheckTable(full, len(raw)); err != nil {
+	if err := Check(full, len(raw)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -67,7 +67,7 @@ func TestCheckTable(t *testing.T) {
 	for what, over := range cases {
 		tb := full
 		size := over(&tb)
-		err := CheckTable(tb, size)
+		err := Check(tb, size)
 		var le *LimitError
 		if !errors.As(err, &le) || le.What != what {
 			t.Errorf("%s over the bound: err = %v", what, err)

@@ -1,12 +1,3 @@
-// Package driver keeps vxsec's desired state (networks and endpoints),
-// persists it, and derives the kernel's state from it. Every call is
-// idempotent: Docker repeats calls (swarm workers create a network each
-// time a task lands) and a restarted plugin must accept what it did before.
-//
-// Order of effects, so a crash at any line leaves what the next start
-// repairs: things are created in the kernel before they are persisted (an
-// unpersisted device is an orphan the reconciler removes) and removed from
-// the store before the kernel (a device left behind is, again, an orphan).
 package driver
 
 import (
@@ -21,8 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/firewall"
-	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/vxlan"
 )
@@ -30,8 +21,8 @@ import (
 // Config is what a Driver is built from.
 type Config struct {
 	Store    *Store
-	DataPath *vxlan.DataPath
-	Firewall *firewall.Firewall
+	DataPath DataPath
+	Firewall Firewall
 	// Underlay is this host's tunnel address and the MTU used when a
 	// network sets none.
 	Underlay vxlan.Underlay
@@ -42,7 +33,7 @@ type Config struct {
 	EncryptedPort uint16
 	// IPsec negotiates and programs encrypted networks' SAs; nil refuses
 	// encrypted networks.
-	IPsec *ipsec.Manager
+	IPsec Keys
 	// Authenticated is true when the cluster is (by its secret): keys are
 	// negotiated only with authenticated peers.
 	Authenticated bool
@@ -51,18 +42,23 @@ type Config struct {
 	// ProbeKernel checks the kernel for what encrypted networks need; nil
 	// means ipsec.Probe.
 	ProbeKernel func() error
-	// Cluster takes this host's table to the other hosts; nil for none.
-	Cluster Publisher
 	// ReconcileEvery is how often kernel state is checked against the
 	// desired state to repair drift; 0 means only at start.
 	ReconcileEvery time.Duration
-	Log            *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	Log *slog.Logger
 }
 
 // Driver implements the network driver on top of the desired state.
 type Driver struct {
 	cfg Config
 	log *slog.Logger
+	now func() time.Time
+
+	// op is the operation lock (see the package comment): a token taken
+	// with the caller's context.
+	op chan struct{}
 
 	mu   sync.Mutex
 	nets map[string]*Network
@@ -70,23 +66,29 @@ type Driver struct {
 	// (AllocateNetwork), so that two networks never get the same one.
 	allocated map[string]uint32
 	// remote is what every other host published, by host.
-	remote map[netip.Addr]gossip.Table
+	remote map[netip.Addr]announce.Table
 	// dropped are hosts the cluster declared gone, whose entries go even
 	// before the cluster has settled after a restart.
 	dropped map[netip.Addr]bool
 	// members are the cluster's hosts; nil until the cluster said.
 	members []netip.Addr
-	started time.Time
-	// peersDirty asks applyPeers (run by Run) for a pass.
-	peersDirty chan struct{}
+	// membersDirty: members changed since the firewall was last given them.
+	membersDirty bool
+	started      time.Time
 	// bootMembers are the members the kernel's firewall had at start.
 	bootMembers []netip.Addr
 	// droppedSince: a host was dropped since the firewall was last set.
 	droppedSince bool
-	// announced is the IPsec side of the table last published.
-	announced ipsec.Announcement
+	// announced is this host's side of the IPsec negotiation, as the keys
+	// last returned it: what Snapshot publishes.
+	announced announce.IPsec
 	// ipsecClean: no xfrm state of vxsec's is known to be left.
 	ipsecClean bool
+
+	// peersDirty asks applyPeers (run by Run) for a pass.
+	peersDirty chan struct{}
+	// changed tells the cluster that Snapshot changed.
+	changed chan struct{}
 }
 
 // New loads the persisted state. Call Reconcile before serving.
@@ -99,24 +101,36 @@ func New(cfg Config) (*Driver, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	boot, err := cfg.Firewall.Members()
 	if err != nil {
 		return nil, fmt.Errorf("reading the firewall's members: %w", err)
 	}
 	return &Driver{
-		cfg: cfg, log: log, nets: nets, allocated: map[string]uint32{},
-		remote: map[netip.Addr]gossip.Table{}, dropped: map[netip.Addr]bool{}, started: time.Now(),
-		peersDirty: make(chan struct{}, 1), bootMembers: boot,
+		cfg: cfg, log: log, now: now, op: make(chan struct{}, 1), nets: nets, allocated: map[string]uint32{},
+		remote: map[netip.Addr]announce.Table{}, dropped: map[netip.Addr]bool{}, started: now(),
+		peersDirty: make(chan struct{}, 1), changed: make(chan struct{}, 1), bootMembers: boot,
 	}, nil
 }
 
-// SetCluster connects the publisher once the cluster runs, and publishes.
-func (d *Driver) SetCluster(p Publisher) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cfg.Cluster = p
-	d.publishLocked()
+// lock takes the operation lock, or gives up when ctx ends first.
+func (d *Driver) lock(ctx context.Context) error {
+	select {
+	case d.op <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the driver's other calls to finish: %w", context.Cause(ctx))
+	}
 }
+
+func (d *Driver) unlock() { <-d.op }
+
+// settled reports whether the cluster has had time to be heard from since
+// the start (see settleAfter).
+func (d *Driver) settled() bool { return d.now().Sub(d.started) > settleAfter }
 
 // ErrNotFound is returned for a network or endpoint vxsec does not know.
 var ErrNotFound = errors.New("not found")
@@ -124,12 +138,15 @@ var ErrNotFound = errors.New("not found")
 // Reconcile makes the kernel match the desired state: the firewall first,
 // so that no VXLAN device ever exists without it, then the devices.
 func (d *Driver) Reconcile(ctx context.Context) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.reconcileLocked()
+	if err := d.lock(ctx); err != nil {
+		return err
+	}
+	defer d.unlock()
+	return d.reconcileOp()
 }
 
-func (d *Driver) reconcileLocked() error {
+// reconcileOp is Reconcile, the operation lock held.
+func (d *Driver) reconcileOp() error {
 	var dnets []vxlan.Network
 	joined := map[string]bool{}
 	for _, n := range d.sortedNets() {
@@ -141,12 +158,12 @@ func (d *Driver) reconcileLocked() error {
 		}
 	}
 	if len(dnets) > 0 {
-		if err := d.cfg.Firewall.Apply(d.fwState()); err != nil {
+		if err := d.applyFirewallOp(); err != nil {
 			return fmt.Errorf("reconciling firewall: %w", err)
 		}
 	}
 	if d.encryptedCount() > 0 {
-		if err := d.activateIPsecLocked(); err != nil {
+		if err := d.activateIPsecOp(); err != nil {
 			return err
 		}
 	}
@@ -158,15 +175,18 @@ func (d *Driver) reconcileLocked() error {
 			return fmt.Errorf("reconciling firewall: %w", err)
 		}
 	}
-	d.deactivateIPsecLocked()
+	d.deactivateIPsecOp()
 	// Peers only once the cluster has spoken: until then the entries in
 	// the kernel are the best knowledge there is. The pass is Run's, which
 	// reads the kernel's entries afresh after DataPath.Reconcile.
-	if len(d.remote) > 0 || len(d.dropped) > 0 || time.Since(d.started) > settleAfter {
-		d.peersChangedLocked()
+	d.mu.Lock()
+	heard := len(d.remote) > 0 || len(d.dropped) > 0
+	d.mu.Unlock()
+	if heard || d.settled() {
+		d.peersChanged()
 	}
-	d.repairIPsecLocked()
-	d.syncIPsecLocked()
+	d.repairIPsecOp()
+	d.syncIPsecOp()
 	return nil
 }
 
@@ -196,12 +216,12 @@ func (d *Driver) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := d.Reconcile(ctx); err != nil {
+			if err := d.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("periodic reconcile failed", "err", err)
 			}
 		case <-rotate:
 			if d.cfg.IPsec != nil && d.cfg.IPsec.Active() {
-				if err := d.Rotate(); err != nil {
+				if err := d.Rotate(ctx); err != nil && ctx.Err() == nil {
 					d.log.Error("scheduled key rotation failed", "err", err)
 				}
 			}
@@ -242,6 +262,19 @@ func (d *Driver) vniTaken(vni uint32, except string) (string, bool) {
 	return "", false
 }
 
+// setNetwork makes n the desired state of its network (nil deletes id);
+// the caller holds the operation lock.
+func (d *Driver) setNetwork(id string, n *Network) {
+	d.mu.Lock()
+	if n == nil {
+		delete(d.nets, id)
+	} else {
+		d.nets[id] = n
+	}
+	d.mu.Unlock()
+	d.notify()
+}
+
 // AllocateNetwork runs on the swarm leader only. It settles the VNI once and
 // returns the options every worker will see: the user's, plus the VNI. A
 // second call for the same network (a new leader) keeps the VNI it carries.
@@ -253,6 +286,10 @@ func (d *Driver) AllocateNetwork(ctx context.Context, id string, opts map[string
 	if err := checkSupported(o, ipv6Pools > 0, nil); err != nil {
 		return nil, err
 	}
+	if err := d.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer d.unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
@@ -276,6 +313,10 @@ func (d *Driver) AllocateNetwork(ctx context.Context, id string, opts map[string
 
 // FreeNetwork releases what AllocateNetwork settled.
 func (d *Driver) FreeNetwork(ctx context.Context, id string) error {
+	if err := d.lock(ctx); err != nil {
+		return err
+	}
+	defer d.unlock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.allocated, id)
@@ -336,7 +377,7 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 			return err
 		}
 	}
-	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}, Created: time.Now().UTC()}
+	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}, Created: d.now().UTC()}
 	for _, p := range req.IPv4 {
 		pool, err := netip.ParsePrefix(p.Pool)
 		if err != nil {
@@ -355,19 +396,21 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 		return err
 	}
 
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock(ctx); err != nil {
+		return err
+	}
+	defer d.unlock()
 	if old, ok := d.nets[req.ID]; ok {
 		// Docker repeats CreateNetwork (swarm, restarts): the same network
 		// again is fine; make sure the kernel has it.
 		if old.Options != o {
 			return fmt.Errorf("network %s exists with other options (%v); delete it first", short(req.ID), old.Options.Map())
 		}
-		return d.ensureNetworkLocked(old)
+		return d.ensureNetworkOp(old)
 	}
-	if len(d.nets) >= gossip.MaxNetworksPerHost {
-		return fmt.Errorf("this host has %d networks, the limit per host (gossip.MaxNetworksPerHost, %d): every other host refuses a table with more; delete a network first",
-			len(d.nets), gossip.MaxNetworksPerHost)
+	if len(d.nets) >= announce.MaxNetworksPerHost {
+		return fmt.Errorf("this host has %d networks, the limit per host (announce.MaxNetworksPerHost, %d): every other host refuses a table with more; delete a network first",
+			len(d.nets), announce.MaxNetworksPerHost)
 	}
 	switch {
 	case o.VNI != 0:
@@ -378,39 +421,38 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 			return fmt.Errorf("vni %d is already used by network %s on this host; choose another %s", n.VNI, short(other), OptVNI)
 		}
 	default:
+		d.mu.Lock()
 		vni, err := AutoVNI(req.ID, func(v uint32) bool { _, t := d.vniTaken(v, req.ID); return t })
+		d.mu.Unlock()
 		if err != nil {
 			return err
 		}
 		n.VNI = vni
 	}
-	if err := d.clusterConflictLocked(n); err != nil {
+	if err := d.clusterConflict(n); err != nil {
 		return err
 	}
-	if err := d.ensureNetworkLocked(n); err != nil {
-		d.undoNetworkLocked(n)
+	if err := d.ensureNetworkOp(n); err != nil {
+		d.undoNetworkOp(n)
 		return err
 	}
 	if err := d.cfg.Store.Put(n); err != nil {
-		d.undoNetworkLocked(n)
+		d.undoNetworkOp(n)
 		return err
 	}
-	d.nets[n.ID] = n
-	d.peersChangedLocked()
-	d.publishLocked()
+	d.setNetwork(n.ID, n)
+	d.peersChanged()
 	d.log.Info("created network", "network", n.ID, "vni", n.VNI, "mtu", n.MTU, "subnets", n.Subnets)
 	return nil
 }
 
-// ensureNetworkLocked programs the firewall, then the device.
-func (d *Driver) ensureNetworkLocked(n *Network) error {
-	fw := d.fwState()
-	fw.Active = true
-	if err := d.cfg.Firewall.Apply(fw); err != nil {
+// ensureNetworkOp programs the firewall, then the device.
+func (d *Driver) ensureNetworkOp(n *Network) error {
+	if err := d.applyFirewallOp(); err != nil {
 		return fmt.Errorf("programming the firewall before the network's device: %w", err)
 	}
 	if n.Options.Encrypted {
-		if err := d.activateIPsecLocked(); err != nil {
+		if err := d.activateIPsecOp(); err != nil {
 			return err
 		}
 	}
@@ -420,8 +462,8 @@ func (d *Driver) ensureNetworkLocked(n *Network) error {
 	return nil
 }
 
-// undoNetworkLocked removes what a failed create left in the kernel.
-func (d *Driver) undoNetworkLocked(n *Network) {
+// undoNetworkOp removes what a failed create left in the kernel.
+func (d *Driver) undoNetworkOp(n *Network) {
 	if err := d.cfg.DataPath.DeleteNetwork(d.dpNetwork(n)); err != nil {
 		d.log.Error("undoing failed network create", "network", n.ID, "err", err)
 	}
@@ -430,14 +472,16 @@ func (d *Driver) undoNetworkLocked(n *Network) {
 			d.log.Error("undoing failed network create", "network", n.ID, "err", err)
 		}
 	}
-	d.deactivateIPsecLocked()
+	d.deactivateIPsecOp()
 }
 
 // DeleteNetwork removes the network from this host. An unknown network is
 // already deleted.
 func (d *Driver) DeleteNetwork(ctx context.Context, id string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock(ctx); err != nil {
+		return err
+	}
+	defer d.unlock()
 	n, ok := d.nets[id]
 	if !ok {
 		return nil
@@ -445,7 +489,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, id string) error {
 	if err := d.cfg.Store.Delete(id); err != nil {
 		return err
 	}
-	delete(d.nets, id)
+	d.setNetwork(id, nil)
 	if err := d.cfg.DataPath.DeleteNetwork(d.dpNetwork(n)); err != nil {
 		return err
 	}
@@ -454,8 +498,7 @@ func (d *Driver) DeleteNetwork(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	d.deactivateIPsecLocked()
-	d.publishLocked()
+	d.deactivateIPsecOp()
 	d.log.Info("deleted network", "network", id, "vni", n.VNI)
 	return nil
 }
@@ -493,8 +536,10 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 		chosenMAC = mac.String()
 	}
 
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock(ctx); err != nil {
+		return "", err
+	}
+	defer d.unlock()
 	n, ok := d.nets[req.NetworkID]
 	if !ok {
 		return "", fmt.Errorf("network %s: %w", short(req.NetworkID), ErrNotFound)
@@ -512,17 +557,17 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 	for _, nw := range d.nets {
 		total += len(nw.Endpoints)
 	}
-	if total >= gossip.MaxEndpointsPerHost {
-		return "", fmt.Errorf("this host has %d endpoints, the limit per host (gossip.MaxEndpointsPerHost, %d): every other host refuses a table with more; remove containers first",
-			total, gossip.MaxEndpointsPerHost)
+	if total >= announce.MaxEndpointsPerHost {
+		return "", fmt.Errorf("this host has %d endpoints, the limit per host (announce.MaxEndpointsPerHost, %d): every other host refuses a table with more; remove containers first",
+			total, announce.MaxEndpointsPerHost)
 	}
 	for _, ep := range n.Endpoints {
 		if ep.Address.Addr() == addr.Addr() {
 			return "", fmt.Errorf("address %s is already used by endpoint %s in network %s", addr.Addr(), short(ep.ID), short(n.ID))
 		}
 	}
-	now := time.Now().UTC()
-	if err := d.addressConflictLocked(n, addr.Addr(), now); err != nil {
+	now := d.now().UTC()
+	if err := d.addressConflict(n, addr.Addr(), now); err != nil {
 		return "", err
 	}
 	next := n.clone()
@@ -530,16 +575,17 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 	if err := d.cfg.Store.Put(next); err != nil {
 		return "", err
 	}
-	d.nets[n.ID] = next
-	d.peersChangedLocked()
-	d.publishLocked()
+	d.setNetwork(n.ID, next)
+	d.peersChanged()
 	return chosenMAC, nil
 }
 
 // DeleteEndpoint forgets an endpoint, removing its device if still here.
 func (d *Driver) DeleteEndpoint(ctx context.Context, netID, epID string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock(ctx); err != nil {
+		return err
+	}
+	defer d.unlock()
 	n, ok := d.nets[netID]
 	if !ok {
 		return nil
@@ -552,9 +598,8 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, netID, epID string) error {
 	if err := d.cfg.Store.Put(next); err != nil {
 		return err
 	}
-	d.nets[netID] = next
-	d.publishLocked()
-	d.peersChangedLocked()
+	d.setNetwork(netID, next)
+	d.peersChanged()
 	return d.cfg.DataPath.DeleteEndpoint(epID)
 }
 
@@ -580,8 +625,10 @@ func (d *Driver) EndpointInfo(ctx context.Context, netID, epID string) (map[stri
 // Join creates the endpoint's device, with its MTU set, and returns its
 // name for Docker to move into the container.
 func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock(ctx); err != nil {
+		return "", err
+	}
+	defer d.unlock()
 	n, ok := d.nets[netID]
 	if !ok {
 		return "", fmt.Errorf("network %s: %w", short(netID), ErrNotFound)
@@ -590,13 +637,13 @@ func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("endpoint %s: %w", short(epID), ErrNotFound)
 	}
-	if err := d.ensureNetworkLocked(n); err != nil {
+	if err := d.ensureNetworkOp(n); err != nil {
 		return "", err
 	}
-	if err := d.clusterConflictLocked(n); err != nil {
+	if err := d.clusterConflict(n); err != nil {
 		return "", err
 	}
-	if err := d.addressConflictLocked(n, ep.Address.Addr(), ep.Created); err != nil {
+	if err := d.addressConflict(n, ep.Address.Addr(), ep.Created); err != nil {
 		return "", err
 	}
 	name, err := d.cfg.DataPath.EnsureEndpoint(d.dpNetwork(n), vxlan.Endpoint{ID: ep.ID, MAC: ep.MAC})
@@ -612,15 +659,17 @@ func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
 			}
 			return "", err
 		}
-		d.nets[netID] = next
+		d.setNetwork(netID, next)
 	}
 	return name, nil
 }
 
 // Leave detaches the endpoint: its device goes (if Docker gave it back).
 func (d *Driver) Leave(ctx context.Context, netID, epID string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+	if err := d.lock(ctx); err != nil {
+		return err
+	}
+	defer d.unlock()
 	n, ok := d.nets[netID]
 	if !ok {
 		return nil
@@ -631,7 +680,7 @@ func (d *Driver) Leave(ctx context.Context, netID, epID string) error {
 		if err := d.cfg.Store.Put(next); err != nil {
 			return err
 		}
-		d.nets[netID] = next
+		d.setNetwork(netID, next)
 	}
 	return d.cfg.DataPath.DeleteEndpoint(epID)
 }

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/vxlan"
 )
@@ -89,7 +89,7 @@ func FuzzNetworkOptions(f *testing.F) {
 		}
 
 		// Swarm's leader allocates; every worker parses what it answered.
-		d := &Driver{log: fuzzLog, allocated: map[string]uint32{}}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), log: fuzzLog, allocated: map[string]uint32{}}
 		const id = "9m8h2nz3lq1dfxv4k0j7c6w5ab"
 		out, err := d.AllocateNetwork(context.Background(), id, opts, 0)
 		if err != nil {
@@ -174,7 +174,7 @@ func FuzzCreateEndpoint(f *testing.F) {
 	f.Fuzz(func(t *testing.T, address, addressIPv6, mac string) {
 		n := &Network{ID: "n1", VNI: 42, MTU: 1450, Endpoints: map[string]*Endpoint{},
 			Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}
-		d := &Driver{cfg: Config{Store: store}, log: fuzzLog, nets: map[string]*Network{n.ID: n}}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), cfg: Config{Store: store}, log: fuzzLog, nets: map[string]*Network{n.ID: n}}
 		req := CreateEndpointRequest{NetworkID: n.ID, EndpointID: "e1", Address: address, AddressIPv6: addressIPv6, MAC: mac}
 		chosen, err := d.CreateEndpoint(context.Background(), req)
 		if err != nil {
@@ -282,10 +282,10 @@ func fuzzLocalNetwork() *Network {
 // fuzzDecodeTable decodes a table as a pull does, and applies the check a pull
 // makes before the table is installed: its host is the member pulled from,
 // so a valid address.
-func fuzzDecodeTable(data []byte) (gossip.Table, bool) {
-	var t gossip.Table
-	if json.Unmarshal(data, &t) != nil || !t.Host.IsValid() {
-		return gossip.Table{}, false
+func fuzzDecodeTable(data []byte) (announce.Table, bool) {
+	t, err := announce.Decode(data)
+	if err != nil || !t.Host.IsValid() {
+		return announce.Table{}, false
 	}
 	return t, true
 }
@@ -305,9 +305,9 @@ func FuzzRemoteTables(f *testing.F) {
 		ta, okA := fuzzDecodeTable(a)
 		tb, okB := fuzzDecodeTable(b)
 		n := fuzzLocalNetwork()
-		d := &Driver{log: fuzzLog, remote: map[netip.Addr]gossip.Table{}, nets: map[string]*Network{n.ID: n}}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), log: fuzzLog, remote: map[netip.Addr]announce.Table{}, nets: map[string]*Network{n.ID: n}}
 		for _, tbl := range []struct {
-			t  gossip.Table
+			t  announce.Table
 			ok bool
 		}{{ta, okA}, {tb, okB}} {
 			if tbl.ok {
@@ -326,8 +326,8 @@ func FuzzRemoteTables(f *testing.F) {
 
 		d.mu.Lock()
 		peers := d.peersLocked(n)
-		conflictErr := d.clusterConflictLocked(n)
 		d.mu.Unlock()
+		conflictErr := d.clusterConflict(n)
 
 		type claim struct {
 			host    netip.Addr
@@ -392,63 +392,33 @@ func FuzzRemoteTables(f *testing.F) {
 				t.Fatalf("refusal %q names neither the vni nor a conflicting host of %v", msg, conflicting)
 			}
 		}
-
-		for _, tbl := range []gossip.Table{ta, tb} {
-			if tbl.Host.IsValid() {
-				fuzzCheckPeerInfo(t, tbl)
-			}
-		}
 	})
 }
 
-// fuzzCheckPeerInfo: the IPsec side of a table reaches the negotiation whole.
-func fuzzCheckPeerInfo(t *testing.T, tbl gossip.Table) {
-	t.Helper()
-	p := peerInfo(tbl.Host, tbl)
-	if p.Host != tbl.Host || len(p.Keys) != len(tbl.Keys) || len(p.SPIs) != len(tbl.SPIs) || len(p.Using) != len(tbl.Using) {
-		t.Fatalf("peerInfo(%+v) = %+v", tbl, p)
-	}
-	for i, k := range tbl.Keys {
-		if p.Keys[i].Epoch != k.Epoch || !bytes.Equal(p.Keys[i].Public, k.Public) {
-			t.Fatalf("key %d: %+v became %+v", i, k, p.Keys[i])
-		}
-	}
-	for i, s := range tbl.SPIs {
-		if p.SPIs[i] != (ipsec.InboundSPI{Peer: s.Peer, PeerEpoch: s.PeerEpoch, Epoch: s.Epoch, SPI: s.SPI}) {
-			t.Fatalf("SPI %d: %+v became %+v", i, s, p.SPIs[i])
-		}
-	}
-	for i, u := range tbl.Using {
-		if p.Using[i] != (ipsec.Using{Peer: u.Peer, Epoch: u.Epoch, PeerEpoch: u.PeerEpoch, SPI: u.SPI}) {
-			t.Fatalf("using %d: %+v became %+v", i, u, p.Using[i])
-		}
-	}
-}
-
 // fuzzTableSeeds are pairs of tables as hosts publish them: the driver's
-// own tableLocked output, encoded as the cluster sends it.
+// own Snapshot output, encoded as the cluster sends it.
 func fuzzTableSeeds() [][2][]byte {
 	at := func(s string) time.Time { tm, _ := time.Parse(time.RFC3339Nano, s); return tm }
 	h2, h3 := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")
 	subnet := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
-	t2 := gossip.Table{Host: h2, Version: gossip.Version{Epoch: 1714557600000000000, Seq: 3},
-		Networks: []gossip.NetworkRecord{{ID: "n1", VNI: 42, Subnets: subnet, Created: at("2024-05-01T10:00:00Z")}},
-		Endpoints: []gossip.EndpointRecord{
+	t2 := announce.Table{Host: h2, Version: announce.Version{Epoch: 1714557600000000000, Seq: 3},
+		Networks: []announce.Network{{ID: "n1", VNI: 42, Subnets: subnet, Created: at("2024-05-01T10:00:00Z")}},
+		Endpoints: []announce.Endpoint{
 			{VNI: 42, IP: netip.MustParseAddr("10.0.0.3"), MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 3}, Created: at("2024-05-01T10:00:01.5Z")},
 			{VNI: 42, IP: netip.MustParseAddr("10.0.0.2"), MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 2}, Created: at("2024-05-01T10:00:02Z")},
 		}}
-	t3 := gossip.Table{Host: h3, Version: gossip.Version{Epoch: 1714557700000000000, Seq: 1},
-		Networks: []gossip.NetworkRecord{{ID: "n1", VNI: 42, Subnets: subnet, Created: at("2024-05-01T10:00:00Z")}},
-		Endpoints: []gossip.EndpointRecord{
+	t3 := announce.Table{Host: h3, Version: announce.Version{Epoch: 1714557700000000000, Seq: 1},
+		Networks: []announce.Network{{ID: "n1", VNI: 42, Subnets: subnet, Created: at("2024-05-01T10:00:00Z")}},
+		Endpoints: []announce.Endpoint{
 			{VNI: 42, IP: netip.MustParseAddr("10.0.0.3"), MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 0x33}, Created: at("2024-05-01T10:00:00.5Z")},
 			{VNI: 42, IP: netip.MustParseAddr("10.0.0.4"), MAC: net.HardwareAddr{2, 0x42, 10, 0, 0, 4}, Created: at("2024-05-01T10:00:03Z")},
 		}}
 	t3conflict := t3
-	t3conflict.Networks = []gossip.NetworkRecord{{ID: "other", VNI: 42, Subnets: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}, Encrypted: true}}
+	t3conflict.Networks = []announce.Network{{ID: "other", VNI: 42, Subnets: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}, Encrypted: true}}
 	t2older := t2
 	t2older.Version.Seq = 2
 	t2older.Endpoints = nil
-	enc := func(t gossip.Table) []byte { b, _ := json.Marshal(t); return b }
+	enc := func(t announce.Table) []byte { b, _ := json.Marshal(t); return b }
 	return [][2][]byte{
 		{enc(t2), enc(t3)},
 		{enc(t2), enc(t3conflict)},
@@ -503,17 +473,17 @@ var (
 func FuzzRemoteIPsec(f *testing.F) {
 	pub := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
 	peer := netip.MustParseAddr("198.18.0.2")
-	enc := func(t gossip.Table) []byte { b, _ := json.Marshal(t); return b }
-	keysOnly := gossip.Table{Host: peer, Version: gossip.Version{Epoch: 5, Seq: 1},
-		Keys: []gossip.KeyRecord{{Epoch: 7, Public: pub(9)}}}
+	enc := func(t announce.Table) []byte { b, _ := json.Marshal(t); return b }
+	keysOnly := announce.Table{Host: peer, Version: announce.Version{Epoch: 5, Seq: 1},
+		IPsec: announce.IPsec{Keys: []announce.Key{{Epoch: 7, Public: pub(9)}}}}
 	acked := keysOnly
-	acked.SPIs = []gossip.SPIRecord{{Peer: fuzzIPsecLocal, PeerEpoch: fuzzIPsecEpoch, Epoch: 7, SPI: 0x1234}}
+	acked.SPIs = []announce.SPI{{Peer: fuzzIPsecLocal, PeerEpoch: fuzzIPsecEpoch, Epoch: 7, SPI: 0x1234}}
 	using := acked
-	using.Using = []gossip.UsingRecord{{Peer: fuzzIPsecLocal, Epoch: 7, PeerEpoch: fuzzIPsecEpoch, SPI: 0xc0ffee}}
+	using.Using = []announce.Using{{Peer: fuzzIPsecLocal, Epoch: 7, PeerEpoch: fuzzIPsecEpoch, SPI: 0xc0ffee}}
 	rotating := using
-	rotating.Keys = append([]gossip.KeyRecord{{Epoch: 6, Public: pub(3)}}, rotating.Keys...)
-	rotating.SPIs = append(rotating.SPIs, gossip.SPIRecord{Peer: fuzzIPsecLocal, PeerEpoch: fuzzIPsecEpoch, Epoch: 6, SPI: 0x99})
-	for _, t := range []gossip.Table{keysOnly, acked, using, rotating} {
+	rotating.Keys = append([]announce.Key{{Epoch: 6, Public: pub(3)}}, rotating.Keys...)
+	rotating.SPIs = append(rotating.SPIs, announce.SPI{Peer: fuzzIPsecLocal, PeerEpoch: fuzzIPsecEpoch, Epoch: 6, SPI: 0x99})
+	for _, t := range []announce.Table{keysOnly, acked, using, rotating} {
 		f.Add(enc(t))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -527,11 +497,9 @@ func FuzzRemoteIPsec(f *testing.F) {
 		if err := m.Activate(); err != nil {
 			t.Fatal(err)
 		}
-		d := &Driver{cfg: Config{IPsec: m}, log: fuzzLog, remote: map[netip.Addr]gossip.Table{}, started: time.Now()}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), cfg: Config{IPsec: m}, log: fuzzLog, remote: map[netip.Addr]announce.Table{}, started: time.Now()}
 		d.SetRemote(tbl)
-		d.mu.Lock()
-		d.syncIPsecLocked()
-		d.mu.Unlock()
+		d.syncIPsecOp()
 
 		a := m.Announcement()
 		for _, s := range a.SPIs {
@@ -545,7 +513,7 @@ func FuzzRemoteIPsec(f *testing.F) {
 			}
 			acked := false
 			for _, s := range tbl.SPIs {
-				acked = acked || s == (gossip.SPIRecord{Peer: fuzzIPsecLocal, PeerEpoch: u.Epoch, Epoch: u.PeerEpoch, SPI: u.SPI})
+				acked = acked || s == (announce.SPI{Peer: fuzzIPsecLocal, PeerEpoch: u.Epoch, Epoch: u.PeerEpoch, SPI: u.SPI})
 			}
 			if !acked || !k.sas[ipsec.KernelSA{Src: fuzzIPsecLocal, Dst: u.Peer, SPI: u.SPI}] {
 				t.Fatalf("sends with %+v: acknowledged by the peer %v, in the kernel %v", u, acked, k.sas)

@@ -1,21 +1,21 @@
 package driver
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"reflect"
-	"time"
 
-	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/ipsec"
 )
 
 // Encrypted networks: their VXLAN goes to EncryptedPort, which the xfrm
 // guard policies and the firewall's secpath rule close before any such
 // device exists; per-peer SAs, negotiated through the tables, open it
-// pair by pair. The Manager is active exactly while this host has an
-// encrypted network.
+// pair by pair. The keys are active exactly while this host has an
+// encrypted network. Every method here that reaches the keys runs with the
+// operation lock held (the names end in Op).
 
 func (d *Driver) encryptedCount() int {
 	n := 0
@@ -41,17 +41,18 @@ func (d *Driver) checkEncryption() error {
 	return nil
 }
 
-// activateIPsecLocked makes the guard exist before an encrypted device.
-func (d *Driver) activateIPsecLocked() error {
+// activateIPsecOp makes the guard exist before an encrypted device.
+func (d *Driver) activateIPsecOp() error {
 	if err := d.cfg.IPsec.Activate(); err != nil {
 		return fmt.Errorf("programming IPsec before the encrypted network's device: %w", err)
 	}
+	d.setAnnounced(d.cfg.IPsec.Announcement())
 	return nil
 }
 
-// deactivateIPsecLocked removes every xfrm state and policy of vxsec's once
+// deactivateIPsecOp removes every xfrm state and policy of vxsec's once
 // no encrypted network is left.
-func (d *Driver) deactivateIPsecLocked() {
+func (d *Driver) deactivateIPsecOp() {
 	if d.cfg.IPsec == nil || d.encryptedCount() > 0 {
 		return
 	}
@@ -63,31 +64,33 @@ func (d *Driver) deactivateIPsecLocked() {
 		return
 	}
 	d.ipsecClean = true
-	d.publishIfIPsecChangedLocked()
+	d.setAnnounced(announce.IPsec{})
 }
 
-// syncIPsecLocked runs the negotiation against the tables the cluster
-// gave, and publishes this host's side when it changed.
-func (d *Driver) syncIPsecLocked() {
+// syncIPsecOp runs the negotiation against the tables the cluster gave,
+// and publishes this host's side when it changed.
+func (d *Driver) syncIPsecOp() {
 	if d.cfg.IPsec == nil || !d.cfg.IPsec.Active() {
 		return
 	}
 	var peers []ipsec.PeerInfo
+	d.mu.Lock()
 	for host, t := range d.remote {
 		if len(t.Keys) > 0 {
-			peers = append(peers, peerInfo(host, t))
+			peers = append(peers, ipsec.PeerInfo{Host: host, IPsec: t.IPsec})
 		}
 	}
-	settled := time.Since(d.started) > settleAfter
-	if _, err := d.cfg.IPsec.Sync(peers, settled); err != nil {
+	d.mu.Unlock()
+	a, err := d.cfg.IPsec.Sync(peers, d.settled())
+	if err != nil {
 		d.log.Error("programming IPsec SAs", "err", err)
 	}
-	d.publishIfIPsecChangedLocked()
+	d.setAnnounced(a)
 }
 
-// repairIPsecLocked makes the next sync restore SAs and policies missing
+// repairIPsecOp makes the next sync restore SAs and policies missing
 // from the kernel (the periodic reconcile's part for IPsec).
-func (d *Driver) repairIPsecLocked() {
+func (d *Driver) repairIPsecOp() {
 	if d.cfg.IPsec == nil {
 		return
 	}
@@ -96,62 +99,36 @@ func (d *Driver) repairIPsecLocked() {
 	}
 }
 
-func (d *Driver) publishIfIPsecChangedLocked() {
-	a := d.cfg.IPsec.Announcement()
-	if reflect.DeepEqual(a, d.announced) {
-		return
+// setAnnounced records this host's side of the negotiation for Snapshot,
+// and tells the cluster when it changed.
+func (d *Driver) setAnnounced(a announce.IPsec) {
+	d.mu.Lock()
+	same := reflect.DeepEqual(a, d.announced)
+	d.announced = a
+	d.mu.Unlock()
+	if !same {
+		d.notify()
 	}
-	d.publishLocked()
 }
 
 // Rotate starts a new key epoch now; the switch to it happens pair by pair
 // as peers acknowledge it.
-func (d *Driver) Rotate() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
+func (d *Driver) Rotate(ctx context.Context) error {
 	if d.cfg.IPsec == nil {
 		return errors.New("this vxsec daemon runs without IPsec")
 	}
-	if n := len(d.cfg.IPsec.Announcement().Keys); n >= gossip.MaxKeysPerHost {
-		return fmt.Errorf("this host has %d live IPsec key epochs, the limit per host (gossip.MaxKeysPerHost, %d): every other host refuses a table with more; "+
-			"wait for the peers to move to the newest (old epochs retire within %v)", n, gossip.MaxKeysPerHost, ipsec.DefaultDrainMax)
+	if err := d.lock(ctx); err != nil {
+		return err
+	}
+	defer d.unlock()
+	if n := len(d.cfg.IPsec.Announcement().Keys); n >= announce.MaxKeysPerHost {
+		return fmt.Errorf("this host has %d live IPsec key epochs, the limit per host (announce.MaxKeysPerHost, %d): every other host refuses a table with more; "+
+			"wait for the peers to move to the newest (old epochs retire within %v)", n, announce.MaxKeysPerHost, ipsec.DefaultDrainMax)
 	}
 	if err := d.cfg.IPsec.Rotate(); err != nil {
 		return err
 	}
 	d.log.Info("rotating IPsec keys")
-	d.syncIPsecLocked()
+	d.syncIPsecOp()
 	return nil
-}
-
-// addIPsecLocked puts this host's side of the negotiation in its table.
-func (d *Driver) addIPsecLocked(t *gossip.Table) {
-	if d.cfg.IPsec == nil {
-		return
-	}
-	a := d.cfg.IPsec.Announcement()
-	d.announced = a
-	for _, k := range a.Keys {
-		t.Keys = append(t.Keys, gossip.KeyRecord{Epoch: k.Epoch, Public: k.Public})
-	}
-	for _, s := range a.SPIs {
-		t.SPIs = append(t.SPIs, gossip.SPIRecord{Peer: s.Peer, PeerEpoch: s.PeerEpoch, Epoch: s.Epoch, SPI: s.SPI})
-	}
-	for _, u := range a.Using {
-		t.Using = append(t.Using, gossip.UsingRecord{Peer: u.Peer, Epoch: u.Epoch, PeerEpoch: u.PeerEpoch, SPI: u.SPI})
-	}
-}
-
-func peerInfo(host netip.Addr, t gossip.Table) ipsec.PeerInfo {
-	p := ipsec.PeerInfo{Host: host}
-	for _, k := range t.Keys {
-		p.Keys = append(p.Keys, ipsec.PublicKey{Epoch: k.Epoch, Public: k.Public})
-	}
-	for _, s := range t.SPIs {
-		p.SPIs = append(p.SPIs, ipsec.InboundSPI{Peer: s.Peer, PeerEpoch: s.PeerEpoch, Epoch: s.Epoch, SPI: s.SPI})
-	}
-	for _, u := range t.Using {
-		p.Using = append(p.Using, ipsec.Using{Peer: u.Peer, Epoch: u.Epoch, PeerEpoch: u.PeerEpoch, SPI: u.SPI})
-	}
-	return p
 }

@@ -7,8 +7,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -20,14 +21,14 @@ func limitedDriver(t *testing.T) *Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Driver{
+	return &Driver{now: time.Now, op: make(chan struct{}, 1),
 		cfg: Config{Store: store, Underlay: vxlan.Underlay{MTU: 1500, Addr: netip.MustParseAddr("198.18.0.1")}, Log: slog.Default()},
 		log: slog.Default(), nets: map[string]*Network{},
 	}
 }
 
 // TestEndpointLimit: the endpoint that would take the host past
-// gossip.MaxEndpointsPerHost (counted over every network) is refused with
+// announce.MaxEndpointsPerHost (counted over every network) is refused with
 // the limit named; one below it is accepted, and a repeated call for an
 // existing endpoint still answers at the limit.
 func TestEndpointLimit(t *testing.T) {
@@ -35,7 +36,7 @@ func TestEndpointLimit(t *testing.T) {
 	a := &Network{ID: "a", VNI: 1, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Endpoints: map[string]*Endpoint{}}
 	b := &Network{ID: "b", VNI: 2, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Endpoints: map[string]*Endpoint{}}
 	d.nets["a"], d.nets["b"] = a, b
-	for i := range gossip.MaxEndpointsPerHost - 1 {
+	for i := range announce.MaxEndpointsPerHost - 1 {
 		n := a
 		if i%2 == 1 {
 			n = b
@@ -48,7 +49,7 @@ func TestEndpointLimit(t *testing.T) {
 		t.Fatalf("the last endpoint within the limit: %v", err)
 	}
 	_, err := d.CreateEndpoint(ctx, CreateEndpointRequest{NetworkID: "b", EndpointID: "over", Address: "10.2.0.2/8"})
-	if err == nil || !strings.Contains(err.Error(), "gossip.MaxEndpointsPerHost") || !strings.Contains(err.Error(), fmt.Sprint(gossip.MaxEndpointsPerHost)) {
+	if err == nil || !strings.Contains(err.Error(), "announce.MaxEndpointsPerHost") || !strings.Contains(err.Error(), fmt.Sprint(announce.MaxEndpointsPerHost)) {
 		t.Fatalf("the endpoint over the limit: err = %v, want the limit named", err)
 	}
 	if _, err := d.CreateEndpoint(ctx, CreateEndpointRequest{NetworkID: "a", EndpointID: "last", Address: "10.2.0.1/8"}); err != nil {
@@ -56,17 +57,17 @@ func TestEndpointLimit(t *testing.T) {
 	}
 }
 
-// TestNetworkLimit: the network past gossip.MaxNetworksPerHost is refused
+// TestNetworkLimit: the network past announce.MaxNetworksPerHost is refused
 // with the limit named, before anything reaches the kernel.
 func TestNetworkLimit(t *testing.T) {
 	d := limitedDriver(t)
-	for i := range gossip.MaxNetworksPerHost {
+	for i := range announce.MaxNetworksPerHost {
 		id := fmt.Sprintf("n%d", i)
 		d.nets[id] = &Network{ID: id, VNI: uint32(i + 1), Endpoints: map[string]*Endpoint{}}
 	}
 	err := d.CreateNetwork(context.Background(), CreateNetworkRequest{ID: "over", Options: map[string]string{"vni": "5000"},
 		IPv4: []IPAMData{{Pool: "10.9.0.0/24"}}})
-	if err == nil || !strings.Contains(err.Error(), "gossip.MaxNetworksPerHost") {
+	if err == nil || !strings.Contains(err.Error(), "announce.MaxNetworksPerHost") {
 		t.Fatalf("the network over the limit: err = %v, want the limit named", err)
 	}
 }

@@ -6,36 +6,32 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"time"
 
-	"github.com/vxsec/vxsec/firewall"
+	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/gossip"
-	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/vxlan"
 )
-
-// Publisher takes this host's table to the cluster.
-type Publisher interface {
-	Publish(gossip.Table)
-}
 
 // settleAfter is how long after start entries of hosts whose tables have
 // not arrived are kept: long enough for the cluster to be pulled from, so
 // a restart loses nothing; after it, the cluster's view is the truth.
 const settleAfter = 20 * time.Second
 
+// The cluster's side of the driver (gossip.Sink): remote tables become
+// the networks' static FDB and neighbour entries, in passes run by Run.
+
 var _ gossip.Sink = (*Driver)(nil)
 
 // SetRemote installs what a host published.
-func (d *Driver) SetRemote(t gossip.Table) {
+func (d *Driver) SetRemote(t announce.Table) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if old, ok := d.remote[t.Host]; ok && !old.Version.Less(t.Version) {
 		return
 	}
 	d.remote[t.Host] = t
-	d.peersChangedLocked()
+	d.peersChanged()
 }
 
 // DropRemote forgets a host: its endpoints leave every network at once.
@@ -45,10 +41,11 @@ func (d *Driver) DropRemote(host netip.Addr) {
 	delete(d.remote, host)
 	d.dropped[host] = true
 	d.droppedSince = true
-	d.peersChangedLocked()
+	d.peersChanged()
 }
 
-// SetMembers updates the hosts VXLAN is accepted from.
+// SetMembers updates the hosts VXLAN is accepted from; the firewall gets
+// them in the next pass.
 func (d *Driver) SetMembers(addrs []netip.Addr) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -60,78 +57,8 @@ func (d *Driver) SetMembers(addrs []netip.Addr) {
 	}
 	d.droppedSince = false
 	d.members = append([]netip.Addr{}, addrs...)
-	if len(d.nets) == 0 {
-		return
-	}
-	if err := d.cfg.Firewall.Apply(d.fwState()); err != nil {
-		d.log.Error("updating the member firewall", "err", err)
-	}
-}
-
-// fwState is the firewall the desired state needs. Until the cluster has
-// settled after a start, the members the kernel had at start stay unless
-// the cluster declared them gone: a daemon that has not rejoined yet knows
-// only itself, and must not shut its peers out.
-func (d *Driver) fwState() firewall.State {
-	st := firewall.State{Active: len(d.nets) > 0, DataPorts: []uint16{d.cfg.DataPort}, Members: d.members}
-	if d.cfg.EncryptedPort != 0 {
-		st.DataPorts = append(st.DataPorts, d.cfg.EncryptedPort)
-		st.SecurePorts = []uint16{d.cfg.EncryptedPort}
-	}
-	if d.members == nil || time.Since(d.started) > settleAfter {
-		return st
-	}
-	seen := map[netip.Addr]bool{}
-	var members []netip.Addr
-	for _, a := range append(append([]netip.Addr{}, d.members...), d.bootMembers...) {
-		if !seen[a] && !d.dropped[a] {
-			seen[a] = true
-			members = append(members, a)
-		}
-	}
-	slices.SortFunc(members, func(a, b netip.Addr) int { return a.Compare(b) })
-	st.Members = members
-	return st
-}
-
-// publishLocked hands the cluster this host's table.
-func (d *Driver) publishLocked() {
-	if d.cfg.Cluster == nil {
-		return
-	}
-	d.cfg.Cluster.Publish(d.tableLocked())
-}
-
-// Table is this host's table as the cluster should see it now.
-func (d *Driver) Table() gossip.Table {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.tableLocked()
-}
-
-func (d *Driver) tableLocked() gossip.Table {
-	t := gossip.Table{Host: d.cfg.Underlay.Addr}
-	for _, n := range d.sortedNets() {
-		t.Networks = append(t.Networks, gossip.NetworkRecord{
-			ID: n.ID, VNI: n.VNI, Subnets: n.Subnets, Encrypted: n.Options.Encrypted, Created: n.Created,
-		})
-		for _, ep := range n.sortedEndpoints() {
-			t.Endpoints = append(t.Endpoints, gossip.EndpointRecord{
-				VNI: n.VNI, IP: ep.Address.Addr(), MAC: ep.MAC, Created: ep.Created,
-			})
-		}
-	}
-	d.addIPsecLocked(&t)
-	return t
-}
-
-func (n *Network) sortedEndpoints() []*Endpoint {
-	out := make([]*Endpoint, 0, len(n.Endpoints))
-	for _, ep := range n.Endpoints {
-		out = append(out, ep)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	d.membersDirty = true
+	d.peersChanged()
 }
 
 // peerBatch is the least time between two passes that apply remote tables:
@@ -142,8 +69,8 @@ const peerBatch = 50 * time.Millisecond
 // maxPeerBatch bounds the spacing a slow pass may impose on the next.
 const maxPeerBatch = time.Second
 
-// peersChangedLocked schedules applying the remote tables to the kernel.
-func (d *Driver) peersChangedLocked() {
+// peersChanged schedules a pass of applyPeers.
+func (d *Driver) peersChanged() {
 	select {
 	case d.peersDirty <- struct{}{}:
 	default:
@@ -172,9 +99,12 @@ func (d *Driver) applyPeers(ctx context.Context) {
 		start = time.Now()
 		d.syncPeers()
 		took = time.Since(start)
-		d.mu.Lock()
-		d.syncIPsecLocked()
-		d.mu.Unlock()
+		if d.lock(ctx) != nil {
+			return
+		}
+		d.syncMembersOp()
+		d.syncIPsecOp()
+		d.unlock()
 	}
 }
 
@@ -190,8 +120,8 @@ type peerPlan struct {
 // calls and arriving tables must not wait for it. Only applyPeers calls
 // it, so passes never overtake each other.
 func (d *Driver) syncPeers() {
+	settled := d.settled()
 	d.mu.Lock()
-	settled := time.Since(d.started) > settleAfter
 	known := map[netip.Addr]bool{}
 	for host := range d.remote {
 		known[host] = true
@@ -247,18 +177,18 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 	return out
 }
 
-func findVNI(t gossip.Table, vni uint32) (gossip.NetworkRecord, bool) {
+func findVNI(t announce.Table, vni uint32) (announce.Network, bool) {
 	for _, rn := range t.Networks {
 		if rn.VNI == vni {
 			return rn, true
 		}
 	}
-	return gossip.NetworkRecord{}, false
+	return announce.Network{}, false
 }
 
 // conflicts says why a remote network of the same VNI is not the same
 // network as n, or "" when it is.
-func conflicts(n *Network, rn gossip.NetworkRecord) string {
+func conflicts(n *Network, rn announce.Network) string {
 	if rn.Encrypted != n.Options.Encrypted {
 		return "one is encrypted and the other is not"
 	}
@@ -284,9 +214,11 @@ func samePrefixes(a, b []netip.Prefix) bool {
 	return true
 }
 
-// clusterConflictLocked refuses a network that another host already runs,
+// clusterConflict refuses a network that another host already runs,
 // under the same VNI, as a different network.
-func (d *Driver) clusterConflictLocked(n *Network) error {
+func (d *Driver) clusterConflict(n *Network) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for host, t := range d.remote {
 		rn, ok := findVNI(t, n.VNI)
 		if !ok {
@@ -300,9 +232,11 @@ func (d *Driver) clusterConflictLocked(n *Network) error {
 	return nil
 }
 
-// addressConflictLocked refuses an address another host's endpoint holds in
+// addressConflict refuses an address another host's endpoint holds in
 // the same network.
-func (d *Driver) addressConflictLocked(n *Network, addr netip.Addr, created time.Time) error {
+func (d *Driver) addressConflict(n *Network, addr netip.Addr, created time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for host, t := range d.remote {
 		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
 			continue
@@ -315,39 +249,4 @@ func (d *Driver) addressConflictLocked(n *Network, addr netip.Addr, created time
 		}
 	}
 	return nil
-}
-
-// Status is what `VxSec.Status` reports.
-type Status struct {
-	Node     string          `json:"Node"`
-	Members  []gossip.Member `json:"Members"`
-	Networks []NetworkStatus `json:"Networks"`
-	IPsec    *ipsec.Status   `json:"IPsec,omitempty"`
-}
-
-// NetworkStatus counts a network's endpoints.
-type NetworkStatus struct {
-	ID     string `json:"ID"`
-	VNI    uint32 `json:"VNI"`
-	Local  int    `json:"Local"`
-	Remote int    `json:"Remote"`
-}
-
-// Status reports the desired state's shape and what the kernel holds.
-func (d *Driver) Status() Status {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	st := Status{Node: d.cfg.Underlay.Addr.String()}
-	for _, n := range d.sortedNets() {
-		remote, err := d.cfg.DataPath.PeerCount(d.dpNetwork(n))
-		if err != nil {
-			remote = -1
-		}
-		st.Networks = append(st.Networks, NetworkStatus{ID: n.ID, VNI: n.VNI, Local: len(n.Endpoints), Remote: remote})
-	}
-	if d.cfg.IPsec != nil {
-		is := d.cfg.IPsec.Status()
-		st.IPsec = &is
-	}
-	return st
 }

@@ -1,10 +1,3 @@
-// Package firewall owns vxsec's nftables tables, through netlink, so the
-// plugin image needs no iptables or nft binary.
-//
-// Drop is final in nftables whatever other tables say, so the tables are
-// vxsec's own and never depend on rule order in anybody else's chains
-// (the fault of CVE-2023-28840). They exist only while a vxsec network
-// does, and are programmed before any VXLAN device exists.
 package firewall
 
 import (
@@ -19,14 +12,12 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxsec/vxsec/vxlan"
 )
 
 // TableName is the name of vxsec's tables, one per family it needs.
 const TableName = "vxsec"
-
-// OverlayIfPrefix is the prefix of every overlay device name in the host
-// namespace; the host must accept nothing that arrives on one.
-const OverlayIfPrefix = "vxsec-"
 
 // nfARPIn is NF_ARP_IN: the ARP family numbers its hooks apart from inet.
 const nfARPIn = 0
@@ -448,12 +439,14 @@ func rtIPsecMissing() []expr.Any {
 	}
 }
 
-// onIf is `meta iifname|oifname "vxsec-*"`: comparing only the prefix's
-// bytes is how nft spells a wildcard.
+// onIf is `meta iifname|oifname "vxsec-*"`, every overlay device of the
+// host namespace, which the host must accept nothing from (the name comes
+// from the data path, so the two cannot drift apart). Comparing only the
+// prefix's bytes is how nft spells a wildcard.
 func onIf(key expr.MetaKey) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: key, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(OverlayIfPrefix)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(vxlan.LinkPrefix)},
 	}
 }
 

@@ -3,7 +3,6 @@ package gossip
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vxsec/vxsec/announce"
+
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 
@@ -31,12 +32,23 @@ import (
 // them. Calls come from the cluster's goroutines, one at a time.
 type Sink interface {
 	// SetRemote replaces all that is known of t.Host with t.
-	SetRemote(t Table)
+	SetRemote(t announce.Table)
 	// DropRemote forgets a host that failed or left.
 	DropRemote(host netip.Addr)
 	// SetMembers gives the addresses of every current member, this host
 	// included: the hosts VXLAN may come from.
 	SetMembers(addrs []netip.Addr)
+}
+
+// Local is how the cluster reads this host's state: the other narrow
+// interface. Snapshot may be called from any of the cluster's goroutines.
+type Local interface {
+	// Snapshot is this host's table now; the cluster sets its Host and
+	// Version.
+	Snapshot() announce.Table
+	// Changed is signalled (without blocking the writer: a channel with a
+	// buffer of one) after the snapshot changed.
+	Changed() <-chan struct{}
 }
 
 // Config is what a Cluster is built from.
@@ -52,10 +64,11 @@ type Config struct {
 	Seeds []string
 	Sink  Sink
 	Log   *slog.Logger
-	// Table is this host's table at start. A restarted daemon must announce
-	// what it already has: an empty first table would make every peer drop
-	// its endpoints until the next version arrived.
-	Table Table
+	// Local is this host's side: what it announces. Its snapshot at
+	// Start is the first table, so a restarted daemon announces what it
+	// already has (an empty first table would make every peer drop its
+	// endpoints until the next version arrived).
+	Local Local
 	// KeyPeriod is how long one gossip key is primary; zero means
 	// DefaultKeyPeriod. Every member must use the same (it is not a
 	// setting): periods are counted from the Unix epoch.
@@ -67,6 +80,10 @@ type Config struct {
 	// RestartGrace replaces FailGrace for a member that announced it was
 	// restarting (Close, not a crash). Zero means DefaultRestartGrace.
 	RestartGrace time.Duration
+
+	// timing shortens the cluster's timers in this package's tests; it is
+	// zero everywhere else.
+	timing timing
 }
 
 // DefaultKeyPeriod is the gossip key's lifetime as primary, as Docker's
@@ -116,6 +133,43 @@ const (
 	legacyPullFor = time.Minute
 )
 
+// timing holds the timers of the cluster that tests shorten, so that what a
+// test waits for (failure detection, a repair pass, a stranger's deadline,
+// a leave) takes milliseconds rather than seconds. A zero field takes the
+// default: the constant above, or serf's and memberlist's own.
+type timing struct {
+	probeInterval  time.Duration
+	probeTimeout   time.Duration
+	gossipInterval time.Duration
+	// suspicionMaxMult is memberlist's SuspicionMaxTimeoutMult: how many
+	// times the least suspicion timeout a suspect is waited for when no
+	// other member confirms the suspicion (as in a cluster of two).
+	suspicionMaxMult int
+	antiEntropy      time.Duration
+	preauthTimeout   time.Duration
+	broadcastWait    time.Duration
+	// leavePropagate is serf's LeavePropagateDelay: how long Leave stays
+	// up after its broadcast, answering probes.
+	leavePropagate time.Duration
+}
+
+// withDefaults fills the zero fields this package has defaults for; the
+// others stay zero, leaving serf's and memberlist's defaults alone.
+func (t timing) withDefaults() timing {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&t.probeInterval, probeInterval)
+	def(&t.probeTimeout, probeTimeout)
+	def(&t.gossipInterval, gossipInterval)
+	def(&t.antiEntropy, antiEntropy)
+	def(&t.preauthTimeout, preauthTimeout)
+	def(&t.broadcastWait, broadcastWait)
+	return t
+}
+
 // Member is a cluster member as status reports show it.
 type Member struct {
 	Name   string `json:"Name"`
@@ -135,22 +189,24 @@ type Cluster struct {
 	stats *counters
 
 	mu       sync.Mutex
-	local    Table
+	local    announce.Table
 	localRaw []byte
-	known    map[string]Version   // member name → version of its table installed
-	failed   map[string]time.Time // member name → when its entries go
+	known    map[string]announce.Version // member name → version of its table installed
+	failed   map[string]time.Time        // member name → when its entries go
 	// pulling holds the members with a pull queued or running: a member
 	// that announces many versions in a burst is pulled once more after
 	// the running pull, not once per version.
 	pulling map[string]bool
 	// refusedVersion is the version of a member's table last refused for
 	// breaking the bounds: not pulled again until it changes.
-	refusedVersion map[string]Version
+	refusedVersion map[string]announce.Version
 	// legacyUntil holds the addresses of members found serving only
 	// version 1 pulls, and until when to pull them so.
 	legacyUntil map[string]time.Time
 	dirty       chan struct{}
 	pulls       chan string
+	// repairs counts the anti-entropy passes done (tests wait on it).
+	repairs atomic.Int64
 
 	// keyring holds the gossip keys of the periods around period; nil
 	// without a secret. keyMu orders keyLoop and SetSecret. auth holds the
@@ -183,15 +239,16 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.RestartGrace == 0 {
 		cfg.RestartGrace = DefaultRestartGrace
 	}
+	cfg.timing = cfg.timing.withDefaults()
 	ctx, cancel := context.WithCancel(ctx)
 	c := &Cluster{
 		cfg:            cfg,
 		log:            cfg.Log.With("component", "gossip"),
 		stats:          newCounters(),
-		known:          map[string]Version{},
+		known:          map[string]announce.Version{},
 		failed:         map[string]time.Time{},
 		pulling:        map[string]bool{},
-		refusedVersion: map[string]Version{},
+		refusedVersion: map[string]announce.Version{},
 		legacyUntil:    map[string]time.Time{},
 		dirty:          make(chan struct{}, 1),
 		pulls:          make(chan string, 256),
@@ -200,9 +257,13 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		ctx:            ctx,
 	}
 	c.lim = limit.NewLogger(c.log, limit.DefaultLogBurst, limit.DefaultLogWindow)
-	c.local = cfg.Table
-	c.local.Host, c.local.Version = cfg.Addr, Version{Epoch: time.Now().UnixNano()}
-	c.localRaw, _ = json.Marshal(c.local)
+	c.local = cfg.Local.Snapshot()
+	c.local.Host, c.local.Version = cfg.Addr, announce.Version{Epoch: time.Now().UnixNano()}
+	var err error
+	if c.localRaw, err = announce.Encode(c.local); err != nil {
+		cancel()
+		return nil, err
+	}
 
 	if cfg.Secret != nil {
 		c.period.Store(keyPeriod(time.Now(), cfg.KeyPeriod))
@@ -219,7 +280,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}
 	mlog := &memberlistLogger{lim: c.lim}
-	tr, err := newTransport(cfg.Addr, cfg.Port, c.serveTable, c.serveTableV1, c.auth, c.stats, c.lim, c.log)
+	tr, err := newTransport(cfg.Addr, cfg.Port, c.serveTable, c.serveTableV1, c.auth, c.stats, c.lim, c.log, cfg.timing.preauthTimeout)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("binding the gossip port %s:%d: %w", cfg.Addr, cfg.Port, err)
@@ -234,17 +295,23 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	sc.SnapshotPath = cfg.SnapshotPath
 	sc.RejoinAfterLeave = true
 	sc.ReconnectInterval = reconnectEvery
-	sc.BroadcastTimeout = broadcastWait
+	sc.BroadcastTimeout = cfg.timing.broadcastWait
 	sc.Logger = mlog.std()
+	if cfg.timing.leavePropagate != 0 {
+		sc.LeavePropagateDelay = cfg.timing.leavePropagate
+	}
 	sc.MemberlistConfig = memberlist.DefaultLANConfig()
 	mc := sc.MemberlistConfig
 	mc.Name = sc.NodeName
 	mc.Transport = tr
 	mc.AdvertiseAddr, mc.AdvertisePort = cfg.Addr.String(), cfg.Port
 	mc.BindAddr, mc.BindPort = cfg.Addr.String(), cfg.Port
-	mc.ProbeInterval, mc.ProbeTimeout = probeInterval, probeTimeout
-	mc.GossipInterval = gossipInterval
+	mc.ProbeInterval, mc.ProbeTimeout = cfg.timing.probeInterval, cfg.timing.probeTimeout
+	mc.GossipInterval = cfg.timing.gossipInterval
 	mc.SuspicionMult = suspicionMult
+	if cfg.timing.suspicionMaxMult != 0 {
+		mc.SuspicionMaxTimeoutMult = cfg.timing.suspicionMaxMult
+	}
 	mc.PushPullInterval = pushPull
 	// Messages are small and the links fast: compressing every gossip
 	// packet was about 5 % of the daemons' CPU with 50 members.
@@ -373,51 +440,61 @@ func (c *Cluster) joinLoop(ctx context.Context, seeds []string) {
 	}
 }
 
-// Publish makes t this host's table: its version is bumped and announced.
-func (c *Cluster) Publish(t Table) {
-	c.mu.Lock()
-	t.Host = c.cfg.Addr
-	t.Version = Version{Epoch: c.local.Version.Epoch, Seq: c.local.Version.Seq + 1}
-	c.local = t
-	c.localRaw, _ = json.Marshal(t)
-	size := len(c.localRaw)
-	c.mu.Unlock()
-	if err := CheckTable(t, size); err != nil {
-		// The driver refuses what would break the bounds; this is a bug
-		// (or IPsec state beyond them), and every member will refuse it.
-		c.lim.Log(slog.LevelError, "own table over limits", "this host's table is over the bounds every member checks; members will refuse it", "err", err)
-	}
-	select {
-	case c.dirty <- struct{}{}:
-	default:
-	}
-}
-
-// publishLoop announces the newest version: at once after a quiet spell,
-// and at most once per publishSpacing during a burst of changes.
+// publishLoop announces this host's table: at once after a quiet spell,
+// and at most once per publishSpacing during a burst of changes, which
+// the snapshot taken after the wait folds into one version.
 func (c *Cluster) publishLoop(ctx context.Context) {
 	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-c.dirty:
+		case <-c.cfg.Local.Changed():
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(last.Add(publishSpacing(c.serf.NumNodes())))):
 		}
+		v, changed := c.takeSnapshot()
+		if !changed {
+			continue
+		}
 		last = time.Now()
-		c.mu.Lock()
-		v := c.local.Version
-		c.mu.Unlock()
 		if err := c.serf.SetTags(map[string]string{tagVersion: v.String()}); err != nil {
 			// The tag is set; only the confirmation of its broadcast timed
 			// out. The repair pass covers any member that missed it.
 			c.log.Debug("announcing table version", "version", v.String(), "err", err)
 		}
 	}
+}
+
+// takeSnapshot makes the local state's snapshot this host's table, with
+// the next version, unless it is the table already served.
+func (c *Cluster) takeSnapshot() (announce.Version, bool) {
+	t := c.cfg.Local.Snapshot()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Host, t.Version = c.local.Host, c.local.Version
+	raw, err := announce.Encode(t)
+	if err != nil {
+		c.lim.Log(slog.LevelError, "own table", "encoding this host's table", "err", err)
+		return t.Version, false
+	}
+	if bytes.Equal(raw, c.localRaw) {
+		return t.Version, false
+	}
+	t.Version.Seq++
+	if raw, err = announce.Encode(t); err != nil {
+		return t.Version, false
+	}
+	if err := announce.Check(t, len(raw)); err != nil {
+		// The driver refuses what would break the bounds; this is a bug
+		// (or IPsec state beyond them), and every member will refuse it.
+		c.lim.Log(slog.LevelError, "own table over limits", "this host's table is over the bounds every member checks; members will refuse it", "err", err)
+	}
+	c.local, c.localRaw = t, raw
+	return t.Version, true
 }
 
 // publishSpacing is the least time between two announcements of this
@@ -490,7 +567,7 @@ func (c *Cluster) memberEvent(t serf.EventType, m serf.Member) {
 
 // maybePull queues a pull when m announces a newer table than installed.
 func (c *Cluster) maybePull(m serf.Member) {
-	v, err := ParseVersion(m.Tags[tagVersion])
+	v, err := announce.ParseVersion(m.Tags[tagVersion])
 	if err != nil {
 		c.log.Warn("member announces no valid table version", "member", m.Name, "err", err)
 		return
@@ -582,16 +659,18 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 		return false
 	}
 	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
-	t, size, err := c.pull(ctx, addr)
-	if err != nil {
+	t, err := c.pull(ctx, addr)
+	overLimits := announce.IsLimit(err)
+	if err != nil && !overLimits {
 		c.log.Warn("pulling member's table", "member", name, "err", err)
 		return false
 	}
-	if t.Host.String() != name {
+	// A table refused for its size was not decoded, and names no host.
+	if (err == nil || t.Host.IsValid()) && t.Host.String() != name {
 		c.log.Warn("member sent another host's table", "member", name, "host", t.Host)
 		return false
 	}
-	if err := CheckTable(t, size); err != nil {
+	if overLimits {
 		c.stats.add("table-limits")
 		c.lim.Log(slog.LevelError, "table over limits", "refusing a member's table over the bounds", "member", name, "version", t.Version.String(), "err", err)
 		c.mu.Lock()
@@ -627,7 +706,7 @@ func (c *Cluster) aliveMember(name string) (serf.Member, bool) {
 // announced version is ahead, and drops members failed past the grace.
 func (c *Cluster) repairLoop(ctx context.Context) {
 	fast := time.NewTicker(c.cfg.FailGrace / 4)
-	slow := time.NewTicker(antiEntropy)
+	slow := time.NewTicker(c.cfg.timing.antiEntropy)
 	defer fast.Stop()
 	defer slow.Stop()
 	for {
@@ -656,13 +735,14 @@ func (c *Cluster) repairLoop(ctx context.Context) {
 				}
 			}
 			c.updateMembers()
+			c.repairs.Add(1)
 		}
 	}
 }
 
-// pull fetches a member's table and its encoded size, with version 2 of
+// pull fetches and decodes a member's table, with version 2 of
 // the pull, or version 1 from a member found serving only that.
-func (c *Cluster) pull(ctx context.Context, addr string) (Table, int, error) {
+func (c *Cluster) pull(ctx context.Context, addr string) (announce.Table, error) {
 	c.mu.Lock()
 	legacy := time.Now().Before(c.legacyUntil[addr])
 	c.mu.Unlock()
@@ -698,15 +778,11 @@ func (c *Cluster) pullOnce(ctx context.Context, addr string, client func(io.Read
 	return client(conn, c.secrets(), newNonce())
 }
 
-func decodeTable(plain []byte, err error) (Table, int, error) {
+func decodeTable(plain []byte, err error) (announce.Table, error) {
 	if err != nil {
-		return Table{}, 0, err
+		return announce.Table{}, err
 	}
-	var t Table
-	if err := json.Unmarshal(plain, &t); err != nil {
-		return Table{}, 0, fmt.Errorf("decoding table: %w", err)
-	}
-	return t, len(plain), nil
+	return announce.Decode(plain)
 }
 
 // serveTable answers a version 2 pull, its magic byte read. Until the

@@ -1,112 +1,18 @@
 package gossip
 
-// Fuzz targets of what a host takes from its peers: the table version
-// announced in a serf tag, a pulled table's JSON, and the sealed table a
-// pull opens. (The pull's framing has its own fuzz test with the protocol.)
+// Fuzz targets of what a host takes from its peers: the sealed table a
+// pull opens. (The pull's framing has its own fuzz test with the protocol;
+// the table and its version tag are package announce's.)
 // `go test` runs the seeds as regression tests; `make fuzz` fuzzes.
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"net"
-	"net/netip"
-	"strconv"
 	"testing"
-	"time"
+
+	"github.com/vxsec/vxsec/announce"
 )
-
-// FuzzParseVersion: a version tag parses to the version it was made from
-// (String, then ParseVersion, is the identity), and a refused tag is quoted
-// in the error, so a log line shows what the member announced.
-func FuzzParseVersion(f *testing.F) {
-	for _, s := range []string{"1714557600123456789.0", "1714557600123456789.42", "0.0", "-1.5", "1.x", "", ".", "9223372036854775807.18446744073709551615", "+7.007"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		v, err := ParseVersion(s)
-		if err != nil {
-			if !bytes.Contains([]byte(err.Error()), []byte(strconv.Quote(s))) {
-				t.Fatalf("ParseVersion(%q): error %q does not quote the tag", s, err)
-			}
-			return
-		}
-		back, err := ParseVersion(v.String())
-		if err != nil || back != v {
-			t.Fatalf("ParseVersion(%q) = %v, whose tag %q parses to %v, %v", s, v, v.String(), back, err)
-		}
-		if back.Less(v) || v.Less(back) {
-			t.Fatalf("%v and its own tag's version are ordered", v)
-		}
-	})
-}
-
-// fuzzSampleTable is a table as a host with an encrypted network publishes it.
-func fuzzSampleTable() Table {
-	at := func(s string) time.Time { tm, _ := time.Parse(time.RFC3339Nano, s); return tm }
-	peer := netip.MustParseAddr("198.18.0.3")
-	return Table{
-		Host:    netip.MustParseAddr("198.18.0.2"),
-		Version: Version{Epoch: 1714557600123456789, Seq: 7},
-		Networks: []NetworkRecord{
-			{ID: "3c5e8a0b1f2d4e6a8c0b2d4f6a8c0e2a4c6e8a0b2d4f6a8c0e2a4c6e8a0b2d4f", VNI: 100,
-				Subnets: []netip.Prefix{netip.MustParsePrefix("10.50.0.0/16")}, Created: at("2024-05-01T10:00:00.123456789Z")},
-			{ID: "secure", VNI: 1048577, Subnets: []netip.Prefix{netip.MustParsePrefix("10.60.0.0/24")}, Encrypted: true,
-				Created: at("2024-05-01T10:00:01+02:00")},
-		},
-		Endpoints: []EndpointRecord{
-			{VNI: 100, IP: netip.MustParseAddr("10.50.1.2"), MAC: net.HardwareAddr{2, 0x42, 10, 50, 1, 2}, Created: at("2024-05-01T10:00:02Z")},
-			{VNI: 1048577, IP: netip.MustParseAddr("10.60.0.5"), MAC: net.HardwareAddr{2, 0x42, 10, 60, 0, 5}, Created: at("2024-05-01T10:00:03Z")},
-		},
-		Keys:  []KeyRecord{{Epoch: 1714557600123456789, Public: bytes.Repeat([]byte{7}, 32)}},
-		SPIs:  []SPIRecord{{Peer: peer, PeerEpoch: 1714557500000000000, Epoch: 1714557600123456789, SPI: 0xc1a0f00d}},
-		Using: []UsingRecord{{Peer: peer, Epoch: 1714557600123456789, PeerEpoch: 1714557500000000000, SPI: 0x0badcafe}},
-	}
-}
-
-// FuzzTable: a pulled table, decoded as the pull decodes it. What decodes
-// encodes again to the same table (what one host publishes, every other
-// reads as it was meant), its version is one a tag can announce, and its
-// host's text names it exactly, which is what a pull checks against the
-// member's name before installing the table.
-func FuzzTable(f *testing.F) {
-	full, err := json.Marshal(fuzzSampleTable())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(full)
-	f.Add([]byte(`{"host":"198.18.0.9","version":{"epoch":1714557600000000000,"seq":0}}`))
-	f.Add([]byte(`{"host":"fd00::9","version":{"epoch":-1,"seq":1},"endpoints":[{"vni":1,"ip":"10.0.0.1","mac":"AkIKAAAB","created":"0001-01-01T00:00:00Z"}]}`))
-	f.Add([]byte(`{"host":"198.18.0.9","networks":[{"id":"x","vni":4294967295,"subnets":["10.0.0.0/33"]}]}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var tbl Table
-		if err := json.Unmarshal(data, &tbl); err != nil {
-			return
-		}
-		enc, err := json.Marshal(tbl)
-		if err != nil {
-			t.Fatalf("a decoded table does not encode again: %v\n%+v", err, tbl)
-		}
-		var back Table
-		if err := json.Unmarshal(enc, &back); err != nil {
-			t.Fatalf("a table's own encoding does not decode: %v\n%s", err, enc)
-		}
-		again, _ := json.Marshal(back)
-		if !bytes.Equal(enc, again) || back.Host != tbl.Host || back.Version != tbl.Version ||
-			len(back.Networks) != len(tbl.Networks) || len(back.Endpoints) != len(tbl.Endpoints) ||
-			len(back.Keys) != len(tbl.Keys) || len(back.SPIs) != len(tbl.SPIs) || len(back.Using) != len(tbl.Using) {
-			t.Fatalf("table changed through encoding:\n%s\n%s", enc, again)
-		}
-		if v, err := ParseVersion(tbl.Version.String()); err != nil || v != tbl.Version {
-			t.Fatalf("version %+v: its tag %q parses to %v, %v", tbl.Version, tbl.Version.String(), v, err)
-		}
-		if tbl.Host.IsValid() {
-			if a, err := netip.ParseAddr(tbl.Host.String()); err != nil || a != tbl.Host {
-				t.Fatalf("host %#v: its name %q parses to %v, %v", tbl.Host, tbl.Host.String(), a, err)
-			}
-		}
-	})
-}
 
 // FuzzOpen: a sealed table opens only if it is exactly what the session's
 // key sealed (open never returns a plaintext the key did not seal, and
@@ -119,7 +25,7 @@ func FuzzOpen(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	full, _ := json.Marshal(fuzzSampleTable())
+	full := []byte(`{"host":"198.18.0.2","version":{"epoch":1714557600123456789,"seq":42},"endpoints":[{"vni":100,"ip":"10.50.1.2","mac":"AkIKMgEC","created":"2024-05-01T10:00:02Z"}]}`)
 	f.Add(secret, cn, sn, seal(aead, full), uint16(0))
 	f.Add(secret, cn, sn, seal(aead, []byte(`{"host":"198.18.0.9","version":{"epoch":1,"seq":1}}`)), uint16(40))
 	f.Add([]byte{}, cn, sn, seal(aead, full), uint16(3))
@@ -138,7 +44,7 @@ func FuzzOpen(f *testing.F) {
 			if !bytes.Equal(seal(aead, plain), sealed) {
 				t.Fatalf("open accepted %x, which the session's key did not seal", sealed)
 			}
-			var tbl Table
+			var tbl announce.Table
 			_ = json.Unmarshal(plain, &tbl) // what a pull does next; FuzzTable checks it
 		}
 

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/vxsec/vxsec/announce"
 )
 
 // Table pulls travel on the gossip port's TCP listener, told from
@@ -47,7 +49,7 @@ const (
 	maxProofs = 4
 	// maxSealed bounds the sealed table a client reads: the table bound
 	// plus the AEAD's tag.
-	maxSealed = MaxTableBytes + 16
+	maxSealed = announce.MaxTableBytes + 16
 )
 
 // pullProofInfo separates the proof key from every other key derived from

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/internal/testutil"
 )
 
@@ -94,7 +95,7 @@ func rawConn(t *testing.T, source, addr string) net.Conn {
 // version 1 gets nothing at all; a member's pull gets the table.
 func TestStrangerGetsOnlyTheNonce(t *testing.T) {
 	c, _, port := startNode(t, "127.0.0.61", secretA, nil)
-	c.Publish(Table{})
+	publish(c, announce.Table{})
 	addr := net.JoinHostPort("127.0.0.61", strconv.Itoa(port))
 	const stranger = "127.0.0.69"
 
@@ -163,7 +164,7 @@ type oldServer struct {
 	wg    sync.WaitGroup
 }
 
-func startOldServer(t *testing.T, secret []byte, table Table, open bool) *oldServer {
+func startOldServer(t *testing.T, secret []byte, table announce.Table, open bool) *oldServer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.71:0")
 	if err != nil {
@@ -215,11 +216,11 @@ func startOldServer(t *testing.T, secret []byte, table Table, open bool) *oldSer
 // open cluster, where the old server just closes, it still gets the table.
 func TestPullFromOldServer(t *testing.T) {
 	c, _, _ := startNode(t, "127.0.0.72", secretA, nil)
-	want := Table{Host: netip.MustParseAddr("127.0.0.71"), Version: Version{Epoch: 1, Seq: 2}}
+	want := announce.Table{Host: netip.MustParseAddr("127.0.0.71"), Version: announce.Version{Epoch: 1, Seq: 2}}
 	old := startOldServer(t, secretA, want, false)
 	addr := old.l.Addr().String()
 	for i, wantConns := range []int32{2, 3} {
-		got, _, err := c.pull(context.Background(), addr)
+		got, err := c.pull(context.Background(), addr)
 		if err != nil {
 			t.Fatalf("pull %d: %v", i, err)
 		}
@@ -233,7 +234,7 @@ func TestPullFromOldServer(t *testing.T) {
 
 	openC, _, _ := startNode(t, "127.0.0.73", nil, nil)
 	oldOpen := startOldServer(t, nil, want, true)
-	if got, _, err := openC.pull(context.Background(), oldOpen.l.Addr().String()); err != nil || got.Version != want.Version {
+	if got, err := openC.pull(context.Background(), oldOpen.l.Addr().String()); err != nil || got.Version != want.Version {
 		t.Fatalf("open cluster: pull = %v, %v", got.Version, err)
 	}
 }
@@ -244,23 +245,34 @@ func TestPullFromOldServer(t *testing.T) {
 func TestPullOverLimitsRefused(t *testing.T) {
 	a, _, portA := startNode(t, "127.0.0.81", secretA, nil)
 	seed := []string{net.JoinHostPort("127.0.0.81", strconv.Itoa(portA))}
-	b, recB, _ := startNode(t, "127.0.0.82", secretA, seed)
+	// B's repair pass, which pulls every member whose version is ahead,
+	// runs every 50 ms rather than every antiEntropy.
+	b, recB, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.82"), Secret: secretA, Seeds: seed, timing: timing{antiEntropy: 50 * time.Millisecond}})
 	hostA := netip.MustParseAddr("127.0.0.81")
-	var big Table
-	for i := range MaxKeysPerHost + 1 {
-		big.Keys = append(big.Keys, KeyRecord{Epoch: uint64(i), Public: bytes.Repeat([]byte{1}, 32)})
+	var big announce.Table
+	for i := range announce.MaxKeysPerHost + 1 {
+		big.Keys = append(big.Keys, announce.Key{Epoch: uint64(i), Public: bytes.Repeat([]byte{1}, 32)})
 	}
-	a.Publish(big)
-	eventually(t, "B refuses A's table", func() bool { return b.Stats().Refused["table-limits"] == 1 })
+	publish(a, big)
+	testutil.Eventually(t, 10*time.Second, "B refuses A's table", func() bool { return b.Stats().Refused["table-limits"] == 1 })
 	if _, ok := recB.table(hostA); ok {
 		t.Fatal("B installed a table over the bounds")
 	}
-	time.Sleep(6 * time.Second) // a repair pass
+	// Two repair passes: the second began after the refusal was counted.
+	// A pull either of them queued is marked running from then until it
+	// is done, its refusal counted.
+	passes := b.repairs.Load()
+	testutil.Eventually(t, 5*time.Second, "two repair passes on B", func() bool { return b.repairs.Load() >= passes+2 })
+	testutil.Eventually(t, 5*time.Second, "no pull of A queued or running on B", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return !b.pulling["127.0.0.81"]
+	})
 	if n := b.Stats().Refused["table-limits"]; n != 1 {
 		t.Fatalf("B pulled the refused version again (%d refusals)", n)
 	}
-	a.Publish(Table{Keys: big.Keys[:1]})
-	eventually(t, "B installs A's next table", func() bool { _, ok := recB.table(hostA); return ok })
+	publish(a, announce.Table{IPsec: announce.IPsec{Keys: big.Keys[:1]}})
+	testutil.Eventually(t, 10*time.Second, "B installs A's next table", func() bool { _, ok := recB.table(hostA); return ok })
 }
 
 // TestPullV1OnlyForMembers: a host of the previous release (version 1
@@ -270,8 +282,8 @@ func TestPullV1OnlyForMembers(t *testing.T) {
 	a, _, portA := startNode(t, "127.0.0.71", secretA, nil)
 	addr := net.JoinHostPort("127.0.0.71", strconv.Itoa(portA))
 	b, _, _ := startNode(t, "127.0.0.72", secretA, []string{addr})
-	eventually(t, "A and B members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
-	a.Publish(Table{Endpoints: []EndpointRecord{{VNI: 1, IP: netip.MustParseAddr("10.0.0.1"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}})
+	testutil.Eventually(t, 10*time.Second, "A and B members", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	publish(a, announce.Table{Endpoints: []announce.Endpoint{{VNI: 1, IP: netip.MustParseAddr("10.0.0.1"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}}}})
 
 	pullV1From := func(src string) ([]byte, error) {
 		conn := rawConn(t, src, addr)
@@ -281,7 +293,7 @@ func TestPullV1OnlyForMembers(t *testing.T) {
 	}
 	// The member's address: served, and the table is A's.
 	var plain []byte
-	eventually(t, "a version 1 pull from B's address served A's table", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a version 1 pull from B's address served A's table", func() bool {
 		var err error
 		plain, err = pullV1From("127.0.0.72")
 		return err == nil && bytes.Contains(plain, []byte("10.0.0.1"))
@@ -290,7 +302,7 @@ func TestPullV1OnlyForMembers(t *testing.T) {
 	if got, err := pullV1From("127.0.0.79"); err == nil || len(got) != 0 {
 		t.Fatalf("a stranger's version 1 pull got %d bytes (err %v)", len(got), err)
 	}
-	eventually(t, "the stranger's pull counted", func() bool { return a.Stats().Refused["pull-v1"] == 1 })
+	testutil.Eventually(t, 10*time.Second, "the stranger's pull counted", func() bool { return a.Stats().Refused["pull-v1"] == 1 })
 	if n := a.Stats().Accepted["pull-v1"]; n == 0 {
 		t.Errorf("no version 1 pull counted as served: %+v", a.Stats())
 	}

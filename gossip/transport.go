@@ -117,7 +117,10 @@ type transport struct {
 	pullV1 func(net.Conn, *limit.Ticket)
 	// auth is nil in an open cluster (no secret): nothing can be told
 	// apart, so only the counts and sizes are bounded.
-	auth      *authenticator
+	auth *authenticator
+	// preauth bounds the time a stream may take to authenticate
+	// (preauthTimeout, save in tests).
+	preauth   time.Duration
 	members   atomic.Pointer[map[netip.Addr]bool]
 	strangers *limit.Gate
 	known     *limit.Gate
@@ -138,7 +141,7 @@ type transport struct {
 	wg   sync.WaitGroup
 }
 
-func newTransport(addr netip.Addr, port int, pull, pullV1 func(net.Conn, *limit.Ticket), auth *authenticator, stats *counters, log *limit.Logger, sl *slog.Logger) (*transport, error) {
+func newTransport(addr netip.Addr, port int, pull, pullV1 func(net.Conn, *limit.Ticket), auth *authenticator, stats *counters, log *limit.Logger, sl *slog.Logger, preauth time.Duration) (*transport, error) {
 	tcp, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(netip.AddrPortFrom(addr, uint16(port))))
 	if err != nil {
 		return nil, err
@@ -154,7 +157,7 @@ func newTransport(addr netip.Addr, port int, pull, pullV1 func(net.Conn, *limit.
 	t := &transport{
 		tcp: tcp, udp: udp,
 		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn),
-		pull: pull, pullV1: pullV1, auth: auth,
+		pull: pull, pullV1: pullV1, auth: auth, preauth: preauth,
 		strangers: limit.NewGate(strangerLimits), known: limit.NewGate(memberLimits),
 		packetBucket: limit.Bucket{Rate: strangerPacketRate, Burst: strangerPacketBurst},
 		stats:        stats, log: log, slog: sl,
@@ -273,7 +276,7 @@ func (t *transport) acceptLoop() {
 
 // handle authenticates one stream, then hands it to whoever it is for.
 func (t *transport) handle(conn *net.TCPConn, from netip.AddrPort, ticket *limit.Ticket) {
-	conn.SetDeadline(time.Now().Add(preauthTimeout))
+	conn.SetDeadline(time.Now().Add(t.preauth))
 	var first [1]byte
 	if _, err := io.ReadFull(conn, first[:]); err != nil {
 		conn.Close()

@@ -20,8 +20,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"github.com/vxsec/vxsec/internal/testutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/vxsec/vxsec/internal/testutil"
 )
 
 func sh(t *testing.T, args ...string) string {
@@ -288,10 +289,10 @@ func TestForeignSA(t *testing.T) {
 	annA, annB := mgr["fsa"].Announcement(), mgr["fsb"].Announcement()
 	for i := 0; i < 4; i++ {
 		var err error
-		if annA, err = mgr["fsa"].Sync([]PeerInfo{{Host: B, Announcement: annB}}, true); err != nil {
+		if annA, err = mgr["fsa"].Sync([]PeerInfo{{Host: B, IPsec: annB}}, true); err != nil {
 			t.Fatal(err)
 		}
-		if annB, err = mgr["fsb"].Sync([]PeerInfo{{Host: A, Announcement: annA}}, true); err != nil {
+		if annB, err = mgr["fsb"].Sync([]PeerInfo{{Host: A, IPsec: annA}}, true); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -415,7 +416,7 @@ func TestForeignSA(t *testing.T) {
 	if err := mgr["fsb"].Repair(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mgr["fsb"].Sync([]PeerInfo{{Host: A, Announcement: annA}}, true); err != nil {
+	if _, err := mgr["fsb"].Sync([]PeerInfo{{Host: A, IPsec: annA}}, true); err != nil {
 		t.Fatal(err)
 	}
 	if c := attack("pinned again by Repair"); c.delivered != 0 || c.refused < n {
@@ -464,10 +465,10 @@ func TestForeignSA(t *testing.T) {
 	// The upgraded B re-keys with A and drops the previous run's SAs.
 	annB = mgr["fsb"].Announcement()
 	for i := 0; i < 6; i++ {
-		if annA, err = mgr["fsa"].Sync([]PeerInfo{{Host: B, Announcement: annB}}, true); err != nil {
+		if annA, err = mgr["fsa"].Sync([]PeerInfo{{Host: B, IPsec: annB}}, true); err != nil {
 			t.Fatal(err)
 		}
-		if annB, err = mgr["fsb"].Sync([]PeerInfo{{Host: A, Announcement: annA}}, true); err != nil {
+		if annB, err = mgr["fsb"].Sync([]PeerInfo{{Host: A, IPsec: annA}}, true); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -10,10 +10,12 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/vxsec/vxsec/announce"
 )
 
 // The negotiation, as each host runs it against what the others publish
-// (see Announcement):
+// (announce.IPsec is what each host publishes):
 //
 //   - A host publishes the public keys of its live epochs. For every peer
 //     epoch × own epoch it installs an inbound SA, with an SPI it chose,
@@ -38,41 +40,10 @@ import (
 // or a bug): afterwards the old key goes anyway, so a silent peer cannot
 // keep an old key alive for ever.
 
-// PublicKey is one live epoch's public key of a host.
-type PublicKey struct {
-	Epoch  uint64
-	Public []byte
-}
-
-// InboundSPI says: "I receive from Peer's epoch PeerEpoch, under my epoch
-// Epoch, on SPI" — installed before it is published.
-type InboundSPI struct {
-	Peer      netip.Addr
-	PeerEpoch uint64
-	Epoch     uint64
-	SPI       uint32
-}
-
-// Using says: "I send to Peer with my epoch Epoch and its PeerEpoch, on
-// the SPI it chose".
-type Using struct {
-	Peer      netip.Addr
-	Epoch     uint64
-	PeerEpoch uint64
-	SPI       uint32
-}
-
-// Announcement is what a host publishes for the negotiation.
-type Announcement struct {
-	Keys  []PublicKey
-	SPIs  []InboundSPI
-	Using []Using
-}
-
 // PeerInfo is another host's latest announcement.
 type PeerInfo struct {
 	Host netip.Addr
-	Announcement
+	announce.IPsec
 }
 
 // Kernel is the xfrm programming the Manager needs; *Xfrm is the real one.
@@ -428,23 +399,23 @@ func (m *Manager) Repair() error {
 	return nil
 }
 
-// Announcement is what this host publishes now; empty while inactive.
-func (m *Manager) Announcement() Announcement {
+// announce.IPsec is what this host publishes now; empty while inactive.
+func (m *Manager) Announcement() announce.IPsec {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.announcementLocked()
 }
 
-func (m *Manager) announcementLocked() Announcement {
-	var a Announcement
+func (m *Manager) announcementLocked() announce.IPsec {
+	var a announce.IPsec
 	if !m.active {
 		return a
 	}
 	for _, e := range m.epochs {
-		a.Keys = append(a.Keys, PublicKey{Epoch: e.kp.Epoch, Public: e.kp.Public()})
+		a.Keys = append(a.Keys, announce.Key{Epoch: e.kp.Epoch, Public: e.kp.Public()})
 	}
 	for k, sa := range m.in {
-		a.SPIs = append(a.SPIs, InboundSPI{Peer: k.peer, PeerEpoch: k.peerEpoch, Epoch: k.epoch, SPI: sa.spi})
+		a.SPIs = append(a.SPIs, announce.SPI{Peer: k.peer, PeerEpoch: k.peerEpoch, Epoch: k.epoch, SPI: sa.spi})
 	}
 	sort.Slice(a.SPIs, func(i, j int) bool {
 		x, y := a.SPIs[i], a.SPIs[j]
@@ -461,7 +432,7 @@ func (m *Manager) announcementLocked() Announcement {
 		// (zero): the peer must keep the key it receives on, and any
 		// epoch that key might belong to, until this host has re-keyed.
 		if o.spi != 0 {
-			a.Using = append(a.Using, Using{Peer: peer, Epoch: o.epoch, PeerEpoch: o.peerEpoch, SPI: o.spi})
+			a.Using = append(a.Using, announce.Using{Peer: peer, Epoch: o.epoch, PeerEpoch: o.peerEpoch, SPI: o.spi})
 		}
 	}
 	sort.Slice(a.Using, func(i, j int) bool { return a.Using[i].Peer.Less(a.Using[j].Peer) })
@@ -474,11 +445,11 @@ func (m *Manager) announcementLocked() Announcement {
 // has not told yet who is there). Errors are per peer: the others are
 // still programmed, and a peer that failed stays fail-closed (its
 // outbound policy has no usable SA, its inbound needs ESP).
-func (m *Manager) Sync(peers []PeerInfo, settled bool) (Announcement, error) {
+func (m *Manager) Sync(peers []PeerInfo, settled bool) (announce.IPsec, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.active {
-		return Announcement{}, nil
+		return announce.IPsec{}, nil
 	}
 	now := m.cfg.Now()
 	var errs []error
@@ -557,12 +528,12 @@ func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 	// forgery), or an SA lost here, cannot move this host back onto a key
 	// the peer may be dropping. Among equals the pair in use stays.
 	cur := m.out[p.Host]
-	current := func(s *InboundSPI) bool {
+	current := func(s *announce.SPI) bool {
 		return cur != nil && !cur.legacy && cur.epoch == s.PeerEpoch && cur.peerEpoch == s.Epoch &&
 			cur.spi == s.SPI && bytes.Equal(cur.peerPublic, keys[s.Epoch])
 	}
 	floorEpoch, floorPeerEpoch := m.sentFloor(p.Host, keys)
-	var best *InboundSPI
+	var best *announce.SPI
 	for i := range p.SPIs {
 		s := &p.SPIs[i]
 		if s.Peer != m.cfg.Local || m.epochByNumber(s.PeerEpoch) == nil || keys[s.Epoch] == nil || m.burned[burnKey{p.Host, s.SPI}] {
@@ -685,7 +656,7 @@ func (m *Manager) sentFloor(peer netip.Addr, keys map[uint64][]byte) (epoch, pee
 // host holds refuseEpochsMax epochs (peers bound the keys a host may
 // publish; this leaves room below that bound): the next sync after some
 // drained tries again.
-func (m *Manager) refuseLocked(e *epoch, peer netip.Addr, s *InboundSPI, now time.Time) {
+func (m *Manager) refuseLocked(e *epoch, peer netip.Addr, s *announce.SPI, now time.Time) {
 	id := sentKey{peer, s.Epoch, s.SPI}
 	if !e.refused[id] {
 		e.refused[id] = true
@@ -713,7 +684,7 @@ const refuseEpochsMax = 8
 const refuseLogEvery = time.Minute
 
 // peerUsing is what p says it sends to local with, if it says.
-func peerUsing(p PeerInfo, local netip.Addr) *Using {
+func peerUsing(p PeerInfo, local netip.Addr) *announce.Using {
 	for i := range p.Using {
 		if p.Using[i].Peer == local {
 			return &p.Using[i]

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/announce"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -180,10 +182,10 @@ type simHost struct {
 	addr      netip.Addr
 	m         *Manager
 	k         *memKernel
-	published Announcement
+	published announce.IPsec
 	// history is every announcement it published, oldest first.
-	history []Announcement
-	heard   map[netip.Addr]Announcement
+	history []announce.IPsec
+	heard   map[netip.Addr]announce.IPsec
 	// sending: the host has had an outbound SA to the peer; from then on
 	// it must always have one (a gap is packet loss).
 	sending map[netip.Addr]bool
@@ -268,7 +270,7 @@ func (s *sim) heal() {
 		if !s.flows(id.src, id.dst) || !s.flows(id.dst, id.src) {
 			continue
 		}
-		acked := func(sp InboundSPI) bool { return sp.Peer == id.src && sp.SPI == id.spi }
+		acked := func(sp announce.SPI) bool { return sp.Peer == id.src && sp.SPI == id.spi }
 		if _, held := dst.k.sas[id]; !held &&
 			(slices.ContainsFunc(src.heard[id.dst].SPIs, acked) || slices.ContainsFunc(dst.published.SPIs, acked)) {
 			continue
@@ -305,7 +307,7 @@ func newSim(t *testing.T, n int, seed uint64) *sim {
 		lost: map[saID]bool{}}
 	for i := 0; i < n; i++ {
 		addr := netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})
-		h := &simHost{addr: addr, k: newMemKernel(addr), heard: map[netip.Addr]Announcement{}, sending: map[netip.Addr]bool{}}
+		h := &simHost{addr: addr, k: newMemKernel(addr), heard: map[netip.Addr]announce.IPsec{}, sending: map[netip.Addr]bool{}}
 		s.start(h)
 		s.hosts = append(s.hosts, h)
 	}
@@ -334,7 +336,7 @@ func (s *sim) sync(h *simHost) {
 	var peers []PeerInfo
 	for _, o := range s.hosts {
 		if a, ok := h.heard[o.addr]; ok && o != h {
-			peers = append(peers, PeerInfo{Host: o.addr, Announcement: a})
+			peers = append(peers, PeerInfo{Host: o.addr, IPsec: a})
 		}
 	}
 	a, err := h.m.Sync(peers, true)
@@ -357,7 +359,7 @@ func (s *sim) deliver(from, to *simHost) { to.heard[from.addr] = from.published 
 // move to, h holds. It reports whether h had such a pair to re-announce.
 func (s *sim) reannounce(h, o *simHost) bool {
 	cur, _, sending := o.k.outbound(h.addr)
-	var old []InboundSPI
+	var old []announce.SPI
 	oldKey := map[uint64][]byte{}
 	for _, a := range h.history {
 		for _, sp := range a.SPIs {
@@ -377,11 +379,11 @@ func (s *sim) reannounce(h, o *simHost) bool {
 	}
 	pick := old[s.rng.IntN(len(old))]
 	now := h.published
-	f := Announcement{Keys: slices.Clone(now.Keys), Using: slices.Clone(now.Using)}
-	if !slices.ContainsFunc(f.Keys, func(k PublicKey) bool { return k.Epoch == pick.Epoch }) {
-		f.Keys = append(f.Keys, PublicKey{Epoch: pick.Epoch, Public: oldKey[pick.Epoch]})
+	f := announce.IPsec{Keys: slices.Clone(now.Keys), Using: slices.Clone(now.Using)}
+	if !slices.ContainsFunc(f.Keys, func(k announce.Key) bool { return k.Epoch == pick.Epoch }) {
+		f.Keys = append(f.Keys, announce.Key{Epoch: pick.Epoch, Public: oldKey[pick.Epoch]})
 	}
-	f.SPIs = []InboundSPI{pick} // first: it wins a tie
+	f.SPIs = []announce.SPI{pick} // first: it wins a tie
 	for _, sp := range now.SPIs {
 		if !(sp.Peer == o.addr && sending && sp.SPI == cur.spi) {
 			f.SPIs = append(f.SPIs, sp)
@@ -772,17 +774,17 @@ type manualPeer struct {
 	keys map[uint64]*KeyPair
 }
 
-func (p *manualPeer) key(epoch uint64) PublicKey {
+func (p *manualPeer) key(epoch uint64) announce.Key {
 	if p.keys[epoch] == nil {
 		p.keys[epoch] = pair(p.t, epoch)
 	}
-	return PublicKey{Epoch: epoch, Public: p.keys[epoch].Public()}
+	return announce.Key{Epoch: epoch, Public: p.keys[epoch].Public()}
 }
 
 // says is p's announcement to local: its keys of epochs, and the SPIs it
 // receives on from local's epoch (PeerEpoch) under its own (Epoch).
-func (p *manualPeer) says(local netip.Addr, epochs []uint64, spis ...InboundSPI) []PeerInfo {
-	a := Announcement{}
+func (p *manualPeer) says(local netip.Addr, epochs []uint64, spis ...announce.SPI) []PeerInfo {
+	a := announce.IPsec{}
 	for _, e := range epochs {
 		a.Keys = append(a.Keys, p.key(e))
 	}
@@ -790,7 +792,7 @@ func (p *manualPeer) says(local netip.Addr, epochs []uint64, spis ...InboundSPI)
 		s.Peer = local
 		a.SPIs = append(a.SPIs, s)
 	}
-	return []PeerInfo{{Host: p.host, Announcement: a}}
+	return []PeerInfo{{Host: p.host, IPsec: a}}
 }
 
 // TestReannouncedPairRefused drives one Manager with hand-written
@@ -814,40 +816,40 @@ func TestReannouncedPairRefused(t *testing.T) {
 		wantEpochs  int
 	}{
 		{"the older pair, alone", false, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001})
+			return p.says(hostA, []uint64{x1}, announce.SPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001})
 		}, 0x1002, 1, 2},
 		{"the older pair with the current one", false, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+			return p.says(hostA, []uint64{x1, x2}, announce.SPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
 		}, 0x1002, 0, 1},
 		{"the current epochs under the older SPI, first", false, func(p *manualPeer, e1 uint64) []PeerInfo {
 			// (e1, x2, 0x1001) was never sent on: a new key, and among
 			// equals the pair in use stays.
-			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1001}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+			return p.says(hostA, []uint64{x1, x2}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1001}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
 		}, 0x1002, 0, 1},
 		{"the current epochs under another SPI only (the peer replaced its SA)", false, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1005})
+			return p.says(hostA, []uint64{x1, x2}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1005})
 		}, 0x1005, 0, 1},
 		{"the current pair again", false, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+			return p.says(hostA, []uint64{x2}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
 		}, 0x1002, 0, 1},
 		{"an epoch number reused with another key and the SPI sent on", false, func(p *manualPeer, e1 uint64) []PeerInfo {
 			p.keys[x1] = pair(t, x1) // the peer restarted with its clock set back
-			return p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001})
+			return p.says(hostA, []uint64{x1}, announce.SPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001})
 		}, 0x1002, 1, 2},
 		{"a pair never sent on, newer", false, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x2, x3}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}, InboundSPI{PeerEpoch: e1, Epoch: x3, SPI: 0x1003})
+			return p.says(hostA, []uint64{x2, x3}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}, announce.SPI{PeerEpoch: e1, Epoch: x3, SPI: 0x1003})
 		}, 0x1003, 0, 1},
 		{"a pair never sent on, older, the current one withdrawn", false, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1004})
+			return p.says(hostA, []uint64{x1, x2}, announce.SPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1004})
 		}, 0x1002, 0, 1},
 		{"a pair never sent on, older, the current one's key gone", false, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1004})
+			return p.says(hostA, []uint64{x1}, announce.SPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1004})
 		}, 0x1004, 0, 1},
 		{"back after a flap with the pair in use", true, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
+			return p.says(hostA, []uint64{x2}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002})
 		}, 0, 1, 2},
 		{"back after a flap with a fresh SPI", true, func(p *manualPeer, e1 uint64) []PeerInfo {
-			return p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1006})
+			return p.says(hostA, []uint64{x2}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1006})
 		}, 0x1006, 0, 1},
 	}
 	for _, tc := range cases {
@@ -874,8 +876,8 @@ func TestReannouncedPairRefused(t *testing.T) {
 				}
 				return id.spi
 			}
-			sync(p.says(hostA, []uint64{x1}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}))
-			sync(p.says(hostA, []uint64{x1, x2}, InboundSPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}))
+			sync(p.says(hostA, []uint64{x1}, announce.SPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}))
+			sync(p.says(hostA, []uint64{x1, x2}, announce.SPI{PeerEpoch: e1, Epoch: x1, SPI: 0x1001}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}))
 			if got := outSPI(); got != 0x1002 {
 				t.Fatalf("after the peer's rotation the outbound SA is on spi %#x, want 0x1002", got)
 			}
@@ -911,7 +913,7 @@ func TestReannouncedPairRefused(t *testing.T) {
 				t.Fatal("no new epoch to move to")
 			}
 			e2 := st.Epochs[1]
-			sync(p.says(hostA, []uint64{x2}, InboundSPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}, InboundSPI{PeerEpoch: e2, Epoch: x2, SPI: 0x2002}))
+			sync(p.says(hostA, []uint64{x2}, announce.SPI{PeerEpoch: e1, Epoch: x2, SPI: 0x1002}, announce.SPI{PeerEpoch: e2, Epoch: x2, SPI: 0x2002}))
 			if got := outSPI(); got != 0x2002 {
 				t.Errorf("after the peer acknowledged the new epoch: outbound spi %#x, want 0x2002", got)
 			}

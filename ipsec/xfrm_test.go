@@ -7,6 +7,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
 	"github.com/vxsec/vxsec/internal/testutil"
 )
 

@@ -1,6 +1,3 @@
-// Package plugin serves libnetwork's remote network driver API on a unix
-// socket and translates it onto the driver. It knows the protocol's traps;
-// the driver knows networks.
 package plugin
 
 import (
@@ -34,7 +31,7 @@ type API struct {
 	// status answers VxSec.Status; leave VxSec.Leave.
 	status func() any
 	leave  func() error
-	rotate func() error
+	rotate func(context.Context) error
 	// scope is the data scope GetCapabilities reports.
 	scope string
 }
@@ -47,7 +44,7 @@ func (a *API) SetScope(scope string) { a.scope = scope }
 func (a *API) SetLeave(f func() error) { a.leave = f }
 
 // SetRotate installs what VxSec.Rotate does.
-func (a *API) SetRotate(f func() error) { a.rotate = f }
+func (a *API) SetRotate(f func(context.Context) error) { a.rotate = f }
 
 // NodeEvent is a swarm node's data-path address appearing or leaving.
 type NodeEvent struct {

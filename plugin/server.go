@@ -90,7 +90,11 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 		mux.HandleFunc(statusPath, handle(func(*struct{}) (any, error) { return api.status(), nil }))
 	}
 	if api.rotate != nil {
-		mux.HandleFunc(rotatePath, handle(func(*struct{}) (any, error) { return nil, api.rotate() }))
+		mux.HandleFunc(rotatePath, handle(func(*struct{}) (any, error) {
+			ctx, cancel := api.call("VxSec.Rotate")
+			defer cancel()
+			return nil, api.rotate(ctx)
+		}))
 	}
 	if api.leave != nil {
 		mux.HandleFunc(leavePath, handle(func(*struct{}) (any, error) { return nil, api.leave() }))

@@ -90,7 +90,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	})
 	// The cluster's trust: VXSEC_SECRET, or on a swarm node without it the
 	// secret the swarm's nodes agree over mutual TLS (swarmtrust).
-	var cl clusterRef
+	cl := newClusterRef()
 	trust := swarmTrust(s, under.Addr, cl.peers, log)
 	fw := firewall.New()
 	d, err := driver.New(driver.Config{
@@ -174,18 +174,28 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		c, err := gossip.Start(runCtx, gossip.Config{
 			Addr: under.Addr, Port: s.GossipPort, Secret: secret,
 			SnapshotPath: s.Snapshot,
-			Seeds:        seeds, Sink: d, Log: log, Table: d.Table(),
+			Seeds:        seeds, Sink: d, Local: d, Log: log,
 		})
 		if err != nil {
 			fail(err)
 			return
 		}
 		cl.set(c)
-		d.SetCluster(c)
-		if swarmtrust.InSwarm(s.SwarmDir) {
-			run(func() { followSwarm(runCtx, s, under.Addr, c, trust != nil, log) })
-		}
-		if trust != nil {
+	})
+	if swarmtrust.InSwarm(s.SwarmDir) {
+		run(func() {
+			if c := cl.wait(runCtx); c != nil {
+				followSwarm(runCtx, s, under.Addr, c, trust != nil, log)
+			}
+		})
+	}
+	if trust != nil {
+		// A new agreement (a node left the swarm) moves the cluster to it.
+		run(func() {
+			c := cl.wait(runCtx)
+			if c == nil {
+				return
+			}
 			for {
 				select {
 				case <-runCtx.Done():
@@ -196,8 +206,8 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 					}
 				}
 			}
-		}
-	})
+		})
+	}
 
 	discovered := func(ev plugin.NodeEvent) {
 		// Swarm sends only this node's own address (docs/swarm.md): peers
@@ -247,7 +257,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			case <-runCtx.Done():
 				return
 			case <-usr1:
-				if err := d.Rotate(); err != nil {
+				if err := d.Rotate(runCtx); err != nil {
 					log.Error("rotation on SIGUSR1", "err", err)
 				}
 			}

@@ -1,4 +1,3 @@
-// Command vxsec is the vxsec Docker network plugin and its tools.
 package main
 
 import (

@@ -20,22 +20,39 @@ import (
 // cluster with yet (new managers, or all of them after a partition).
 const seedEvery = 15 * time.Second
 
-// clusterRef holds the cluster once it has started.
+// clusterRef holds the cluster once it has started: in swarm mode it
+// starts only after the swarm's nodes agreed a secret, while the API
+// already serves.
 type clusterRef struct {
-	mu sync.Mutex
-	c  *gossip.Cluster
+	mu      sync.Mutex
+	c       *gossip.Cluster
+	started chan struct{}
 }
+
+func newClusterRef() *clusterRef { return &clusterRef{started: make(chan struct{})} }
 
 func (r *clusterRef) set(c *gossip.Cluster) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.c = c
+	close(r.started)
 }
 
+// get is the cluster, or nil before it started.
 func (r *clusterRef) get() *gossip.Cluster {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.c
+}
+
+// wait is the cluster once it started, or nil when ctx ends first.
+func (r *clusterRef) wait(ctx context.Context) *gossip.Cluster {
+	select {
+	case <-r.started:
+		return r.get()
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 // swarmTrust makes the swarm agreement when it is the way in: a swarm node

@@ -1,0 +1,110 @@
+package announce
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Table is everything one host publishes. Its JSON form is the wire
+// format: field names and shapes change only with a new pull version.
+type Table struct {
+	Host     netip.Addr `json:"host"`
+	Version  Version    `json:"version"`
+	Networks []Network  `json:"networks,omitempty"`
+	// Endpoints are those of every network, each naming its network's VNI.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// IPsec is published only by hosts with an encrypted network (its
+	// fields are inlined in the JSON form).
+	IPsec
+}
+
+// Network is one network of a host, as others need to know it to detect
+// two networks claiming one VNI.
+type Network struct {
+	ID        string         `json:"id"`
+	VNI       uint32         `json:"vni"`
+	Subnets   []netip.Prefix `json:"subnets,omitempty"`
+	Encrypted bool           `json:"encrypted,omitempty"`
+	Created   time.Time      `json:"created"`
+}
+
+// Endpoint is one endpoint of a host.
+type Endpoint struct {
+	VNI     uint32           `json:"vni"`
+	IP      netip.Addr       `json:"ip"`
+	MAC     net.HardwareAddr `json:"mac"`
+	Created time.Time        `json:"created"`
+}
+
+// IPsec is a host's side of the key negotiation (package ipsec describes
+// the protocol). Public keys are public; private keys and SA keys never
+// leave a host.
+type IPsec struct {
+	Keys  []Key   `json:"keys,omitempty"`
+	SPIs  []SPI   `json:"spis,omitempty"`
+	Using []Using `json:"using,omitempty"`
+}
+
+// Key is the public half of one of the host's live key epochs.
+type Key struct {
+	Epoch  uint64 `json:"epoch"`
+	Public []byte `json:"public"`
+}
+
+// SPI says: the host receives from Peer's epoch PeerEpoch, under its own
+// Epoch, on SPI. The host installed that SA before publishing this.
+type SPI struct {
+	Peer      netip.Addr `json:"peer"`
+	PeerEpoch uint64     `json:"peerEpoch"`
+	Epoch     uint64     `json:"epoch"`
+	SPI       uint32     `json:"spi"`
+}
+
+// Using says: the host sends to Peer with its Epoch and Peer's PeerEpoch,
+// on SPI (the one Peer chose).
+type Using struct {
+	Peer      netip.Addr `json:"peer"`
+	Epoch     uint64     `json:"epoch"`
+	PeerEpoch uint64     `json:"peerEpoch"`
+	SPI       uint32     `json:"spi"`
+}
+
+// Version orders a host's tables. Epoch is the start time of the daemon
+// that wrote the table, so a restart always moves forward. Seq counts
+// changes within that run.
+type Version struct {
+	Epoch int64  `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+}
+
+// Less reports whether v is older than o.
+func (v Version) Less(o Version) bool {
+	if v.Epoch != o.Epoch {
+		return v.Epoch < o.Epoch
+	}
+	return v.Seq < o.Seq
+}
+
+// IsZero reports whether v is no version at all.
+func (v Version) IsZero() bool { return v == Version{} }
+
+// String is the tag form, "epoch.seq".
+func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Epoch, v.Seq) }
+
+// ParseVersion reads the tag form.
+func ParseVersion(s string) (Version, error) {
+	e, q, ok := strings.Cut(s, ".")
+	if !ok {
+		return Version{}, fmt.Errorf("version %q: want epoch.seq", s)
+	}
+	epoch, err1 := strconv.ParseInt(e, 10, 64)
+	seq, err2 := strconv.ParseUint(q, 10, 64)
+	if err1 != nil || err2 != nil {
+		return Version{}, fmt.Errorf("version %q: want epoch.seq in whole numbers", s)
+	}
+	return Version{Epoch: epoch, Seq: seq}, nil
+}

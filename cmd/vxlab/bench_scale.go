@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vxsec/vxsec/lab"
+)
+
+func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
+	const vni = 1200
+	total := o.hosts * o.perHost
+	fmt.Fprintf(w, "\n== scale: %d hosts, %d endpoints (%d per host)\n", o.hosts, total, o.perHost)
+	fmt.Fprintf(w, `   method: %d hosts start (8 at a time; VXSEC_JOIN = h1); once every host sees every member alive,
+   each host creates the network (same vni) and then every host at once makes its %d endpoints
+   (CreateEndpoint + Join, no container namespace). Every host's VxSec.Status is polled every %v
+   until it reports %d remote endpoints. Convergence is measured from the first CreateEndpoint
+   and from the last Join's answer; RSS is VmRSS (and the peak, VmHWM) of every daemon process
+   read from /proc/<pid>/status afterwards.
+`, o.hosts, o.perHost, o.pollPeriod, total-o.perHost)
+	start := time.Now()
+	c, err := newCluster(ctx, bin, o.hosts, benchLogLevel)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	fmt.Fprintf(w, "   %d daemons started in %s\n", o.hosts, ms(time.Since(start)))
+	formed, err := c.waitAlive(ctx, 60*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("cluster did not form: %w", err)
+	}
+	fmt.Fprintf(w, "   every host saw all %d members alive %s later\n", o.hosts, ms(formed))
+	idle := rssStats(c.hosts)
+	for _, h := range c.hosts {
+		if err := h.Client().CreateNetwork(ctx, "scale-"+h.Name, map[string]string{"vni": fmt.Sprint(vni)}, "10.44.0.0/16", ""); err != nil {
+			return "", fmt.Errorf("%s: %w", h.Name, err)
+		}
+	}
+	var lastJoin time.Time
+	var mu sync.Mutex
+	var calls []time.Duration
+	cpu0 := cpuTimes(c.hosts)
+	t0 := time.Now()
+	err = eachHost(c.hosts, len(c.hosts), func(h *lab.Host) error {
+		cl := h.Client()
+		idx := slices.Index(c.hosts, h)
+		if o.perHost > 60 {
+			return fmt.Errorf("at most 60 endpoints per host")
+		}
+		for j := 0; j < o.perHost; j++ {
+			ep := randomID() // Docker's endpoint IDs are random hex
+			addr := fmt.Sprintf("10.44.%d.%d/16", idx/4, 10+(idx%4)*60+j)
+			start := time.Now()
+			if _, err := cl.CreateEndpoint(ctx, "scale-"+h.Name, ep, addr, ""); err != nil {
+				return err
+			}
+			if _, err := cl.Join(ctx, "scale-"+h.Name, ep, "/var/run/netns/none"); err != nil {
+				return err
+			}
+			mu.Lock()
+			calls = append(calls, time.Since(start))
+			mu.Unlock()
+		}
+		mu.Lock()
+		if now := time.Now(); now.After(lastJoin) {
+			lastJoin = now
+		}
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	at, err := waitRemote(ctx, c.hosts, vni, func(*lab.Host) int { return total - o.perHost }, t0, o.pollPeriod, 60*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("not every host got every entry: %w", err)
+	}
+	cpu1 := cpuTimes(c.hosts)
+	var all []time.Duration
+	for _, d := range at {
+		all = append(all, d)
+	}
+	s := sortedCopy(all)
+	conv := s[len(s)-1]
+	fmt.Fprintf(w, "   endpoints created and joined in %s (from the first CreateEndpoint to the last Join's answer)\n", ms(lastJoin.Sub(t0)))
+	fmt.Fprintf(w, "   every host had all %d remote entries: %s after the first CreateEndpoint, %s after the last Join\n",
+		total-o.perHost, ms(conv), ms(max(0, t0.Add(conv).Sub(lastJoin))))
+	fmt.Fprintf(w, "   per host (from the first CreateEndpoint): p50 %s, max %s\n", ms(percentile(s, 50)), ms(conv))
+	cs := sortedCopy(calls)
+	fmt.Fprintf(w, "   CreateEndpoint+Join latency meanwhile: p50 %s, p99 %s, max %s\n", ms(percentile(cs, 50)), ms(percentile(cs, 99)), ms(cs[len(cs)-1]))
+	var used []time.Duration
+	var sum time.Duration
+	for i := range cpu1 {
+		used = append(used, cpu1[i]-cpu0[i])
+		sum += cpu1[i] - cpu0[i]
+	}
+	us := sortedCopy(used)
+	fmt.Fprintf(w, "   daemon CPU time from the first CreateEndpoint to convergence: %.1f s in all (%.1f CPUs busy on average), per daemon p50 %s, max %s\n",
+		sum.Seconds(), sum.Seconds()/t0.Add(conv).Sub(t0).Seconds(), ms(percentile(us, 50)), ms(us[len(us)-1]))
+	// The kernel agrees with the status on a few hosts.
+	for _, h := range []*lab.Host{c.hosts[0], c.hosts[len(c.hosts)/2], c.hosts[len(c.hosts)-1]} {
+		fdb, err := h.FDB(ctx, vni)
+		if err != nil {
+			return "", err
+		}
+		neigh, err := h.Neigh(ctx, vni)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(w, "   %s's kernel: %d FDB entries, %d neighbour entries on vxsec-%d\n", h.Name, len(fdb), len(neigh), vni)
+		if len(fdb) != total-o.perHost || len(neigh) != total-o.perHost {
+			return "", fmt.Errorf("%s's kernel holds %d FDB / %d neighbour entries, want %d", h.Name, len(fdb), len(neigh), total-o.perHost)
+		}
+	}
+	busy := rssStats(c.hosts)
+	fmt.Fprintf(w, "   RSS per daemon, idle cluster:      median %s, max %s (peak VmHWM max %s)\n", mib(idle.median), mib(idle.max), mib(idle.hwmMax))
+	fmt.Fprintf(w, "   RSS per daemon, %d endpoints:    median %s, max %s (peak VmHWM max %s)   (goal: < 40 MiB)\n", total, mib(busy.median), mib(busy.max), mib(busy.hwmMax))
+	fmt.Fprintf(w, "   result: convergence %s (goal < 5 s), RSS max %s (goal < 40 MiB)\n", ms(conv), mib(busy.max))
+	var missed []string
+	if conv >= 5*time.Second {
+		missed = append(missed, fmt.Sprintf("convergence %s ≥ 5 s", ms(conv)))
+	}
+	if busy.max >= 40<<20 {
+		missed = append(missed, fmt.Sprintf("RSS %s ≥ 40 MiB", mib(busy.max)))
+	}
+	return strings.Join(missed, ", "), nil
+}
+
+type rss struct{ median, max, hwmMax int64 }
+
+func cpuTimes(hosts []*lab.Host) []time.Duration {
+	out := make([]time.Duration, len(hosts))
+	for i, h := range hosts {
+		out[i], _ = h.CPUTime()
+	}
+	return out
+}
+
+func rssStats(hosts []*lab.Host) rss {
+	var rs []int64
+	var r rss
+	for _, h := range hosts {
+		v, hwm, err := h.RSS()
+		if err != nil {
+			continue
+		}
+		rs = append(rs, v)
+		r.max = max(r.max, v)
+		r.hwmMax = max(r.hwmMax, hwm)
+	}
+	slices.Sort(rs)
+	if len(rs) > 0 {
+		r.median = rs[len(rs)/2]
+	}
+	return r
+}
+
+func randomID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
