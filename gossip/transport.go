@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -633,23 +632,4 @@ func (c *counters) snapshot() Stats {
 		s.Refused[k] = v
 	}
 	return s
-}
-
-// logKind is the kind of a memberlist or serf line for the log budget:
-// its level and the fixed text before the first variable part.
-func logKind(line string) string {
-	const variable = ":=(0123456789"
-	end := len(line)
-	if i := strings.IndexAny(line, variable); i >= 0 {
-		end = i
-		// The level tag and component ("[ERR] memberlist:") come first.
-		if line[i] == ':' {
-			if j := strings.IndexAny(line[i+1:], variable); j >= 0 {
-				end = i + 1 + j
-			} else {
-				end = len(line)
-			}
-		}
-	}
-	return line[:min(end, 80)]
 }

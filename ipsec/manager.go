@@ -1,7 +1,6 @@
 package ipsec
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -177,18 +176,6 @@ type burnKey struct {
 	spi  uint32
 }
 
-// burnLocked retires an outbound SPI for good and starts a new epoch, so
-// that the peer acknowledges fresh SPIs to send on.
-func (m *Manager) burnLocked(peer netip.Addr, spi uint32) {
-	if m.burned[burnKey{peer, spi}] {
-		return
-	}
-	m.burned[burnKey{peer, spi}] = true
-	if err := m.newEpochLocked(); err != nil {
-		m.log.Error("starting a new epoch after an SA was lost", "err", err)
-	}
-}
-
 type outSA struct {
 	epoch, peerEpoch uint64
 	peerPublic       []byte
@@ -346,59 +333,6 @@ func (m *Manager) epochByNumber(n uint64) *epoch {
 	return nil
 }
 
-// Repair compares the kernel with what the Manager installed and forgets
-// what is missing there, so that the next Sync puts it back: an SA or a
-// policy deleted behind vxsec's back is restored (an inbound SA under a new
-// SPI, which the peer then switches to), never silently absent.
-func (m *Manager) Repair() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.active {
-		return nil
-	}
-	if err := m.cfg.Kernel.EnsureGuard(); err != nil {
-		return err
-	}
-	ks, err := m.cfg.Kernel.State()
-	if err != nil {
-		return err
-	}
-	type id struct {
-		src, dst netip.Addr
-		spi      uint32
-	}
-	have := map[id]bool{}
-	for _, sa := range ks.SAs {
-		have[id{sa.Src, sa.Dst, sa.SPI}] = true
-	}
-	for k, sa := range m.in {
-		if !have[id{k.peer, m.cfg.Local, sa.spi}] {
-			m.log.Warn("inbound SA missing from the kernel: replacing it", "peer", k.peer, "spi", fmt.Sprintf("%#x", sa.spi))
-			delete(m.in, k)
-		}
-	}
-	for peer, o := range m.out {
-		if o.spi != 0 && !have[id{m.cfg.Local, peer, o.spi}] {
-			m.log.Warn("outbound SA missing from the kernel: re-keying (its SPI is never used again)", "peer", peer, "spi", fmt.Sprintf("%#x", o.spi))
-			delete(m.out, peer)
-			m.burnLocked(peer, o.spi)
-		}
-	}
-	for peer := range m.policies {
-		if r, ok := ks.OutReqid[peer]; !ok || ks.InReqid[peer] != inReqid || (m.out[peer] != nil && r != m.out[peer].reqid) {
-			m.log.Warn("policies missing or changed in the kernel: reinstalling them", "peer", peer,
-				"inbound_reqid", fmt.Sprintf("%#x", ks.InReqid[peer]))
-			delete(m.policies, peer)
-		}
-	}
-	for sa := range m.legacy {
-		if !have[id{sa.Src, sa.Dst, sa.SPI}] {
-			delete(m.legacy, sa)
-		}
-	}
-	return nil
-}
-
 // announce.IPsec is what this host publishes now; empty while inactive.
 func (m *Manager) Announcement() announce.IPsec {
 	m.mu.Lock()
@@ -477,316 +411,23 @@ func (m *Manager) Sync(peers []PeerInfo, settled bool) (announce.IPsec, error) {
 	return m.announcementLocked(), errors.Join(errs...)
 }
 
+// syncPeer runs the negotiation with one peer, its three steps in the
+// order the comment at the top of this file gives them: the inbound SAs
+// (syncInbound), the outbound SA (syncOutbound), and the inbound SAs no
+// longer wanted (drainInbound). A step that fails ends this peer's sync
+// with its error; the next Sync starts again from the first step.
 func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
 	keys := map[uint64][]byte{}
 	for _, k := range p.Keys {
 		keys[k.Epoch] = k.Public
 	}
-	// Inbound: one SA per peer epoch × own epoch, installed before its SPI
-	// is published.
-	for _, pk := range p.Keys {
-		for _, e := range m.epochs {
-			k := inKey{peer: p.Host, peerEpoch: pk.Epoch, epoch: e.kp.Epoch}
-			if sa := m.in[k]; sa != nil {
-				if bytes.Equal(sa.peerPublic, pk.Public) {
-					sa.unwanted = time.Time{}
-					continue
-				}
-				// Same epoch number, another key: the peer restarted with
-				// its clock set back. Its old SAs are legacy to it now.
-				if err := m.cfg.Kernel.DelSA(p.Host, m.cfg.Local, sa.spi); err != nil {
-					return err
-				}
-				delete(m.in, k)
-			}
-			// Never an SPI this epoch received on before: the key, bound
-			// to the SPI, is new even if the peer re-announces an epoch
-			// whose SA went, so nothing recorded under the old SA replays
-			// into the new one.
-			spi, err := AllocSPI(func(spi uint32) bool { return m.inboundSPIInUse(spi) || e.inSPIs[spi] })
-			if err != nil {
-				return err
-			}
-			key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: pk.Epoch, Public: pk.Public}, false, spi)
-			if err != nil {
-				return err
-			}
-			e.inSPIs[spi] = true
-			if err := m.cfg.Kernel.AddSA(SA{Src: p.Host, Dst: m.cfg.Local, SPI: spi, Reqid: inReqid, Key: key}); err != nil {
-				return err
-			}
-			m.in[k] = &inSA{spi: spi, peerPublic: pk.Public}
-		}
+	if err := m.syncInbound(p); err != nil {
+		return err
 	}
-
-	// Outbound: the newest pair of epochs the peer has acknowledged, and
-	// never an older one than a pair this host has sent on, as long as
-	// that pair is live (its own epoch held, the peer's key still
-	// announced): a host only moves forward, and the peer relies on it
-	// (epochNeeded erases an epoch once this host says it uses a newer
-	// one), so an announcement that withdraws the pair in use (a bug, a
-	// forgery), or an SA lost here, cannot move this host back onto a key
-	// the peer may be dropping. Among equals the pair in use stays.
-	cur := m.out[p.Host]
-	current := func(s *announce.SPI) bool {
-		return cur != nil && !cur.legacy && cur.epoch == s.PeerEpoch && cur.peerEpoch == s.Epoch &&
-			cur.spi == s.SPI && bytes.Equal(cur.peerPublic, keys[s.Epoch])
+	if err := m.syncOutbound(p, keys, now); err != nil {
+		return err
 	}
-	floorEpoch, floorPeerEpoch := m.sentFloor(p.Host, keys)
-	var best *announce.SPI
-	for i := range p.SPIs {
-		s := &p.SPIs[i]
-		if s.Peer != m.cfg.Local || m.epochByNumber(s.PeerEpoch) == nil || keys[s.Epoch] == nil || m.burned[burnKey{p.Host, s.SPI}] {
-			continue
-		}
-		if s.PeerEpoch < floorEpoch || (s.PeerEpoch == floorEpoch && s.Epoch < floorPeerEpoch) {
-			continue
-		}
-		if best == nil || s.PeerEpoch > best.PeerEpoch || (s.PeerEpoch == best.PeerEpoch && s.Epoch > best.Epoch) ||
-			(s.PeerEpoch == best.PeerEpoch && s.Epoch == best.Epoch && current(s)) {
-			best = s
-		}
-	}
-	// Never the same key twice: a pair of epochs and an SPI this epoch has
-	// sent on already (the peer re-announced it, by a bug, a forgery or
-	// malice, or it is back from a partition with what it had then) would
-	// start ESP's sequence numbers, and so GCM's nonces, again under that
-	// key. Refused: nothing is installed and the current SA stays.
-	if best != nil && !current(best) {
-		if e := m.epochByNumber(best.PeerEpoch); e.sent[sentKey{p.Host, best.Epoch, best.SPI}] != nil {
-			m.refuseLocked(e, p.Host, best, now)
-			best = nil
-		}
-	}
-	switch {
-	case best != nil && !current(best):
-		e := m.epochByNumber(best.PeerEpoch)
-		key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: best.Epoch, Public: keys[best.Epoch]}, true, best.SPI)
-		if err != nil {
-			return err
-		}
-		e.sent[sentKey{p.Host, best.Epoch, best.SPI}] = keys[best.Epoch] // before the kernel has it: an attempt counts
-		reqid := Reqid(slotOutA)
-		if cur != nil && cur.reqid == reqid {
-			reqid = Reqid(slotOutB)
-		}
-		// An SPI is used for one SA only, ever: a second SA under it would
-		// start its sequence numbers, and so GCM's nonces, again under the
-		// same key. A step that fails half-way burns the SPI, and a new
-		// epoch makes the peer choose fresh ones.
-		if err := m.cfg.Kernel.AddSA(SA{Src: m.cfg.Local, Dst: p.Host, SPI: best.SPI, Reqid: reqid, Key: key}); err != nil {
-			m.burnLocked(p.Host, best.SPI)
-			return err
-		}
-		if err := m.cfg.Kernel.SetPeer(p.Host, reqid, inReqid); err != nil {
-			m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, best.SPI)
-			m.burnLocked(p.Host, best.SPI)
-			return err
-		}
-		m.policies[p.Host] = true
-		if cur != nil && cur.spi != 0 && cur.spi != best.SPI {
-			if err := m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, cur.spi); err != nil {
-				m.log.Warn("removing superseded outbound SA", "peer", p.Host, "err", err)
-			}
-		}
-		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid}
-		m.log.Debug("outbound SA switched", "peer", p.Host, "epoch", best.PeerEpoch, "peer_epoch", best.Epoch, "spi", fmt.Sprintf("%#x", best.SPI))
-	case !m.policies[p.Host]:
-		// Nothing acknowledged yet (or the policies were lost): the policy
-		// goes in anyway, selecting the SA in use or one that does not
-		// exist yet, so that nothing leaves in cleartext.
-		reqid := Reqid(slotOutA)
-		if cur != nil {
-			reqid = cur.reqid
-		}
-		if err := m.cfg.Kernel.SetPeer(p.Host, reqid, inReqid); err != nil {
-			return err
-		}
-		m.policies[p.Host] = true
-	}
-
-	// Inbound SAs no longer wanted go once the peer sends on another.
-	using := peerUsing(p, m.cfg.Local)
-	for k, sa := range m.in {
-		if k.peer != p.Host {
-			continue
-		}
-		wanted := bytes.Equal(keys[k.peerEpoch], sa.peerPublic) && m.epochByNumber(k.epoch) != nil
-		if wanted {
-			continue
-		}
-		if sa.unwanted.IsZero() {
-			sa.unwanted = now
-		}
-		inUse := using != nil && using.SPI == sa.spi
-		if (using != nil && !inUse) || now.Sub(sa.unwanted) > m.cfg.DrainMax {
-			if err := m.cfg.Kernel.DelSA(p.Host, m.cfg.Local, sa.spi); err != nil {
-				return err
-			}
-			delete(m.in, k)
-		}
-	}
-	return nil
-}
-
-// sentFloor is the newest pair of epochs (own, peer's) this host has sent
-// to peer on, among its live epochs, whose peer key keys still has; zeros
-// if none.
-func (m *Manager) sentFloor(peer netip.Addr, keys map[uint64][]byte) (epoch, peerEpoch uint64) {
-	for _, e := range m.epochs {
-		for id, pub := range e.sent {
-			if id.peer != peer || !bytes.Equal(keys[id.peerEpoch], pub) {
-				continue
-			}
-			if e.kp.Epoch > epoch || (e.kp.Epoch == epoch && id.peerEpoch > peerEpoch) {
-				epoch, peerEpoch = e.kp.Epoch, id.peerEpoch
-			}
-		}
-	}
-	return epoch, peerEpoch
-}
-
-// refuseLocked refuses a pair of epochs and an SPI that e has sent on before
-// (see syncPeer): counted and logged once each, the log rate-limited. If e
-// is the newest epoch, a new one starts, so that the peer acknowledges an
-// SPI under it and this host gets a fresh key to move to (the pair the peer
-// offers may be the only one it can still receive on, as after a flap);
-// otherwise the newest epoch, not yet acknowledged, is that fresh key. So a
-// peer makes at most one epoch start per newest epoch, and none while the
-// host holds refuseEpochsMax epochs (peers bound the keys a host may
-// publish; this leaves room below that bound): the next sync after some
-// drained tries again.
-func (m *Manager) refuseLocked(e *epoch, peer netip.Addr, s *announce.SPI, now time.Time) {
-	id := sentKey{peer, s.Epoch, s.SPI}
-	if !e.refused[id] {
-		e.refused[id] = true
-		m.refused++
-		if now.Sub(m.refuseLog.last) >= refuseLogEvery {
-			m.log.Warn("refused a re-announced pair of epochs and SPI: this host sent on that key before, and a new SA under it would repeat ESP sequence numbers and GCM nonces",
-				"peer", peer, "epoch", s.PeerEpoch, "peer_epoch", s.Epoch, "spi", fmt.Sprintf("%#x", s.SPI),
-				"refused_total", m.refused, "not_logged_since_last", m.refuseLog.suppressed)
-			m.refuseLog.last, m.refuseLog.suppressed = now, 0
-		} else {
-			m.refuseLog.suppressed++
-		}
-	}
-	if e == m.newest() && len(m.epochs) < refuseEpochsMax {
-		if err := m.newEpochLocked(); err != nil {
-			m.log.Error("starting a new epoch after a refused re-announcement", "err", err)
-		}
-	}
-}
-
-// refuseEpochsMax: see refuseLocked.
-const refuseEpochsMax = 8
-
-// refuseLogEvery is the least time between two log lines of refusals.
-const refuseLogEvery = time.Minute
-
-// peerUsing is what p says it sends to local with, if it says.
-func peerUsing(p PeerInfo, local netip.Addr) *announce.Using {
-	for i := range p.Using {
-		if p.Using[i].Peer == local {
-			return &p.Using[i]
-		}
-	}
-	return nil
-}
-
-// retireEpochs erases own epochs that nobody sends to any more.
-func (m *Manager) retireEpochs(peers []PeerInfo, now time.Time) {
-	newest := m.newest()
-	for _, e := range slices.Clone(m.epochs[:len(m.epochs)-1]) {
-		if now.Sub(e.superseded) <= m.cfg.DrainMax && m.epochNeeded(e, newest, peers) {
-			continue
-		}
-		for k, sa := range m.in {
-			if k.epoch == e.kp.Epoch {
-				if err := m.cfg.Kernel.DelSA(k.peer, m.cfg.Local, sa.spi); err != nil {
-					m.log.Warn("removing a retired epoch's SA", "peer", k.peer, "err", err)
-					continue
-				}
-				delete(m.in, k)
-			}
-		}
-		e.kp.Erase()
-		m.epochs = slices.DeleteFunc(m.epochs, func(x *epoch) bool { return x == e })
-		m.log.Info("epoch retired, its private key erased", "epoch", e.kp.Epoch)
-	}
-}
-
-// epochNeeded: an own epoch stays while this host sends with it, or a peer
-// does or might: one that says it uses this epoch or an older one, or says
-// nothing and has not acknowledged the newest epoch (it may not have seen
-// it yet).
-func (m *Manager) epochNeeded(e, newest *epoch, peers []PeerInfo) bool {
-	for _, o := range m.out {
-		if !o.legacy && o.epoch == e.kp.Epoch {
-			return true
-		}
-	}
-	for _, p := range peers {
-		if p.Host == m.cfg.Local || len(p.Keys) == 0 {
-			continue
-		}
-		if u := peerUsing(p, m.cfg.Local); u != nil {
-			// A peer only moves forward, but it may move to any epoch it
-			// has seen acknowledged, and what it says it uses lags what it
-			// does: only an epoch it has moved past is safe to erase.
-			if u.PeerEpoch <= e.kp.Epoch {
-				return true
-			}
-			continue
-		}
-		acked := false
-		for _, s := range p.SPIs {
-			if s.Peer == m.cfg.Local && s.PeerEpoch == newest.kp.Epoch {
-				acked = true
-				break
-			}
-		}
-		if !acked {
-			return true
-		}
-	}
-	return false
-}
-
-// dropLegacy removes a previous run's SAs once their peer sends on this
-// run's keys (or is gone, or DrainMax passed).
-func (m *Manager) dropLegacy(peers []PeerInfo, settled bool, now time.Time) {
-	rekeyed := map[netip.Addr]bool{}
-	present := map[netip.Addr]bool{}
-	for _, p := range peers {
-		present[p.Host] = true
-		if u := peerUsing(p, m.cfg.Local); u != nil {
-			for k, sa := range m.in {
-				if k.peer == p.Host && sa.spi == u.SPI {
-					rekeyed[p.Host] = true
-				}
-			}
-		}
-	}
-	expired := now.Sub(m.legacySince) > m.cfg.DrainMax
-	for sa := range m.legacy {
-		peer := sa.Src
-		if peer == m.cfg.Local {
-			peer = sa.Dst
-		}
-		// Outbound legacy SAs go when replaced (syncPeer); inbound ones
-		// when the peer has moved to this run's keys.
-		if !(rekeyed[peer] || expired || (settled && !present[peer])) {
-			continue
-		}
-		if o := m.out[peer]; o != nil && o.spi == sa.SPI && sa.Src == m.cfg.Local {
-			continue
-		}
-		if err := m.cfg.Kernel.DelSA(sa.Src, sa.Dst, sa.SPI); err != nil {
-			m.log.Warn("removing a previous run's SA", "src", sa.Src, "dst", sa.Dst, "err", err)
-			continue
-		}
-		delete(m.legacy, sa)
-	}
+	return m.drainInbound(p, keys, now)
 }
 
 func (m *Manager) knownPeers() []netip.Addr {
@@ -806,47 +447,6 @@ func (m *Manager) knownPeers() []netip.Addr {
 	}
 	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
 	return out
-}
-
-// dropPeer removes a peer's policies and SAs: a host gone from the cluster
-// leaves nothing behind. Its traffic meets the guard policies meanwhile.
-func (m *Manager) dropPeer(peer netip.Addr) error {
-	var errs []error
-	if err := m.cfg.Kernel.DelPeer(peer); err != nil {
-		errs = append(errs, err)
-	}
-	delete(m.policies, peer)
-	if o := m.out[peer]; o != nil && o.spi != 0 {
-		if err := m.cfg.Kernel.DelSA(m.cfg.Local, peer, o.spi); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	delete(m.out, peer)
-	for k, sa := range m.in {
-		if k.peer == peer {
-			if err := m.cfg.Kernel.DelSA(peer, m.cfg.Local, sa.spi); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			delete(m.in, k)
-		}
-	}
-	m.log.Info("peer's SAs and policies removed", "peer", peer)
-	return errors.Join(errs...)
-}
-
-func (m *Manager) inboundSPIInUse(spi uint32) bool {
-	for _, sa := range m.in {
-		if sa.spi == spi {
-			return true
-		}
-	}
-	for sa := range m.legacy {
-		if sa.Dst == m.cfg.Local && sa.SPI == spi {
-			return true
-		}
-	}
-	return false
 }
 
 // Status is the negotiation as `vxsec status` shows it.

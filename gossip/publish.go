@@ -1,0 +1,78 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/vxsec/vxsec/announce"
+)
+
+// publishLoop announces this host's table: at once after a quiet spell,
+// and at most once per publishSpacing during a burst of changes, which
+// the snapshot taken after the wait folds into one version.
+func (c *Cluster) publishLoop(ctx context.Context) {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.cfg.Local.Changed():
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(last.Add(publishSpacing(c.serf.NumNodes())))):
+		}
+		v, changed := c.takeSnapshot()
+		if !changed {
+			continue
+		}
+		last = time.Now()
+		if err := c.serf.SetTags(map[string]string{tagVersion: v.String()}); err != nil {
+			// The tag is set; only the confirmation of its broadcast timed
+			// out. The repair pass covers any member that missed it.
+			c.log.Debug("announcing table version", "version", v.String(), "err", err)
+		}
+	}
+}
+
+// takeSnapshot makes the local state's snapshot this host's table, with
+// the next version, unless it is the table already served.
+func (c *Cluster) takeSnapshot() (announce.Version, bool) {
+	t := c.cfg.Local.Snapshot()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t.Host, t.Version = c.local.Host, c.local.Version
+	raw, err := announce.Encode(t)
+	if err != nil {
+		c.lim.Log(slog.LevelError, "own table", "encoding this host's table", "err", err)
+		return t.Version, false
+	}
+	if bytes.Equal(raw, c.localRaw) {
+		return t.Version, false
+	}
+	t.Version.Seq++
+	if raw, err = announce.Encode(t); err != nil {
+		return t.Version, false
+	}
+	if err := announce.Check(t, len(raw)); err != nil {
+		// The driver refuses what would break the bounds; this is a bug
+		// (or IPsec state beyond them), and every member will refuse it.
+		c.lim.Log(slog.LevelError, "own table over limits", "this host's table is over the bounds every member checks; members will refuse it", "err", err)
+	}
+	c.local, c.localRaw = t, raw
+	return t.Version, true
+}
+
+// publishSpacing is the least time between two announcements of this
+// host's table. Every member pulls every version it hears of, so a member
+// is asked for members × versions pulls: spacing the versions in
+// proportion to the cluster's size keeps what each member pulls per
+// second flat as the cluster grows (a burst of changes, like a host
+// starting many containers, becomes a few versions), while a small
+// cluster still hears of a change within tens of milliseconds.
+func publishSpacing(members int) time.Duration {
+	return min(max(time.Duration(members)*20*time.Millisecond, 50*time.Millisecond), time.Second)
+}

@@ -1,0 +1,235 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/vxsec/vxsec/announce"
+	"github.com/vxsec/vxsec/internal/limit"
+)
+
+// maybePull queues a pull when m announces a newer table than installed.
+func (c *Cluster) maybePull(m serf.Member) {
+	v, err := announce.ParseVersion(m.Tags[tagVersion])
+	if err != nil {
+		c.log.Warn("member announces no valid table version", "member", m.Name, "err", err)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.known[m.Name].Less(v) || c.pulling[m.Name] || c.refusedVersion[m.Name] == v {
+		return
+	}
+	select {
+	case c.pulls <- m.Name:
+		c.pulling[m.Name] = true
+	default: // the repair pass will get to it
+	}
+}
+
+func (c *Cluster) pullLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case name := <-c.pulls:
+			ok := c.pullMember(ctx, name)
+			c.mu.Lock()
+			delete(c.pulling, name)
+			c.mu.Unlock()
+			// Versions announced while the pull ran. The tags are read
+			// after the pull is no longer marked running, so an
+			// announcement is either seen here or pulls on its own.
+			if m, alive := c.aliveMember(name); ok && alive {
+				c.maybePull(m)
+			}
+		}
+	}
+}
+
+// pullMember installs the member's table if it is newer than the one
+// installed, and reports whether the pull succeeded.
+func (c *Cluster) pullMember(ctx context.Context, name string) bool {
+	member, ok := c.aliveMember(name)
+	if !ok {
+		return false
+	}
+	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
+	t, err := c.pull(ctx, addr)
+	overLimits := announce.IsLimit(err)
+	if err != nil && !overLimits {
+		c.log.Warn("pulling member's table", "member", name, "err", err)
+		return false
+	}
+	// A table refused for its size was not decoded, and names no host.
+	if (err == nil || t.Host.IsValid()) && t.Host.String() != name {
+		c.log.Warn("member sent another host's table", "member", name, "host", t.Host)
+		return false
+	}
+	if overLimits {
+		c.stats.add("table-limits")
+		c.lim.Log(slog.LevelError, "table over limits", "refusing a member's table over the bounds", "member", name, "version", t.Version.String(), "err", err)
+		c.mu.Lock()
+		c.refusedVersion[name] = t.Version
+		c.mu.Unlock()
+		return false
+	}
+	c.mu.Lock()
+	delete(c.refusedVersion, name)
+	have := c.known[name]
+	newer := have.Less(t.Version)
+	if newer {
+		c.known[name] = t.Version
+	}
+	c.mu.Unlock()
+	if newer {
+		c.log.Debug("installing member's table", "member", name, "version", t.Version.String(), "endpoints", len(t.Endpoints))
+		c.cfg.Sink.SetRemote(t)
+	}
+	return true
+}
+
+func (c *Cluster) aliveMember(name string) (serf.Member, bool) {
+	for _, m := range c.serf.Members() {
+		if m.Name == name && m.Status == serf.StatusAlive {
+			return m, true
+		}
+	}
+	return serf.Member{}, false
+}
+
+// repairLoop is the anti-entropy pass: it pulls from every member whose
+// announced version is ahead, and drops members failed past the grace.
+func (c *Cluster) repairLoop(ctx context.Context) {
+	fast := time.NewTicker(c.cfg.FailGrace / 4)
+	slow := time.NewTicker(c.cfg.timing.antiEntropy)
+	defer fast.Stop()
+	defer slow.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-fast.C:
+			var expired []string
+			c.mu.Lock()
+			for name, until := range c.failed {
+				if !time.Now().Before(until) {
+					expired = append(expired, name)
+				}
+			}
+			c.mu.Unlock()
+			for _, name := range expired {
+				c.drop(name)
+			}
+			if len(expired) > 0 {
+				c.updateMembers()
+			}
+		case <-slow.C:
+			for _, m := range c.serf.Members() {
+				if m.Name != c.serf.LocalMember().Name && m.Status == serf.StatusAlive {
+					c.maybePull(m)
+				}
+			}
+			c.updateMembers()
+			c.repairs.Add(1)
+		}
+	}
+}
+
+// pull fetches and decodes a member's table, with version 2 of
+// the pull, or version 1 from a member found serving only that.
+func (c *Cluster) pull(ctx context.Context, addr string) (announce.Table, error) {
+	c.mu.Lock()
+	legacy := time.Now().Before(c.legacyUntil[addr])
+	c.mu.Unlock()
+	if !legacy {
+		plain, err := c.pullOnce(ctx, addr, clientPull)
+		switch {
+		case errors.Is(err, errOldServer):
+			c.log.Info("member serves only version 1 table pulls; pulling it so for a while", "addr", addr, "for", legacyPullFor)
+			c.mu.Lock()
+			c.legacyUntil[addr] = time.Now().Add(legacyPullFor)
+			c.mu.Unlock()
+		case errors.Is(err, errNoHello):
+			// An old member of an open cluster, or a new one that
+			// refused this connection: try once, remember nothing.
+		default:
+			return decodeTable(plain, err)
+		}
+	}
+	return decodeTable(c.pullOnce(ctx, addr, clientPullV1))
+}
+
+// pullOnce runs one pull of a version's client on a fresh connection.
+func (c *Cluster) pullOnce(ctx context.Context, addr string, client func(io.ReadWriter, [][]byte, []byte) ([]byte, error)) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
+	defer cancel()
+	conn, err := c.tr.dialer().DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	return client(conn, c.secrets(), newNonce())
+}
+
+func decodeTable(plain []byte, err error) (announce.Table, error) {
+	if err != nil {
+		return announce.Table{}, err
+	}
+	return announce.Decode(plain)
+}
+
+// serveTable answers a version 2 pull, its magic byte read. Until the
+// client proves it holds the secret it is sent only the server's nonce,
+// and the ticket holds its place among the connections waiting to
+// authenticate.
+func (c *Cluster) serveTable(conn net.Conn, ticket *limit.Ticket) {
+	defer conn.Close()
+	from := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	authenticated := func() {
+		ticket.Release()
+		conn.SetDeadline(time.Now().Add(pullTimeout))
+	}
+	table := func() []byte {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.localRaw
+	}
+	if err := servePull(conn, c.secrets(), newNonce(), table, authenticated); err != nil {
+		reason := "pull-proof"
+		if !errors.Is(err, errBadProof) {
+			reason = readReason(err)
+		}
+		c.tr.refuse(reason, from, err)
+		return
+	}
+	c.stats.accept("pull")
+}
+
+// serveTableV1 answers a version 1 pull from a member's address (a host of
+// the previous release, during a rolling upgrade).
+func (c *Cluster) serveTableV1(conn net.Conn, ticket *limit.Ticket) {
+	defer conn.Close()
+	ticket.Release()
+	conn.SetDeadline(time.Now().Add(pullTimeout))
+	from := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	table := func() []byte {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.localRaw
+	}
+	if err := servePullV1(conn, c.secrets()[0], newNonce(), table); err != nil {
+		c.tr.refuse(readReason(err), from, err)
+		return
+	}
+	c.stats.accept("pull-v1")
+}
