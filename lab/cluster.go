@@ -5,14 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"github.com/vxsec/vxsec/ipsec"
-	"github.com/vxsec/vxsec/swarmtrust"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vxsec/vxsec/ipsec"
+	"github.com/vxsec/vxsec/swarmtrust"
+	"github.com/vxsec/vxsec/vxlan"
 )
 
 // What a cluster lab needs on top of single-host hosts: the daemons' status
@@ -183,7 +185,7 @@ type FDBEntry struct {
 
 // FDB lists the entries with a destination on the host's vxsec-<vni>.
 func (h *Host) FDB(ctx context.Context, vni int) ([]FDBEntry, error) {
-	out, err := h.Exec(ctx, "bridge", "fdb", "show", "dev", fmt.Sprintf("vxsec-%d", vni))
+	out, err := h.Exec(ctx, "bridge", "fdb", "show", "dev", vxlan.LinkName(uint32(vni)))
 	if err != nil {
 		return nil, err
 	}
@@ -210,7 +212,7 @@ type NeighEntry struct {
 
 // Neigh lists the neighbour entries of the host's vxsec-<vni>.
 func (h *Host) Neigh(ctx context.Context, vni int) ([]NeighEntry, error) {
-	out, err := h.Exec(ctx, "ip", "neigh", "show", "dev", fmt.Sprintf("vxsec-%d", vni))
+	out, err := h.Exec(ctx, "ip", "neigh", "show", "dev", vxlan.LinkName(uint32(vni)))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/lab"
+	"github.com/vxsec/vxsec/vxlan"
 )
 
 func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
@@ -99,7 +100,7 @@ func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if out, err := sh(ctx, "ip", "netns", "exec", base[0].ns, "ping", "-c", "1", "-w", "3", base[1].ip); err != nil {
 		return "", fmt.Errorf("hand-built VXLAN does not work: %w\n%s", err, out)
 	}
-	dv, _ := h1.Exec(ctx, "ip", "-d", "link", "show", fmt.Sprintf("vxsec-%d", vni))
+	dv, _ := h1.Exec(ctx, "ip", "-d", "link", "show", vxlan.LinkName(vni))
 	db, _ := h1.Exec(ctx, "ip", "-d", "link", "show", "hbx")
 	fmt.Fprintf(w, "   vxsec's device on h1:\n%s\n   hand-built device on h1:\n%s\n", indent(dv, "     "), indent(db, "     "))
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/lab"
+	"github.com/vxsec/vxsec/vxlan"
 )
 
 // demo narrates what it does; every step that fails ends it with an error.
@@ -143,10 +144,10 @@ func runDemo(ctx context.Context, w io.Writer, bin string, keep bool) (err error
 
 	h1 := c.hosts[0]
 	d.title("what h1's kernel holds: static entries, no learning, nothing to flood with")
-	out, _ := h1.Exec(ctx, "bridge", "fdb", "show", "dev", fmt.Sprintf("vxsec-%d", vni))
+	out, _ := h1.Exec(ctx, "bridge", "fdb", "show", "dev", vxlan.LinkName(vni))
 	d.say("$ bridge fdb show dev vxsec-%d", vni)
 	fmt.Fprintln(w, indent(out, "      "))
-	out, _ = h1.Exec(ctx, "ip", "neigh", "show", "dev", fmt.Sprintf("vxsec-%d", vni))
+	out, _ = h1.Exec(ctx, "ip", "neigh", "show", "dev", vxlan.LinkName(vni))
 	d.say("$ ip neigh show dev vxsec-%d", vni)
 	fmt.Fprintln(w, indent(out, "      "))
 	out, _ = h1.Exec(ctx, "nft", "list", "table", "inet", "vxsec")
@@ -171,7 +172,7 @@ func runDemo(ctx context.Context, w io.Writer, bin string, keep bool) (err error
 	if m, ok := st.Member(h3.Addr.String()); ok {
 		d.say("h1 now lists %s as %q", h3.Name, m.Status)
 	}
-	out, _ = h1.Exec(ctx, "bridge", "fdb", "show", "dev", fmt.Sprintf("vxsec-%d", vni))
+	out, _ = h1.Exec(ctx, "bridge", "fdb", "show", "dev", vxlan.LinkName(vni))
 	d.say("$ bridge fdb show dev vxsec-%d   (on h1)", vni)
 	fmt.Fprintln(w, indent(out, "      "))
 	d.say("the survivors still talk; nothing reaches %s's containers any more:", h3.Name)

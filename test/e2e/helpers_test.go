@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/internal/testutil"
+	"github.com/vxsec/vxsec/vxlan"
 )
 
 const (
@@ -44,8 +45,8 @@ const (
 	driverName  = pluginName + ":latest"
 	testImage   = "vxsec-busybox:latest"
 	cmdTimeout  = 90 * time.Second
-	linkPrefix  = "vxsec-"
-	epPrefix    = "vxe-"
+	linkPrefix  = vxlan.LinkPrefix
+	epPrefix    = vxlan.EndpointLinkPrefix
 	aliasNet    = "vxsec:network:"
 	aliasEP     = "vxsec:endpoint:"
 	autoVNIBase = 1 << 20 // 1048576
