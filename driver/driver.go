@@ -145,8 +145,9 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 	return d.reconcileOp()
 }
 
-// reconcileOp is Reconcile, the operation lock held.
-func (d *Driver) reconcileOp() error {
+// kernelNetsOp is what the data path must hold: the networks' devices and
+// the joined endpoints' links.
+func (d *Driver) kernelNetsOp() ([]vxlan.Network, map[string]bool) {
 	var dnets []vxlan.Network
 	joined := map[string]bool{}
 	for _, n := range d.sortedNets() {
@@ -157,6 +158,12 @@ func (d *Driver) reconcileOp() error {
 			}
 		}
 	}
+	return dnets, joined
+}
+
+// reconcileOp is Reconcile, the operation lock held.
+func (d *Driver) reconcileOp() error {
+	dnets, joined := d.kernelNetsOp()
 	if len(dnets) > 0 {
 		if err := d.applyFirewallOp(); err != nil {
 			return fmt.Errorf("reconciling firewall: %w", err)
@@ -467,12 +474,30 @@ func (d *Driver) undoNetworkOp(n *Network) {
 	if err := d.cfg.DataPath.DeleteNetwork(d.dpNetwork(n)); err != nil {
 		d.log.Error("undoing failed network create", "network", n.ID, "err", err)
 	}
+	if err := d.teardownOp(); err != nil {
+		d.log.Error("undoing failed network create", "network", n.ID, "err", err)
+	}
+}
+
+// teardownOp removes the firewall once no network is left, and the IPsec
+// state once no encrypted network is. A device that a failed delete or
+// undo left behind still needs them: every device no network needs is
+// removed first, and nothing is torn down unless that succeeded.
+func (d *Driver) teardownOp() error {
+	if len(d.nets) > 0 && !d.ipsecLeftOp() {
+		return nil
+	}
+	dnets, joined := d.kernelNetsOp()
+	if err := d.cfg.DataPath.Reconcile(dnets, joined); err != nil {
+		return fmt.Errorf("removing devices no network needs: %w", err)
+	}
 	if len(d.nets) == 0 {
 		if err := d.cfg.Firewall.Apply(firewall.State{}); err != nil {
-			d.log.Error("undoing failed network create", "network", n.ID, "err", err)
+			return err
 		}
 	}
 	d.deactivateIPsecOp()
+	return nil
 }
 
 // DeleteNetwork removes the network from this host. An unknown network is
@@ -493,12 +518,9 @@ func (d *Driver) DeleteNetwork(ctx context.Context, id string) error {
 	if err := d.cfg.DataPath.DeleteNetwork(d.dpNetwork(n)); err != nil {
 		return err
 	}
-	if len(d.nets) == 0 {
-		if err := d.cfg.Firewall.Apply(firewall.State{}); err != nil {
-			return err
-		}
+	if err := d.teardownOp(); err != nil {
+		return err
 	}
-	d.deactivateIPsecOp()
 	d.log.Info("deleted network", "network", id, "vni", n.VNI)
 	return nil
 }

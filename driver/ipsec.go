@@ -43,6 +43,8 @@ func (d *Driver) checkEncryption() error {
 
 // activateIPsecOp makes the guard exist before an encrypted device.
 func (d *Driver) activateIPsecOp() error {
+	// Activate leaves state to remove, even when it fails part way.
+	d.ipsecClean = false
 	if err := d.cfg.IPsec.Activate(); err != nil {
 		return fmt.Errorf("programming IPsec before the encrypted network's device: %w", err)
 	}
@@ -53,10 +55,7 @@ func (d *Driver) activateIPsecOp() error {
 // deactivateIPsecOp removes every xfrm state and policy of vxsec's once
 // no encrypted network is left.
 func (d *Driver) deactivateIPsecOp() {
-	if d.cfg.IPsec == nil || d.encryptedCount() > 0 {
-		return
-	}
-	if !d.cfg.IPsec.Active() && d.ipsecClean {
+	if !d.ipsecLeftOp() {
 		return
 	}
 	if err := d.cfg.IPsec.Deactivate(); err != nil {
@@ -65,6 +64,12 @@ func (d *Driver) deactivateIPsecOp() {
 	}
 	d.ipsecClean = true
 	d.setAnnounced(announce.IPsec{})
+}
+
+// ipsecLeftOp reports whether xfrm state of vxsec's may be in the kernel
+// that no encrypted network needs.
+func (d *Driver) ipsecLeftOp() bool {
+	return d.cfg.IPsec != nil && d.encryptedCount() == 0 && (d.cfg.IPsec.Active() || !d.ipsecClean)
 }
 
 // syncIPsecOp runs the negotiation against the tables the cluster gave,

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/announce"
-	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -20,8 +19,6 @@ const settleAfter = 20 * time.Second
 
 // The cluster's side of the driver (gossip.Sink): remote tables become
 // the networks' static FDB and neighbour entries, in passes run by Run.
-
-var _ gossip.Sink = (*Driver)(nil)
 
 // SetRemote installs what a host published.
 func (d *Driver) SetRemote(t announce.Table) {

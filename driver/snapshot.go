@@ -4,13 +4,10 @@ import (
 	"sort"
 
 	"github.com/vxsec/vxsec/announce"
-	"github.com/vxsec/vxsec/gossip"
 )
 
 // This host's side for the cluster (gossip.Local): the table it announces,
 // built from the desired state, and a signal when it changed.
-
-var _ gossip.Local = (*Driver)(nil)
 
 // Snapshot is this host's table as the cluster should see it now.
 func (d *Driver) Snapshot() announce.Table {

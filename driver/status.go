@@ -1,14 +1,12 @@
 package driver
 
 import (
-	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/ipsec"
 )
 
 // Status is what `VxSec.Status` reports.
 type Status struct {
 	Node     string          `json:"Node"`
-	Members  []gossip.Member `json:"Members"`
 	Networks []NetworkStatus `json:"Networks"`
 	IPsec    *ipsec.Status   `json:"IPsec,omitempty"`
 }
