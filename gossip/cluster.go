@@ -192,8 +192,11 @@ type Cluster struct {
 	oldUntil  time.Time
 	ctx       context.Context
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	stopped  atomic.Bool
+	stopErr  error
 }
 
 // Start creates the serf instance (binding the gossip port) and starts the
@@ -339,6 +342,9 @@ func (c *Cluster) spawn(f func()) {
 // restarted with its engine comes back later than a crashed one is
 // declared gone, and its data path never stopped.
 func (c *Cluster) Close() error {
+	if c.stopped.Load() {
+		return c.stop() // stopped already (Leave): there is nobody left to tell
+	}
 	tags := map[string]string{tagRestarting: "1"}
 	for k, v := range c.serf.LocalMember().Tags {
 		if k != tagRestarting {
@@ -348,21 +354,32 @@ func (c *Cluster) Close() error {
 	if err := c.serf.SetTags(tags); err != nil {
 		c.log.Debug("announcing the restart", "err", err)
 	}
-	c.cancel()
-	err := c.serf.Shutdown()
-	c.wg.Wait()
-	if terr := c.tr.Shutdown(); err == nil {
-		err = terr
-	}
-	return err
+	return c.stop()
 }
 
-// Leave tells the cluster this host is going for good, then stops.
+// Leave tells the cluster this host is going for good, then stops. (Not
+// Close: a member that left must not also say it is restarting, and the
+// tag could no longer be sent.)
 func (c *Cluster) Leave() error {
 	if err := c.serf.Leave(); err != nil {
 		return fmt.Errorf("leaving the cluster: %w", err)
 	}
-	return c.Close()
+	return c.stop()
+}
+
+// stop ends serf, the cluster's goroutines and the transport, once.
+func (c *Cluster) stop() error {
+	c.stopOnce.Do(func() {
+		c.stopped.Store(true)
+		c.cancel()
+		err := c.serf.Shutdown()
+		c.wg.Wait()
+		if terr := c.tr.Shutdown(); err == nil {
+			err = terr
+		}
+		c.stopErr = err
+	})
+	return c.stopErr
 }
 
 // ForceLeave removes a member that is gone for good (swarm removed its
