@@ -16,7 +16,8 @@ import (
 // daemonStatus is what `vxsec status` prints.
 type daemonStatus struct {
 	driver.Status
-	Trust *swarmtrust.Status `json:"Trust,omitempty"`
+	Members []gossip.Member    `json:"Members"`
+	Trust   *swarmtrust.Status `json:"Trust,omitempty"`
 	// Drops counts what each lock dropped: the firewall's rules by name
 	// (firewall.Locks) and the kernel's IPsec refusals ("xfrm:" counters).
 	Drops map[string]uint64 `json:"Drops,omitempty"`
