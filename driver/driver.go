@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -237,12 +239,7 @@ func (d *Driver) Run(ctx context.Context) {
 }
 
 func (d *Driver) sortedNets() []*Network {
-	out := make([]*Network, 0, len(d.nets))
-	for _, n := range d.nets {
-		out = append(out, n)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return slices.SortedFunc(maps.Values(d.nets), func(a, b *Network) int { return strings.Compare(a.ID, b.ID) })
 }
 
 func (d *Driver) dpNetwork(n *Network) vxlan.Network {

@@ -1,7 +1,9 @@
 package driver
 
 import (
-	"sort"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/vxsec/vxsec/announce"
 )
@@ -38,10 +40,5 @@ func (d *Driver) notify() {
 }
 
 func (n *Network) sortedEndpoints() []*Endpoint {
-	out := make([]*Endpoint, 0, len(n.Endpoints))
-	for _, ep := range n.Endpoints {
-		out = append(out, ep)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+	return slices.SortedFunc(maps.Values(n.Endpoints), func(a, b *Endpoint) int { return strings.Compare(a.ID, b.ID) })
 }
