@@ -86,6 +86,10 @@ type Driver struct {
 	announced announce.IPsec
 	// ipsecClean: no xfrm state of vxsec's is known to be left.
 	ipsecClean bool
+	// seen is when this host first saw each remote endpoint claim, and
+	// ignored the claims it logged as ignored (claims.go).
+	seen    map[claim]time.Time
+	ignored map[claim]bool
 
 	// peersDirty asks applyPeers (run by Run) for a pass.
 	peersDirty chan struct{}
@@ -111,11 +115,14 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the firewall's members: %w", err)
 	}
-	return &Driver{
+	d := &Driver{
 		cfg: cfg, log: log, now: now, op: make(chan struct{}, 1), nets: nets, allocated: map[string]uint32{},
 		remote: map[netip.Addr]announce.Table{}, dropped: map[netip.Addr]bool{}, started: now(),
 		peersDirty: make(chan struct{}, 1), changed: make(chan struct{}, 1), bootMembers: boot,
-	}, nil
+		seen: map[claim]time.Time{}, ignored: map[claim]bool{},
+	}
+	d.seedClaims()
+	return d, nil
 }
 
 // lock takes the operation lock, or gives up when ctx ends first.
@@ -586,7 +593,7 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 		}
 	}
 	now := d.now().UTC()
-	if err := d.addressConflict(n, addr.Addr(), now); err != nil {
+	if err := d.addressConflict(n, addr.Addr(), mac, now); err != nil {
 		return "", err
 	}
 	next := n.clone()
@@ -662,7 +669,7 @@ func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
 	if err := d.clusterConflict(n); err != nil {
 		return "", err
 	}
-	if err := d.addressConflict(n, ep.Address.Addr(), ep.Created); err != nil {
+	if err := d.addressConflict(n, ep.Address.Addr(), ep.MAC, ep.Created); err != nil {
 		return "", err
 	}
 	name, err := d.cfg.DataPath.EnsureEndpoint(d.dpNetwork(n), vxlan.Endpoint{ID: ep.ID, MAC: ep.MAC})

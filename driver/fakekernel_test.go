@@ -354,6 +354,21 @@ func (k *fakeKernel) SetPeers(n vxlan.Network, peers []vxlan.Peer, keep func(hos
 	return nil
 }
 
+// Peers implements DataPath.
+func (k *fakeKernel) Peers(n vxlan.Network) ([]vxlan.Peer, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	d, ok := k.devices[n.VNI]
+	if !ok || d.net != n.ID {
+		return nil, fmt.Errorf("network %s has no device %s", n.ID, vxlan.LinkName(n.VNI))
+	}
+	out := make([]vxlan.Peer, 0, len(d.peers))
+	for _, p := range d.peers {
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // PeerCount implements DataPath.
 func (k *fakeKernel) PeerCount(n vxlan.Network) (int, error) {
 	k.mu.Lock()

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -89,7 +90,7 @@ func FuzzNetworkOptions(f *testing.F) {
 		}
 
 		// Swarm's leader allocates; every worker parses what it answered.
-		d := &Driver{now: time.Now, op: make(chan struct{}, 1), log: fuzzLog, allocated: map[string]uint32{}}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, log: fuzzLog, allocated: map[string]uint32{}}
 		const id = "9m8h2nz3lq1dfxv4k0j7c6w5ab"
 		out, err := d.AllocateNetwork(context.Background(), id, opts, 0)
 		if err != nil {
@@ -174,7 +175,7 @@ func FuzzCreateEndpoint(f *testing.F) {
 	f.Fuzz(func(t *testing.T, address, addressIPv6, mac string) {
 		n := &Network{ID: "n1", VNI: 42, MTU: 1450, Endpoints: map[string]*Endpoint{},
 			Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}}
-		d := &Driver{now: time.Now, op: make(chan struct{}, 1), cfg: Config{Store: store}, log: fuzzLog, nets: map[string]*Network{n.ID: n}}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, cfg: Config{Store: store}, log: fuzzLog, nets: map[string]*Network{n.ID: n}}
 		req := CreateEndpointRequest{NetworkID: n.ID, EndpointID: "e1", Address: address, AddressIPv6: addressIPv6, MAC: mac}
 		chosen, err := d.CreateEndpoint(context.Background(), req)
 		if err != nil {
@@ -294,7 +295,8 @@ func fuzzDecodeTable(data []byte) (announce.Table, bool) {
 // them, become the local network's peer entries. What peersLocked promises:
 // a host whose network of this VNI conflicts with ours contributes nothing;
 // every other host's endpoint of the VNI is an entry unless a local
-// endpoint holds its address; of two claiming one address the earlier wins.
+// endpoint, or a claim this host saw earlier, holds its address or MAC
+// (what the tables say of time plays no part).
 // An older table never replaces a newer one, and a refused network names
 // the VNI and the host whose network conflicts.
 func FuzzRemoteTables(f *testing.F) {
@@ -305,7 +307,7 @@ func FuzzRemoteTables(f *testing.F) {
 		ta, okA := fuzzDecodeTable(a)
 		tb, okB := fuzzDecodeTable(b)
 		n := fuzzLocalNetwork()
-		d := &Driver{now: time.Now, op: make(chan struct{}, 1), log: fuzzLog, remote: map[netip.Addr]announce.Table{}, nets: map[string]*Network{n.ID: n}}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, log: fuzzLog, remote: map[netip.Addr]announce.Table{}, nets: map[string]*Network{n.ID: n}}
 		for _, tbl := range []struct {
 			t  announce.Table
 			ok bool
@@ -329,12 +331,11 @@ func FuzzRemoteTables(f *testing.F) {
 		d.mu.Unlock()
 		conflictErr := d.clusterConflict(n)
 
-		type claim struct {
-			host    netip.Addr
-			mac     net.HardwareAddr
-			created time.Time
-		}
-		claims := map[netip.Addr][]claim{}
+		// Every claim of a host whose network of the VNI is ours, and
+		// whether an older claim (by when this host saw it) or a local
+		// endpoint takes its address or its MAC.
+		local := n.Endpoints["e1"]
+		var all []claim
 		var conflicting []netip.Addr
 		for host, tbl := range d.remote {
 			rn, ok := findVNI(tbl, n.VNI)
@@ -346,37 +347,41 @@ func FuzzRemoteTables(f *testing.F) {
 				continue
 			}
 			for _, ep := range tbl.Endpoints {
-				if ep.VNI == n.VNI && ep.IP != n.Endpoints["e1"].Address.Addr() {
-					claims[ep.IP] = append(claims[ep.IP], claim{host, ep.MAC, ep.Created})
+				if ep.VNI == n.VNI {
+					all = append(all, claim{vni: n.VNI, host: host, ip: ep.IP, mac: ep.MAC.String()})
 				}
 			}
 		}
-		seen := map[netip.Addr]bool{}
+		beaten := func(c claim) bool {
+			if c.ip == local.Address.Addr() || c.mac == local.MAC.String() {
+				return true
+			}
+			for _, o := range all {
+				if o != c && (o.ip == c.ip || o.mac == c.mac) && olderClaim(o, c, d.seen[o], d.seen[c]) {
+					return true
+				}
+			}
+			return false
+		}
+		entries := map[claim]bool{}
+		byIP, byMAC := map[netip.Addr]bool{}, map[string]bool{}
 		for _, p := range peers {
-			if seen[p.IP] {
-				t.Fatalf("two entries for %s: %+v", p.IP, peers)
+			c := claim{vni: n.VNI, host: p.Host, ip: p.IP, mac: p.MAC.String()}
+			if byIP[p.IP] || byMAC[c.mac] {
+				t.Fatalf("two entries for %s or %s: %+v", p.IP, p.MAC, peers)
 			}
-			seen[p.IP] = true
-			cs := claims[p.IP]
-			if len(cs) == 0 {
-				t.Fatalf("entry %+v is no endpoint of a host whose network of vni %d is ours (local ones excluded)", p, n.VNI)
+			byIP[p.IP], byMAC[c.mac], entries[c] = true, true, true
+			if !slices.Contains(all, c) {
+				t.Fatalf("entry %+v is no endpoint of a host whose network of vni %d is ours", p, n.VNI)
 			}
-			earliest := cs[0].created
-			for _, c := range cs {
-				if c.created.Before(earliest) {
-					earliest = c.created
-				}
-			}
-			won := false
-			for _, c := range cs {
-				won = won || (c.host == p.Host && bytes.Equal(c.mac, p.MAC) && c.created.Equal(earliest))
-			}
-			if !won {
-				t.Fatalf("entry %+v is not the earliest claim of %s among %+v", p, p.IP, cs)
+			if beaten(c) {
+				t.Fatalf("entry %+v: a local endpoint or an older claim holds its address or MAC (claims %+v)", p, all)
 			}
 		}
-		if len(seen) != len(claims) {
-			t.Fatalf("%d addresses claimed by endpoints of the network, %d entries: %+v", len(claims), len(seen), peers)
+		for _, c := range all {
+			if !entries[c] && !beaten(c) {
+				t.Fatalf("claim %+v holds its address and MAC, yet has no entry: %+v", c, peers)
+			}
 		}
 
 		if (conflictErr != nil) != (len(conflicting) > 0) {
@@ -497,7 +502,7 @@ func FuzzRemoteIPsec(f *testing.F) {
 		if err := m.Activate(); err != nil {
 			t.Fatal(err)
 		}
-		d := &Driver{now: time.Now, op: make(chan struct{}, 1), cfg: Config{IPsec: m}, log: fuzzLog, remote: map[netip.Addr]announce.Table{}, started: time.Now()}
+		d := &Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, cfg: Config{IPsec: m}, log: fuzzLog, remote: map[netip.Addr]announce.Table{}, started: time.Now()}
 		d.SetRemote(tbl)
 		d.syncIPsecOp()
 

@@ -23,7 +23,7 @@ func TestEncryptionNeedsIPsecAndASecret(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := (&Driver{now: time.Now, op: make(chan struct{}, 1), cfg: tc.cfg}).checkEncryption()
+			err := (&Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, cfg: tc.cfg}).checkEncryption()
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -35,7 +35,7 @@ func TestEncryptionNeedsIPsecAndASecret(t *testing.T) {
 }
 
 func TestEncryptedNetworkUsesItsPortAndESPMTU(t *testing.T) {
-	d := &Driver{now: time.Now, op: make(chan struct{}, 1), cfg: Config{EncryptedPort: 4801}}
+	d := &Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, cfg: Config{EncryptedPort: 4801}}
 	plain := d.dpNetwork(&Network{VNI: 1, MTU: 1450})
 	enc := d.dpNetwork(&Network{VNI: 2, MTU: 1416, Options: Options{Encrypted: true}})
 	if plain.Port != 0 || enc.Port != 4801 {
@@ -44,7 +44,7 @@ func TestEncryptedNetworkUsesItsPortAndESPMTU(t *testing.T) {
 	if got := ipsec.ContainerMTU(1500, false); got != 1416 {
 		t.Fatalf("encrypted container MTU on a 1500 underlay = %d, want 1416", got)
 	}
-	fw := (&Driver{now: time.Now, op: make(chan struct{}, 1), cfg: Config{DataPort: 4800, EncryptedPort: 4801}}).fwStateLocked()
+	fw := (&Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, cfg: Config{DataPort: 4800, EncryptedPort: 4801}}).fwStateLocked()
 	if len(fw.SecurePorts) != 1 || fw.SecurePorts[0] != 4801 || len(fw.DataPorts) != 2 {
 		t.Fatalf("firewall state %+v: want members-only on 4800 and 4801, and a secpath on 4801", fw)
 	}

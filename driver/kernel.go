@@ -23,6 +23,8 @@ type DataPath interface {
 	// SetPeers makes a network's remote entries peers; keep says which
 	// entries of hosts not in peers to leave alone.
 	SetPeers(n vxlan.Network, peers []vxlan.Peer, keep func(host netip.Addr) bool) error
+	// Peers are the remote entries the network's device holds.
+	Peers(vxlan.Network) ([]vxlan.Peer, error)
 	PeerCount(vxlan.Network) (int, error)
 }
 

@@ -21,7 +21,7 @@ func limitedDriver(t *testing.T) *Driver {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Driver{now: time.Now, op: make(chan struct{}, 1),
+	return &Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{},
 		cfg: Config{Store: store, Underlay: vxlan.Underlay{MTU: 1500, Addr: netip.MustParseAddr("198.18.0.1")}, Log: slog.Default()},
 		log: slog.Default(), nets: map[string]*Network{},
 	}

@@ -28,6 +28,7 @@ func (d *Driver) SetRemote(t announce.Table) {
 		return
 	}
 	d.remote[t.Host] = t
+	d.noteClaimsLocked(t)
 	d.peersChanged()
 }
 
@@ -36,6 +37,7 @@ func (d *Driver) DropRemote(host netip.Addr) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.remote, host)
+	d.dropClaimsLocked(host)
 	d.dropped[host] = true
 	d.droppedSince = true
 	d.peersChanged()
@@ -139,41 +141,6 @@ func (d *Driver) syncPeers() {
 	}
 }
 
-// peersLocked lists the remote endpoints of a network. A host whose network
-// of this VNI conflicts with ours contributes nothing, and of two endpoints
-// claiming one address the earlier one wins (a local one always does).
-func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
-	local := map[netip.Addr]bool{}
-	for _, ep := range n.Endpoints {
-		local[ep.Address.Addr()] = true
-	}
-	type cand struct {
-		peer    vxlan.Peer
-		created time.Time
-	}
-	best := map[netip.Addr]cand{}
-	for host, t := range d.remote {
-		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
-			continue
-		}
-		for _, ep := range t.Endpoints {
-			if ep.VNI != n.VNI || local[ep.IP] {
-				continue
-			}
-			c := cand{vxlan.Peer{IP: ep.IP, MAC: ep.MAC, Host: host}, ep.Created}
-			if b, ok := best[ep.IP]; ok && (b.created.Before(c.created) || b.created.Equal(c.created) && b.peer.Host.Less(host)) {
-				continue
-			}
-			best[ep.IP] = c
-		}
-	}
-	out := make([]vxlan.Peer, 0, len(best))
-	for _, c := range best {
-		out = append(out, c.peer)
-	}
-	return out
-}
-
 func findVNI(t announce.Table, vni uint32) (announce.Network, bool) {
 	for _, rn := range t.Networks {
 		if rn.VNI == vni {
@@ -224,25 +191,6 @@ func (d *Driver) clusterConflict(n *Network) error {
 		if why := conflicts(n, rn); why != "" {
 			return fmt.Errorf("vni %d is already used in the cluster by network %s on host %s, and it is not the same network (%s); choose another %s",
 				n.VNI, short(rn.ID), host, why, OptVNI)
-		}
-	}
-	return nil
-}
-
-// addressConflict refuses an address another host's endpoint holds in
-// the same network.
-func (d *Driver) addressConflict(n *Network, addr netip.Addr, created time.Time) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for host, t := range d.remote {
-		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
-			continue
-		}
-		for _, ep := range t.Endpoints {
-			if ep.VNI == n.VNI && ep.IP == addr && !created.Before(ep.Created) {
-				return fmt.Errorf("address %s is already used in network vni %d by an endpoint on host %s; give containers on different hosts distinct addresses (e.g. --ip-range per host)",
-					addr, n.VNI, host)
-			}
 		}
 	}
 	return nil

@@ -50,6 +50,10 @@ type Config struct {
 	Secret []byte
 	// SnapshotPath lets a restarted daemon rejoin the members it knew.
 	SnapshotPath string
+	// EpochFile keeps the last run's table epoch, so that versions move
+	// forward across restarts even when the clock went back (nextEpoch).
+	// Empty trusts the clock.
+	EpochFile string
 	// Seeds are host:port addresses to join.
 	Seeds []string
 	Sink  Sink
@@ -229,8 +233,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c.lim = limit.NewLogger(c.log, limit.DefaultLogBurst, limit.DefaultLogWindow)
 	c.local = cfg.Local.Snapshot()
-	c.local.Host, c.local.Version = cfg.Addr, announce.Version{Epoch: time.Now().UnixNano()}
-	var err error
+	epoch, err := nextEpoch(cfg.EpochFile, time.Now())
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c.local.Host, c.local.Version = cfg.Addr, announce.Version{Epoch: epoch}
 	if c.localRaw, err = announce.Encode(c.local); err != nil {
 		cancel()
 		return nil, err

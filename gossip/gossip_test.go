@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -438,5 +440,42 @@ func TestPublishSpacing(t *testing.T) {
 		if perSec := float64(tc.members) / publishSpacing(tc.members).Seconds(); tc.members >= 3 && perSec > 500 {
 			t.Errorf("%d members: %.0f versions/s reach each member", tc.members, perSec)
 		}
+	}
+}
+
+// TestEpochSurvivesAClockSteppedBack: a restart on a clock an hour behind
+// the last run's still versions its tables after the last run's, so that
+// peers install them; each run moves the kept epoch on.
+func TestEpochSurvivesAClockSteppedBack(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "table-epoch")
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	first, err := nextEpoch(file, now)
+	if err != nil || first != now.UnixNano() {
+		t.Fatalf("first run: epoch %d, %v; want the clock's %d", first, err, now.UnixNano())
+	}
+	second, err := nextEpoch(file, now.Add(-time.Hour))
+	if err != nil || second <= first {
+		t.Fatalf("a run with the clock an hour back: epoch %d, %v; want after %d", second, err, first)
+	}
+	later := now.Add(time.Hour)
+	if third, err := nextEpoch(file, later); err != nil || third != later.UnixNano() {
+		t.Fatalf("a run with the clock ahead again: epoch %d, %v; want the clock's %d", third, err, later.UnixNano())
+	}
+	if err := os.WriteFile(file, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nextEpoch(file, now); err == nil || !strings.Contains(err.Error(), file) {
+		t.Fatalf("a damaged epoch file: err %v, want one naming %s", err, file)
+	}
+	// Through Start: the cluster's first version is the kept epoch's.
+	if err := os.WriteFile(file, []byte(strconv.FormatInt(time.Now().Add(time.Hour).UnixNano(), 10)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, _, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.81"), EpochFile: file})
+	c.mu.Lock()
+	v := c.local.Version
+	c.mu.Unlock()
+	if v.Epoch <= time.Now().Add(59*time.Minute).UnixNano() {
+		t.Fatalf("Start's version %v ignores the kept epoch an hour ahead of the clock", v)
 	}
 }

@@ -174,6 +174,31 @@ func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.A
 	return errors.Join(errs...)
 }
 
+// Peers lists the remote endpoints the device holds: every permanent
+// neighbour entry whose MAC has an FDB entry, with the host it sends to.
+func (d *DataPath) Peers(n Network) ([]Peer, error) {
+	link, err := d.h.LinkByName(LinkName(n.VNI))
+	if err != nil {
+		return nil, fmt.Errorf("network %s has no device %s: %w", n.ID, LinkName(n.VNI), err)
+	}
+	d.peersMu.Lock()
+	defer d.peersMu.Unlock()
+	cur, err := d.installedLocked(n.VNI, link.Attrs().Index)
+	if err != nil {
+		return nil, err
+	}
+	var out []Peer
+	for ip, mac := range cur.neigh {
+		host, ok := cur.fdb[mac]
+		if !ok {
+			continue
+		}
+		hw, _ := net.ParseMAC(mac)
+		out = append(out, Peer{IP: ip, MAC: hw, Host: host})
+	}
+	return out, nil
+}
+
 // PeerCount is how many remote endpoints the device holds (FDB entries):
 // what SetPeers installed, or the kernel's count if it has not run on the
 // device since the last Reconcile.

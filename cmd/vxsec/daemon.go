@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -173,8 +174,8 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		}
 		c, err := gossip.Start(runCtx, gossip.Config{
 			Addr: under.Addr, Port: s.GossipPort, Secret: secret,
-			SnapshotPath: s.Snapshot,
-			Seeds:        seeds, Sink: d, Local: d, Log: log,
+			SnapshotPath: s.Snapshot, EpochFile: epochFile(s),
+			Seeds: seeds, Sink: d, Local: d, Log: log,
 		})
 		if err != nil {
 			fail(err)
@@ -273,6 +274,18 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	}
 	log.Info("vxsec daemon stopping; devices and rules stay in place, the cluster is not left")
 	return err
+}
+
+// epochFile keeps the table epoch beside the cluster's snapshot: host
+// bookkeeping, like the snapshot, so not in the state directory (which
+// holds networks, and is empty when none is left). It survives restarts,
+// a disable and enable, an engine restart; an upgrade or a reinstall
+// starts again from the clock.
+func epochFile(s config.Settings) string {
+	if s.Snapshot == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(s.Snapshot), "table-epoch")
 }
 
 // dataScope is the scope Docker is told, once, when it enables the plugin:
