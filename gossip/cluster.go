@@ -178,6 +178,8 @@ type Cluster struct {
 	// version 1 pulls, and until when to pull them so.
 	legacyUntil map[string]time.Time
 	pulls       chan string
+	// dirty asks publishLoop to announce the newest version.
+	dirty chan struct{}
 	// repairs counts the anti-entropy passes done (tests wait on it).
 	repairs atomic.Int64
 
@@ -227,6 +229,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		refusedVersion: map[string]announce.Version{},
 		legacyUntil:    map[string]time.Time{},
 		pulls:          make(chan string, 256),
+		dirty:          make(chan struct{}, 1),
 		cancel:         cancel,
 		secret:         cfg.Secret,
 		ctx:            ctx,
@@ -318,6 +321,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 
 	c.spawn(func() { c.lim.Run(ctx) })
 	c.spawn(func() { c.eventLoop(ctx, events) })
+	c.spawn(func() { c.snapshotLoop(ctx) })
 	c.spawn(func() { c.publishLoop(ctx) })
 	for i := 0; i < pullWorkers; i++ {
 		c.spawn(func() { c.pullLoop(ctx) })

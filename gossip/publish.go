@@ -9,27 +9,47 @@ import (
 	"github.com/vxsec/vxsec/announce"
 )
 
-// publishLoop announces this host's table: at once after a quiet spell,
-// and at most once per publishSpacing during a burst of changes, which
-// the snapshot taken after the wait folds into one version.
-func (c *Cluster) publishLoop(ctx context.Context) {
-	var last time.Time
+// snapshotLoop makes every change of the local state this host's table at
+// once, with a new version: a member that pulls, for whatever version it
+// heard of, gets the newest table. Only the announcement is spaced
+// (publishLoop), never the table.
+func (c *Cluster) snapshotLoop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.cfg.Local.Changed():
 		}
+		if _, changed := c.takeSnapshot(); changed {
+			select {
+			case c.dirty <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// publishLoop announces the newest version: at once after a quiet spell,
+// and at most once per publishSpacing during a burst of changes. It runs
+// apart from snapshotLoop because SetTags waits (up to broadcastWait) for
+// the broadcast, and the table must not wait with it.
+func (c *Cluster) publishLoop(ctx context.Context) {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.dirty:
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(time.Until(last.Add(publishSpacing(c.serf.NumNodes())))):
 		}
-		v, changed := c.takeSnapshot()
-		if !changed {
-			continue
-		}
 		last = time.Now()
+		c.mu.Lock()
+		v := c.local.Version
+		c.mu.Unlock()
 		if err := c.serf.SetTags(map[string]string{tagVersion: v.String()}); err != nil {
 			// The tag is set; only the confirmation of its broadcast timed
 			// out. The repair pass covers any member that missed it.
