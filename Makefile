@@ -1,6 +1,9 @@
 # vxsec build and test entry points. Every target installs what it needs.
 GO        ?= go
 BIN       := bin/vxsec
+# The same daemon with test hooks (cmd/vxsec/clock_testhooks.go), for the
+# integration tests only: never packaged.
+HOOKED    := bin/vxsec-hooked
 VXLAB     := bin/vxlab
 GOFLAGS_B := -trimpath -tags nosystemd
 # How long `make fuzz` fuzzes each target.
@@ -13,6 +16,7 @@ all: build
 
 build:
 	$(GO) build $(GOFLAGS_B) -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN) ./cmd/vxsec
+	$(GO) build -trimpath -tags 'nosystemd testhooks' -ldflags "-s -w -X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)-testhooks" -o $(HOOKED) ./cmd/vxsec
 
 # The lab CLI: multi-host demo and benchmarks in network namespaces.
 vxlab:
@@ -72,6 +76,7 @@ bench: build vxlab
 lint:
 	@u=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$u" || { echo "gofmt wants to rewrite: $$u"; exit 1; }
 	$(GO) vet -tags 'nosystemd integration e2e' ./...
+	$(GO) vet -tags 'nosystemd testhooks' ./cmd/vxsec/
 	$(GO) vet -tags 'nosystemd integration kernellab' ./...
 	$(GO) vet -tags 'nosystemd swarmlab' ./test/swarm/ ./lab/
 

@@ -27,6 +27,9 @@ type Host struct {
 	LogPath  string
 	// Env is added to the daemon's environment at its next start.
 	Env []string
+	// Bin is the vxsec binary the host runs from its next start; empty,
+	// the lab's (Config.Bin). A test gives one host a test build.
+	Bin string
 
 	mu         sync.Mutex
 	cmd        *exec.Cmd
@@ -54,8 +57,12 @@ func (h *Host) Start(ctx context.Context) error {
 	if level == "" {
 		level = "debug"
 	}
+	bin := h.Bin
+	if bin == "" {
+		bin = h.lab.cfg.Bin
+	}
 	// Not CommandContext: the daemon outlives the call that starts it.
-	cmd := exec.Command("ip", "netns", "exec", h.NS, h.lab.cfg.Bin, "daemon",
+	cmd := exec.Command("ip", "netns", "exec", h.NS, bin, "daemon",
 		"--socket", h.Socket, "--state-dir", h.StateDir, "--log-level", level,
 		"--snapshot", filepath.Join(filepath.Dir(h.StateDir), "serf.snapshot"))
 	// No swarm unless a test gives one (VXSEC_SWARM_DIR in h.Env, which

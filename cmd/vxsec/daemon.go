@@ -94,11 +94,15 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	cl := newClusterRef()
 	trust := swarmTrust(s, under.Addr, cl.peers, log)
 	fw := firewall.New()
+	now, err := testClock(log)
+	if err != nil {
+		return err
+	}
 	d, err := driver.New(driver.Config{
 		Store: store, DataPath: dp, Firewall: fw, DataPort: uint16(s.DataPort),
 		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil || trust != nil,
 		RotateEvery: s.RotateEvery,
-		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log,
+		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log, Now: now,
 	})
 	if err != nil {
 		return err
@@ -248,6 +252,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		return c.Leave()
 	})
 	api.SetRotate(d.Rotate)
+	api.SetReconcile(d.Reconcile)
 	// SIGUSR1 rotates too, for hosts without the CLI at hand.
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
