@@ -32,6 +32,8 @@ type API struct {
 	status func() any
 	leave  func() error
 	rotate func(context.Context) error
+	// reconcile answers VxSec.Reconcile.
+	reconcile func(context.Context) error
 	// scope is the data scope GetCapabilities reports.
 	scope string
 }
@@ -45,6 +47,9 @@ func (a *API) SetLeave(f func() error) { a.leave = f }
 
 // SetRotate installs what VxSec.Rotate does.
 func (a *API) SetRotate(f func(context.Context) error) { a.rotate = f }
+
+// SetReconcile installs what VxSec.Reconcile does.
+func (a *API) SetReconcile(f func(context.Context) error) { a.reconcile = f }
 
 // NodeEvent is a swarm node's data-path address appearing or leaving.
 type NodeEvent struct {

@@ -32,6 +32,9 @@ const (
 	statusPath = "/VxSec.Status"
 	leavePath  = "/VxSec.Leave"
 	rotatePath = "/VxSec.Rotate"
+	// reconcilePath repairs drift in the kernel now, instead of at the
+	// next periodic reconcile.
+	reconcilePath = "/VxSec.Reconcile"
 )
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
@@ -94,6 +97,13 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 			ctx, cancel := api.call("VxSec.Rotate")
 			defer cancel()
 			return nil, api.rotate(ctx)
+		}))
+	}
+	if api.reconcile != nil {
+		mux.HandleFunc(reconcilePath, handle(func(*struct{}) (any, error) {
+			ctx, cancel := api.call("VxSec.Reconcile")
+			defer cancel()
+			return nil, api.reconcile(ctx)
 		}))
 	}
 	if api.leave != nil {

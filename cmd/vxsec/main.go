@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), rotateCmd(), statusCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), rotateCmd(), reconcileCmd(), statusCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)
@@ -82,6 +82,19 @@ func rotateCmd() *cobra.Command {
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Rotate", struct{}{}, nil)
+	}
+	return cmd
+}
+
+func reconcileCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "reconcile",
+		Short: "make the kernel match vxsec's state now (devices, entries, firewall, IPsec), as the daemon does every 30 s",
+		Args:  cobra.NoArgs,
+	}
+	sock := socketFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Reconcile", struct{}{}, nil)
 	}
 	return cmd
 }

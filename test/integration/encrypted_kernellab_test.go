@@ -268,8 +268,9 @@ func TestEncrypted(t *testing.T) {
 
 	t.Run("kernel-state-lost-fails-closed-then-repaired", func(t *testing.T) {
 		// Somebody flushes h1's SAs and policies (xfrm guard included):
-		// nothing may leave in cleartext meanwhile, and the periodic
-		// reconcile (every 30 s) restores encrypted traffic.
+		// nothing may leave in cleartext meanwhile, and a reconcile (the
+		// daemon's every 30 s, here asked for with VxSec.Reconcile so the
+		// test does not wait for the period) restores encrypted traffic.
 		capt, err := c.lab.Capture(ctxT(t), fmt.Sprintf("udp port %d", encPort))
 		if err != nil {
 			t.Fatal(err)
@@ -295,7 +296,7 @@ func TestEncrypted(t *testing.T) {
 				t.Logf("h1's states:\n%s", out)
 			}
 		})
-		took := testutil.Until(t, 60*time.Second, "e1 reaches e2 again after the flush", func() error {
+		ping := func() error {
 			r, err := e1.Ping(ctxT(t), e2.IP(), "-c", "1", "-W", "1")
 			if err != nil {
 				return err
@@ -304,7 +305,22 @@ func TestEncrypted(t *testing.T) {
 				return fmt.Errorf("no reply yet")
 			}
 			return nil
+		}
+		// The positive control first: cleartext was offered, and the
+		// firewall stopped it.
+		testutil.Until(t, 30*time.Second, "h1's firewall stops the cleartext the flush put at risk", func() error {
+			if ping() == nil {
+				return nil // the policies are back (a periodic reconcile): counted below
+			}
+			if ruleDrops(t, h1, "rt ipsec missing") == drops0 {
+				return fmt.Errorf("nothing dropped yet")
+			}
+			return nil
 		})
+		if err := h1.Client().Call(ctxT(t), "VxSec.Reconcile", struct{}{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		took := testutil.Until(t, 60*time.Second, "e1 reaches e2 again after the reconcile", ping)
 		pk, err := capt.Stop()
 		if err != nil {
 			t.Fatal(err)
