@@ -16,22 +16,8 @@ import (
 )
 
 // hookedBinary is the daemon built with test hooks (-tags testhooks):
-// $VXSEC_HOOKED_BIN or the repo's bin/vxsec-hooked, which `make build`
-// makes.
-func hookedBinary(t *testing.T) string {
-	t.Helper()
-	if b := os.Getenv("VXSEC_HOOKED_BIN"); b != "" {
-		return b
-	}
-	b, err := filepath.Abs("../../bin/vxsec-hooked")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(b); err != nil {
-		t.Fatalf("test-hook binary missing (%v): run `make build` first", err)
-	}
-	return b
-}
+// $VXSEC_HOOKED_BIN or the repo's bin/vxsec-hooked.
+func hookedBinary(t *testing.T) string { return repoBinary(t, "VXSEC_HOOKED_BIN", "vxsec-hooked") }
 
 // claimLogMsg is what a host logs, once, for a claim it ignores.
 const claimLogMsg = "ignoring an endpoint claim: its address or MAC is held by an earlier endpoint in the network"

@@ -32,17 +32,20 @@ func TestMain(m *testing.M) {
 }
 
 // binary is the vxsec binary under test: $VXSEC_BIN or the repo's bin/vxsec.
-func binary(t *testing.T) string {
+func binary(t *testing.T) string { return repoBinary(t, "VXSEC_BIN", "vxsec") }
+
+// repoBinary is $env or the repo's bin/name, which `make build` makes.
+func repoBinary(t *testing.T, env, name string) string {
 	t.Helper()
-	if b := os.Getenv("VXSEC_BIN"); b != "" {
+	if b := os.Getenv(env); b != "" {
 		return b
 	}
-	b, err := filepath.Abs("../../bin/vxsec")
+	b, err := filepath.Abs("../../bin/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(b); err != nil {
-		t.Fatalf("vxsec binary missing (%v): run `make build` first", err)
+		t.Fatalf("%s missing (%v): run `make build` first", b, err)
 	}
 	return b
 }
