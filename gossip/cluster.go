@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -208,6 +209,9 @@ type Cluster struct {
 // Start creates the serf instance (binding the gossip port) and starts the
 // cluster's goroutines; joining happens in the background.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.Sink == nil || cfg.Local == nil {
+		return nil, errors.New("gossip: Config needs a Sink and a Local (the driver's two sides)")
+	}
 	if cfg.FailGrace == 0 {
 		cfg.FailGrace = DefaultFailGrace
 	}
