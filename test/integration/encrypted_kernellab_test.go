@@ -326,7 +326,7 @@ func TestEncrypted(t *testing.T) {
 			t.Fatal(err)
 		}
 		drops := ruleDrops(t, h1, "rt ipsec missing") - drops0
-		t.Logf("after flushing h1's xfrm state and policies: encrypted traffic back %v later; h1's firewall stopped %d cleartext datagrams; %d reached the wire",
+		t.Logf("after flushing h1's xfrm state and policies: encrypted traffic back %v after the reconcile was asked for; h1's firewall stopped %d cleartext datagrams; %d reached the wire",
 			took.Round(time.Millisecond), drops, pk.CountUDP(encPort))
 		if n := pk.CountUDP(encPort); n != 0 {
 			t.Errorf("%d cleartext datagrams to %d left h1 while its policies were flushed:\n%s", n, encPort, pk.UDPTo(encPort))
