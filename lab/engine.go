@@ -36,8 +36,8 @@ type Engine struct {
 	Client *client.Client
 
 	mu     sync.Mutex
-	proc   *os.Process   // dockerd (the starter execs into it)
-	exited chan struct{} // closed when proc has exited
+	proc   *os.Process     // dockerd (the starter execs into it)
+	exited <-chan struct{} // closed when proc has exited
 }
 
 // EngineConfig places an engine.
@@ -187,22 +187,11 @@ func (e *Engine) startProc(cmd *exec.Cmd) error {
 	if e.proc != nil && pidAlive(e.proc.Pid) {
 		return fmt.Errorf("lab: engine %s: dockerd already running (pid %d)", e.Name, e.proc.Pid)
 	}
-	logf, err := os.OpenFile(e.LogPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("lab: engine %s: %w", e.Name, err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	exited, err := startLogged(cmd, e.LogPath(), 0o644)
+	if err != nil {
 		return fmt.Errorf("lab: engine %s: starting: %w", e.Name, err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
 	e.proc, e.exited = cmd.Process, exited
 	return nil
 }

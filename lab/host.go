@@ -33,7 +33,7 @@ type Host struct {
 
 	mu         sync.Mutex
 	cmd        *exec.Cmd
-	exited     chan struct{}
+	exited     <-chan struct{}
 	containers map[string]*Container
 }
 
@@ -47,11 +47,6 @@ func (h *Host) Start(ctx context.Context) error {
 	if h.cmd != nil {
 		h.mu.Unlock()
 		return fmt.Errorf("lab: %s: daemon already running", h.Name)
-	}
-	logf, err := os.OpenFile(h.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		h.mu.Unlock()
-		return fmt.Errorf("lab: %w", err)
 	}
 	level := h.lab.cfg.LogLevel
 	if level == "" {
@@ -69,18 +64,11 @@ func (h *Host) Start(ctx context.Context) error {
 	// comes later and wins): the machine's own engine may be a swarm node.
 	cmd.Env = append(append(os.Environ(), "VXSEC_ADVERTISE_ADDR="+h.Addr.String(),
 		"VXSEC_SWARM_DIR="+filepath.Join(filepath.Dir(h.StateDir), "no-swarm")), h.Env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	exited, err := startLogged(cmd, h.LogPath, 0o600)
+	if err != nil {
 		h.mu.Unlock()
 		return fmt.Errorf("lab: starting daemon on %s: %w", h.Name, err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
 	h.cmd, h.exited = cmd, exited
 	h.mu.Unlock()
 

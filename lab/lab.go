@@ -230,3 +230,24 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() error) erro
 		}
 	}
 }
+
+// startLogged starts cmd with its output appended to logPath, and returns a
+// channel closed once it has exited (and the log is closed).
+func startLogged(cmd *exec.Cmd, logPath string, perm os.FileMode) (<-chan struct{}, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, perm)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	return exited, nil
+}

@@ -63,11 +63,7 @@ type benchRun struct {
 
 func phaseBench(l *swarmLab, t testing.TB) {
 	l.must(t, "7.cluster", func(t testing.TB) {
-		var id string
-		_, err := l.poll(180*time.Second, 2*time.Second, func() (err error) {
-			id, err = l.clusterOK(all()...)
-			return err
-		})
+		id, err := l.waitCluster()
 		if err != nil {
 			t.Errorf("%v", err)
 			return

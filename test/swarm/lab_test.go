@@ -339,6 +339,17 @@ func addrsOf(nodes []int) []string {
 // clusterOK: every node's plugin lists exactly those nodes as alive
 // members, and all report the same, non-empty Trust.secret_id (returned).
 // The error gives every node's view.
+// waitCluster waits (up to 3 min) until every node's vxsec cluster lists
+// all nodes alive with one secret, and returns that secret's ID.
+func (l *swarmLab) waitCluster() (string, error) {
+	var id string
+	_, err := l.poll(180*time.Second, 2*time.Second, func() (err error) {
+		id, err = l.clusterOK(all()...)
+		return err
+	})
+	return id, err
+}
+
 func (l *swarmLab) clusterOK(nodes ...int) (string, error) {
 	want := strings.Join(addrsOf(nodes), ",")
 	first := ""

@@ -59,11 +59,7 @@ func phaseTrust(l *swarmLab, t testing.TB) {
 		})
 	}
 	l.must(t, "2.cluster", func(t testing.TB) {
-		var id string
-		_, err := l.poll(180*time.Second, 2*time.Second, func() (err error) {
-			id, err = l.clusterOK(all()...)
-			return err
-		})
+		id, err := l.waitCluster()
 		if err != nil {
 			t.Errorf("%v", err)
 			return
