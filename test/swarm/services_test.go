@@ -92,7 +92,14 @@ func phaseServices(l *swarmLab, t testing.TB) {
 		t.Logf("ok: docker network create -d %s --opt encrypted --attachable --subnet %s sl-net (no --scope)", pluginRef, subnet)
 		t.Logf("time: network create: %s", since(start))
 	})
+	// Swarm's allocator fills the network's driver state (the options and
+	// the vni) after the create has returned; until then an inspect shows
+	// none, so the options are read once it has run.
 	insp, raw, err := l.e[2].NetworkInspect(l.ctx, "sl-net")
+	for deadline := time.Now().Add(30 * time.Second); err == nil && len(insp.Options) == 0 && time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond)
+		insp, raw, err = l.e[2].NetworkInspect(l.ctx, "sl-net")
+	}
 	os.WriteFile(filepath.Join(env.logs, "network-inspect.json"), raw, 0o644)
 	l.check(t, "3.net.scope", func(t testing.TB) {
 		if err != nil || insp.Scope != "swarm" {
