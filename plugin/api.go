@@ -34,6 +34,8 @@ type API struct {
 	rotate func(context.Context) error
 	// reconcile answers VxSec.Reconcile.
 	reconcile func(context.Context) error
+	// rotateSecret answers VxSec.RotateSecret.
+	rotateSecret func(context.Context) (any, error)
 	// scope is the data scope GetCapabilities reports.
 	scope string
 }
@@ -50,6 +52,10 @@ func (a *API) SetRotate(f func(context.Context) error) { a.rotate = f }
 
 // SetReconcile installs what VxSec.Reconcile does.
 func (a *API) SetReconcile(f func(context.Context) error) { a.reconcile = f }
+
+// SetRotateSecret installs what VxSec.RotateSecret does; its answer is
+// returned to the caller.
+func (a *API) SetRotateSecret(f func(context.Context) (any, error)) { a.rotateSecret = f }
 
 // NodeEvent is a swarm node's data-path address appearing or leaving.
 type NodeEvent struct {

@@ -35,6 +35,8 @@ const (
 	// reconcilePath repairs drift in the kernel now, instead of at the
 	// next periodic reconcile.
 	reconcilePath = "/VxSec.Reconcile"
+	// rotateSecretPath issues a new cluster secret (a swarm manager).
+	rotateSecretPath = "/VxSec.RotateSecret"
 )
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
@@ -104,6 +106,13 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 			ctx, cancel := api.call("VxSec.Reconcile")
 			defer cancel()
 			return nil, api.reconcile(ctx)
+		}))
+	}
+	if api.rotateSecret != nil {
+		mux.HandleFunc(rotateSecretPath, handle(func(*struct{}) (any, error) {
+			ctx, cancel := api.call("VxSec.RotateSecret")
+			defer cancel()
+			return api.rotateSecret(ctx)
 		}))
 	}
 	if api.leave != nil {

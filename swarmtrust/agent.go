@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,8 +34,12 @@ const (
 	DefaultGenerateAfter = 20 * time.Second
 	dialTimeout          = 5 * time.Second
 	exchangeTimeout      = 10 * time.Second
-	maxMessage           = 4096
-	protocolVersion      = 1
+	// maxMessage bounds a peer's message: a record with a chain of two
+	// certificates is about 2.5 KiB.
+	maxMessage = 8192
+	// protocolVersion 2 carries signed records; a node of protocol 1
+	// (unsigned records, the oldest wins) and one of 2 do not exchange.
+	protocolVersion = 2
 )
 
 // portLimits bound what a stranger costs on the trust port, where nothing
@@ -106,43 +107,6 @@ type Config struct {
 	limits *portLimits
 }
 
-// record is a cluster secret and its age. When nodes hold different
-// secrets (managers installing the plugin at once, a partition) every node
-// adopts the oldest, so the cluster converges on one.
-type record struct {
-	Secret  []byte `json:"secret"`
-	Created int64  `json:"created"`
-	By      string `json:"by"`
-}
-
-// older orders records: the earlier one, ties broken by the secret's hash
-// (never by anything a peer chooses freely but the secret itself).
-func (r *record) older(o *record) bool {
-	if o == nil {
-		return r != nil
-	}
-	if r == nil {
-		return false
-	}
-	if r.Created != o.Created {
-		return r.Created < o.Created
-	}
-	a, b := sha256.Sum256(r.Secret), sha256.Sum256(o.Secret)
-	return bytes.Compare(a[:], b[:]) < 0
-}
-
-// newRecord makes a fresh secret, made now by node.
-func newRecord(node string) *record {
-	secret := make([]byte, SecretBytes)
-	rand.Read(secret)
-	return &record{Secret: secret, Created: time.Now().UnixNano(), By: node}
-}
-
-func (r *record) id() string {
-	sum := sha256.Sum256(r.Secret)
-	return hex.EncodeToString(sum[:6])
-}
-
 // message is the one line each side sends.
 type message struct {
 	Version int     `json:"v"`
@@ -186,6 +150,9 @@ type Agent struct {
 	pubMu sync.Mutex
 	// published is the ver of the record last published.
 	published uint64
+	// delivered is the secret last made known (ready or changed): a
+	// record re-issued with the same secret changes nothing to deliver.
+	delivered []byte
 	// ready is closed once the first secret is known (kept or
 	// published).
 	ready   chan struct{}
@@ -196,19 +163,27 @@ type Agent struct {
 
 // Status is the agent's state, for `vxsec status`.
 type Status struct {
-	NodeID        string     `json:"node_id,omitempty"`
-	Role          string     `json:"role,omitempty"`
-	ClusterID     string     `json:"cluster_id,omitempty"`
-	CertNotAfter  time.Time  `json:"cert_not_after,omitempty"`
-	SecretID      string     `json:"secret_id,omitempty"`
-	SecretCreated time.Time  `json:"secret_created,omitempty"`
-	SecretBy      string     `json:"secret_by,omitempty"`
-	LastRound     time.Time  `json:"last_round,omitempty"`
-	Exchanges     []Exchange `json:"exchanges,omitempty"`
-	Served        int        `json:"served"`
-	Refused       int        `json:"refused"`
-	LastRefusal   string     `json:"last_refusal,omitempty"`
-	Err           string     `json:"error,omitempty"`
+	NodeID        string    `json:"node_id,omitempty"`
+	Role          string    `json:"role,omitempty"`
+	ClusterID     string    `json:"cluster_id,omitempty"`
+	CertNotAfter  time.Time `json:"cert_not_after,omitempty"`
+	SecretID      string    `json:"secret_id,omitempty"`
+	SecretCreated time.Time `json:"secret_created,omitempty"`
+	SecretBy      string    `json:"secret_by,omitempty"`
+	// SecretGeneration is the record's generation: it rises each time a
+	// manager issues the secret (a new one, or the same one re-issued).
+	SecretGeneration uint64     `json:"secret_generation,omitempty"`
+	LastRound        time.Time  `json:"last_round,omitempty"`
+	Exchanges        []Exchange `json:"exchanges,omitempty"`
+	Served           int        `json:"served"`
+	Refused          int        `json:"refused"`
+	LastRefusal      string     `json:"last_refusal,omitempty"`
+	// RecordsRefused counts secret records of peers that failed
+	// verification (not a manager's, forged, of a node no longer a
+	// manager).
+	RecordsRefused    int    `json:"records_refused"`
+	LastRecordRefusal string `json:"last_record_refusal,omitempty"`
+	Err               string `json:"error,omitempty"`
 }
 
 // Exchange is the last exchange with one peer.
@@ -255,7 +230,7 @@ func New(cfg Config) (*Agent, error) {
 			} else if f.Cluster != node.ClusterID {
 				a.log.Info("the kept secret is of another swarm; looking for this one's", "kept", f.Cluster, "swarm", node.ClusterID)
 			} else {
-				a.rec = f.Record
+				a.rec, a.delivered = f.Record, f.Record.Secret
 				close(a.ready)
 			}
 		}
@@ -394,19 +369,64 @@ func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
 	}
 	a.status.Err = ""
 	a.noteNodeLocked(creds.node)
-	made := a.rec == nil && creds.node.Role == RoleManager &&
+	cur := a.rec
+	fresh := (cur == nil || cur.placeholder()) &&
 		(lowestManager(creds.node.ID, creds.node.Managers) || time.Since(a.start) > a.cfg.GenerateAfter)
-	if made {
-		a.adoptLocked(newRecord(creds.node.ID))
-	}
 	a.mu.Unlock()
-	if made {
-		a.log.Info("no swarm node has a vxsec secret: made one", "node", creds.node.ID)
-		a.publish()
+	if creds.node.Role == RoleManager {
+		a.manage(creds, cur, fresh)
 	}
 }
 
-// exchange: both sides send their record, both keep the older.
+// manage is a manager's part of a round: it issues a secret when nobody
+// has one (fresh), or re-issues the one it holds when that is due
+// (reissueDue).
+func (a *Agent) manage(creds credentials, cur *record, fresh bool) {
+	var (
+		secret []byte
+		gen    uint64 = 1
+		why    string
+	)
+	switch {
+	case fresh:
+		secret, why = newSecret(), "no swarm node has a vxsec secret"
+	case cur != nil && !cur.placeholder():
+		due, reason := creds.reissueDue(cur, time.Now())
+		if !due {
+			return
+		}
+		secret, gen, why = cur.Secret, cur.Generation+1, reason
+	default:
+		return
+	}
+	r, err := issue(creds, secret, gen)
+	if err == nil {
+		// A record this node would refuse would be re-issued every
+		// round: say why instead.
+		_, err = creds.verifyRecord(r)
+	}
+	if err != nil {
+		a.setErr(fmt.Errorf("issuing the cluster secret: %w", err))
+		a.log.Error("issuing the cluster secret", "err", err)
+		return
+	}
+	a.mu.Lock()
+	adopted := r.newer(a.rec)
+	if adopted {
+		a.adoptLocked(r)
+	}
+	a.mu.Unlock()
+	if !adopted {
+		return
+	}
+	a.log.Info("issued the cluster secret", "secret", r.id(), "generation", r.Generation, "why", why)
+	a.publish()
+	if cur != nil && !bytes.Equal(cur.Secret, r.Secret) {
+		a.push()
+	}
+}
+
+// exchange: both sides send their record, both keep the newer.
 func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node string) error {
 	ctx, cancel := context.WithTimeout(ctx, exchangeTimeout)
 	defer cancel()
@@ -425,7 +445,7 @@ func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node stri
 	if err != nil {
 		return err
 	}
-	a.consider(peer, addr)
+	a.consider(peer, addr, creds)
 	return nil
 }
 
@@ -511,7 +531,7 @@ func (a *Agent) serveConn(ctx context.Context, raw net.Conn, handshakes chan str
 		a.refused(raw.RemoteAddr(), "message", err)
 		return
 	}
-	a.consider(peer, raw.RemoteAddr().String())
+	a.consider(peer, raw.RemoteAddr().String(), creds)
 	if err := a.send(conn); err != nil {
 		return
 	}
@@ -555,6 +575,10 @@ func (a *Agent) send(conn net.Conn) error {
 	a.mu.Lock()
 	m := message{Version: protocolVersion, Cluster: a.cluster, Record: a.rec}
 	a.mu.Unlock()
+	if m.Record != nil && m.Record.Generation == 0 {
+		// Unsigned: peers would refuse it; a manager re-issues it.
+		m.Record = nil
+	}
 	b, _ := json.Marshal(m)
 	_, err := conn.Write(append(b, '\n'))
 	return err
@@ -576,28 +600,93 @@ func receive(conn net.Conn) (message, error) {
 	if m.Record != nil && len(m.Record.Secret) != SecretBytes {
 		return message{}, fmt.Errorf("peer's secret has %d bytes, want %d", len(m.Record.Secret), SecretBytes)
 	}
+	if m.Record != nil && (len(m.Record.Chain) > maxChain || len(m.Record.Sig) > maxSig) {
+		return message{}, fmt.Errorf("peer's record has %d certificates and a %d-byte signature, bounds %d and %d", len(m.Record.Chain), len(m.Record.Sig), maxChain, maxSig)
+	}
 	return m, nil
 }
 
-// consider adopts the peer's secret if it is older than this node's; when
-// that replaces a secret in use, the cluster's members are told at once.
-func (a *Agent) consider(m message, from string) {
+// consider adopts the peer's record if it is a manager's (verifyRecord) and
+// newer than this node's; when that changes the secret in use, the
+// cluster's members are told at once.
+func (a *Agent) consider(m message, from string, creds credentials) {
+	if m.Record == nil {
+		return
+	}
+	if _, err := creds.verifyRecord(m.Record); err != nil {
+		a.refusedRecord(from, m.Record, err)
+		return
+	}
 	a.mu.Lock()
-	if m.Cluster != a.cluster || !m.Record.older(a.rec) {
+	if m.Cluster != a.cluster || !m.Record.newer(a.rec) {
 		a.mu.Unlock()
 		return
 	}
 	replaced := a.rec
 	a.adoptLocked(m.Record)
 	a.mu.Unlock()
-	if replaced == nil {
-		a.log.Info("adopting the swarm's vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By)
+	r := m.Record
+	switch {
+	case replaced == nil:
+		a.log.Info("adopting the swarm's vxsec secret", "from", from, "secret", r.id(), "generation", r.Generation, "issued_by", r.By)
 		a.publish()
-		return
+	case bytes.Equal(replaced.Secret, r.Secret):
+		a.log.Info("adopting the secret re-issued", "from", from, "secret", r.id(), "generation", r.Generation, "issued_by", r.By)
+		a.publish()
+	default:
+		a.log.Info("adopting the swarm's newer vxsec secret", "from", from, "secret", r.id(), "generation", r.Generation, "issued_by", r.By, "replaces", replaced.id())
+		a.publish()
+		a.push()
 	}
-	a.log.Info("adopting the swarm's older vxsec secret", "from", from, "secret", m.Record.id(), "made_by", m.Record.By, "replaces", replaced.id())
+}
+
+// refusedRecord counts a record that failed verification: a member that
+// is no manager trying to hand out a secret, or a node whose list of
+// managers lags (state.json), which the next round corrects.
+func (a *Agent) refusedRecord(from string, r *record, err error) {
+	a.lim.Log(slog.LevelWarn, "refused: record", "swarm trust: refused a secret record", "peer", from, "issued_by", r.By, "generation", r.Generation, "err", err)
+	a.mu.Lock()
+	a.status.RecordsRefused++
+	a.status.LastRecordRefusal = fmt.Sprintf("%s: %v", from, err)
+	a.mu.Unlock()
+}
+
+// Rotate issues a new cluster secret, as the next generation, and tells
+// the cluster's members at once; they move to it as they would to any
+// newer record (gossip keeps the old secret's keys for a grace period).
+// Only a manager can: records of anyone else are refused by every node.
+func (a *Agent) Rotate() (id string, gen uint64, err error) {
+	creds, err := loadCredentials(a.cfg.Dir)
+	if err != nil {
+		return "", 0, err
+	}
+	if creds.node.Role != RoleManager {
+		return "", 0, fmt.Errorf("only a swarm manager can rotate the cluster secret: this node (%s) is a %s; run it on a manager", creds.node.ID, creds.node.Role)
+	}
+	a.mu.Lock()
+	cur := a.rec
+	a.mu.Unlock()
+	gen = 1
+	if cur != nil {
+		gen = cur.Generation + 1
+	}
+	r, err := issue(creds, newSecret(), gen)
+	if err != nil {
+		return "", 0, err
+	}
+	a.mu.Lock()
+	adopted := r.newer(a.rec)
+	if adopted {
+		a.adoptLocked(r)
+	}
+	a.mu.Unlock()
+	if !adopted {
+		return "", 0, errors.New("a newer secret arrived meanwhile; try again")
+	}
+	a.log.Info("rotated the cluster secret on request", "secret", r.id(), "generation", r.Generation)
 	a.publish()
 	a.push()
+	return r.id(), r.Generation, nil
 }
 
 // push starts a push round to the cluster's members, unless one is under
@@ -667,9 +756,14 @@ func (a *Agent) publish() {
 	select {
 	case <-a.ready:
 	default:
+		a.delivered = r.Secret
 		close(a.ready) // only here (or in New): no other can close it
 		return
 	}
+	if bytes.Equal(a.delivered, r.Secret) {
+		return
+	}
+	a.delivered = r.Secret
 	select {
 	case <-a.changed:
 	default:
@@ -683,9 +777,9 @@ func (a *Agent) clusterID() string {
 	return a.cluster
 }
 
-// resetCluster replaces the secret of a swarm the engine left with a new
-// one: the old swarm's secret must not open the new swarm's cluster. The
-// new swarm's nodes converge as usual (oldest first).
+// resetCluster replaces the secret of a swarm the engine left with a
+// placeholder: the old swarm's secret must not open the new swarm's
+// cluster. The new swarm's record replaces it as soon as it arrives.
 func (a *Agent) resetCluster(n Node) {
 	a.mu.Lock()
 	was := a.cluster
@@ -693,7 +787,9 @@ func (a *Agent) resetCluster(n Node) {
 	a.start = time.Now()
 	replace := a.rec != nil
 	if replace {
-		a.adoptLocked(newRecord(n.ID))
+		// A placeholder nobody else holds until this swarm's record
+		// arrives (or this node, a manager, issues one).
+		a.adoptLocked(&record{Secret: newSecret(), Created: time.Now().UnixNano()})
 	}
 	a.mu.Unlock()
 	a.log.Info("the engine is in another swarm now", "was", was, "now", n.ClusterID)
@@ -716,5 +812,6 @@ func (a *Agent) noteNodeLocked(n Node) {
 func (a *Agent) noteSecretLocked() {
 	if a.rec != nil {
 		a.status.SecretID, a.status.SecretCreated, a.status.SecretBy = a.rec.id(), time.Unix(0, a.rec.Created), a.rec.By
+		a.status.SecretGeneration = a.rec.Generation
 	}
 }

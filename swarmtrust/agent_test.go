@@ -205,37 +205,42 @@ func TestOutsidersLearnNothing(t *testing.T) {
 	}
 }
 
-// TestOldestWins: nodes holding different secrets (kept from before)
-// converge on the oldest, and the node that switches is told so.
-func TestOldestWins(t *testing.T) {
+// TestNewestWins: nodes holding different records (kept from before)
+// converge on the highest generation, and the node that switches is told
+// so; at one generation, on the lower hash of the secret.
+func TestNewestWins(t *testing.T) {
 	s := newSwarm(t, "m1", "m2")
-	keep := func(r record) string {
-		f := filepath.Join(t.TempDir(), "secret.json")
-		b := []byte(`{"cluster":"` + cluster + `","record":{"secret":"` + b64(r.Secret) + `","created":` + strconv.FormatInt(r.Created, 10) + `,"by":"` + r.By + `"}}`)
-		if err := os.WriteFile(f, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
-	old := record{Secret: bytes.Repeat([]byte{1}, 32), Created: 100, By: "m2"}
-	young := record{Secret: bytes.Repeat([]byte{2}, 32), Created: 200, By: "m1"}
-	m1 := s.agent(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, keep(young))
-	m2 := s.agent(s.node(s.ca, 2, "m2", RoleManager, cluster), 2, keep(old))
+	d1, d2 := s.node(s.ca, 1, "m1", RoleManager, cluster), s.node(s.ca, 2, "m2", RoleManager, cluster)
+	newer := s.issue(d2, bytes.Repeat([]byte{1}, 32), 5)
+	older := s.issue(d1, bytes.Repeat([]byte{2}, 32), 3)
+	m1 := s.agent(d1, 1, s.keep(older))
+	m2 := s.agent(d2, 2, s.keep(newer))
 	select {
 	case got := <-m1.Changed():
-		if !bytes.Equal(got, old.Secret) {
-			t.Fatal("m1 changed to a secret that is not the oldest")
+		if !bytes.Equal(got, newer.Secret) {
+			t.Fatal("m1 changed to a secret that is not the newest")
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatalf("m1 kept the younger secret (status %+v)", m1.Status())
+		t.Fatalf("m1 kept the older secret (status %+v)", m1.Status())
 	}
-	if got := secretOf(t, m2, time.Second); !bytes.Equal(got, old.Secret) {
-		t.Fatal("m2 left the oldest secret")
+	if got := secretOf(t, m2, time.Second); !bytes.Equal(got, newer.Secret) {
+		t.Fatal("m2 left the newest secret")
+	}
+	if st := m1.Status(); st.SecretGeneration != 5 || st.SecretBy != "m2" {
+		t.Fatalf("m1's status %+v: want generation 5 issued by m2", st)
 	}
 	// A restarted m1 reads the secret it adopted.
 	raw, err := os.ReadFile(m1.cfg.SecretFile)
-	if err != nil || !bytes.Contains(raw, []byte(b64(old.Secret))) {
+	if err != nil || !bytes.Contains(raw, []byte(b64(newer.Secret))) {
 		t.Fatalf("m1 did not keep the adopted secret: %s %v", raw, err)
+	}
+
+	a, b := s.issue(d1, bytes.Repeat([]byte{3}, 32), 7), s.issue(d2, bytes.Repeat([]byte{4}, 32), 7)
+	if a.newer(b) == b.newer(a) {
+		t.Fatal("two records of one generation: exactly one must be the newer")
+	}
+	if a.newer(a) || older.newer(newer) || !newer.newer(older) {
+		t.Fatal("newer: a record is not newer than itself, and generation 5 is newer than 3")
 	}
 }
 
@@ -245,35 +250,42 @@ func TestOldestWins(t *testing.T) {
 func TestKeptSecretIsTheLatest(t *testing.T) {
 	s := newSwarm(t, "m1")
 	keep := filepath.Join(t.TempDir(), "secret.json")
-	a, err := New(Config{Dir: s.node(s.ca, 1, "m1", RoleManager, cluster), Addr: s.addr(1), Port: s.port, SecretFile: keep,
-		Log: slog.New(slog.DiscardHandler)})
+	dir := s.node(s.ca, 1, "m1", RoleManager, cluster)
+	creds, err := loadCredentials(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.consider(message{Version: protocolVersion, Cluster: cluster, Record: &record{Secret: bytes.Repeat([]byte{0xff}, SecretBytes), Created: 1000}}, "first")
+	a, err := New(Config{Dir: dir, Addr: s.addr(1), Port: s.port, SecretFile: keep, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.consider(message{Version: protocolVersion, Cluster: cluster, Record: s.issue(dir, bytes.Repeat([]byte{0xff}, SecretBytes), 1)}, "first", creds)
 	secretOf(t, a, time.Second)
 	const n = 64
+	recs := make([]*record, n)
+	for i := range n {
+		recs[i] = s.issue(dir, bytes.Repeat([]byte{byte(i)}, SecretBytes), uint64(2+i))
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := &record{Secret: bytes.Repeat([]byte{byte(i)}, SecretBytes), Created: int64(1000 - n + i), By: strconv.Itoa(i)}
-			a.consider(message{Version: protocolVersion, Cluster: cluster, Record: r}, "peer"+strconv.Itoa(i))
+			a.consider(message{Version: protocolVersion, Cluster: cluster, Record: recs[i]}, "peer"+strconv.Itoa(i), creds)
 		}()
 	}
 	wg.Wait()
-	oldest := bytes.Repeat([]byte{0}, SecretBytes) // record 0, the oldest, wins
-	if got := secretOf(t, a, time.Second); !bytes.Equal(got, oldest) {
-		t.Fatalf("the agent holds %x, want the oldest", got[:4])
+	newest := recs[n-1].Secret // the highest generation wins
+	if got := secretOf(t, a, time.Second); !bytes.Equal(got, newest) {
+		t.Fatalf("the agent holds %x, want the newest", got[:4])
 	}
 	raw, err := os.ReadFile(keep)
-	if err != nil || !bytes.Contains(raw, []byte(b64(oldest))) {
+	if err != nil || !bytes.Contains(raw, []byte(b64(newest))) {
 		t.Fatalf("the kept file does not hold the latest record: %s %v", raw, err)
 	}
 	select {
 	case got := <-a.Changed():
-		if !bytes.Equal(got, oldest) {
+		if !bytes.Equal(got, newest) {
 			t.Fatalf("Changed holds %x, want the latest record", got[:4])
 		}
 	default:

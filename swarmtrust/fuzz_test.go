@@ -18,7 +18,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vxsec/vxsec/internal/limit"
 	"github.com/vxsec/vxsec/swarmtrust/testpki"
 )
 
@@ -40,18 +42,46 @@ func fuzzMessageLine(m message) []byte {
 // FuzzReceive: a peer's message. An accepted one is of this protocol
 // version, holds no secret or one of SecretBytes, came in at most
 // maxMessage bytes, and is what the peer encoded. Whatever two peers send,
-// the node ends on the same secret in either order of their messages (the
-// cluster converges), never adopts a secret of another swarm, and never
-// trades its secret for a younger one.
+// the node ends on the same record in either order of their messages (the
+// cluster converges), adopts only a record a manager of this swarm signed,
+// and never trades its record for one of a lower generation.
 func FuzzReceive(f *testing.F) {
+	ca, err := testpki.NewCA()
+	if err != nil {
+		f.Fatal(err)
+	}
+	dirs := map[string]string{}
+	for _, n := range []struct{ id, role string }{{"m1", RoleManager}, {"w2", RoleWorker}} {
+		dirs[n.id] = f.TempDir()
+		if err := ca.Write(testpki.Node{Dir: dirs[n.id], Cluster: cluster, ID: n.id, Role: n.role,
+			Managers: []testpki.Manager{{NodeID: "m1", Addr: "127.0.0.1:2377"}}}); err != nil {
+			f.Fatal(err)
+		}
+	}
+	manager, err := loadCredentials(dirs["m1"])
+	if err != nil {
+		f.Fatal(err)
+	}
+	creds, err := loadCredentials(dirs["w2"]) // the receiving node
+	if err != nil {
+		f.Fatal(err)
+	}
 	secret := func(b byte) []byte { return bytes.Repeat([]byte{b}, SecretBytes) }
-	older := fuzzMessageLine(message{Version: 1, Cluster: cluster, Record: &record{Secret: secret(1), Created: 1714557600123456789, By: "kq3wd8m2zx7v1n5b0c4j6h9fa"}})
-	younger := fuzzMessageLine(message{Version: 1, Cluster: cluster, Record: &record{Secret: secret(2), Created: 1714557700000000000, By: "p0o9i8u7y6t5r4e3w2q1a2s3d"}})
-	f.Add(older, younger, false)
-	f.Add(younger, older, true)
-	f.Add(fuzzMessageLine(message{Version: 1, Cluster: cluster}), older, true)
-	f.Add(fuzzMessageLine(message{Version: 1, Cluster: "another-swarm", Record: &record{Secret: secret(3), Created: 1}}), younger, true)
-	f.Add([]byte(`{"v":2,"cluster":"x"}`+"\n"), []byte(`{"v":1,"record":{"secret":"c2hvcnQ="}}`+"\n"), false)
+	signed := func(b byte, gen uint64) *record {
+		r, err := issue(manager, secret(b), gen)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return r
+	}
+	older := fuzzMessageLine(message{Version: protocolVersion, Cluster: cluster, Record: signed(1, 1)})
+	newer := fuzzMessageLine(message{Version: protocolVersion, Cluster: cluster, Record: signed(2, 2)})
+	f.Add(older, newer, false)
+	f.Add(newer, older, true)
+	f.Add(fuzzMessageLine(message{Version: protocolVersion, Cluster: cluster}), older, true)
+	f.Add(fuzzMessageLine(message{Version: protocolVersion, Cluster: "another-swarm", Record: signed(3, 9)}), newer, true)
+	f.Add(fuzzMessageLine(message{Version: protocolVersion, Cluster: cluster, Record: &record{Secret: secret(4), Generation: 9, By: "m1"}}), newer, false)
+	f.Add([]byte(`{"v":1,"cluster":"x"}`+"\n"), []byte(`{"v":2,"record":{"secret":"c2hvcnQ="}}`+"\n"), false)
 	f.Add(bytes.Repeat([]byte("a"), maxMessage+1), []byte("{}"), false)
 	f.Fuzz(func(t *testing.T, a, b []byte, hasSecret bool) {
 		ma, errA := receive(fuzzConn{r: bytes.NewReader(a)})
@@ -84,36 +114,35 @@ func FuzzReceive(f *testing.F) {
 
 		var own *record
 		if hasSecret {
-			own = &record{Secret: secret(9), Created: 1714557650000000000, By: "self"}
+			own = &record{Secret: secret(9), Generation: 1, By: "m1"}
 		}
 		agent := func() *Agent {
 			a := &Agent{log: fuzzLog, cluster: cluster, ready: make(chan struct{}), changed: make(chan []byte, 1)}
+			a.lim = limit.NewLogger(fuzzLog, 1, time.Second)
 			if own != nil {
 				r := *own
 				a.rec = &r
+				a.delivered = r.Secret
 				close(a.ready)
 			}
 			return a
 		}
 		ab, ba := agent(), agent()
-		ab.consider(ma, "a")
-		ab.consider(mb, "b")
-		ba.consider(mb, "b")
-		ba.consider(ma, "a")
-		if (ab.rec == nil) != (ba.rec == nil) || ab.rec != nil && (!bytes.Equal(ab.rec.Secret, ba.rec.Secret) || ab.rec.Created != ba.rec.Created) {
+		ab.consider(ma, "a", creds)
+		ab.consider(mb, "b", creds)
+		ba.consider(mb, "b", creds)
+		ba.consider(ma, "a", creds)
+		if (ab.rec == nil) != (ba.rec == nil) || ab.rec != nil && (!bytes.Equal(ab.rec.Secret, ba.rec.Secret) || ab.rec.Generation != ba.rec.Generation) {
 			t.Fatalf("the order of two messages decided the secret: %+v then %+v gives %+v; the other order %+v", ma.Record, mb.Record, ab.rec, ba.rec)
 		}
-		if ab.rec == nil {
+		if ab.rec == nil || own != nil && bytes.Equal(own.Secret, ab.rec.Secret) && own.Generation == ab.rec.Generation {
 			return
 		}
-		from := func(m message) bool {
-			return m.Cluster == cluster && m.Record != nil && bytes.Equal(m.Record.Secret, ab.rec.Secret) && m.Record.Created == ab.rec.Created
+		if _, err := creds.verifyRecord(ab.rec); err != nil || ab.rec.By != "m1" {
+			t.Fatalf("adopted %+v, which no manager of this swarm signed: %v", ab.rec, err)
 		}
-		if !from(ma) && !from(mb) && (own == nil || !bytes.Equal(own.Secret, ab.rec.Secret)) {
-			t.Fatalf("adopted %+v, which neither this node nor a peer of this swarm held", ab.rec)
-		}
-		if own.older(ab.rec) {
-			t.Fatalf("traded secret %+v for the younger %+v", own, ab.rec)
+		if own != nil && own.Generation > ab.rec.Generation {
+			t.Fatalf("traded generation %d for %d", own.Generation, ab.rec.Generation)
 		}
 	})
 }
@@ -228,7 +257,7 @@ func FuzzKeptSecret(f *testing.F) {
 		f.Fatal(err)
 	}
 	kept := func(cl string, n int) []byte {
-		b, _ := json.Marshal(savedFile{Cluster: cl, Record: &record{Secret: bytes.Repeat([]byte{4}, n), Created: 1714557600123456789, By: "p0o9i8u7y6t5r4e3w2q1a2s3d"}})
+		b, _ := json.Marshal(savedFile{Cluster: cl, Record: &record{Secret: bytes.Repeat([]byte{4}, n), Generation: 3, Created: 1714557600123456789, By: "p0o9i8u7y6t5r4e3w2q1a2s3d"}})
 		return b
 	}
 	f.Add(kept(cluster, SecretBytes))

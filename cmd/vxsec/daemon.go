@@ -253,6 +253,17 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	})
 	api.SetRotate(d.Rotate)
 	api.SetReconcile(d.Reconcile)
+	api.SetRotateSecret(func(context.Context) (any, error) {
+		if trust == nil {
+			return nil, errors.New("this node's cluster secret is VXSEC_SECRET (or it has none): it is not the swarm's to rotate. " +
+				"Outside swarm, a new secret means a new VXSEC_SECRET on every host")
+		}
+		id, gen, err := trust.Rotate()
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"secret_id": id, "generation": gen}, nil
+	})
 	// SIGUSR1 rotates too, for hosts without the CLI at hand.
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)

@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), rotateCmd(), reconcileCmd(), statusCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), rotateCmd(), rotateSecretCmd(), reconcileCmd(), statusCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)
@@ -82,6 +82,25 @@ func rotateCmd() *cobra.Command {
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Rotate", struct{}{}, nil)
+	}
+	return cmd
+}
+
+func rotateSecretCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use: "rotate-secret",
+		Short: "issue a new cluster secret (on a swarm manager): every node moves to it within seconds, " +
+			"gossip keeps the old one's keys for 2 minutes, IPsec keys are not touched",
+		Args: cobra.NoArgs,
+	}
+	sock := socketFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var out json.RawMessage
+		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.RotateSecret", struct{}{}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), string(out))
+		return nil
 	}
 	return cmd
 }

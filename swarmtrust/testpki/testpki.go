@@ -63,6 +63,8 @@ type Node struct {
 	Managers               []Manager
 	Roots                  []*x509.Certificate
 	Chain                  []*x509.Certificate
+	// NotAfter ends the node certificate (default: in 12 hours).
+	NotAfter time.Time
 }
 
 // Write issues the node's certificate from ca and writes the directory.
@@ -71,11 +73,15 @@ func (ca *CA) Write(n Node) error {
 	if err != nil {
 		return err
 	}
+	notAfter := n.NotAfter
+	if notAfter.IsZero() {
+		notAfter = time.Now().Add(12 * time.Hour)
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{Organization: []string{n.Cluster}, OrganizationalUnit: []string{n.Role}, CommonName: n.ID},
 		DNSNames:     []string{n.Role, n.ID},
-		NotBefore:    time.Now().Add(-time.Hour), NotAfter: time.Now().Add(12 * time.Hour),
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: notAfter,
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
