@@ -321,6 +321,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("starting serf: %w", err)
 	}
 	c.serf = s
+	closeKeyQueries(sc)
+	// Only now may memberlist be handed what peers send: closeKeyQueries
+	// changed what serf's query handlers read, unguarded.
+	tr.release()
 	c.log.Info("cluster started", "node", sc.NodeName, "port", cfg.Port, "encrypted", cfg.Secret != nil, "seeds", cfg.Seeds)
 
 	c.spawn(func() { c.lim.Run(ctx) })
@@ -339,6 +343,34 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c.updateMembers()
 	return c, nil
+}
+
+// closeKeyQueries keeps serf's key-management queries (_serf_install-key,
+// _serf_use-key, _serf_remove-key, _serf_list-keys) from the gossip
+// keyring. serf answers them for any member that sends one: a member, or
+// anyone holding one period's key, could read the next period's key, make
+// a key of its own primary, or remove ours and split the cluster. vxsec
+// moves the keyring itself (rotateKeysLocked) and never uses serf's
+// KeyManager, and serf offers no setting to turn the queries off.
+//
+// sc is the Config serf was created with (serf.Create, after it). serf's
+// handlers reach the keyring through sc.MemberlistConfig.Keyring, while
+// memberlist keeps the *memberlist.Config it was created with and
+// encrypts with that one's keyring. Given a copy without the keyring,
+// serf answers the queries "encryption not enabled" and changes nothing;
+// memberlist goes on as before. serf (v0.11) reads MemberlistConfig
+// nowhere else after Create but for EncryptionEnabled (the key handlers,
+// and Stats, unused here), writeKeyringFile (no KeyringFile, and behind
+// EncryptionEnabled) and DefaultQueryTimeout's GossipInterval, which the
+// copy keeps. memberlist writes its Config only within Create, so copying
+// it races with nothing.
+//
+// The swap is unguarded: it must happen before serf handles any query,
+// which is why the transport hands memberlist nothing until released.
+func closeKeyQueries(sc *serf.Config) {
+	mc := *sc.MemberlistConfig
+	mc.Keyring = nil
+	sc.MemberlistConfig = &mc
 }
 
 func (c *Cluster) spawn(f func()) {

@@ -135,6 +135,9 @@ type transport struct {
 	mu     sync.Mutex
 	active map[net.Conn]struct{}
 
+	// open is closed by release; until then nothing that arrived is
+	// handed to memberlist.
+	open chan struct{}
 	done chan struct{}
 	once sync.Once
 	wg   sync.WaitGroup
@@ -161,12 +164,30 @@ func newTransport(addr netip.Addr, port int, pull, pullV1 func(net.Conn, *limit.
 		packetBucket: limit.Bucket{Rate: strangerPacketRate, Burst: strangerPacketBurst},
 		stats:        stats, log: log, slog: sl,
 		active: map[net.Conn]struct{}{},
+		open:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
 	t.wg.Add(2)
 	go t.acceptLoop()
 	go t.readLoop()
 	return t, nil
+}
+
+// release lets what arrives through to memberlist; Start calls it once,
+// when serf is ready to handle it. Peers' queries reach serf's handlers
+// only through here (a stream or a packet handed to memberlist), so what
+// Start did before release happens before any handler runs.
+func (t *transport) release() { close(t.open) }
+
+// released waits for release, or reports false if the transport shut down
+// first.
+func (t *transport) released() bool {
+	select {
+	case <-t.open:
+		return true
+	case <-t.done:
+		return false
+	}
 }
 
 // setMembers replaces the addresses whose connections count as members'.
@@ -352,6 +373,10 @@ func (t *transport) readFrame(conn net.Conn, ticket *limit.Ticket) ([]byte, erro
 }
 
 func (t *transport) handoff(c net.Conn) {
+	if !t.released() {
+		c.Close()
+		return
+	}
 	select {
 	case t.streams <- c:
 		t.stats.accept("stream")
@@ -366,6 +391,10 @@ func (t *transport) handoff(c net.Conn) {
 // probe) and passes memberlist copies of those that authenticate.
 func (t *transport) readLoop() {
 	defer t.wg.Done()
+	// The kernel holds what arrives meanwhile (udpBuffer).
+	if !t.released() {
+		return
+	}
 	var r batchReader = ipv4.NewPacketConn(t.udp)
 	if t.udp.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Is6() {
 		r = ipv6.NewPacketConn(t.udp)

@@ -442,6 +442,11 @@ func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node stri
 		return err
 	}
 	peer, err := receive(conn)
+	if errors.Is(err, io.EOF) && node != "" && a.wantsLegacy() {
+		// A manager of the previous release closes on a version it does
+		// not know; ask it in its own.
+		return a.exchangeLegacy(ctx, creds, addr, node)
+	}
 	if err != nil {
 		return err
 	}
@@ -527,6 +532,14 @@ func (a *Agent) serveConn(ctx context.Context, raw net.Conn, handshakes chan str
 	capped.left = -1
 	raw.SetDeadline(time.Now().Add(exchangeTimeout))
 	peer, err := receive(conn)
+	if errors.Is(err, errLegacyPeer) {
+		if a.answerLegacy(conn) == nil {
+			a.mu.Lock()
+			a.status.Served++
+			a.mu.Unlock()
+		}
+		return
+	}
 	if err != nil {
 		a.refused(raw.RemoteAddr(), "message", err)
 		return
@@ -593,6 +606,9 @@ func receive(conn net.Conn) (message, error) {
 	var m message
 	if err := json.Unmarshal(line, &m); err != nil {
 		return message{}, fmt.Errorf("decoding the peer's message: %w", err)
+	}
+	if m.Version == legacyVersion {
+		return message{}, errLegacyPeer
 	}
 	if m.Version != protocolVersion {
 		return message{}, fmt.Errorf("peer speaks version %d, want %d", m.Version, protocolVersion)

@@ -1,6 +1,7 @@
 package swarmtrust
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
@@ -327,4 +328,88 @@ func TestRotate(t *testing.T) {
 		}
 	}
 	t.Logf("rotated to %s, generation %d", id, gen)
+}
+
+// legacyManager serves as node i the previous release's side of an
+// exchange (protocol 1): it answers a protocol 1 message with rec, and
+// closes on any other version, as that release does.
+func (s *swarm) legacyManager(dir string, i int, rec *legacyRecord) {
+	s.t.Helper()
+	creds, err := loadCredentials(dir)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", net.JoinHostPort(s.addr(i).String(), strconv.Itoa(s.port)), creds.serverConfig())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				line, err := bufio.NewReader(conn).ReadBytes('\n')
+				var m legacyMessage
+				if err != nil || json.Unmarshal(line, &m) != nil || m.Version != legacyVersion {
+					return
+				}
+				b, _ := json.Marshal(legacyMessage{Version: legacyVersion, Cluster: cluster, Record: rec})
+				conn.Write(append(b, '\n'))
+			}()
+		}
+	}()
+}
+
+// TestUpgradeFromProtocol1: a swarm upgrading host by host from the
+// previous release keeps its one secret. m1 still runs that release; the
+// upgraded m2 and w3 lost their kept secret with the upgrade. They take
+// m1's secret in protocol 1, m2 re-issues it signed, w3 adopts that
+// without changing secret, and a node of the previous release asking m2
+// gets the same secret. m2 is the lowest manager, so without the fallback
+// it would have issued a second secret at once.
+func TestUpgradeFromProtocol1(t *testing.T) {
+	s := newSwarm(t, "m1", "m0")
+	old := &legacyRecord{Secret: bytes.Repeat([]byte{0x42}, SecretBytes), Created: 100, By: "m1"}
+	s.legacyManager(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, old)
+	m0 := s.agent(s.node(s.ca, 2, "m0", RoleManager, cluster), 2, "")
+	w3 := s.agent(s.node(s.ca, 3, "w3", RoleWorker, cluster), 3, "")
+	testutil.Until(t, waitLong, "m0 re-issues the previous release's secret and w3 adopts it", func() error {
+		for name, a := range map[string]*Agent{"m0": m0, "w3": w3} {
+			if st := a.Status(); st.SecretGeneration != 1 || st.SecretBy != "m0" {
+				return fmt.Errorf("%s: generation %d by %s", name, st.SecretGeneration, st.SecretBy)
+			}
+		}
+		return nil
+	})
+	for name, a := range map[string]*Agent{"m0": m0, "w3": w3} {
+		if !bytes.Equal(secretOf(t, a, time.Second), old.Secret) {
+			t.Fatalf("%s holds another secret than the previous release's", name)
+		}
+	}
+	// A node of the previous release asks m0 in protocol 1.
+	creds, err := loadCredentials(s.node(s.ca, 4, "w4", RoleWorker, cluster))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", net.JoinHostPort(s.addr(2).String(), strconv.Itoa(s.port)), creds.clientConfig("m0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn.Write([]byte(`{"v":1,"cluster":"` + cluster + `","record":{"secret":"` + b64(bytes.Repeat([]byte{9}, SecretBytes)) + `","created":1,"by":"w4"}}` + "\n"))
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	var m legacyMessage
+	if err != nil || json.Unmarshal(line, &m) != nil || m.Version != 1 || m.Record == nil || !bytes.Equal(m.Record.Secret, old.Secret) {
+		t.Fatalf("a node of the previous release got %q (%v) from m0, want the secret in protocol 1", line, err)
+	}
+	// What that node sent (the oldest record it could make) moved nothing.
+	if !bytes.Equal(secretOf(t, m0, time.Second), old.Secret) {
+		t.Fatal("a protocol 1 record replaced m0's secret")
+	}
 }
