@@ -93,7 +93,19 @@ type Settings struct {
 	SwarmDir string
 	// TrustPort is the TCP port of the swarm secret exchange.
 	TrustPort int
+	// IdentityDir holds this host's identity (`vxsec ca issue`); empty
+	// runs without one.
+	IdentityDir string
+	// Identity is IdentityRequired (refuse unsigned tables) or
+	// IdentityOptional (accept them, while a cluster moves to identities).
+	Identity string
 }
+
+// Identity modes.
+const (
+	IdentityRequired = "required"
+	IdentityOptional = "optional"
+)
 
 // setting describes one setting: its name in all three places and its help.
 type setting struct {
@@ -117,6 +129,8 @@ var settings = []setting{
 	{"scope", DefaultScope, "data scope reported to Docker: auto (global on a swarm node, else local), local or global"},
 	{"swarm-dir", DefaultSwarmDir, "the engine's swarm directory (read-only): node certificate, root CA, managers"},
 	{"trust-port", DefaultTrustPort, "TCP port where swarm nodes exchange the cluster secret over mutual TLS"},
+	{"identity-dir", "", "directory of this host's identity from `vxsec ca issue` (host.crt, host.key, ca.crt); empty: none"},
+	{"identity", IdentityRequired, "with identity-dir: required (refuse other hosts' unsigned tables) or optional (accept them, while hosts move to identities one by one)"},
 }
 
 // EnvName is the environment variable of a setting name: data-port → VXSEC_DATA_PORT.
@@ -209,6 +223,8 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		Scope:         strings.ToLower(strings.TrimSpace(v.GetString("scope"))),
 		SwarmDir:      v.GetString("swarm-dir"),
 		TrustPort:     tport,
+		IdentityDir:   v.GetString("identity-dir"),
+		Identity:      strings.ToLower(strings.TrimSpace(v.GetString("identity"))),
 	}
 	return s, s.Validate()
 }
@@ -279,6 +295,11 @@ func (s Settings) Validate() error {
 	case ScopeAuto, ScopeLocal, ScopeGlobal:
 	default:
 		errs = append(errs, fmt.Errorf("scope: %q is not a scope; accepted: %s, %s, %s", s.Scope, ScopeAuto, ScopeLocal, ScopeGlobal))
+	}
+	switch s.Identity {
+	case IdentityRequired, IdentityOptional:
+	default:
+		errs = append(errs, fmt.Errorf("identity: %q is not a mode; accepted: %s, %s", s.Identity, IdentityRequired, IdentityOptional))
 	}
 	if err := checkPort("trust-port", s.TrustPort, dockerGossipPort, "Docker's swarm gossip port"); err != nil {
 		errs = append(errs, err)

@@ -76,9 +76,30 @@ type Config struct {
 	// restarting (Close, not a crash). Zero means DefaultRestartGrace.
 	RestartGrace time.Duration
 
+	// Signer signs this host's tables with its identity; nil publishes
+	// them unsigned.
+	Signer TableSigner
+	// Verifier checks the signed tables of other hosts; nil trusts every
+	// table the cluster secret opens (a secret-only cluster).
+	Verifier TableVerifier
+	// RequireSigned refuses unsigned tables; set with Verifier (unset only
+	// while a cluster moves to identities, host by host).
+	RequireSigned bool
+
 	// timing shortens the cluster's timers in this package's tests; it is
 	// zero everywhere else.
 	timing timing
+}
+
+// TableSigner signs a table's encoding (package identity).
+type TableSigner interface {
+	SignTable(table []byte) ([]byte, error)
+}
+
+// TableVerifier checks a signed table pulled from host and returns the
+// table's encoding and the signer's name (package identity).
+type TableVerifier interface {
+	OpenTable(host netip.Addr, signed []byte) (table []byte, signer string, err error)
 }
 
 // Tag names published through serf.
@@ -166,8 +187,10 @@ type Cluster struct {
 	mu       sync.Mutex
 	local    announce.Table
 	localRaw []byte
-	known    map[string]announce.Version // member name → version of its table installed
-	failed   map[string]time.Time        // member name → when its entries go
+	// served is what pulls get: localRaw, signed when there is a Signer.
+	served []byte
+	known  map[string]announce.Version // member name → version of its table installed
+	failed map[string]time.Time        // member name → when its entries go
 	// pulling holds the members with a pull queued or running: a member
 	// that announces many versions in a burst is pulled once more after
 	// the running pull, not once per version.
@@ -247,6 +270,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	c.local.Host, c.local.Version = cfg.Addr, announce.Version{Epoch: epoch}
 	if c.localRaw, err = announce.Encode(c.local); err != nil {
+		cancel()
+		return nil, err
+	}
+	if c.served, err = c.sign(c.localRaw); err != nil {
 		cancel()
 		return nil, err
 	}

@@ -82,8 +82,22 @@ func (c *Cluster) takeSnapshot() (announce.Version, bool) {
 		// (or IPsec state beyond them), and every member will refuse it.
 		c.lim.Log(slog.LevelError, "own table over limits", "this host's table is over the bounds every member checks; members will refuse it", "err", err)
 	}
-	c.local, c.localRaw = t, raw
+	served, err := c.sign(raw)
+	if err != nil {
+		c.lim.Log(slog.LevelError, "own table signature", "signing this host's table", "err", err)
+		return t.Version, false
+	}
+	c.local, c.localRaw, c.served = t, raw, served
 	return t.Version, true
+}
+
+// sign is what pulls of raw get: raw signed by this host's identity, or
+// raw itself without one.
+func (c *Cluster) sign(raw []byte) ([]byte, error) {
+	if c.cfg.Signer == nil {
+		return raw, nil
+	}
+	return c.cfg.Signer.SignTable(raw)
 }
 
 // publishSpacing is the least time between two announcements of this

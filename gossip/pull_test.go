@@ -220,7 +220,7 @@ func TestPullFromOldServer(t *testing.T) {
 	old := startOldServer(t, secretA, want, false)
 	addr := old.l.Addr().String()
 	for i, wantConns := range []int32{2, 3} {
-		got, err := c.pull(context.Background(), addr)
+		got, err := c.pull(context.Background(), addr, want.Host)
 		if err != nil {
 			t.Fatalf("pull %d: %v", i, err)
 		}
@@ -234,7 +234,7 @@ func TestPullFromOldServer(t *testing.T) {
 
 	openC, _, _ := startNode(t, "127.0.0.73", nil, nil)
 	oldOpen := startOldServer(t, nil, want, true)
-	if got, err := openC.pull(context.Background(), oldOpen.l.Addr().String()); err != nil || got.Version != want.Version {
+	if got, err := openC.pull(context.Background(), oldOpen.l.Addr().String(), want.Host); err != nil || got.Version != want.Version {
 		t.Fatalf("open cluster: pull = %v, %v", got.Version, err)
 	}
 }
@@ -303,7 +303,7 @@ func TestPullV1OnlyForMembers(t *testing.T) {
 		t.Fatalf("a stranger's version 1 pull got %d bytes (err %v)", len(got), err)
 	}
 	testutil.Eventually(t, 10*time.Second, "the stranger's pull counted", func() bool { return a.Stats().Refused["pull-v1"] == 1 })
-	if n := a.Stats().Accepted["pull-v1"]; n == 0 {
-		t.Errorf("no version 1 pull counted as served: %+v", a.Stats())
-	}
+	// Counted once the server has written the table, which the client
+	// may have read before.
+	testutil.Eventually(t, 5*time.Second, "the member's version 1 pull counted as served", func() bool { return a.Stats().Accepted["pull-v1"] > 0 })
 }

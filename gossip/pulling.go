@@ -3,9 +3,11 @@ package gossip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -62,7 +64,13 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 		return false
 	}
 	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
-	t, err := c.pull(ctx, addr)
+	host, _ := netip.AddrFromSlice(member.Addr)
+	t, err := c.pull(ctx, addr, host.Unmap())
+	if errors.Is(err, errIdentity) {
+		c.stats.add("table-identity")
+		c.lim.Log(slog.LevelError, "table identity", "refusing a member's table: it does not prove its host", "member", name, "err", err)
+		return false
+	}
 	overLimits := announce.IsLimit(err)
 	if err != nil && !overLimits {
 		c.log.Warn("pulling member's table", "member", name, "err", err)
@@ -145,7 +153,44 @@ func (c *Cluster) repairLoop(ctx context.Context) {
 
 // pull fetches and decodes a member's table, with version 2 of
 // the pull, or version 1 from a member found serving only that.
-func (c *Cluster) pull(ctx context.Context, addr string) (announce.Table, error) {
+func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr) (announce.Table, error) {
+	plain, err := c.pullPlain(ctx, addr)
+	if err != nil {
+		return announce.Table{}, err
+	}
+	raw, err := c.unwrap(host, plain)
+	if err != nil {
+		return announce.Table{}, err
+	}
+	return announce.Decode(raw)
+}
+
+// errIdentity marks a table refused for its signature or its absence.
+var errIdentity = errors.New("table identity")
+
+// unwrap returns the encoding of a pulled table: a signed table is checked
+// by the Verifier (or only unwrapped in a secret-only cluster); an unsigned
+// one is refused when signatures are required.
+func (c *Cluster) unwrap(host netip.Addr, plain []byte) ([]byte, error) {
+	if !announce.IsSigned(plain) {
+		if c.cfg.Verifier != nil && c.cfg.RequireSigned {
+			return nil, fmt.Errorf("%w: the table is not signed, and this cluster requires host identities", errIdentity)
+		}
+		return plain, nil
+	}
+	if c.cfg.Verifier == nil {
+		s, err := announce.DecodeSigned(plain)
+		return s.Table, err
+	}
+	raw, _, err := c.cfg.Verifier.OpenTable(host, plain)
+	if err != nil && !announce.IsLimit(err) {
+		return nil, fmt.Errorf("%w: %w", errIdentity, err)
+	}
+	return raw, err
+}
+
+// pullPlain runs a pull and returns what the secret opened.
+func (c *Cluster) pullPlain(ctx context.Context, addr string) ([]byte, error) {
 	c.mu.Lock()
 	legacy := time.Now().Before(c.legacyUntil[addr])
 	c.mu.Unlock()
@@ -161,10 +206,10 @@ func (c *Cluster) pull(ctx context.Context, addr string) (announce.Table, error)
 			// An old member of an open cluster, or a new one that
 			// refused this connection: try once, remember nothing.
 		default:
-			return decodeTable(plain, err)
+			return plain, err
 		}
 	}
-	return decodeTable(c.pullOnce(ctx, addr, clientPullV1))
+	return c.pullOnce(ctx, addr, clientPullV1)
 }
 
 // pullOnce runs one pull of a version's client on a fresh connection.
@@ -181,13 +226,6 @@ func (c *Cluster) pullOnce(ctx context.Context, addr string, client func(io.Read
 	return client(conn, c.secrets(), newNonce())
 }
 
-func decodeTable(plain []byte, err error) (announce.Table, error) {
-	if err != nil {
-		return announce.Table{}, err
-	}
-	return announce.Decode(plain)
-}
-
 // serveTable answers a version 2 pull, its magic byte read. Until the
 // client proves it holds the secret it is sent only the server's nonce,
 // and the ticket holds its place among the connections waiting to
@@ -202,7 +240,7 @@ func (c *Cluster) serveTable(conn net.Conn, ticket *limit.Ticket) {
 	table := func() []byte {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.localRaw
+		return c.served
 	}
 	if err := servePull(conn, c.secrets(), newNonce(), table, authenticated); err != nil {
 		reason := "pull-proof"
@@ -225,7 +263,7 @@ func (c *Cluster) serveTableV1(conn net.Conn, ticket *limit.Ticket) {
 	table := func() []byte {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.localRaw
+		return c.served
 	}
 	if err := servePullV1(conn, c.secrets()[0], newNonce(), table); err != nil {
 		c.tr.refuse(readReason(err), from, err)

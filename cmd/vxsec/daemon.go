@@ -22,6 +22,7 @@ import (
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/identity"
 	"github.com/vxsec/vxsec/ipam"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/plugin"
@@ -72,6 +73,15 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("finding the underlay: %w", err)
 	}
+	var (
+		self     *identity.Identity
+		verifier *identity.Verifier
+	)
+	if s.IdentityDir != "" {
+		if self, verifier, err = identity.Load(s.IdentityDir, under.Addr); err != nil {
+			return fmt.Errorf("identity-dir: %w", err)
+		}
+	}
 	dp, err := vxlan.New(net.IP(under.Addr.AsSlice()), s.DataPort, log)
 	if err != nil {
 		return err
@@ -116,6 +126,14 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	log.Info("vxsec daemon serving", "version", version, "socket", s.Socket,
 		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU, "scope", scope,
 		"data_port", s.DataPort, "encrypted_port", s.EncryptedPort, "rotate_every", s.RotateEvery, "networks", len(d.Networks()))
+	switch {
+	case self != nil:
+		log.Info("host identity: this host signs its tables and accepts only signed ones", "name", self.Name,
+			"expires", self.Expires(), "mode", s.Identity)
+	case s.Secret != nil:
+		log.Warn("no host identity: every holder of the cluster secret can speak for every host. " +
+			"Give each host an identity (`vxsec ca init`, `vxsec ca issue`, VXSEC_IDENTITY_DIR)")
+	}
 	if s.Secret == nil && trust == nil {
 		log.Warn("NO CLUSTER SECRET: the vxsec cluster is neither authenticated nor encrypted; any host that " +
 			"reaches the gossip port can join and announce endpoints. Set VXSEC_SECRET (from `vxsec secret`) on every host")
@@ -176,11 +194,15 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			host, port, _ := config.SplitJoinAddr(j, s.GossipPort) // validated by config
 			seeds = append(seeds, net.JoinHostPort(host, strconv.Itoa(port)))
 		}
-		c, err := gossip.Start(runCtx, gossip.Config{
+		gcfg := gossip.Config{
 			Addr: under.Addr, Port: s.GossipPort, Secret: secret,
 			SnapshotPath: s.Snapshot, EpochFile: epochFile(s),
 			Seeds: seeds, Sink: d, Local: d, Log: log,
-		})
+		}
+		if self != nil {
+			gcfg.Signer, gcfg.Verifier, gcfg.RequireSigned = self, verifier, s.Identity == config.IdentityRequired
+		}
+		c, err := gossip.Start(runCtx, gcfg)
 		if err != nil {
 			fail(err)
 			return

@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), secretCmd(), leaveCmd(), rotateCmd(), rotateSecretCmd(), reconcileCmd(), statusCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), caCmd(), leaveCmd(), rotateCmd(), rotateSecretCmd(), reconcileCmd(), statusCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)

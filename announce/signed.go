@@ -1,0 +1,121 @@
+package announce
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// A signed table is a table's encoding with its author's signature and
+// certificate chain in front. It opens with a byte no JSON table opens
+// with, so one pull carries either form and a receiver tells them apart.
+//
+//	signedMagic (5)
+//	n (1, 1..MaxChain), then n times: length (2, big endian), DER
+//	length (2), signature
+//	the table's encoding (the rest)
+const (
+	signedMagic = "\x00VXT1"
+	// MaxChain bounds the certificates in front of a table: a host's
+	// and at most three above it.
+	MaxChain = 4
+	// maxCert and maxSig bound one certificate and the signature.
+	maxCert = 4096
+	maxSig  = 1024
+	// MaxSignedBytes bounds a whole signed table.
+	MaxSignedBytes = MaxTableBytes + len(signedMagic) + 1 + MaxChain*(2+maxCert) + 2 + maxSig
+)
+
+// SignedContext is what a table signature covers in front of the table's
+// bytes: a signature made for anything else never verifies as one.
+const SignedContext = "vxsec signed table v1\x00"
+
+// Signed is a table's encoding with its author's signature.
+type Signed struct {
+	// Chain is the author's certificate first, then those above it (DER).
+	Chain [][]byte
+	// Sig signs SignedContext followed by Table.
+	Sig   []byte
+	Table []byte
+}
+
+// IsSigned tells a signed table from a bare one.
+func IsSigned(b []byte) bool { return bytes.HasPrefix(b, []byte(signedMagic)) }
+
+// SignedMessage is what Sig signs.
+func SignedMessage(table []byte) []byte {
+	return append([]byte(SignedContext), table...)
+}
+
+// EncodeSigned is the wire form of s.
+func EncodeSigned(s Signed) ([]byte, error) {
+	if len(s.Chain) == 0 || len(s.Chain) > MaxChain || len(s.Sig) == 0 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes {
+		return nil, fmt.Errorf("a signed table takes 1 to %d certificates, a signature of at most %d bytes and a table of at most %d", MaxChain, maxSig, MaxTableBytes)
+	}
+	out := append([]byte(signedMagic), byte(len(s.Chain)))
+	for _, c := range s.Chain {
+		if len(c) == 0 || len(c) > maxCert {
+			return nil, fmt.Errorf("a certificate of %d bytes: want 1 to %d", len(c), maxCert)
+		}
+		out = binary.BigEndian.AppendUint16(out, uint16(len(c)))
+		out = append(out, c...)
+	}
+	out = binary.BigEndian.AppendUint16(out, uint16(len(s.Sig)))
+	out = append(out, s.Sig...)
+	return append(out, s.Table...), nil
+}
+
+var errShortSigned = errors.New("signed table: cut short")
+
+// DecodeSigned reads a signed table's wire form; the signature is not
+// checked here (package identity does).
+func DecodeSigned(b []byte) (Signed, error) {
+	if len(b) > MaxSignedBytes {
+		return Signed{}, &LimitError{Host: "(not decoded)", What: "signed bytes", Count: len(b), Limit: MaxSignedBytes}
+	}
+	if !IsSigned(b) {
+		return Signed{}, errors.New("signed table: no signed table's header")
+	}
+	b = b[len(signedMagic):]
+	if len(b) < 1 {
+		return Signed{}, errShortSigned
+	}
+	n := int(b[0])
+	b = b[1:]
+	if n < 1 || n > MaxChain {
+		return Signed{}, fmt.Errorf("signed table: %d certificates, want 1 to %d", n, MaxChain)
+	}
+	field := func(max int) ([]byte, error) {
+		if len(b) < 2 {
+			return nil, errShortSigned
+		}
+		l := int(binary.BigEndian.Uint16(b))
+		if l == 0 || l > max {
+			return nil, fmt.Errorf("signed table: a field of %d bytes, want 1 to %d", l, max)
+		}
+		if len(b) < 2+l {
+			return nil, errShortSigned
+		}
+		f := b[2 : 2+l]
+		b = b[2+l:]
+		return f, nil
+	}
+	var s Signed
+	for range n {
+		c, err := field(maxCert)
+		if err != nil {
+			return Signed{}, err
+		}
+		s.Chain = append(s.Chain, c)
+	}
+	sig, err := field(maxSig)
+	if err != nil {
+		return Signed{}, err
+	}
+	s.Sig, s.Table = sig, b
+	if len(s.Table) > MaxTableBytes {
+		return Signed{}, &LimitError{Host: "(not decoded)", What: "bytes", Count: len(s.Table), Limit: MaxTableBytes}
+	}
+	return s, nil
+}

@@ -1,0 +1,181 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/announce"
+	"github.com/vxsec/vxsec/identity"
+	"github.com/vxsec/vxsec/internal/testutil"
+)
+
+// testIdentities makes a cluster CA, issues one identity per host (name →
+// the address its certificate names), and returns them with the
+// cluster's verifier.
+func testIdentities(t *testing.T, hosts map[string]string) (map[string]*identity.Identity, *identity.Verifier) {
+	t.Helper()
+	ca := t.TempDir()
+	if err := identity.InitCA(ca, "test-cluster", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*identity.Identity{}
+	var v *identity.Verifier
+	for name, addr := range hosts {
+		dir := filepath.Join(t.TempDir(), name)
+		a := netip.MustParseAddr(addr)
+		if _, err := identity.Issue(ca, dir, name, []netip.Addr{a}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		id, vv, err := identity.Load(dir, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name], v = id, vv
+	}
+	return out, v
+}
+
+// fakeServer serves every pull (version 2, with secret) raw: a man in the
+// middle of a pull who holds the cluster secret (the path position is the
+// test's: the client dials it).
+func fakeServer(t *testing.T, addr string, secret, raw []byte) string {
+	t.Helper()
+	l, err := net.Listen("tcp", addr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			var first [1]byte
+			if _, err := conn.Read(first[:]); err == nil && first[0] == pullMagicV2 {
+				servePull(conn, [][]byte{secret}, newNonce(), func() []byte { return raw }, func() {})
+			}
+			conn.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	return l.Addr().String()
+}
+
+// TestSignedTables: a man in the middle of h1's pull from h2, holding the
+// cluster secret and h3's identity, serves forged "h2" tables carrying its
+// own X25519 key. Each form is refused by h1 and counted: unsigned, signed
+// by h3, h3's signature under h2's certificate, h2's table altered after
+// signing, and signed by another CA's "h2". The same server relaying h2's
+// genuine signed table is accepted, and a host without identities (the
+// secret alone) accepts the forged table: the attack the signatures stop.
+func TestSignedTables(t *testing.T) {
+	const a1, a2, a3 = "127.0.0.91", "127.0.0.92", "127.0.0.93"
+	ids, v := testIdentities(t, map[string]string{"h1": a1, "h2": a2, "h3": a3})
+	otherCA, _ := testIdentities(t, map[string]string{"h2": a2})
+	h2 := netip.MustParseAddr(a2)
+	evilKey := bytes.Repeat([]byte{0xee}, 32)
+	forged := announce.Table{Host: h2, Version: announce.Version{Epoch: 9, Seq: 9},
+		IPsec: announce.IPsec{Keys: []announce.Key{{Epoch: 1, Public: evilKey}}}}
+	forgedRaw, err := announce.Encode(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	genuine := announce.Table{Host: h2, Version: announce.Version{Epoch: 5, Seq: 1},
+		IPsec: announce.IPsec{Keys: []announce.Key{{Epoch: 1, Public: bytes.Repeat([]byte{0x22}, 32)}}}}
+	genuineRaw, _ := announce.Encode(genuine)
+	signedBy := func(id *identity.Identity, raw []byte) []byte {
+		b, err := id.SignTable(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	genuineSigned := signedBy(ids["h2"], genuineRaw)
+	// h3's signature, h2's certificate in front.
+	s3, _ := announce.DecodeSigned(signedBy(ids["h3"], forgedRaw))
+	s2, _ := announce.DecodeSigned(genuineSigned)
+	stolen, _ := announce.EncodeSigned(announce.Signed{Chain: s2.Chain, Sig: s3.Sig, Table: forgedRaw})
+	altered, _ := announce.EncodeSigned(announce.Signed{Chain: s2.Chain, Sig: s2.Sig, Table: forgedRaw})
+
+	c1, _, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, Signer: ids["h1"], Verifier: v, RequireSigned: true})
+	open, _, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.94"), Secret: secretA})
+
+	for _, tc := range []struct {
+		name string
+		raw  []byte
+		why  error
+	}{
+		{"unsigned", forgedRaw, nil},
+		{"signed by h3", signedBy(ids["h3"], forgedRaw), identity.ErrNotForHost},
+		{"h3's signature under h2's certificate", stolen, identity.ErrSignature},
+		{"h2's table altered after signing", altered, identity.ErrSignature},
+		{"signed by another CA's h2", signedBy(otherCA["h2"], forgedRaw), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mitm := fakeServer(t, "127.0.0.95", secretA, tc.raw)
+			got, err := c1.pull(context.Background(), mitm, h2)
+			if !errors.Is(err, errIdentity) || (tc.why != nil && !errors.Is(err, tc.why)) {
+				t.Fatalf("h1 took the forged table (%+v, err %v)", got, err)
+			}
+			t.Logf("h1 refused it: %v", err)
+			// The control: the secret alone lets the forged "h2" through.
+			if tc.name == "unsigned" {
+				got, err := open.pull(context.Background(), mitm, h2)
+				if err != nil || got.Host != h2 || !bytes.Equal(got.Keys[0].Public, evilKey) {
+					t.Fatalf("control: a host without identities did not take the forged table: %+v %v", got, err)
+				}
+				t.Logf("control: a host with the secret alone installed the forged h2 table, X25519 key %x...", got.Keys[0].Public[:4])
+			}
+		})
+	}
+	// The genuine table, relayed by the same server: accepted.
+	mitm := fakeServer(t, "127.0.0.95", secretA, genuineSigned)
+	got, err := c1.pull(context.Background(), mitm, h2)
+	if err != nil || got.Version != genuine.Version {
+		t.Fatalf("h1 refused h2's genuine table relayed: %+v %v", got, err)
+	}
+}
+
+// TestIdentityCluster: members with identities exchange signed tables; a
+// member with the secret but no identity is a working member (it joins,
+// and takes the others' tables) whose own table they refuse and count.
+func TestIdentityCluster(t *testing.T) {
+	const a1, a2, a3 = "127.0.0.96", "127.0.0.97", "127.0.0.98"
+	ids, v := testIdentities(t, map[string]string{"h1": a1, "h2": a2})
+	ep := func(last byte) announce.Table {
+		return announce.Table{Endpoints: []announce.Endpoint{{VNI: 1, IP: netip.AddrFrom4([4]byte{10, 0, 0, last}), MAC: net.HardwareAddr{2, 0, 0, 0, 0, last}}}}
+	}
+	c1, rec1, port1 := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, Signer: ids["h1"], Verifier: v, RequireSigned: true, Local: newLocal(ep(1))})
+	seed := []string{net.JoinHostPort(a1, strconv.Itoa(port1))}
+	_, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a2), Secret: secretA, Signer: ids["h2"], Verifier: v, RequireSigned: true, Seeds: seed, Local: newLocal(ep(2))})
+	c3, rec3, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a3), Secret: secretA, Seeds: seed, Local: newLocal(ep(3))})
+	testutil.Eventually(t, 10*time.Second, "h1 and h2 install each other's signed tables", func() bool {
+		_, ok1 := rec1.table(netip.MustParseAddr(a2))
+		_, ok2 := rec2.table(netip.MustParseAddr(a1))
+		return ok1 && ok2
+	})
+	testutil.Eventually(t, 10*time.Second, "h3, with the secret alone, takes both", func() bool {
+		_, ok1 := rec3.table(netip.MustParseAddr(a1))
+		_, ok2 := rec3.table(netip.MustParseAddr(a2))
+		return ok1 && ok2 && len(c3.Members()) == 3
+	})
+	testutil.Eventually(t, 10*time.Second, "h1 refuses h3's unsigned table", func() bool { return c1.Stats().Refused["table-identity"] > 0 })
+	if _, ok := rec1.table(netip.MustParseAddr(a3)); ok {
+		t.Fatal("h1 installed h3's unsigned table")
+	}
+	if _, ok := rec2.table(netip.MustParseAddr(a3)); ok {
+		t.Fatal("h2 installed h3's unsigned table")
+	}
+}

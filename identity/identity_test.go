@@ -1,0 +1,119 @@
+package identity
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/announce"
+)
+
+func mustCA(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ca")
+	if err := InitCA(dir, "test", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func mustIssue(t *testing.T, ca, host, addr string, validity time.Duration) (*Identity, *Verifier) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), host)
+	if _, err := Issue(ca, dir, host, []netip.Addr{netip.MustParseAddr(addr)}, validity); err != nil {
+		t.Fatal(err)
+	}
+	id, v, err := Load(dir, netip.MustParseAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, v
+}
+
+// TestOpenTable: a table signed by the host its certificate names opens;
+// every other case is refused with the reason.
+func TestOpenTable(t *testing.T) {
+	ca := mustCA(t)
+	h1, v := mustIssue(t, ca, "h1", "10.0.0.1", time.Hour)
+	h2, _ := mustIssue(t, ca, "h2", "10.0.0.2", time.Hour)
+	stranger, _ := mustIssue(t, mustCA(t), "h1", "10.0.0.1", time.Hour)
+	table := []byte(`{"host":"10.0.0.1","version":{"epoch":1,"seq":1}}`)
+	sign := func(id *Identity, b []byte) []byte {
+		s, err := id.SignTable(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := sign(h1, table)
+	g, _ := announce.DecodeSigned(good)
+	s2, _ := announce.DecodeSigned(sign(h2, table))
+	swapped, _ := announce.EncodeSigned(announce.Signed{Chain: g.Chain, Sig: s2.Sig, Table: table})
+	altered, _ := announce.EncodeSigned(announce.Signed{Chain: g.Chain, Sig: g.Sig, Table: []byte(`{"host":"10.0.0.1","version":{"epoch":1,"seq":2}}`)})
+	later := &Verifier{roots: v.roots, now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
+
+	for _, tc := range []struct {
+		name   string
+		v      *Verifier
+		host   string
+		signed []byte
+		want   error  // errors.Is, or
+		says   string // in the error
+	}{
+		{"genuine", v, "10.0.0.1", good, nil, ""},
+		{"for another host", v, "10.0.0.2", good, ErrNotForHost, "certified for [10.0.0.1]"},
+		{"another host's table", v, "10.0.0.1", sign(h2, table), ErrNotForHost, `"h2"`},
+		{"another host's signature under h1's certificate", v, "10.0.0.1", swapped, ErrSignature, ""},
+		{"altered after signing", v, "10.0.0.1", altered, ErrSignature, ""},
+		{"another CA", v, "10.0.0.1", sign(stranger, table), nil, "not certified by this cluster's CA"},
+		{"expired", later, "10.0.0.1", good, nil, "expired"},
+		{"not signed", v, "10.0.0.1", table, nil, "no signed table's header"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, name, err := tc.v.OpenTable(netip.MustParseAddr(tc.host), tc.signed)
+			if tc.want == nil && tc.says == "" {
+				if err != nil || string(got) != string(table) || name != "h1" {
+					t.Fatalf("OpenTable = %q, %q, %v; want the table, h1", got, name, err)
+				}
+				return
+			}
+			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("OpenTable err = %v; want %v saying %q", err, tc.want, tc.says)
+			}
+		})
+	}
+}
+
+// TestLoad: a host refuses at start an identity that does not name the
+// address it advertises, or that is missing, with the reason.
+func TestLoad(t *testing.T) {
+	ca := mustCA(t)
+	dir := filepath.Join(t.TempDir(), "h1")
+	if _, err := Issue(ca, dir, "h1", []netip.Addr{netip.MustParseAddr("10.0.0.1")}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Load(dir, netip.MustParseAddr("10.0.0.9")); !errors.Is(err, ErrNotForHost) {
+		t.Fatalf("an identity for another address: %v", err)
+	}
+	if _, _, err := Load(t.TempDir(), netip.MustParseAddr("10.0.0.1")); err == nil || !strings.Contains(err.Error(), "vxsec ca issue") {
+		t.Fatalf("no identity: %v", err)
+	}
+	if err := InitCA(ca, "again", time.Hour); err == nil || !strings.Contains(err.Error(), "already holds a CA") {
+		t.Fatalf("InitCA over a CA: %v", err)
+	}
+	if _, err := Issue(ca, t.TempDir(), "h2", nil, time.Hour); err == nil {
+		t.Fatal("Issue without an address")
+	}
+	// A host certificate never outlives its CA.
+	cert, err := Issue(ca, t.TempDir(), "h3", []netip.Addr{netip.MustParseAddr("10.0.0.3")}, 100*time.Hour)
+	if err != nil || cert.NotAfter.After(time.Now().Add(time.Hour)) {
+		t.Fatalf("a host certificate outlives its CA: %v %v", cert.NotAfter, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("host key mode: %v %v", fi.Mode(), err)
+	}
+}

@@ -1,0 +1,119 @@
+//go:build integration
+
+package integration
+
+import (
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/identity"
+	"github.com/vxsec/vxsec/lab"
+)
+
+// TestHostIdentities: daemons with identities from a cluster CA (`vxsec ca`)
+// sign their tables and install only tables signed for the host they come
+// from. h3 holds the cluster secret but no identity: it is a working member
+// (it joins, and installs h1's and h2's endpoints), yet h1 and h2 refuse its
+// table and count it, so c3 has no entry on h1 or h2 and c1 cannot reach it.
+// The positive control: h3 restarted with an identity of its own is
+// installed and reached. A host given an identity for another host's address
+// refuses to start, saying so.
+func TestHostIdentities(t *testing.T) {
+	secret := lab.NewSecret()
+	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret}
+	ca := filepath.Join(t.TempDir(), "ca")
+	if err := identity.InitCA(ca, "integration", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name string, addr netip.Addr) string {
+		dir := filepath.Join(t.TempDir(), name)
+		if _, err := identity.Issue(ca, dir, name, []netip.Addr{addr}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		return "VXSEC_IDENTITY_DIR=" + dir
+	}
+	add := func(name string, withIdentity bool) *lab.Host {
+		h, err := c.lab.AddHost(ctxT(t), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if withIdentity {
+			h.Env = append(h.Env, issue(name, h.Addr))
+		}
+		if err := h.Start(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		c.hosts = append(c.hosts, h)
+		return h
+	}
+	h1, h2, h3 := add("h1", true), add("h2", true), add("h3", false)
+	c.waitMembers(t, c.hosts, c.hosts)
+
+	const vni = 7811
+	ids := createEverywhere(t, c.hosts, "idn", vni, "10.78.0.0/24")
+	c1 := mustRun(t, h1, "c1", ids[h1], "10.78.0.11/24")
+	c2 := mustRun(t, h2, "c2", ids[h2], "10.78.0.12/24")
+	c3 := mustRun(t, h3, "c3", ids[h3], "10.78.0.13/24")
+	waitCounts(t, h3, vni, 1, 2, 10*time.Second) // h3 takes both signed tables
+	waitCounts(t, h1, vni, 1, 1, 10*time.Second)
+	waitCounts(t, h2, vni, 1, 1, 10*time.Second)
+	reachFast(t, c1, c2.IP())
+	reachFast(t, c2, c1.IP())
+	for _, h := range []*lab.Host{h1, h2} {
+		gs, err := h.GossipStats(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gs.Refused["table-identity"] == 0 {
+			t.Fatalf("%s counted no refused table: %+v", h.Name, gs.Refused)
+		}
+		n, err := netStatus(ctxT(t), h, vni)
+		if err != nil || n.Remote != 1 {
+			t.Fatalf("%s installed h3's unsigned table: %+v %v", h.Name, n, err)
+		}
+		t.Logf("%s refused h3's unsigned table %d times; its network has 1 remote endpoint, not 2", h.Name, gs.Refused["table-identity"])
+	}
+	if !strings.Contains(h1.LogTail(400), "refusing a member's table: it does not prove its host") {
+		t.Fatalf("h1 did not log the refusal")
+	}
+	if res, err := c1.Ping(ctxT(t), c3.IP(), "-c", "3", "-W", "1", "-i", "0.2"); err == nil && res.Received != 0 {
+		t.Fatalf("c1 reached c3, whose host proves no identity: %+v", res)
+	}
+
+	// The control: the same h3 with an identity of its own.
+	h3.Env = append(h3.Env, issue("h3", h3.Addr))
+	if err := h3.Restart(ctxT(t), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitCounts(t, h1, vni, 1, 2, 15*time.Second)
+	waitCounts(t, h2, vni, 1, 2, 15*time.Second)
+	reachFast(t, c1, c3.IP())
+
+	// An identity issued for h2's address, given to h4.
+	h4, err := c.lab.AddHost(ctxT(t), "h4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h4.Env = append(h4.Env, issue("h4", h2.Addr))
+	err = h4.Start(ctxT(t))
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("certified for [%s], not %s", h2.Addr, h4.Addr)) {
+		t.Fatalf("h4 started with another host's identity, or did not say why not: %v", err)
+	}
+	t.Logf("h4 refused to start: %s", strings.TrimSpace(lastLine(err.Error(), "identity-dir")))
+}
+
+// lastLine is the last line of s that holds sub.
+func lastLine(s, sub string) string {
+	out := ""
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = l
+		}
+	}
+	return out
+}
