@@ -115,6 +115,8 @@ func FuzzTable(f *testing.F) {
 func FuzzDecodeSigned(f *testing.F) {
 	raw, _ := Encode(fuzzSampleTable())
 	good, _ := EncodeSigned(Signed{Chain: [][]byte{bytes.Repeat([]byte{0x30}, 600), bytes.Repeat([]byte{0x31}, 500)}, Sig: bytes.Repeat([]byte{0x32}, 71), Table: raw})
+	withCRL, _ := EncodeSigned(Signed{Chain: [][]byte{bytes.Repeat([]byte{0x30}, 600)}, Sig: bytes.Repeat([]byte{0x32}, 71), CRL: bytes.Repeat([]byte{0x33}, 300), Table: raw})
+	f.Add(withCRL)
 	f.Add(good)
 	f.Add(good[:len(signedMagic)+3])
 	f.Add(raw)
@@ -128,7 +130,7 @@ func FuzzDecodeSigned(f *testing.F) {
 			}
 			return
 		}
-		if len(s.Chain) < 1 || len(s.Chain) > MaxChain || len(s.Sig) < 1 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes {
+		if len(s.Chain) < 1 || len(s.Chain) > MaxChain || len(s.Sig) < 1 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes || len(s.CRL) > MaxCRL {
 			t.Fatalf("accepted a signed table past its bounds: %d certificates, %d-byte signature, %d-byte table", len(s.Chain), len(s.Sig), len(s.Table))
 		}
 		back, err := EncodeSigned(s)
@@ -145,7 +147,7 @@ func TestSignedWireForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []byte("\x00VXT1\x01\x00\x02\xc1\xc2\x00\x01\x51{}")
+	want := []byte("\x00VXT1\x01\x00\x02\xc1\xc2\x00\x01\x51\x00\x00\x00\x00{}")
 	if !bytes.Equal(b, want) {
 		t.Fatalf("wire form %q, want %q", b, want)
 	}

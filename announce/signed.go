@@ -14,6 +14,7 @@ import (
 //	signedMagic (5)
 //	n (1, 1..MaxChain), then n times: length (2, big endian), DER
 //	length (2), signature
+//	length (4), the cluster CA's revocation list (DER; length 0: none)
 //	the table's encoding (the rest)
 const (
 	signedMagic = "\x00VXT1"
@@ -23,8 +24,11 @@ const (
 	// maxCert and maxSig bound one certificate and the signature.
 	maxCert = 4096
 	maxSig  = 1024
+	// MaxCRL bounds the revocation list: about 40 bytes an entry, so
+	// thousands of revoked hosts.
+	MaxCRL = 256 << 10
 	// MaxSignedBytes bounds a whole signed table.
-	MaxSignedBytes = MaxTableBytes + len(signedMagic) + 1 + MaxChain*(2+maxCert) + 2 + maxSig
+	MaxSignedBytes = MaxTableBytes + len(signedMagic) + 1 + MaxChain*(2+maxCert) + 2 + maxSig + 4 + MaxCRL
 )
 
 // SignedContext is what a table signature covers in front of the table's
@@ -36,7 +40,11 @@ type Signed struct {
 	// Chain is the author's certificate first, then those above it (DER).
 	Chain [][]byte
 	// Sig signs SignedContext followed by Table.
-	Sig   []byte
+	Sig []byte
+	// CRL is the newest revocation list of the cluster CA the author
+	// holds, or nil. The CA signed it; the author's signature does not
+	// cover it.
+	CRL   []byte
 	Table []byte
 }
 
@@ -50,8 +58,8 @@ func SignedMessage(table []byte) []byte {
 
 // EncodeSigned is the wire form of s.
 func EncodeSigned(s Signed) ([]byte, error) {
-	if len(s.Chain) == 0 || len(s.Chain) > MaxChain || len(s.Sig) == 0 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes {
-		return nil, fmt.Errorf("a signed table takes 1 to %d certificates, a signature of at most %d bytes and a table of at most %d", MaxChain, maxSig, MaxTableBytes)
+	if len(s.Chain) == 0 || len(s.Chain) > MaxChain || len(s.Sig) == 0 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes || len(s.CRL) > MaxCRL {
+		return nil, fmt.Errorf("a signed table takes 1 to %d certificates, a signature of at most %d bytes, a revocation list of at most %d and a table of at most %d", MaxChain, maxSig, MaxCRL, MaxTableBytes)
 	}
 	out := append([]byte(signedMagic), byte(len(s.Chain)))
 	for _, c := range s.Chain {
@@ -63,6 +71,8 @@ func EncodeSigned(s Signed) ([]byte, error) {
 	}
 	out = binary.BigEndian.AppendUint16(out, uint16(len(s.Sig)))
 	out = append(out, s.Sig...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(s.CRL)))
+	out = append(out, s.CRL...)
 	return append(out, s.Table...), nil
 }
 
@@ -113,7 +123,21 @@ func DecodeSigned(b []byte) (Signed, error) {
 	if err != nil {
 		return Signed{}, err
 	}
-	s.Sig, s.Table = sig, b
+	s.Sig = sig
+	if len(b) < 4 {
+		return Signed{}, errShortSigned
+	}
+	n32 := binary.BigEndian.Uint32(b)
+	if n32 > MaxCRL {
+		return Signed{}, fmt.Errorf("signed table: a revocation list of %d bytes, over %d", n32, MaxCRL)
+	}
+	if uint32(len(b)-4) < n32 {
+		return Signed{}, errShortSigned
+	}
+	if n32 > 0 {
+		s.CRL = b[4 : 4+n32]
+	}
+	s.Table = b[4+n32:]
 	if len(s.Table) > MaxTableBytes {
 		return Signed{}, &LimitError{Host: "(not decoded)", What: "bytes", Count: len(s.Table), Limit: MaxTableBytes}
 	}

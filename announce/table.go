@@ -20,6 +20,10 @@ type Table struct {
 	// IPsec is published only by hosts with an encrypted network (its
 	// fields are inlined in the JSON form).
 	IPsec
+	// CRL is the number of the cluster CA's revocation list the host
+	// holds (host identities): a host that adopts a newer one publishes a
+	// new table, so its peers pull the list with it.
+	CRL uint64 `json:"crl,omitempty"`
 }
 
 // Network is one network of a host, as others need to know it to detect

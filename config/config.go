@@ -30,6 +30,8 @@ const (
 	// policies select it by port alone and plain networks stay plain.
 	DefaultEncryptedPort = 4801
 	DefaultRotateEvery   = "12h"
+	// DefaultSecretRotateEvery is how long a swarm-agreed secret lives.
+	DefaultSecretRotateEvery = "12h"
 	// MinRotateEvery keeps a typo from turning rotation into a busy loop.
 	MinRotateEvery    = time.Minute
 	DefaultGossipPort = 7947
@@ -74,6 +76,9 @@ type Settings struct {
 	EncryptedPort int
 	// RotateEvery is how often IPsec keys are rotated.
 	RotateEvery time.Duration
+	// SecretRotateEvery is how often swarm managers issue a new cluster
+	// secret (swarm mode); zero never.
+	SecretRotateEvery time.Duration
 	// LogLevel is one of debug, info, warn, error.
 	LogLevel string
 	// GossipPort is the TCP and UDP port of the cluster (serf).
@@ -121,6 +126,7 @@ var settings = []setting{
 	{"data-port", DefaultDataPort, "UDP port of VXLAN between hosts (never 4789, Docker's)"},
 	{"encrypted-port", DefaultEncryptedPort, "UDP port of encrypted networks' VXLAN, carried only in IPsec ESP (never 4789, never the data port)"},
 	{"rotate-every", DefaultRotateEvery, "how often IPsec keys rotate, as a Go duration (12h, 90m); at least 1m"},
+	{"secret-rotate-every", DefaultSecretRotateEvery, "swarm mode: how often the managers issue a new cluster secret (12h, 90m; at least 1m; 0: never)"},
 	{"log-level", DefaultLogLevel, "log level: debug, info, warn or error"},
 	{"gossip-port", DefaultGossipPort, "TCP and UDP port of the vxsec cluster (never 7946, Docker's)"},
 	{"join", "", "comma-separated addresses (host or host:port) of cluster members to join"},
@@ -200,6 +206,11 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		return Settings{}, fmt.Errorf("rotate-every (%s): %q is not a duration; accepted: a Go duration of at least %v, such as 12h or 90m",
 			EnvName("rotate-every"), v.GetString("rotate-every"), MinRotateEvery)
 	}
+	srotate, err := time.ParseDuration(strings.TrimSpace(v.GetString("secret-rotate-every")))
+	if err != nil {
+		return Settings{}, fmt.Errorf("secret-rotate-every (%s): %q is not a duration; accepted: 0 (never), or a Go duration of at least %v, such as 12h or 90m",
+			EnvName("secret-rotate-every"), v.GetString("secret-rotate-every"), MinRotateEvery)
+	}
 	tport, err := intSetting(v, "trust-port")
 	if err != nil {
 		return Settings{}, err
@@ -209,22 +220,23 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		return Settings{}, err
 	}
 	s := Settings{
-		Socket:        v.GetString("socket"),
-		StateDir:      v.GetString("state-dir"),
-		AdvertiseAddr: v.GetString("advertise-addr"),
-		DataPort:      port,
-		EncryptedPort: eport,
-		RotateEvery:   rotate,
-		LogLevel:      strings.ToLower(v.GetString("log-level")),
-		GossipPort:    gport,
-		Join:          splitList(v.GetString("join")),
-		Secret:        secret,
-		Snapshot:      v.GetString("snapshot"),
-		Scope:         strings.ToLower(strings.TrimSpace(v.GetString("scope"))),
-		SwarmDir:      v.GetString("swarm-dir"),
-		TrustPort:     tport,
-		IdentityDir:   v.GetString("identity-dir"),
-		Identity:      strings.ToLower(strings.TrimSpace(v.GetString("identity"))),
+		Socket:            v.GetString("socket"),
+		StateDir:          v.GetString("state-dir"),
+		AdvertiseAddr:     v.GetString("advertise-addr"),
+		DataPort:          port,
+		EncryptedPort:     eport,
+		RotateEvery:       rotate,
+		SecretRotateEvery: srotate,
+		LogLevel:          strings.ToLower(v.GetString("log-level")),
+		GossipPort:        gport,
+		Join:              splitList(v.GetString("join")),
+		Secret:            secret,
+		Snapshot:          v.GetString("snapshot"),
+		Scope:             strings.ToLower(strings.TrimSpace(v.GetString("scope"))),
+		SwarmDir:          v.GetString("swarm-dir"),
+		TrustPort:         tport,
+		IdentityDir:       v.GetString("identity-dir"),
+		Identity:          strings.ToLower(strings.TrimSpace(v.GetString("identity"))),
 	}
 	return s, s.Validate()
 }
@@ -284,6 +296,9 @@ func (s Settings) Validate() error {
 	}
 	if s.RotateEvery < MinRotateEvery {
 		errs = append(errs, fmt.Errorf("rotate-every: %v is too short; accepted: a duration of at least %v (default %s)", s.RotateEvery, MinRotateEvery, DefaultRotateEvery))
+	}
+	if s.SecretRotateEvery != 0 && s.SecretRotateEvery < MinRotateEvery {
+		errs = append(errs, fmt.Errorf("secret-rotate-every: %v is too short; accepted: 0 (never) or a duration of at least %v (default %s)", s.SecretRotateEvery, MinRotateEvery, DefaultSecretRotateEvery))
 	}
 	if _, err := ParseLogLevel(s.LogLevel); err != nil {
 		errs = append(errs, err)

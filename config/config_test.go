@@ -37,7 +37,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, EncryptedPort: 4801, RotateEvery: 12 * time.Hour, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot,
-		Scope: ScopeAuto, SwarmDir: DefaultSwarmDir, TrustPort: 7948, Identity: IdentityRequired}
+		Scope: ScopeAuto, SwarmDir: DefaultSwarmDir, TrustPort: 7948, Identity: IdentityRequired, SecretRotateEvery: 12 * time.Hour}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -81,6 +81,7 @@ func TestRefusals(t *testing.T) {
 		{"join-port", nil, map[string]string{"VXSEC_JOIN": "10.0.0.1:99999"}, "valid port"},
 		{"scope", nil, map[string]string{"VXSEC_SCOPE": "swarm"}, `"swarm" is not a scope; accepted: auto, local, global`},
 		{"identity mode", nil, map[string]string{"VXSEC_IDENTITY": "strict"}, `identity: "strict" is not a mode; accepted: required, optional`},
+		{"secret rotation too short", nil, map[string]string{"VXSEC_SECRET_ROTATE_EVERY": "10s"}, `secret-rotate-every: 10s is too short; accepted: 0 (never) or a duration of at least 1m0s`},
 		{"trust-port-gossip", []string{"--trust-port", "7947"}, nil, "is the gossip port"},
 		{"trust-port-docker", nil, map[string]string{"VXSEC_TRUST_PORT": "7946"}, "Docker's swarm gossip port"},
 	}

@@ -96,10 +96,17 @@ type TableSigner interface {
 	SignTable(table []byte) ([]byte, error)
 }
 
-// TableVerifier checks a signed table pulled from host and returns the
-// table's encoding and the signer's name (package identity).
+// TableVerifier checks the signed tables of other hosts (package
+// identity).
 type TableVerifier interface {
-	OpenTable(host netip.Addr, signed []byte) (table []byte, signer string, err error)
+	// OpenTable checks a signed table pulled from host and returns the
+	// table's encoding and its signer. A revocation list newer than the
+	// one held, in front of the table, is adopted (newCRL).
+	OpenTable(host netip.Addr, signed []byte) (table []byte, signer string, newCRL bool, err error)
+	// Revoked tells whether a signer OpenTable returned is revoked now.
+	Revoked(signer string) bool
+	// CRLNumber is the number of the revocation list held (0: none).
+	CRLNumber() uint64
 }
 
 // Tag names published through serf.
@@ -204,6 +211,14 @@ type Cluster struct {
 	pulls       chan string
 	// dirty asks publishLoop to announce the newest version.
 	dirty chan struct{}
+	// resnap asks snapshotLoop for a new table although the local state
+	// did not change (a newer revocation list to spread).
+	resnap chan struct{}
+	// signers are the signers of the tables installed, by member name.
+	signers map[string]string
+	// untrusted are members whose table was refused for its identity
+	// (none, another host's, revoked): they are no VXLAN source either.
+	untrusted map[string]bool
 	// repairs counts the anti-entropy passes done (tests wait on it).
 	repairs atomic.Int64
 
@@ -257,6 +272,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		legacyUntil:    map[string]time.Time{},
 		pulls:          make(chan string, 256),
 		dirty:          make(chan struct{}, 1),
+		resnap:         make(chan struct{}, 1),
+		signers:        map[string]string{},
+		untrusted:      map[string]bool{},
 		cancel:         cancel,
 		secret:         cfg.Secret,
 		ctx:            ctx,

@@ -82,12 +82,19 @@ func (c *Cluster) drop(name string) {
 }
 
 // updateMembers hands the sink every member that may send VXLAN: alive,
-// suspected, or failed but still within the grace period.
+// suspected, or failed but still within the grace period, and not refused
+// for its identity.
 func (c *Cluster) updateMembers() {
 	var addrs, known []netip.Addr
 	for _, m := range c.serf.Members() {
 		if a, ok := netip.AddrFromSlice(m.Addr); ok {
 			known = append(known, a.Unmap())
+		}
+		c.mu.Lock()
+		untrusted := c.untrusted[m.Name]
+		c.mu.Unlock()
+		if untrusted {
+			continue
 		}
 		switch m.Status {
 		case serf.StatusAlive, serf.StatusLeaving:

@@ -22,12 +22,23 @@ import (
 // cluster's verifier.
 func testIdentities(t *testing.T, hosts map[string]string) (map[string]*identity.Identity, *identity.Verifier) {
 	t.Helper()
+	ids, vs, _ := testIdentitiesCA(t, hosts)
+	for _, v := range vs {
+		return ids, v
+	}
+	return ids, nil
+}
+
+// testIdentitiesCA is testIdentities with a verifier per host (each holds
+// its own revocation list) and the CA's directory.
+func testIdentitiesCA(t *testing.T, hosts map[string]string) (map[string]*identity.Identity, map[string]*identity.Verifier, string) {
+	t.Helper()
 	ca := t.TempDir()
 	if err := identity.InitCA(ca, "test-cluster", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]*identity.Identity{}
-	var v *identity.Verifier
+	verifiers := map[string]*identity.Verifier{}
 	for name, addr := range hosts {
 		dir := filepath.Join(t.TempDir(), name)
 		a := netip.MustParseAddr(addr)
@@ -38,9 +49,9 @@ func testIdentities(t *testing.T, hosts map[string]string) (map[string]*identity
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[name], v = id, vv
+		out[name], verifiers[name] = id, vv
 	}
-	return out, v
+	return out, verifiers, ca
 }
 
 // fakeServer serves every pull (version 2, with secret) raw: a man in the
@@ -177,5 +188,65 @@ func TestIdentityCluster(t *testing.T) {
 	}
 	if _, ok := rec2.table(netip.MustParseAddr(a3)); ok {
 		t.Fatal("h2 installed h3's unsigned table")
+	}
+}
+
+// TestRevocationSpreads: the CA revokes h3, and only h1 is given the list.
+// h2 gets it in front of h1's next table, which h1 publishes for that
+// reason alone; both drop h3's table (its endpoints and keys) and stop
+// counting h3 as a VXLAN source, though h3 is still a member. Before, h2
+// had h3's table: the control.
+func TestRevocationSpreads(t *testing.T) {
+	const a1, a2, a3 = "127.0.0.101", "127.0.0.102", "127.0.0.103"
+	ids, v, ca := testIdentitiesCA(t, map[string]string{"h1": a1, "h2": a2, "h3": a3})
+	h3 := netip.MustParseAddr(a3)
+	start := func(name, addr string, seeds []string) (*Cluster, *recorder, int) {
+		return startNodeConfig(t, Config{Addr: netip.MustParseAddr(addr), Secret: secretA, Signer: ids[name], Verifier: v[name], RequireSigned: true, Seeds: seeds})
+	}
+	c1, rec1, port1 := start("h1", a1, nil)
+	seed := []string{net.JoinHostPort(a1, strconv.Itoa(port1))}
+	c2, rec2, _ := start("h2", a2, seed)
+	start("h3", a3, seed)
+	testutil.Eventually(t, 10*time.Second, "h1 and h2 hold h3's table", func() bool {
+		_, ok1 := rec1.table(h3)
+		_, ok2 := rec2.table(h3)
+		return ok1 && ok2
+	})
+	isSource := func(r *recorder) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, a := range r.members {
+			if a == h3 {
+				return true
+			}
+		}
+		return false
+	}
+	if !isSource(rec2) {
+		t.Fatal("control: h2 does not count h3 as a VXLAN source")
+	}
+
+	crl, _, err := identity.Revoke(ca, "h3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if ok, err := v["h1"].OfferCRL(crl); !ok || err != nil {
+		t.Fatalf("h1 refused the CA's list: %v", err)
+	}
+	c1.RevocationChanged()
+	testutil.Eventually(t, 10*time.Second, "h2 drops h3's table", func() bool {
+		_, ok := rec2.table(h3)
+		return !ok && v["h2"].CRLNumber() == 1 && !isSource(rec2)
+	})
+	t.Logf("h2 dropped revoked h3 %s after h1 was given the list", time.Since(t0).Round(time.Millisecond))
+	if _, ok := rec1.table(h3); ok || isSource(rec1) {
+		t.Fatal("h1 kept h3's table")
+	}
+	// h3 is still a member (it holds the secret), and what it publishes
+	// next is refused.
+	testutil.Eventually(t, 10*time.Second, "h2 refuses h3's tables", func() bool { return c2.Stats().Refused["table-identity"] > 0 })
+	if len(c2.Members()) != 3 {
+		t.Fatalf("h2 lists %d members", len(c2.Members()))
 	}
 }

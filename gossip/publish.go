@@ -19,6 +19,7 @@ func (c *Cluster) snapshotLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-c.cfg.Local.Changed():
+		case <-c.resnap:
 		}
 		if _, changed := c.takeSnapshot(); changed {
 			select {
@@ -65,6 +66,9 @@ func (c *Cluster) takeSnapshot() (announce.Version, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t.Host, t.Version = c.local.Host, c.local.Version
+	if c.cfg.Verifier != nil {
+		t.CRL = c.cfg.Verifier.CRLNumber()
+	}
 	raw, err := announce.Encode(t)
 	if err != nil {
 		c.lim.Log(slog.LevelError, "own table", "encoding this host's table", "err", err)

@@ -69,6 +69,13 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 	if errors.Is(err, errIdentity) {
 		c.stats.add("table-identity")
 		c.lim.Log(slog.LevelError, "table identity", "refusing a member's table: it does not prove its host", "member", name, "err", err)
+		c.mu.Lock()
+		was := c.untrusted[name]
+		c.untrusted[name] = true
+		c.mu.Unlock()
+		if !was {
+			c.updateMembers()
+		}
 		return false
 	}
 	overLimits := announce.IsLimit(err)
@@ -158,11 +165,22 @@ func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr) (annou
 	if err != nil {
 		return announce.Table{}, err
 	}
-	raw, err := c.unwrap(host, plain)
+	raw, signer, err := c.unwrap(host, plain)
 	if err != nil {
 		return announce.Table{}, err
 	}
-	return announce.Decode(raw)
+	t, err := announce.Decode(raw)
+	if err == nil && signer != "" && t.Host == host {
+		c.mu.Lock()
+		c.signers[host.String()] = signer
+		was := c.untrusted[host.String()]
+		delete(c.untrusted, host.String())
+		c.mu.Unlock()
+		if was {
+			c.updateMembers()
+		}
+	}
+	return t, err
 }
 
 // errIdentity marks a table refused for its signature or its absence.
@@ -171,22 +189,56 @@ var errIdentity = errors.New("table identity")
 // unwrap returns the encoding of a pulled table: a signed table is checked
 // by the Verifier (or only unwrapped in a secret-only cluster); an unsigned
 // one is refused when signatures are required.
-func (c *Cluster) unwrap(host netip.Addr, plain []byte) ([]byte, error) {
+func (c *Cluster) unwrap(host netip.Addr, plain []byte) ([]byte, string, error) {
 	if !announce.IsSigned(plain) {
 		if c.cfg.Verifier != nil && c.cfg.RequireSigned {
-			return nil, fmt.Errorf("%w: the table is not signed, and this cluster requires host identities", errIdentity)
+			return nil, "", fmt.Errorf("%w: the table is not signed, and this cluster requires host identities", errIdentity)
 		}
-		return plain, nil
+		return plain, "", nil
 	}
 	if c.cfg.Verifier == nil {
 		s, err := announce.DecodeSigned(plain)
-		return s.Table, err
+		return s.Table, "", err
 	}
-	raw, _, err := c.cfg.Verifier.OpenTable(host, plain)
+	raw, signer, newCRL, err := c.cfg.Verifier.OpenTable(host, plain)
+	if newCRL {
+		c.RevocationChanged()
+	}
 	if err != nil && !announce.IsLimit(err) {
-		return nil, fmt.Errorf("%w: %w", errIdentity, err)
+		return nil, "", fmt.Errorf("%w: %w", errIdentity, err)
 	}
-	return raw, err
+	return raw, signer, err
+}
+
+// RevocationChanged acts on a newer revocation list the Verifier adopted
+// (from a peer's table, or given to the daemon): the tables of hosts whose
+// identity it revokes are dropped at once, with their endpoints and keys,
+// and this host publishes a new table, so that every peer pulls the list.
+func (c *Cluster) RevocationChanged() {
+	if c.cfg.Verifier == nil {
+		return
+	}
+	var revoked []string
+	c.mu.Lock()
+	for name, signer := range c.signers {
+		if c.cfg.Verifier.Revoked(signer) {
+			revoked = append(revoked, name)
+			delete(c.signers, name)
+			c.untrusted[name] = true
+		}
+	}
+	c.mu.Unlock()
+	for _, name := range revoked {
+		c.lim.Log(slog.LevelWarn, "revoked", "dropping a revoked host's table", "member", name, "crl", c.cfg.Verifier.CRLNumber())
+		c.drop(name)
+	}
+	if len(revoked) > 0 {
+		c.updateMembers()
+	}
+	select {
+	case c.resnap <- struct{}{}:
+	default:
+	}
 }
 
 // pullPlain runs a pull and returns what the secret opened.

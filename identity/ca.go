@@ -14,7 +14,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/vxsec/vxsec/internal/certs"
 )
 
 // Files: a CA directory holds CAFile and CAKeyFile (which never leaves the
@@ -78,6 +81,9 @@ func Issue(caDir, out, host string, addrs []netip.Addr, validity time.Duration) 
 	if host == "" || len(addrs) == 0 {
 		return nil, errors.New("a host certificate needs the host's name and at least one underlay address (--addr)")
 	}
+	if strings.ContainsAny(host, `/\`) || host == "." || host == ".." {
+		return nil, fmt.Errorf("host name %q: accepted: a name without slashes", host)
+	}
 	caCert, caKey, err := loadCA(caDir)
 	if err != nil {
 		return nil, err
@@ -121,6 +127,13 @@ func Issue(caDir, out, host string, addrs []netip.Addr, validity time.Duration) 
 	if err := writePEM(filepath.Join(out, CAFile), "CERTIFICATE", caCert.Raw, 0o644); err != nil {
 		return nil, err
 	}
+	// The CA keeps what it issued, to revoke it by host name.
+	if err := os.MkdirAll(filepath.Join(caDir, issuedDir), 0o700); err != nil {
+		return nil, err
+	}
+	if err := writePEM(filepath.Join(caDir, issuedDir, fmt.Sprintf("%s-%x.crt", host, tmpl.SerialNumber)), "CERTIFICATE", der, 0o644); err != nil {
+		return nil, err
+	}
 	return x509.ParseCertificate(der)
 }
 
@@ -153,24 +166,9 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, raw = pem.Decode(raw)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s holds no certificate", path)
+	out, err := certs.ParsePEM(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return out, nil
 }

@@ -9,14 +9,17 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vxsec/vxsec/announce"
+	"github.com/vxsec/vxsec/internal/certs"
 )
 
 // Identity is this host's certificate and key.
@@ -27,11 +30,16 @@ type Identity struct {
 	// chain is the certificate, then any intermediates (DER).
 	chain [][]byte
 	key   crypto.Signer
+	// crl is the revocation list this host holds, sent in front of
+	// every table it signs so that the list spreads through the cluster.
+	crl *revocations
 }
 
-// Verifier checks other hosts' signed tables against the cluster CA.
+// Verifier checks other hosts' signed tables against the cluster CA and
+// its newest revocation list.
 type Verifier struct {
 	roots *x509.CertPool
+	crl   *revocations
 	// now is the clock certificates are checked against.
 	now func() time.Time
 }
@@ -61,8 +69,14 @@ func Load(dir string, addr netip.Addr) (*Identity, *Verifier, error) {
 	for _, r := range roots {
 		pool.AddCert(r)
 	}
-	v := &Verifier{roots: pool, now: time.Now}
-	id := &Identity{Name: leaf.Subject.CommonName, Leaf: leaf, chain: pair.Certificate, key: key}
+	crl := &revocations{ca: roots}
+	v := &Verifier{roots: pool, crl: crl, now: time.Now}
+	id := &Identity{Name: leaf.Subject.CommonName, Leaf: leaf, chain: pair.Certificate, key: key, crl: crl}
+	if raw, err := os.ReadFile(filepath.Join(dir, CRLFile)); err == nil {
+		if _, err := crl.offer(raw); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, CRLFile), err)
+		}
+	}
 	if err := v.check(id.chain, addr); err != nil {
 		return nil, nil, fmt.Errorf("the host identity in %s: %w (this host advertises %s: issue its identity with `vxsec ca issue --addr %s`)", dir, err, addr, addr)
 	}
@@ -79,7 +93,8 @@ func (id *Identity) SignTable(table []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing the table: %w", err)
 	}
-	return announce.EncodeSigned(announce.Signed{Chain: id.chain, Sig: sig, Table: table})
+	crl, _ := id.crl.current()
+	return announce.EncodeSigned(announce.Signed{Chain: id.chain, Sig: sig, CRL: crl, Table: table})
 }
 
 // Errors of OpenTable, for counting refusals by kind.
@@ -89,41 +104,65 @@ var (
 )
 
 // OpenTable checks a signed table pulled from host and returns the table's
-// encoding and the signer's name: the chain leads to the cluster CA now,
-// the certificate is a host certificate naming host's address, and the
-// signature holds.
-func (v *Verifier) OpenTable(host netip.Addr, signed []byte) ([]byte, string, error) {
+// encoding and its signer (name#serial): the chain leads to the cluster CA
+// now, the certificate is a host certificate naming host's address and not
+// revoked, and the signature holds. A revocation list in front of the
+// table, signed by the CA and newer than the one held, is adopted first
+// (newCRL), whatever the table.
+func (v *Verifier) OpenTable(host netip.Addr, signed []byte) (table []byte, signer string, newCRL bool, err error) {
 	s, err := announce.DecodeSigned(signed)
 	if err != nil {
-		return nil, "", err
+		return nil, "", false, err
+	}
+	if s.CRL != nil {
+		// A list that does not verify is ignored: the table is judged
+		// on its own.
+		newCRL, _ = v.crl.offer(s.CRL)
 	}
 	if err := v.check(s.Chain, host); err != nil {
-		return nil, "", err
+		return nil, "", newCRL, err
 	}
 	leaf, _ := x509.ParseCertificate(s.Chain[0]) // check parsed it
-	if err := leaf.CheckSignature(x509.ECDSAWithSHA256, announce.SignedMessage(s.Table), s.Sig); err != nil {
-		return nil, "", fmt.Errorf("%w (signer %s): %v", ErrSignature, leaf.Subject.CommonName, err)
+	if v.crl.revoked(leaf.SerialNumber) {
+		return nil, "", newCRL, fmt.Errorf("%w: %q (serial %x)", ErrRevoked, leaf.Subject.CommonName, leaf.SerialNumber)
 	}
-	return s.Table, leaf.Subject.CommonName, nil
+	if err := leaf.CheckSignature(x509.ECDSAWithSHA256, announce.SignedMessage(s.Table), s.Sig); err != nil {
+		return nil, "", newCRL, fmt.Errorf("%w (signer %s): %v", ErrSignature, leaf.Subject.CommonName, err)
+	}
+	return s.Table, leaf.Subject.CommonName + "#" + leaf.SerialNumber.String(), newCRL, nil
+}
+
+// Revoked tells whether a signer OpenTable returned is revoked now.
+func (v *Verifier) Revoked(signer string) bool {
+	_, serial, ok := strings.Cut(signer, "#")
+	n, good := new(big.Int).SetString(serial, 10)
+	return ok && good && v.crl.revoked(n)
+}
+
+// OfferCRL adopts a revocation list (PEM or DER) if the cluster CA signed
+// it and it is newer than the one held.
+func (v *Verifier) OfferCRL(raw []byte) (bool, error) { return v.crl.offer(raw) }
+
+// CRLNumber is the number of the revocation list held (0: none).
+func (v *Verifier) CRLNumber() uint64 {
+	_, n := v.crl.current()
+	return n
+}
+
+// KeepCRL has keep called with every revocation list adopted from now on.
+func (v *Verifier) KeepCRL(keep func(der []byte)) {
+	v.crl.mu.Lock()
+	defer v.crl.mu.Unlock()
+	v.crl.keep = keep
 }
 
 // check verifies a chain for host.
 func (v *Verifier) check(chain [][]byte, host netip.Addr) error {
-	certs := make([]*x509.Certificate, len(chain))
-	for i, der := range chain {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return fmt.Errorf("the signer's certificate: %w", err)
-		}
-		certs[i] = c
+	leaf, err := certs.Verify(chain, v.roots, v.now(), x509.ExtKeyUsageAny)
+	if leaf == nil {
+		return fmt.Errorf("the signer's certificate: %w", err)
 	}
-	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	leaf := certs[0]
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: inter, CurrentTime: v.now(),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if err != nil {
 		return fmt.Errorf("the signer %q is not certified by this cluster's CA: %w", leaf.Subject.CommonName, err)
 	}
 	if !slices.Contains(leaf.Subject.OrganizationalUnit, hostOU) {

@@ -54,7 +54,7 @@ func TestOpenTable(t *testing.T) {
 	s2, _ := announce.DecodeSigned(sign(h2, table))
 	swapped, _ := announce.EncodeSigned(announce.Signed{Chain: g.Chain, Sig: s2.Sig, Table: table})
 	altered, _ := announce.EncodeSigned(announce.Signed{Chain: g.Chain, Sig: g.Sig, Table: []byte(`{"host":"10.0.0.1","version":{"epoch":1,"seq":2}}`)})
-	later := &Verifier{roots: v.roots, now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
+	later := &Verifier{roots: v.roots, crl: v.crl, now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
 
 	for _, tc := range []struct {
 		name   string
@@ -74,9 +74,9 @@ func TestOpenTable(t *testing.T) {
 		{"not signed", v, "10.0.0.1", table, nil, "no signed table's header"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, name, err := tc.v.OpenTable(netip.MustParseAddr(tc.host), tc.signed)
+			got, name, _, err := tc.v.OpenTable(netip.MustParseAddr(tc.host), tc.signed)
 			if tc.want == nil && tc.says == "" {
-				if err != nil || string(got) != string(table) || name != "h1" {
+				if err != nil || string(got) != string(table) || !strings.HasPrefix(name, "h1#") {
 					t.Fatalf("OpenTable = %q, %q, %v; want the table, h1", got, name, err)
 				}
 				return
@@ -115,5 +115,72 @@ func TestLoad(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(dir, KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("host key mode: %v %v", fi.Mode(), err)
+	}
+}
+
+// TestRevocation: a host revoked by the CA is refused once a host holds
+// the list; the list spreads in front of every table that host signs; a
+// list not signed by the CA, or not newer, changes nothing.
+func TestRevocation(t *testing.T) {
+	ca := mustCA(t)
+	h1, v1 := mustIssue(t, ca, "h1", "10.0.0.1", time.Hour)
+	_, v2 := mustIssue(t, ca, "h2", "10.0.0.2", time.Hour)
+	h3, _ := mustIssue(t, ca, "h3", "10.0.0.3", time.Hour)
+	table := []byte(`{}`)
+	sign := func(id *Identity) []byte {
+		s, err := id.SignTable(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	open := func(v *Verifier, host string, b []byte) (string, bool, error) {
+		_, signer, newCRL, err := v.OpenTable(netip.MustParseAddr(host), b)
+		return signer, newCRL, err
+	}
+	signer3, _, err := open(v2, "10.0.0.3", sign(h3))
+	if err != nil || v2.Revoked(signer3) {
+		t.Fatalf("before revocation, h2 refuses h3: %v", err)
+	}
+
+	crl, serials, err := Revoke(ca, "h3")
+	if err != nil || len(serials) != 1 {
+		t.Fatalf("Revoke: %v %v", serials, err)
+	}
+	if _, _, err := Revoke(ca, "h3"); err == nil {
+		t.Fatal("revoking h3 twice: no error")
+	}
+	// A list from another CA is refused.
+	other := mustCA(t)
+	mustIssue(t, other, "h3", "10.0.0.3", time.Hour)
+	forged, _, err := Revoke(other, "h3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := v1.OfferCRL(forged); ok || err == nil {
+		t.Fatalf("h1 adopted another CA's list: %v %v", ok, err)
+	}
+	// h1 gets the CA's list; h2 gets it only in front of h1's table.
+	if ok, err := v1.OfferCRL(crl); !ok || err != nil || v1.CRLNumber() != 1 {
+		t.Fatalf("h1 did not adopt the list: %v %v", ok, err)
+	}
+	if ok, _ := v1.OfferCRL(crl); ok {
+		t.Fatal("h1 adopted the same list twice")
+	}
+	if _, _, err := open(v1, "10.0.0.3", sign(h3)); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("h1 took revoked h3's table: %v", err)
+	}
+	if _, newCRL, err := open(v2, "10.0.0.1", sign(h1)); err != nil || !newCRL || v2.CRLNumber() != 1 {
+		t.Fatalf("h2 did not adopt the list in front of h1's table: %v %v", newCRL, err)
+	}
+	if !v2.Revoked(signer3) {
+		t.Fatal("h2 does not count h3 as revoked")
+	}
+	if _, _, err := open(v2, "10.0.0.3", sign(h3)); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("h2 took revoked h3's table: %v", err)
+	}
+	// h3 still signs with the older (no) list: it rolls nothing back.
+	if _, newCRL, _ := open(v2, "10.0.0.3", sign(h3)); newCRL || v2.CRLNumber() != 1 {
+		t.Fatal("an older list replaced the newer")
 	}
 }

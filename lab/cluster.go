@@ -48,6 +48,17 @@ type Status struct {
 	Trust *swarmtrust.Status
 	// Drops counts each lock's drops (firewall.Locks, "xfrm:" counters).
 	Drops map[string]uint64
+	// Identity is the host identity (VXSEC_IDENTITY_DIR), if any.
+	Identity *IdentityStatus
+}
+
+// IdentityStatus is the daemon's host identity: its name, when it ends,
+// its mode, and the number of the revocation list it holds.
+type IdentityStatus struct {
+	Name    string
+	Expires time.Time
+	Mode    string
+	CRL     uint64
 }
 
 // Peer is what st says of its IPsec SAs with the host at addr.

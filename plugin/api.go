@@ -36,6 +36,8 @@ type API struct {
 	reconcile func(context.Context) error
 	// rotateSecret answers VxSec.RotateSecret.
 	rotateSecret func(context.Context) (any, error)
+	// loadCRL answers VxSec.LoadCRL.
+	loadCRL func(context.Context, []byte) (any, error)
 	// scope is the data scope GetCapabilities reports.
 	scope string
 }
@@ -52,6 +54,16 @@ func (a *API) SetRotate(f func(context.Context) error) { a.rotate = f }
 
 // SetReconcile installs what VxSec.Reconcile does.
 func (a *API) SetReconcile(f func(context.Context) error) { a.reconcile = f }
+
+// SetLoadCRL installs what VxSec.LoadCRL does with the revocation list
+// it is given.
+func (a *API) SetLoadCRL(f func(context.Context, []byte) (any, error)) { a.loadCRL = f }
+
+// LoadCRLRequest is VxSec.LoadCRL's body.
+type LoadCRLRequest struct {
+	// CRL is the cluster CA's revocation list, PEM or DER.
+	CRL []byte `json:"crl"`
+}
 
 // SetRotateSecret installs what VxSec.RotateSecret does; its answer is
 // returned to the caller.

@@ -37,6 +37,9 @@ const (
 	reconcilePath = "/VxSec.Reconcile"
 	// rotateSecretPath issues a new cluster secret (a swarm manager).
 	rotateSecretPath = "/VxSec.RotateSecret"
+	// loadCRLPath gives the daemon a revocation list of the cluster CA,
+	// which it spreads through the cluster.
+	loadCRLPath = "/VxSec.LoadCRL"
 )
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
@@ -113,6 +116,13 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 			ctx, cancel := api.call("VxSec.RotateSecret")
 			defer cancel()
 			return api.rotateSecret(ctx)
+		}))
+	}
+	if api.loadCRL != nil {
+		mux.HandleFunc(loadCRLPath, handle(func(req *LoadCRLRequest) (any, error) {
+			ctx, cancel := api.call("VxSec.LoadCRL")
+			defer cancel()
+			return api.loadCRL(ctx, req.CRL)
 		}))
 	}
 	if api.leave != nil {

@@ -32,6 +32,8 @@ const SecretBytes = config.SecretBytes
 const (
 	DefaultInterval      = 30 * time.Second
 	DefaultGenerateAfter = 20 * time.Second
+	DefaultRotateEvery   = 12 * time.Hour
+	DefaultRotateStagger = 5 * time.Minute
 	dialTimeout          = 5 * time.Second
 	exchangeTimeout      = 10 * time.Second
 	// maxMessage bounds a peer's message: a record with a chain of two
@@ -97,6 +99,14 @@ type Config struct {
 	// GenerateAfter is how long a manager that is not the first by node ID
 	// looks for an existing secret before it makes one.
 	GenerateAfter time.Duration
+	// RotateEvery is how long a secret lives: the first manager by node
+	// ID issues a new one when the record is older (the others, in their
+	// order, a RotateStagger later each, should it be down). Zero never
+	// rotates by itself.
+	RotateEvery time.Duration
+	// RotateStagger separates the managers' turns; zero means
+	// DefaultRotateStagger.
+	RotateStagger time.Duration
 	// Peers lists the vxsec cluster's members: a node that adopts another
 	// secret tells them at once, so the cluster does not stay split for a
 	// whole Interval. May be nil.
@@ -202,6 +212,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.GenerateAfter == 0 {
 		cfg.GenerateAfter = DefaultGenerateAfter
+	}
+	if cfg.RotateStagger == 0 {
+		cfg.RotateStagger = DefaultRotateStagger
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Log.With("component", "swarmtrust"), start: time.Now(),
@@ -390,6 +403,8 @@ func (a *Agent) manage(creds credentials, cur *record, fresh bool) {
 	switch {
 	case fresh:
 		secret, why = newSecret(), "no swarm node has a vxsec secret"
+	case cur != nil && !cur.placeholder() && a.rotationDue(creds, cur, time.Now()):
+		secret, gen, why = newSecret(), cur.Generation+1, fmt.Sprintf("scheduled rotation: the secret is older than %s", a.cfg.RotateEvery)
 	case cur != nil && !cur.placeholder():
 		due, reason := creds.reissueDue(cur, time.Now())
 		if !due {
@@ -410,13 +425,7 @@ func (a *Agent) manage(creds credentials, cur *record, fresh bool) {
 		a.log.Error("issuing the cluster secret", "err", err)
 		return
 	}
-	a.mu.Lock()
-	adopted := r.newer(a.rec)
-	if adopted {
-		a.adoptLocked(r)
-	}
-	a.mu.Unlock()
-	if !adopted {
+	if !a.adoptIfNewer(r) {
 		return
 	}
 	a.log.Info("issued the cluster secret", "secret", r.id(), "generation", r.Generation, "why", why)
@@ -619,6 +628,16 @@ func receive(conn net.Conn) (message, error) {
 	if m.Record != nil && (len(m.Record.Chain) > maxChain || len(m.Record.Sig) > maxSig) {
 		return message{}, fmt.Errorf("peer's record has %d certificates and a %d-byte signature, bounds %d and %d", len(m.Record.Chain), len(m.Record.Sig), maxChain, maxSig)
 	}
+	if m.Record != nil {
+		// One form for "none": an empty signature or chain is absent,
+		// as the record encodes it.
+		if len(m.Record.Sig) == 0 {
+			m.Record.Sig = nil
+		}
+		if len(m.Record.Chain) == 0 {
+			m.Record.Chain = nil
+		}
+	}
 	return m, nil
 }
 
@@ -667,6 +686,24 @@ func (a *Agent) refusedRecord(from string, r *record, err error) {
 	a.mu.Unlock()
 }
 
+// rotationDue: the record is older than RotateEvery plus this manager's
+// turn (its rank among the managers by node ID, times RotateStagger), by
+// its issuer's clock and this node's. A clock ahead or behind moves when
+// the rotation comes, never whether: a newer generation from any manager
+// restarts the count everywhere.
+func (a *Agent) rotationDue(creds credentials, r *record, now time.Time) bool {
+	if a.cfg.RotateEvery <= 0 || r.Generation == 0 {
+		return false
+	}
+	rank := 0
+	for _, m := range creds.node.Managers {
+		if m.NodeID < creds.node.ID {
+			rank++
+		}
+	}
+	return now.Sub(time.Unix(0, r.Created)) > a.cfg.RotateEvery+time.Duration(rank)*a.cfg.RotateStagger
+}
+
 // Rotate issues a new cluster secret, as the next generation, and tells
 // the cluster's members at once; they move to it as they would to any
 // newer record (gossip keeps the old secret's keys for a grace period).
@@ -690,13 +727,7 @@ func (a *Agent) Rotate() (id string, gen uint64, err error) {
 	if err != nil {
 		return "", 0, err
 	}
-	a.mu.Lock()
-	adopted := r.newer(a.rec)
-	if adopted {
-		a.adoptLocked(r)
-	}
-	a.mu.Unlock()
-	if !adopted {
+	if !a.adoptIfNewer(r) {
 		return "", 0, errors.New("a newer secret arrived meanwhile; try again")
 	}
 	a.log.Info("rotated the cluster secret on request", "secret", r.id(), "generation", r.Generation)
@@ -722,6 +753,18 @@ func (a *Agent) push() {
 			a.mu.Unlock()
 		}()
 	}
+}
+
+// adoptIfNewer adopts r, a record this node issued, unless a newer one
+// arrived since it read the one it held; the caller publishes.
+func (a *Agent) adoptIfNewer(r *record) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !r.newer(a.rec) {
+		return false
+	}
+	a.adoptLocked(r)
+	return true
 }
 
 // adoptLocked makes r the node's record, in memory only: the caller calls

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/certs"
 	"github.com/vxsec/vxsec/internal/limit"
 	"github.com/vxsec/vxsec/swarmtrust/testpki"
 )
@@ -148,7 +149,7 @@ func FuzzReceive(f *testing.F) {
 }
 
 // FuzzReadNode: the swarm directory's node certificate file and state.json.
-// Every certificate parseCerts returns is one the file holds, the identity
+// Every certificate certs.ParsePEM returns is one the file holds, the identity
 // ReadNode reports is a swarm node's (a node ID, a swarm ID, a swarm role),
 // the managers are state.json's, and a refusal names the file at fault.
 func FuzzReadNode(f *testing.F) {
@@ -182,14 +183,14 @@ func FuzzReadNode(f *testing.F) {
 			}
 		}
 
-		certs, certErr := parseCerts(cert)
+		parsed, certErr := certs.ParsePEM(cert)
 		if certErr == nil {
-			if len(certs) == 0 {
-				t.Fatal("parseCerts: no error and no certificate")
+			if len(parsed) == 0 {
+				t.Fatal("certs.ParsePEM: no error and no certificate")
 			}
-			for _, c := range certs {
+			for _, c := range parsed {
 				if !fuzzHoldsDER(cert, c.Raw) {
-					t.Fatalf("parseCerts returned a certificate the file does not hold: %x", c.Raw)
+					t.Fatalf("certs.ParsePEM returned a certificate the file does not hold: %x", c.Raw)
 				}
 			}
 		}
@@ -207,13 +208,13 @@ func FuzzReadNode(f *testing.F) {
 			return
 		}
 		if certErr != nil {
-			t.Fatalf("ReadNode accepted a certificate file parseCerts refuses: %v", certErr)
+			t.Fatalf("ReadNode accepted a certificate file certs.ParsePEM refuses: %v", certErr)
 		}
 		if n.ID == "" || n.ClusterID == "" || (n.Role != RoleManager && n.Role != RoleWorker) {
 			t.Fatalf("ReadNode = %+v: not a swarm node's identity", n)
 		}
-		s := certs[0].Subject
-		if n.ID != s.CommonName || n.ClusterID != s.Organization[0] || n.Role != s.OrganizationalUnit[0] || !n.NotAfter.Equal(certs[0].NotAfter) {
+		s := parsed[0].Subject
+		if n.ID != s.CommonName || n.ClusterID != s.Organization[0] || n.Role != s.OrganizationalUnit[0] || !n.NotAfter.Equal(parsed[0].NotAfter) {
 			t.Fatalf("ReadNode = %+v, but the first certificate is %v", n, s)
 		}
 		var want []Manager
@@ -228,7 +229,7 @@ func FuzzReadNode(f *testing.F) {
 	})
 }
 
-// fuzzHoldsDER: a certificate parseCerts returns is the content of one of
+// fuzzHoldsDER: a certificate certs.ParsePEM returns is the content of one of
 // the file's PEM blocks.
 func fuzzHoldsDER(file, der []byte) bool {
 	for {

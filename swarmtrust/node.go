@@ -3,7 +3,6 @@ package swarmtrust
 import (
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/vxsec/vxsec/internal/certs"
 )
 
 // Files of the engine's swarm directory (/var/lib/docker/swarm), as swarmkit
@@ -114,36 +115,11 @@ func identity(c *x509.Certificate) (Node, error) {
 }
 
 func firstCert(raw []byte) (*x509.Certificate, error) {
-	certs, err := parseCerts(raw)
+	chain, err := certs.ParsePEM(raw)
 	if err != nil {
 		return nil, err
 	}
-	return certs[0], nil
-}
-
-// parseCerts reads every CERTIFICATE block: during a root rotation swarm
-// files hold a chain (leaf and cross-signed intermediate) or several roots.
-func parseCerts(raw []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var b *pem.Block
-		b, raw = pem.Decode(raw)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate in the file")
-	}
-	return out, nil
+	return chain[0], nil
 }
 
 // lowestManager tells whether id is the first of the managers by node ID:

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/vxsec/vxsec/internal/certs"
 )
 
 // A record is the cluster secret as a manager issued it. Only a manager's
@@ -106,20 +108,8 @@ func (c credentials) verifyRecord(r *record) (*x509.Certificate, error) {
 	if len(r.Chain) > maxChain || len(r.Sig) > maxSig {
 		return nil, fmt.Errorf("the record's chain (%d certificates) or signature (%d bytes) is over the bound (%d, %d)", len(r.Chain), len(r.Sig), maxChain, maxSig)
 	}
-	certs := make([]*x509.Certificate, len(r.Chain))
-	for i, der := range r.Chain {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("the record's certificate: %w", err)
-		}
-		certs[i] = cert
-	}
-	inter := x509.NewCertPool()
-	for _, cert := range certs[1:] {
-		inter.AddCert(cert)
-	}
-	leaf := certs[0]
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	leaf, err := certs.Verify(r.Chain, c.roots, time.Now(), x509.ExtKeyUsageAny)
+	if err != nil {
 		return nil, fmt.Errorf("the record's issuer is not certified by this swarm's CA: %w", err)
 	}
 	issuer, err := identity(leaf)

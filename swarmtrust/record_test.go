@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -411,5 +412,48 @@ func TestUpgradeFromProtocol1(t *testing.T) {
 	// What that node sent (the oldest record it could make) moved nothing.
 	if !bytes.Equal(secretOf(t, m0, time.Second), old.Secret) {
 		t.Fatal("a protocol 1 record replaced m0's secret")
+	}
+}
+
+// TestScheduledRotation: with RotateEvery, the first manager issues a new
+// secret when the record is older; every node moves to it, and it keeps
+// doing so: no secret outlives the period by much. The second manager,
+// whose turn is a stagger later, does not race it.
+func TestScheduledRotation(t *testing.T) {
+	s := newSwarm(t, "m1", "m2")
+	start := func(dir string, i int) *Agent {
+		a, err := New(Config{
+			Dir: dir, Addr: s.addr(i), Port: s.port, Interval: 100 * time.Millisecond, GenerateAfter: 2 * time.Second,
+			RotateEvery: 700 * time.Millisecond, RotateStagger: time.Hour,
+			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.run(a)
+	}
+	m1 := start(s.node(s.ca, 1, "m1", RoleManager, cluster), 1)
+	m2 := start(s.node(s.ca, 2, "m2", RoleManager, cluster), 2)
+	w3 := start(s.node(s.ca, 3, "w3", RoleWorker, cluster), 3)
+	first := secretOf(t, m1, 5*time.Second)
+	seen := map[string]bool{}
+	testutil.Until(t, waitLong, "three scheduled rotations reach every node", func() error {
+		st := m1.Status()
+		for name, a := range map[string]*Agent{"m2": m2, "w3": w3} {
+			if o := a.Status(); o.SecretGeneration != st.SecretGeneration {
+				return fmt.Errorf("%s at generation %d, m1 at %d", name, o.SecretGeneration, st.SecretGeneration)
+			}
+		}
+		seen[st.SecretID] = true
+		if st.SecretGeneration < 4 {
+			return fmt.Errorf("m1 at generation %d", st.SecretGeneration)
+		}
+		return nil
+	})
+	if bytes.Equal(secretOf(t, w3, time.Second), first) || len(seen) < 2 {
+		t.Fatalf("the secret did not change: %d secrets seen", len(seen))
+	}
+	if st := m1.Status(); st.SecretBy != "m1" {
+		t.Fatalf("the newest secret was issued by %s; m2's turn is an hour later", st.SecretBy)
 	}
 }

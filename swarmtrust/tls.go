@@ -9,6 +9,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"github.com/vxsec/vxsec/internal/certs"
 )
 
 // credentials are the node's certificate and the swarm's roots, read afresh
@@ -46,7 +49,7 @@ func loadCredentials(dir string) (credentials, error) {
 	if err != nil {
 		return credentials{}, fmt.Errorf("reading the swarm root CA: %w", err)
 	}
-	roots, err := parseCerts(rootPEM)
+	roots, err := certs.ParsePEM(rootPEM)
 	if err != nil {
 		return credentials{}, fmt.Errorf("swarm root CA %s: %w", filepath.Join(dir, rootFile), err)
 	}
@@ -75,25 +78,11 @@ func (c credentials) verifyPeer(wantNode string) func([][]byte, [][]*x509.Certif
 		if len(raw) == 0 {
 			return errors.New("the peer sent no certificate")
 		}
-		certs := make([]*x509.Certificate, len(raw))
-		for i, r := range raw {
-			cert, err := x509.ParseCertificate(r)
-			if err != nil {
-				return fmt.Errorf("peer certificate: %w", err)
-			}
-			certs[i] = cert
-		}
-		inter := x509.NewCertPool()
-		for _, cert := range certs[1:] {
-			inter.AddCert(cert)
-		}
-		if _, err := certs[0].Verify(x509.VerifyOptions{
-			Roots: c.roots, Intermediates: inter,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		}); err != nil {
+		leaf, err := certs.Verify(raw, c.roots, time.Now(), x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth)
+		if err != nil {
 			return fmt.Errorf("peer certificate is not from this swarm's CA: %w", err)
 		}
-		peer, err := identity(certs[0])
+		peer, err := identity(leaf)
 		if err != nil {
 			return fmt.Errorf("peer certificate: %w", err)
 		}

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vxsec/vxsec/identity"
+	"github.com/vxsec/vxsec/plugin"
 )
 
 // caCmd makes the cluster CA and the hosts' identities outside swarm (in
@@ -18,7 +21,7 @@ func caCmd() *cobra.Command {
 		Use:   "ca",
 		Short: "make a cluster CA and host identities (outside swarm): `vxsec ca init`, then `vxsec ca issue` per host",
 	}
-	cmd.AddCommand(caInitCmd(), caIssueCmd())
+	cmd.AddCommand(caInitCmd(), caIssueCmd(), caRevokeCmd(), caLoadCRLCmd())
 	return cmd
 }
 
@@ -73,6 +76,47 @@ func caIssueCmd() *cobra.Command {
 			return err
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "identity of %s (%v) written to %s, valid until %s\n", args[0], as, dir, cert.NotAfter.Format(time.RFC3339))
+		return nil
+	}
+	return cmd
+}
+
+func caRevokeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "revoke HOST",
+		Short: "revoke every identity issued to HOST (or the one with that serial, in hex): writes the CA's crl.pem; then `vxsec ca load-crl` it on any one host",
+		Args:  cobra.ExactArgs(1),
+	}
+	ca := cmd.Flags().String("ca", "vxsec-ca", "directory of the CA (from `vxsec ca init`)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		_, serials, err := identity.Revoke(*ca, args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "revoked %s (serial %v); the list is %s. Load it on any one host: vxsec ca load-crl %s\n",
+			args[0], serials, filepath.Join(*ca, identity.CRLFile), filepath.Join(*ca, identity.CRLFile))
+		return nil
+	}
+	return cmd
+}
+
+func caLoadCRLCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "load-crl FILE",
+		Short: "give the local daemon the CA's revocation list: it drops revoked hosts and spreads the list to every host within seconds",
+		Args:  cobra.ExactArgs(1),
+	}
+	sock := socketFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		raw, err := os.ReadFile(args[0])
+		if err != nil {
+			return err
+		}
+		var out json.RawMessage
+		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.LoadCRL", plugin.LoadCRLRequest{CRL: raw}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), string(out))
 		return nil
 	}
 	return cmd

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vishvananda/netlink"
 
+	"github.com/vxsec/vxsec/atomicfile"
 	"github.com/vxsec/vxsec/config"
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
@@ -90,6 +92,9 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	store, err := driver.OpenStore(s.StateDir)
 	if err != nil {
 		return err
+	}
+	if verifier != nil {
+		keepCRL(s.StateDir, verifier, log)
 	}
 	xh, err := netlink.NewHandle()
 	if err != nil {
@@ -260,6 +265,9 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			t := trust.Status()
 			st.Trust = &t
 		}
+		if self != nil {
+			st.Identity = &identityStatus{Name: self.Name, Expires: self.Expires(), Mode: s.Identity, CRL: verifier.CRLNumber()}
+		}
 		st.Drops = lockDrops(fw, log)
 		return st
 	}
@@ -275,6 +283,22 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	})
 	api.SetRotate(d.Rotate)
 	api.SetReconcile(d.Reconcile)
+	api.SetLoadCRL(func(_ context.Context, raw []byte) (any, error) {
+		if verifier == nil {
+			return nil, errors.New("this host has no identity (VXSEC_IDENTITY_DIR), so it holds no revocation list")
+		}
+		adopted, err := verifier.OfferCRL(raw)
+		if err != nil {
+			return nil, err
+		}
+		if adopted {
+			log.Info("revocation list loaded", "crl", verifier.CRLNumber())
+			if c := cl.get(); c != nil {
+				c.RevocationChanged()
+			}
+		}
+		return map[string]any{"adopted": adopted, "crl": verifier.CRLNumber()}, nil
+	})
 	api.SetRotateSecret(func(context.Context) (any, error) {
 		if trust == nil {
 			return nil, errors.New("this node's cluster secret is VXSEC_SECRET (or it has none): it is not the swarm's to rotate. " +
@@ -337,4 +361,22 @@ func dataScope(s config.Settings) string {
 		return config.ScopeGlobal
 	}
 	return config.ScopeLocal
+}
+
+// keepCRL makes the revocation list survive restarts and upgrades: the one
+// kept in the state directory is offered at start, and each newer one
+// adopted is kept there.
+func keepCRL(stateDir string, v *identity.Verifier, log *slog.Logger) {
+	const name = "identity-crl.pem"
+	if raw, err := os.ReadFile(filepath.Join(stateDir, name)); err == nil {
+		if _, err := v.OfferCRL(raw); err != nil {
+			log.Warn("ignoring the kept revocation list", "file", filepath.Join(stateDir, name), "err", err)
+		}
+	}
+	v.KeepCRL(func(der []byte) {
+		b := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+		if err := atomicfile.Write(stateDir, name, b); err != nil {
+			log.Error("keeping the revocation list", "err", err)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
@@ -23,6 +24,17 @@ type daemonStatus struct {
 	Drops map[string]uint64 `json:"Drops,omitempty"`
 	// Gossip counts what the gossip port let through and refused.
 	Gossip *gossip.Stats `json:"Gossip,omitempty"`
+	// Identity is this host's identity outside swarm.
+	Identity *identityStatus `json:"Identity,omitempty"`
+}
+
+// identityStatus shows a host identity: its name, when it ends, whether
+// unsigned tables are refused, and the revocation list's number held.
+type identityStatus struct {
+	Name    string    `json:"Name"`
+	Expires time.Time `json:"Expires"`
+	Mode    string    `json:"Mode"`
+	CRL     uint64    `json:"CRL"`
 }
 
 // xfrmLocks are the kernel's IPsec counters that count a lock holding: an

@@ -71,6 +71,7 @@ func swarmTrust(s config.Settings, addr netip.Addr, peers func() []netip.Addr, l
 	}
 	a, err := swarmtrust.New(swarmtrust.Config{
 		Dir: s.SwarmDir, Addr: addr, Port: s.TrustPort, SecretFile: keep, Peers: peers, Log: log,
+		RotateEvery: s.SecretRotateEvery,
 	})
 	if err != nil {
 		log.Error("swarm trust unavailable: running without a cluster secret", "err", err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vxsec/vxsec/identity"
 	"github.com/vxsec/vxsec/lab"
+	"github.com/vxsec/vxsec/plugin"
 )
 
 // TestHostIdentities: daemons with identities from a cluster CA (`vxsec ca`)
@@ -93,6 +94,31 @@ func TestHostIdentities(t *testing.T) {
 	waitCounts(t, h1, vni, 1, 2, 15*time.Second)
 	waitCounts(t, h2, vni, 1, 2, 15*time.Second)
 	reachFast(t, c1, c3.IP())
+
+	// Revocation: the CA revokes h3, and only h1 is given the list. Every
+	// host drops h3's endpoints within the bound; h3 is still a member.
+	crl, _, err := identity.Revoke(ca, "h3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if err := h1.Client().Call(ctxT(t), "VxSec.LoadCRL", plugin.LoadCRLRequest{CRL: crl}, nil); err != nil {
+		t.Fatal(err)
+	}
+	took := waitCounts(t, h2, vni, 1, 1, 15*time.Second)
+	waitCounts(t, h1, vni, 1, 1, 5*time.Second)
+	t.Logf("h2 dropped revoked h3's endpoint %s after h1 was given the list (%s in all)", took.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	st, err := h2.Status(ctxT(t))
+	if err != nil || st.Identity == nil || st.Identity.CRL != 1 {
+		t.Fatalf("h2's status does not show the revocation list: %+v %v", st.Identity, err)
+	}
+	if len(st.Alive()) != 3 {
+		t.Fatalf("h2 sees %d members alive; h3, revoked, still holds the secret and is one", len(st.Alive()))
+	}
+	if res, err := c2.Ping(ctxT(t), c3.IP(), "-c", "3", "-W", "1", "-i", "0.2"); err == nil && res.Received != 0 {
+		t.Fatalf("c2 reached c3 after h3 was revoked: %+v", res)
+	}
+	reachFast(t, c1, c2.IP())
 
 	// An identity issued for h2's address, given to h4.
 	h4, err := c.lab.AddHost(ctxT(t), "h4")

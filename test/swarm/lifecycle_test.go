@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,13 +20,164 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/vxsec/vxsec/lab"
+	"github.com/vxsec/vxsec/plugin"
 )
+
+// ---------------------------------------------------------------------------
+// 4s: the cluster secret rotated on a manager while pings cross, 100 a second
+// ---------------------------------------------------------------------------
+
+func phaseSecretRotation(l *swarmLab, t testing.TB) {
+	web, err := l.loadTasks("sl-web", "sl-net", all()...)
+	if err != nil {
+		t.Fatalf("the sl-web tasks: %v", err)
+	}
+	before, err := l.vstatus(1)
+	if err != nil || before.Trust == nil {
+		t.Fatalf("sl-e1's status: %+v %v", before.Trust, err)
+	}
+	ring, err := l.pingRing(web, "0.01", "secret-rotation")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ring.stop()
+	time.Sleep(2 * time.Second)
+	var rotated struct {
+		SecretID   string `json:"secret_id"`
+		Generation uint64 `json:"generation"`
+	}
+	start := time.Now()
+	l.must(t, "4s.rotate", func(t testing.TB) {
+		sock, err := l.e[1].PluginSocket(l.ctx, pluginRef)
+		if err == nil {
+			err = plugin.NewClient(sock).Call(l.ctx, "VxSec.RotateSecret", struct{}{}, &rotated)
+		}
+		if err != nil || rotated.SecretID == before.Trust.SecretID {
+			t.Errorf("vxsec rotate-secret on sl-e1 (a manager): %+v %v", rotated, err)
+			return
+		}
+		t.Logf("ok: vxsec rotate-secret on sl-e1: secret %s -> %s, generation %d -> %d",
+			before.Trust.SecretID, rotated.SecretID, before.Trust.SecretGeneration, rotated.Generation)
+	})
+	l.check(t, "4s.everywhere", func(t testing.TB) {
+		took, err := l.poll(60*time.Second, 100*time.Millisecond, func() error {
+			for _, i := range all() {
+				st, err := l.vstatus(i)
+				if err != nil {
+					return err
+				}
+				if st.Trust == nil || st.Trust.SecretID != rotated.SecretID || st.Trust.SecretGeneration != rotated.Generation {
+					return fmt.Errorf("sl-e%d holds %+v", i, st.Trust)
+				}
+			}
+			_, err := l.clusterOK(all()...)
+			return err
+		})
+		if err != nil {
+			t.Errorf("the rotated secret did not reach every node in a whole cluster: %v", err)
+			return
+		}
+		t.Logf("ok: every node holds secret %s (generation %d), the vxsec cluster whole, %s after the call", rotated.SecretID, rotated.Generation, secs(took))
+	})
+	// Gossip goes on under the new keys for a while, and past the old
+	// secret's grace would be 2 minutes: a few seconds show the data path.
+	time.Sleep(5 * time.Second)
+	counts := ring.stop()
+	l.check(t, "4s.connected", func(t testing.TB) {
+		total, lost := 0, 0
+		for _, i := range all() {
+			c := counts[i]
+			total, lost = total+c.sent, lost+c.sent-c.received
+			t.Logf("info: ping from sl-e%d's task to sl-e%d's at 100/s across the rotation: %d sent, %d received", i, i%nodeCount+1, c.sent, c.received)
+			if c.sent < 500 {
+				t.Errorf("sl-e%d's stream sent only %d pings", i, c.sent)
+			}
+		}
+		if lost != 0 {
+			t.Errorf("pings lost across the secret rotation: %d of %d", lost, total)
+			return
+		}
+		t.Logf("ok: 0 of %d pings lost across the secret rotation (%s from the call to the end)", total, since(start))
+	})
+}
 
 // ---------------------------------------------------------------------------
 // 4c: a rolling `docker plugin upgrade` while pings cross between tasks
 // ---------------------------------------------------------------------------
 
 var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+// pingCount is what one ping stream sent and got back.
+type pingCount struct{ sent, received int }
+
+// ring is a ping stream from each node's task to the next node's.
+type ring struct {
+	stop func() map[int]pingCount
+}
+
+// pingRing starts one ping stream from every node's web task to the next
+// node's, one ping every interval (ping's -i), logged to
+// <name>-ping-e<i>.txt. stop interrupts them (nsenter execs ping, which
+// gets the SIGINT and prints its statistics) and counts each.
+func (l *swarmLab) pingRing(web map[int]lab.Task, interval, name string) (*ring, error) {
+	type pinger struct {
+		cmd  *exec.Cmd
+		file string
+		done chan struct{}
+	}
+	pingers := map[int]pinger{}
+	stopAll := func() {
+		for _, p := range pingers {
+			p.cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				p.cmd.Process.Kill()
+				<-p.done
+			}
+		}
+	}
+	for _, i := range all() {
+		j := i%nodeCount + 1
+		p := pinger{file: filepath.Join(env.logs, fmt.Sprintf("%s-ping-e%d.txt", name, i)), done: make(chan struct{})}
+		f, err := os.Create(p.file)
+		if err != nil {
+			stopAll()
+			return nil, err
+		}
+		p.cmd = exec.Command("nsenter", "-t", strconv.Itoa(web[i].Pid), "-n", "--", "ping", "-i", interval, "-W", "1", web[j].IP)
+		p.cmd.Stdout, p.cmd.Stderr = f, f
+		if err := p.cmd.Start(); err != nil {
+			f.Close()
+			stopAll()
+			return nil, err
+		}
+		go func() {
+			p.cmd.Wait()
+			f.Close()
+			close(p.done)
+		}()
+		pingers[i] = p
+	}
+	var once sync.Once
+	var counts map[int]pingCount
+	return &ring{stop: func() map[int]pingCount {
+		once.Do(func() {
+			stopAll()
+			counts = map[int]pingCount{}
+			for i, p := range pingers {
+				b, _ := os.ReadFile(p.file)
+				var c pingCount
+				if m := pingStats.FindStringSubmatch(string(b)); m != nil {
+					c.sent, _ = strconv.Atoi(m[1])
+					c.received, _ = strconv.Atoi(m[2])
+				}
+				counts[i] = c
+			}
+		})
+		return counts
+	}}, nil
+}
 
 func phaseUpgrade(l *swarmLab, t testing.TB) {
 	select {
@@ -47,50 +199,12 @@ func phaseUpgrade(l *swarmLab, t testing.TB) {
 	}
 	l.web = web
 	// One ping stream per node to the next, 5 per second, through the
-	// upgrades: nsenter execs ping, which gets the SIGINT.
-	type pinger struct {
-		cmd  *exec.Cmd
-		file string
-		done chan struct{}
+	// upgrades.
+	ring, err := l.pingRing(web, "0.2", "upgrade")
+	if err != nil {
+		t.Fatal(err)
 	}
-	var pingers []pinger
-	for _, i := range all() {
-		j := i%nodeCount + 1
-		p := pinger{file: filepath.Join(env.logs, fmt.Sprintf("upgrade-ping-e%d.txt", i)), done: make(chan struct{})}
-		f, err := os.Create(p.file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.cmd = exec.Command("nsenter", "-t", strconv.Itoa(web[i].Pid), "-n", "--", "ping", "-i", "0.2", "-W", "1", web[j].IP)
-		p.cmd.Stdout, p.cmd.Stderr = f, f
-		if err := p.cmd.Start(); err != nil {
-			f.Close()
-			t.Fatal(err)
-		}
-		go func() {
-			p.cmd.Wait()
-			f.Close()
-			close(p.done)
-		}()
-		pingers = append(pingers, p)
-	}
-	stopPingers := func() {
-		for _, p := range pingers {
-			p.cmd.Process.Signal(syscall.SIGINT)
-			select {
-			case <-p.done:
-			case <-time.After(10 * time.Second):
-				p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			stopPingers()
-		}
-	}()
+	defer ring.stop()
 	time.Sleep(2 * time.Second)
 	for _, i := range all() {
 		start := time.Now()
@@ -132,17 +246,10 @@ func phaseUpgrade(l *swarmLab, t testing.TB) {
 		})
 	}
 	time.Sleep(2 * time.Second)
-	stopPingers()
-	stopped = true
+	counts := ring.stop()
 	total, totLost, ok := 0, 0, true
 	for _, i := range all() {
-		b, _ := os.ReadFile(pingers[i-1].file)
-		m := pingStats.FindStringSubmatch(string(b))
-		sent, got := 0, 0
-		if m != nil {
-			sent, _ = strconv.Atoi(m[1])
-			got, _ = strconv.Atoi(m[2])
-		}
+		sent, got := counts[i].sent, counts[i].received
 		lost := sent - got
 		total += sent
 		totLost += lost

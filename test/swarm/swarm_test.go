@@ -26,6 +26,7 @@ var labPhases = []phaseDef{
 	{name: "services", needs: []string{"trust"}, critical: true, run: phaseServices},
 	{name: "outsider_check", needs: []string{"outsider_rotation"}, run: phaseOutsiderCheck},
 	{name: "trust_after_rotation", needs: []string{"outsider_rotation"}, run: phaseTrustAfterRotation},
+	{name: "secret_rotation", needs: []string{"services"}, run: phaseSecretRotation},
 	{name: "upgrade", needs: []string{"services"}, run: phaseUpgrade},
 	{name: "failover", needs: []string{"services"}, run: phaseFailover},
 	{name: "remove", needs: []string{"services"}, run: phaseRemove},
