@@ -5,6 +5,8 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/identity"
 	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/lab"
 )
@@ -26,6 +29,9 @@ type cluster struct {
 	lab    *lab.Lab
 	hosts  []*lab.Host
 	secret string
+	// ca, if set, is a cluster CA (`vxsec ca init`): addHost gives each
+	// host an identity from it.
+	ca string
 }
 
 // newCluster starts n hosts sharing a secret and seeded with h1, and waits
@@ -41,14 +47,45 @@ func newCluster(t *testing.T, n int) *cluster {
 	return c
 }
 
+// newIdentityCluster is newCluster with an identity for every host, from
+// one cluster CA (docs/identity.md).
+func newIdentityCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	secret := lab.NewSecret()
+	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret, ca: filepath.Join(t.TempDir(), "ca")}
+	if err := identity.InitCA(c.ca, "integration", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		c.addHost(t, fmt.Sprintf("h%d", i))
+	}
+	c.waitMembers(t, c.hosts, c.hosts)
+	return c
+}
+
+// identityEnv issues host name an identity for addr from the cluster's CA
+// and returns the setting that gives it to its daemon.
+func (c *cluster) identityEnv(t *testing.T, name string, addr netip.Addr) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
+	if _, err := identity.Issue(c.ca, dir, name, []netip.Addr{addr}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	return "VXSEC_IDENTITY_DIR=" + dir
+}
+
 // addHost adds and starts one more host; env is added after the cluster's
-// (the last value of a variable wins).
+// (the last value of a variable wins). In a cluster with a CA, the host
+// gets an identity first.
 func (c *cluster) addHost(t *testing.T, name string, env ...string) *lab.Host {
 	t.Helper()
 	ctx := ctxT(t)
 	h, err := c.lab.AddHost(ctx, name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.ca != "" {
+		h.Env = append(h.Env, c.identityEnv(t, name, h.Addr))
 	}
 	h.Env = append(h.Env, env...)
 	if err := h.Start(ctx); err != nil {

@@ -34,7 +34,9 @@ func TestEncrypted(t *testing.T) {
 	if err := ipsec.Probe(); err != nil {
 		t.Fatalf("the kernel lab's kernel must have ESP and GCM: %v", err)
 	}
-	c := newCluster(t, 3)
+	// With host identities: every table, and so every X25519 key the pair
+	// keys derive from, is signed by its host (docs/identity.md).
+	c := newIdentityCluster(t, 3)
 	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
 	const evni, pvni = 8101, 8102
 	eids := map[*lab.Host]string{}
@@ -53,6 +55,16 @@ func TestEncrypted(t *testing.T) {
 	}
 	took := waitAllKeyed(t, c.hosts)
 	t.Logf("every pair keyed %v after the endpoints were known", took.Round(time.Millisecond))
+	for _, h := range c.hosts {
+		st, err := h.Status(ctxT(t))
+		if err != nil || st.Identity == nil || st.Identity.Name != h.Name {
+			t.Fatalf("%s runs without its identity: %+v %v", h.Name, st.Identity, err)
+		}
+		gs, err := h.GossipStats(ctxT(t))
+		if err != nil || gs.Refused["table-identity"] != 0 {
+			t.Fatalf("%s refused a signed table of the cluster: %+v %v", h.Name, gs.Refused, err)
+		}
+	}
 	for _, pair := range [][2]*lab.Container{{e1, e2}, {e2, e3}, {e3, e1}} {
 		reachFast(t, pair[0], pair[1].IP())
 	}

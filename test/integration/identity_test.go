@@ -4,7 +4,6 @@ package integration
 
 import (
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -26,25 +25,17 @@ import (
 // refuses to start, saying so.
 func TestHostIdentities(t *testing.T) {
 	secret := lab.NewSecret()
-	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret}
-	ca := filepath.Join(t.TempDir(), "ca")
-	if err := identity.InitCA(ca, "integration", time.Hour); err != nil {
+	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret, ca: filepath.Join(t.TempDir(), "ca")}
+	if err := identity.InitCA(c.ca, "integration", time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	issue := func(name string, addr netip.Addr) string {
-		dir := filepath.Join(t.TempDir(), name)
-		if _, err := identity.Issue(ca, dir, name, []netip.Addr{addr}, time.Hour); err != nil {
-			t.Fatal(err)
-		}
-		return "VXSEC_IDENTITY_DIR=" + dir
-	}
 	add := func(name string, withIdentity bool) *lab.Host {
+		if withIdentity {
+			return c.addHost(t, name)
+		}
 		h, err := c.lab.AddHost(ctxT(t), name)
 		if err != nil {
 			t.Fatal(err)
-		}
-		if withIdentity {
-			h.Env = append(h.Env, issue(name, h.Addr))
 		}
 		if err := h.Start(ctxT(t)); err != nil {
 			t.Fatal(err)
@@ -87,7 +78,7 @@ func TestHostIdentities(t *testing.T) {
 	}
 
 	// The control: the same h3 with an identity of its own.
-	h3.Env = append(h3.Env, issue("h3", h3.Addr))
+	h3.Env = append(h3.Env, c.identityEnv(t, "h3", h3.Addr))
 	if err := h3.Restart(ctxT(t), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +88,7 @@ func TestHostIdentities(t *testing.T) {
 
 	// Revocation: the CA revokes h3, and only h1 is given the list. Every
 	// host drops h3's endpoints within the bound; h3 is still a member.
-	crl, _, err := identity.Revoke(ca, "h3")
+	crl, _, err := identity.Revoke(c.ca, "h3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +116,7 @@ func TestHostIdentities(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h4.Env = append(h4.Env, issue("h4", h2.Addr))
+	h4.Env = append(h4.Env, c.identityEnv(t, "h4", h2.Addr))
 	err = h4.Start(ctxT(t))
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("certified for [%s], not %s", h2.Addr, h4.Addr)) {
 		t.Fatalf("h4 started with another host's identity, or did not say why not: %v", err)
