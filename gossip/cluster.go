@@ -91,9 +91,13 @@ type Config struct {
 	timing timing
 }
 
-// TableSigner signs a table's encoding (package identity).
+// TableSigner signs a table's encoding, and proves this host's identity
+// to a member it pulls from (package identity).
 type TableSigner interface {
 	SignTable(table []byte) ([]byte, error)
+	// SignPeer returns the identity block that proves this host signed
+	// msg.
+	SignPeer(msg []byte) ([]byte, error)
 }
 
 // TableVerifier checks the signed tables of other hosts (package
@@ -107,6 +111,9 @@ type TableVerifier interface {
 	Revoked(signer string) bool
 	// CRLNumber is the number of the revocation list held (0: none).
 	CRLNumber() uint64
+	// CheckPeer checks a client's identity block: a host certificate of
+	// the cluster for host, not revoked, that signed msg.
+	CheckPeer(host netip.Addr, block, msg []byte) error
 }
 
 // Tag names published through serf.

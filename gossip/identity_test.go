@@ -75,7 +75,7 @@ func fakeServer(t *testing.T, addr string, secret, raw []byte) string {
 			conn.SetDeadline(time.Now().Add(5 * time.Second))
 			var first [1]byte
 			if _, err := conn.Read(first[:]); err == nil && first[0] == pullMagicV2 {
-				servePull(conn, [][]byte{secret}, newNonce(), func() []byte { return raw }, func() {})
+				servePull(conn, [][]byte{secret}, newNonce(), func() []byte { return raw }, func() {}, nil)
 			}
 			conn.Close()
 		}
@@ -160,8 +160,9 @@ func TestSignedTables(t *testing.T) {
 }
 
 // TestIdentityCluster: members with identities exchange signed tables; a
-// member with the secret but no identity is a working member (it joins,
-// and takes the others' tables) whose own table they refuse and count.
+// member with the secret but no identity joins (the secret admits it to
+// gossip), but the others neither serve it their tables nor install its
+// own, and count both refusals.
 func TestIdentityCluster(t *testing.T) {
 	const a1, a2, a3 = "127.0.0.96", "127.0.0.97", "127.0.0.98"
 	ids, v := testIdentities(t, map[string]string{"h1": a1, "h2": a2})
@@ -177,12 +178,14 @@ func TestIdentityCluster(t *testing.T) {
 		_, ok2 := rec2.table(netip.MustParseAddr(a1))
 		return ok1 && ok2
 	})
-	testutil.Eventually(t, 10*time.Second, "h3, with the secret alone, takes both", func() bool {
-		_, ok1 := rec3.table(netip.MustParseAddr(a1))
-		_, ok2 := rec3.table(netip.MustParseAddr(a2))
-		return ok1 && ok2 && len(c3.Members()) == 3
+	testutil.Eventually(t, 10*time.Second, "h3, with the secret alone, is a member", func() bool { return len(c3.Members()) == 3 })
+	testutil.Eventually(t, 10*time.Second, "h1 refuses h3's unsigned table, and h3's pulls", func() bool {
+		st := c1.Stats()
+		return st.Refused["table-identity"] > 0 && st.Refused["pull-identity"] > 0
 	})
-	testutil.Eventually(t, 10*time.Second, "h1 refuses h3's unsigned table", func() bool { return c1.Stats().Refused["table-identity"] > 0 })
+	if _, ok := rec3.table(netip.MustParseAddr(a1)); ok {
+		t.Fatal("h3, with no identity, got h1's table")
+	}
 	if _, ok := rec1.table(netip.MustParseAddr(a3)); ok {
 		t.Fatal("h1 installed h3's unsigned table")
 	}
@@ -206,11 +209,12 @@ func TestRevocationSpreads(t *testing.T) {
 	c1, rec1, port1 := start("h1", a1, nil)
 	seed := []string{net.JoinHostPort(a1, strconv.Itoa(port1))}
 	c2, rec2, _ := start("h2", a2, seed)
-	start("h3", a3, seed)
-	testutil.Eventually(t, 10*time.Second, "h1 and h2 hold h3's table", func() bool {
+	c3, rec3, _ := start("h3", a3, seed)
+	testutil.Eventually(t, 10*time.Second, "h1 and h2 hold h3's table, and h3 h2's", func() bool {
 		_, ok1 := rec1.table(h3)
 		_, ok2 := rec2.table(h3)
-		return ok1 && ok2
+		_, ok3 := rec3.table(netip.MustParseAddr(a2))
+		return ok1 && ok2 && ok3
 	})
 	isSource := func(r *recorder) bool {
 		r.mu.Lock()
@@ -249,4 +253,9 @@ func TestRevocationSpreads(t *testing.T) {
 	if len(c2.Members()) != 3 {
 		t.Fatalf("h2 lists %d members", len(c2.Members()))
 	}
+	// Nor does h3 read the others' tables any more; before, it did.
+	testutil.Eventually(t, 10*time.Second, "h2 refuses h3's pulls", func() bool {
+		_, err := c3.pull(context.Background(), net.JoinHostPort(a2, strconv.Itoa(c2.cfg.Port)), netip.MustParseAddr(a2))
+		return err != nil && c2.Stats().Refused["pull-identity"] > 0
+	})
 }

@@ -24,6 +24,7 @@ import (
 //	client → server  pullMagicV2
 //	server → client  pullMagicV2, server nonce (32)
 //	client → server  client nonce (32), n (1, 1..maxProofs), n MACs (32 each)
+//	                 [if n has identityFlag: length (4), identity block]
 //	server → client  length (4, big endian), sealed table
 //
 // Each MAC is HMAC-SHA256 under a key derived from one cluster secret the
@@ -32,6 +33,15 @@ import (
 // seals the table with that one. The server's fresh nonce makes a recorded
 // proof useless later. A client without the secret gets the server's nonce
 // and nothing else.
+//
+// In a cluster that requires host identities the client also proves its
+// identity: it sets identityFlag in n and sends, after the MACs, its
+// certificate chain and its signature over both nonces (announce.Signed
+// with no table; the context string differs from a table's). The server
+// reads the block only once a MAC has proved the secret, and serves the
+// table only if the certificate is of the cluster CA, not revoked, and
+// names the address the connection comes from. A host that holds the
+// secret but no identity, or a revoked one, reads no table.
 //
 // Version 1 (pullMagicV1, the client's nonce, then the sealed table to
 // anyone who asked) is served only to the addresses of the cluster's
@@ -50,7 +60,23 @@ const (
 	// maxSealed bounds the sealed table a client reads: the table bound
 	// plus the AEAD's tag.
 	maxSealed = announce.MaxTableBytes + 16
+	// identityFlag in the MAC count says an identity block follows.
+	identityFlag = 0x80
+	// maxIdentity bounds the identity block: a chain of announce.MaxChain
+	// certificates and a signature.
+	maxIdentity = 20 << 10
 )
+
+// pullIdentityContext is what a client's identity signature covers before
+// the two nonces.
+const pullIdentityContext = "vxsec pull client v1\x00"
+
+// identityMessage is what a client signs to prove its identity for one
+// pair of nonces.
+func identityMessage(serverNonce, clientNonce []byte) []byte {
+	m := append([]byte(pullIdentityContext), serverNonce...)
+	return append(m, clientNonce...)
+}
 
 // pullProofInfo separates the proof key from every other key derived from
 // the cluster secret.
@@ -64,6 +90,9 @@ var (
 	// an open cluster does, and a new one refusing a connection too.
 	errNoHello  = errors.New("the member closed the pull without answering")
 	errBadProof = errors.New("the client proved no secret of this cluster")
+	// errNoIdentity: the cluster requires identities, and the client
+	// proved none.
+	errNoIdentity = errors.New("the client proved no host identity, which this cluster requires")
 )
 
 // proofMAC is the client's proof of one secret for one pair of nonces.
@@ -82,6 +111,8 @@ func proofMAC(secret, serverNonce, clientNonce []byte) ([]byte, error) {
 type proof struct {
 	clientNonce []byte
 	macs        [][]byte
+	// identity is the client's identity block, or nil.
+	identity []byte
 }
 
 // makeProof proves every secret the client holds.
@@ -98,33 +129,61 @@ func makeProof(secrets [][]byte, serverNonce, clientNonce []byte) (proof, error)
 }
 
 func (p proof) encode() []byte {
-	out := append(bytes.Clone(p.clientNonce), byte(len(p.macs)))
+	n := byte(len(p.macs))
+	if p.identity != nil {
+		n |= identityFlag
+	}
+	out := append(bytes.Clone(p.clientNonce), n)
 	for _, m := range p.macs {
 		out = append(out, m...)
+	}
+	if p.identity != nil {
+		out = binary.BigEndian.AppendUint32(out, uint32(len(p.identity)))
+		out = append(out, p.identity...)
 	}
 	return out
 }
 
-// readProof is the server's decoder of the client's answer. It reads at
-// most nonceSize+1+maxProofs*macSize bytes, whatever the client sends.
-func readProof(r io.Reader) (proof, error) {
+// readProof is the server's decoder of the client's answer, its identity
+// block aside (readIdentity). It reads at most nonceSize+1+maxProofs*macSize
+// bytes, whatever the client sends, and reports whether an identity block
+// follows.
+func readProof(r io.Reader) (proof, bool, error) {
 	head := make([]byte, nonceSize+1)
 	if _, err := io.ReadFull(r, head); err != nil {
-		return proof{}, fmt.Errorf("reading the client's proof: %w", err)
+		return proof{}, false, fmt.Errorf("reading the client's proof: %w", err)
 	}
-	n := int(head[nonceSize])
+	flagged := head[nonceSize]&identityFlag != 0
+	n := int(head[nonceSize] &^ identityFlag)
 	if n < 1 || n > maxProofs {
-		return proof{}, fmt.Errorf("the client's proof holds %d MACs, want 1 to %d", n, maxProofs)
+		return proof{}, false, fmt.Errorf("the client's proof holds %d MACs, want 1 to %d", n, maxProofs)
 	}
 	macs := make([]byte, n*macSize)
 	if _, err := io.ReadFull(r, macs); err != nil {
-		return proof{}, fmt.Errorf("reading the client's proof: %w", err)
+		return proof{}, false, fmt.Errorf("reading the client's proof: %w", err)
 	}
 	p := proof{clientNonce: head[:nonceSize]}
 	for i := range n {
 		p.macs = append(p.macs, macs[i*macSize:(i+1)*macSize])
 	}
-	return p, nil
+	return p, flagged, nil
+}
+
+// readIdentity reads the client's identity block, at most maxIdentity
+// bytes: only after a MAC proved the secret.
+func readIdentity(r io.Reader) ([]byte, error) {
+	var n uint32
+	if err := binary.Read(r, binary.BigEndian, &n); err != nil {
+		return nil, fmt.Errorf("reading the client's identity: %w", err)
+	}
+	if n == 0 || n > maxIdentity {
+		return nil, fmt.Errorf("the client's identity block of %d bytes: want 1 to %d", n, maxIdentity)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, fmt.Errorf("reading the client's identity: %w", err)
+	}
+	return b, nil
 }
 
 // check returns the first of secrets that one of the proof's MACs proves.
@@ -207,12 +266,15 @@ func openTable(secrets [][]byte, clientNonce, serverNonce, sealed []byte) ([]byt
 // servePull is the server's side of a version 2 pull, its magic byte read:
 // the greeting, the client's proof checked, then the table sealed for this
 // session. authenticated is called once the proof holds, before the table
-// is sent. Nothing but the greeting is written before.
-func servePull(rw io.ReadWriter, secrets [][]byte, serverNonce []byte, table func() []byte, authenticated func()) error {
+// is sent. Nothing but the greeting is written before. checkPeer, if set,
+// is the cluster's requirement of an identity: it judges the client's
+// identity block against the message it must sign; without it a block is
+// read and ignored.
+func servePull(rw io.ReadWriter, secrets [][]byte, serverNonce []byte, table func() []byte, authenticated func(), checkPeer func(block, msg []byte) error) error {
 	if _, err := rw.Write(hello(serverNonce)); err != nil {
 		return fmt.Errorf("greeting: %w", err)
 	}
-	p, err := readProof(rw)
+	p, flagged, err := readProof(rw)
 	if err != nil {
 		return err
 	}
@@ -221,6 +283,19 @@ func servePull(rw io.ReadWriter, secrets [][]byte, serverNonce []byte, table fun
 		return err
 	}
 	authenticated()
+	if flagged {
+		if p.identity, err = readIdentity(rw); err != nil {
+			return err
+		}
+	}
+	if checkPeer != nil {
+		if p.identity == nil {
+			return errNoIdentity
+		}
+		if err := checkPeer(p.identity, identityMessage(serverNonce, p.clientNonce)); err != nil {
+			return fmt.Errorf("%w: %w", errNoIdentity, err)
+		}
+	}
 	aead, err := sessionAEAD(secret, p.clientNonce, serverNonce)
 	if err != nil {
 		return err
@@ -250,8 +325,9 @@ func servePullV1(rw io.ReadWriter, secret, serverNonce []byte, table func() []by
 }
 
 // clientPull is the client's side of a version 2 pull on rw: it returns
-// the opened table.
-func clientPull(rw io.ReadWriter, secrets [][]byte, clientNonce []byte) ([]byte, error) {
+// the opened table. prove, if set, signs the message that proves this
+// host's identity and returns the identity block.
+func clientPull(rw io.ReadWriter, secrets [][]byte, clientNonce []byte, prove func(msg []byte) ([]byte, error)) ([]byte, error) {
 	if _, err := rw.Write([]byte{pullMagicV2}); err != nil {
 		return nil, err
 	}
@@ -262,6 +338,11 @@ func clientPull(rw io.ReadWriter, secrets [][]byte, clientNonce []byte) ([]byte,
 	p, err := makeProof(secrets, sn, clientNonce)
 	if err != nil {
 		return nil, err
+	}
+	if prove != nil {
+		if p.identity, err = prove(identityMessage(sn, clientNonce)); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := rw.Write(p.encode()); err != nil {
 		return nil, err

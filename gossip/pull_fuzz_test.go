@@ -47,9 +47,10 @@ func FuzzServePull(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := &script{in: bytes.NewReader(data)}
 		authed := false
-		err := servePull(s, [][]byte{fuzzSecret}, fuzzServerNonce, func() []byte { return []byte("table") }, func() { authed = true })
-		if s.read > nonceSize+1+maxProofs*macSize {
-			t.Fatalf("the server read %d bytes of the client's", s.read)
+		err := servePull(s, [][]byte{fuzzSecret}, fuzzServerNonce, func() []byte { return []byte("table") }, func() { authed = true }, nil)
+		// An identity block is read only once the secret is proved.
+		if max := nonceSize + 1 + maxProofs*macSize; s.read > max && !(authed && s.read <= max+4+maxIdentity) {
+			t.Fatalf("the server read %d bytes of the client's (authenticated %v)", s.read, authed)
 		}
 		if err != nil {
 			if authed {
@@ -60,7 +61,7 @@ func FuzzServePull(f *testing.F) {
 			}
 			return
 		}
-		p, perr := readProof(bytes.NewReader(data))
+		p, _, perr := readProof(bytes.NewReader(data))
 		if !authed || perr != nil {
 			t.Fatalf("served a table without a proof (authenticated %v, %v)", authed, perr)
 		}
@@ -76,7 +77,7 @@ func FuzzServePull(f *testing.F) {
 func FuzzClientPull(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := &script{in: bytes.NewReader(data)}
-		plain, err := clientPull(s, [][]byte{fuzzSecret}, fuzzClientNonce)
+		plain, err := clientPull(s, [][]byte{fuzzSecret}, fuzzClientNonce, nil)
 		if s.read > 1+nonceSize+4+maxSealed {
 			t.Fatalf("the client read %d bytes", s.read)
 		}
@@ -110,12 +111,17 @@ func fuzzServerSeeds() map[string][]byte {
 	stranger, _ := makeProof([][]byte{bytes.Repeat([]byte{7}, 32)}, fuzzServerNonce, fuzzClientNonce)
 	replay, _ := makeProof([][]byte{fuzzSecret}, bytes.Repeat([]byte{1}, nonceSize), fuzzClientNonce)
 	v := valid.encode()
+	withIdentity := valid
+	withIdentity.identity = bytes.Repeat([]byte{0x42}, 300)
+	hugeIdentity := append(bytes.Clone(v), 0xff, 0xff, 0xff, 0xff)
+	hugeIdentity[nonceSize] |= identityFlag
 	zeroCount := append(bytes.Clone(v[:nonceSize]), 0)
 	hugeCount := append(bytes.Clone(v[:nonceSize]), 255)
 	return map[string][]byte{
 		"valid-proof": v, "two-secrets": two.encode(), "stranger-proof": stranger.encode(), "replayed-proof": replay.encode(),
 		"truncated": v[:nonceSize+5], "zero-count": zeroCount, "huge-count": hugeCount,
 		"v1-request": append([]byte{pullMagicV1}, fuzzClientNonce...), "empty": {},
+		"valid-proof-with-identity": withIdentity.encode(), "identity-over-the-bound": hugeIdentity,
 	}
 }
 

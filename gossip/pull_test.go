@@ -37,9 +37,9 @@ func pipePull(t *testing.T, clientSecrets, serverSecrets [][]byte) ([]byte, erro
 			serr <- err
 			return
 		}
-		serr <- servePull(sc, serverSecrets, newNonce(), func() []byte { return []byte("the table") }, func() {})
+		serr <- servePull(sc, serverSecrets, newNonce(), func() []byte { return []byte("the table") }, func() {}, nil)
 	}()
-	plain, err := clientPull(cc, clientSecrets, newNonce())
+	plain, err := clientPull(cc, clientSecrets, newNonce(), nil)
 	cc.Close()
 	return plain, err, <-serr
 }

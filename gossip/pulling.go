@@ -247,7 +247,9 @@ func (c *Cluster) pullPlain(ctx context.Context, addr string) ([]byte, error) {
 	legacy := time.Now().Before(c.legacyUntil[addr])
 	c.mu.Unlock()
 	if !legacy {
-		plain, err := c.pullOnce(ctx, addr, clientPull)
+		plain, err := c.pullOnce(ctx, addr, func(rw io.ReadWriter, secrets [][]byte, nonce []byte) ([]byte, error) {
+			return clientPull(rw, secrets, nonce, c.prove())
+		})
 		switch {
 		case errors.Is(err, errOldServer):
 			c.log.Info("member serves only version 1 table pulls; pulling it so for a while", "addr", addr, "for", legacyPullFor)
@@ -262,6 +264,15 @@ func (c *Cluster) pullPlain(ctx context.Context, addr string) ([]byte, error) {
 		}
 	}
 	return c.pullOnce(ctx, addr, clientPullV1)
+}
+
+// prove is how this host proves its identity when it pulls: in a cluster
+// that requires identities, its signature; else nothing.
+func (c *Cluster) prove() func(msg []byte) ([]byte, error) {
+	if c.cfg.Signer == nil || !c.cfg.RequireSigned {
+		return nil
+	}
+	return c.cfg.Signer.SignPeer
 }
 
 // pullOnce runs one pull of a version's client on a fresh connection.
@@ -294,9 +305,16 @@ func (c *Cluster) serveTable(conn net.Conn, ticket *limit.Ticket) {
 		defer c.mu.Unlock()
 		return c.served
 	}
-	if err := servePull(conn, c.secrets(), newNonce(), table, authenticated); err != nil {
+	var checkPeer func(block, msg []byte) error
+	if c.cfg.Verifier != nil && c.cfg.RequireSigned {
+		checkPeer = func(block, msg []byte) error { return c.cfg.Verifier.CheckPeer(from.Addr().Unmap(), block, msg) }
+	}
+	if err := servePull(conn, c.secrets(), newNonce(), table, authenticated, checkPeer); err != nil {
 		reason := "pull-proof"
-		if !errors.Is(err, errBadProof) {
+		switch {
+		case errors.Is(err, errNoIdentity):
+			reason = "pull-identity"
+		case !errors.Is(err, errBadProof):
 			reason = readReason(err)
 		}
 		c.tr.refuse(reason, from, err)

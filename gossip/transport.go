@@ -644,7 +644,7 @@ type Stats struct {
 	// Refused counts by reason: "busy", "source-busy", "rate",
 	// "source-rate", "sources", "memory" (the limits of connections
 	// waiting to authenticate), "timeout", "closed", "frame-size",
-	// "not-encrypted", "unauthentic", "pull-v1", "pull-proof",
+	// "not-encrypted", "unauthentic", "pull-v1", "pull-proof", "pull-identity" (a pull without the host identity the cluster requires),
 	// "packet-rate", "packet-unauthentic", "packet-malformed", and
 	// "table-limits" for pulled tables over the member bounds.
 	Refused map[string]uint64 `json:"Refused"`

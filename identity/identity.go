@@ -182,3 +182,39 @@ func Exists(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, CertFile))
 	return err == nil
 }
+
+// SignPeer proves this host's identity to a member it pulls a table from:
+// its chain and its signature of msg, in announce.Signed's form with no
+// table.
+func (id *Identity) SignPeer(msg []byte) ([]byte, error) {
+	digest := sha256.Sum256(msg)
+	sig, err := id.key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("signing the pull: %w", err)
+	}
+	return announce.EncodeSigned(announce.Signed{Chain: id.chain, Sig: sig})
+}
+
+// CheckPeer checks a client's identity block for a pull from host: its
+// certificate is the cluster CA's, names host, is not revoked, and signed
+// msg.
+func (v *Verifier) CheckPeer(host netip.Addr, block, msg []byte) error {
+	s, err := announce.DecodeSigned(block)
+	if err != nil {
+		return err
+	}
+	if len(s.Table) != 0 || s.CRL != nil {
+		return errors.New("an identity block carries nothing but a chain and a signature")
+	}
+	if err := v.check(s.Chain, host); err != nil {
+		return err
+	}
+	leaf, _ := x509.ParseCertificate(s.Chain[0]) // check parsed it
+	if v.crl.revoked(leaf.SerialNumber) {
+		return fmt.Errorf("%w: %q (serial %x)", ErrRevoked, leaf.Subject.CommonName, leaf.SerialNumber)
+	}
+	if err := leaf.CheckSignature(x509.ECDSAWithSHA256, msg, s.Sig); err != nil {
+		return fmt.Errorf("%w (signer %s): %v", ErrSignature, leaf.Subject.CommonName, err)
+	}
+	return nil
+}

@@ -184,3 +184,43 @@ func TestRevocation(t *testing.T) {
 		t.Fatal("an older list replaced the newer")
 	}
 }
+
+// TestCheckPeer: a pulling host proves its identity by signing the pull's
+// message; another host's address, another message, a revoked identity or
+// a signed table in its place are refused.
+func TestCheckPeer(t *testing.T) {
+	ca := mustCA(t)
+	h1, v := mustIssue(t, ca, "h1", "10.0.0.1", time.Hour)
+	msg := []byte("vxsec pull client v1\x00nonces")
+	block, err := h1.SignPeer(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, _ := h1.SignTable([]byte(`{}`))
+	for _, tc := range []struct {
+		name  string
+		host  string
+		block []byte
+		msg   []byte
+		ok    bool
+	}{
+		{"genuine", "10.0.0.1", block, msg, true},
+		{"from another address", "10.0.0.2", block, msg, false},
+		{"for another pull", "10.0.0.1", block, []byte("vxsec pull client v1\x00other"), false},
+		{"a signed table instead", "10.0.0.1", table, msg, false},
+	} {
+		if err := v.CheckPeer(netip.MustParseAddr(tc.host), tc.block, tc.msg); (err == nil) != tc.ok {
+			t.Errorf("%s: CheckPeer = %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+	crl, _, err := Revoke(ca, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.OfferCRL(crl); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.CheckPeer(netip.MustParseAddr("10.0.0.1"), block, msg); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("a revoked host's pull: %v", err)
+	}
+}

@@ -11,15 +11,17 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/identity"
+	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/lab"
 	"github.com/vxsec/vxsec/plugin"
 )
 
 // TestHostIdentities: daemons with identities from a cluster CA (`vxsec ca`)
 // sign their tables and install only tables signed for the host they come
-// from. h3 holds the cluster secret but no identity: it is a working member
-// (it joins, and installs h1's and h2's endpoints), yet h1 and h2 refuse its
-// table and count it, so c3 has no entry on h1 or h2 and c1 cannot reach it.
+// from. h3 holds the cluster secret but no identity: it joins (the secret
+// admits it to gossip), yet h1 and h2 refuse its table and its pulls, and
+// count both, so c3 has no entry on h1 or h2, h3 learns no endpoint, and c1
+// cannot reach c3.
 // The positive control: h3 restarted with an identity of its own is
 // installed and reached. A host given an identity for another host's address
 // refuses to start, saying so.
@@ -51,7 +53,6 @@ func TestHostIdentities(t *testing.T) {
 	c1 := mustRun(t, h1, "c1", ids[h1], "10.78.0.11/24")
 	c2 := mustRun(t, h2, "c2", ids[h2], "10.78.0.12/24")
 	c3 := mustRun(t, h3, "c3", ids[h3], "10.78.0.13/24")
-	waitCounts(t, h3, vni, 1, 2, 10*time.Second) // h3 takes both signed tables
 	waitCounts(t, h1, vni, 1, 1, 10*time.Second)
 	waitCounts(t, h2, vni, 1, 1, 10*time.Second)
 	reachFast(t, c1, c2.IP())
@@ -73,6 +74,24 @@ func TestHostIdentities(t *testing.T) {
 	if !strings.Contains(h1.LogTail(400), "refusing a member's table: it does not prove its host") {
 		t.Fatalf("h1 did not log the refusal")
 	}
+	testutil.Until(t, 10*time.Second, "h1 and h2 refuse h3's pulls", func() error {
+		for _, h := range []*lab.Host{h1, h2} {
+			gs, err := h.GossipStats(ctxT(t))
+			if err != nil {
+				return err
+			}
+			if gs.Refused["pull-identity"] == 0 {
+				return fmt.Errorf("%s refused no pull: %+v", h.Name, gs.Refused)
+			}
+		}
+		return nil
+	})
+	if n, err := netStatus(ctxT(t), h3, vni); err != nil || n.Remote != 0 {
+		t.Fatalf("h3, with no identity, installed others' endpoints: %+v %v", n, err)
+	}
+	if st, err := h3.Status(ctxT(t)); err != nil || len(st.Alive()) != 3 {
+		t.Fatalf("h3 is no member: %+v %v", st.Members, err)
+	}
 	if res, err := c1.Ping(ctxT(t), c3.IP(), "-c", "3", "-W", "1", "-i", "0.2"); err == nil && res.Received != 0 {
 		t.Fatalf("c1 reached c3, whose host proves no identity: %+v", res)
 	}
@@ -84,6 +103,7 @@ func TestHostIdentities(t *testing.T) {
 	}
 	waitCounts(t, h1, vni, 1, 2, 15*time.Second)
 	waitCounts(t, h2, vni, 1, 2, 15*time.Second)
+	waitCounts(t, h3, vni, 1, 2, 15*time.Second)
 	reachFast(t, c1, c3.IP())
 
 	// Revocation: the CA revokes h3, and only h1 is given the list. Every
