@@ -77,7 +77,7 @@ func Load(dir string, addr netip.Addr) (*Identity, *Verifier, error) {
 			return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, CRLFile), err)
 		}
 	}
-	if err := v.check(id.chain, addr); err != nil {
+	if _, err := v.check(id.chain, addr); err != nil {
 		return nil, nil, fmt.Errorf("the host identity in %s: %w (this host advertises %s: issue its identity with `vxsec ca issue --addr %s`)", dir, err, addr, addr)
 	}
 	return id, v, nil
@@ -119,17 +119,27 @@ func (v *Verifier) OpenTable(host netip.Addr, signed []byte) (table []byte, sign
 		// on its own.
 		newCRL, _ = v.crl.offer(s.CRL)
 	}
-	if err := v.check(s.Chain, host); err != nil {
+	leaf, err := v.signedBy(s, announce.SignedMessage(s.Table), host)
+	if err != nil {
 		return nil, "", newCRL, err
 	}
-	leaf, _ := x509.ParseCertificate(s.Chain[0]) // check parsed it
-	if v.crl.revoked(leaf.SerialNumber) {
-		return nil, "", newCRL, fmt.Errorf("%w: %q (serial %x)", ErrRevoked, leaf.Subject.CommonName, leaf.SerialNumber)
-	}
-	if err := leaf.CheckSignature(x509.ECDSAWithSHA256, announce.SignedMessage(s.Table), s.Sig); err != nil {
-		return nil, "", newCRL, fmt.Errorf("%w (signer %s): %v", ErrSignature, leaf.Subject.CommonName, err)
-	}
 	return s.Table, leaf.Subject.CommonName + "#" + leaf.SerialNumber.String(), newCRL, nil
+}
+
+// signedBy checks that msg was signed by a host certificate of the cluster
+// for host, valid now and not revoked, and returns that certificate.
+func (v *Verifier) signedBy(s announce.Signed, msg []byte, host netip.Addr) (*x509.Certificate, error) {
+	leaf, err := v.check(s.Chain, host)
+	if err != nil {
+		return nil, err
+	}
+	if v.crl.revoked(leaf.SerialNumber) {
+		return nil, fmt.Errorf("%w: %q (serial %x)", ErrRevoked, leaf.Subject.CommonName, leaf.SerialNumber)
+	}
+	if err := leaf.CheckSignature(x509.ECDSAWithSHA256, msg, s.Sig); err != nil {
+		return nil, fmt.Errorf("%w (signer %s): %v", ErrSignature, leaf.Subject.CommonName, err)
+	}
+	return leaf, nil
 }
 
 // Revoked tells whether a signer OpenTable returned is revoked now.
@@ -156,25 +166,25 @@ func (v *Verifier) KeepCRL(keep func(der []byte)) {
 	v.crl.keep = keep
 }
 
-// check verifies a chain for host.
-func (v *Verifier) check(chain [][]byte, host netip.Addr) error {
+// check verifies a chain for host and returns its certificate.
+func (v *Verifier) check(chain [][]byte, host netip.Addr) (*x509.Certificate, error) {
 	leaf, err := certs.Verify(chain, v.roots, v.now(), x509.ExtKeyUsageAny)
 	if leaf == nil {
-		return fmt.Errorf("the signer's certificate: %w", err)
+		return nil, fmt.Errorf("the signer's certificate: %w", err)
 	}
 	if err != nil {
-		return fmt.Errorf("the signer %q is not certified by this cluster's CA: %w", leaf.Subject.CommonName, err)
+		return nil, fmt.Errorf("the signer %q is not certified by this cluster's CA: %w", leaf.Subject.CommonName, err)
 	}
 	if !slices.Contains(leaf.Subject.OrganizationalUnit, hostOU) {
-		return fmt.Errorf("the signer %q holds no vxsec host certificate (OU %v)", leaf.Subject.CommonName, leaf.Subject.OrganizationalUnit)
+		return nil, fmt.Errorf("the signer %q holds no vxsec host certificate (OU %v)", leaf.Subject.CommonName, leaf.Subject.OrganizationalUnit)
 	}
 	if !slices.ContainsFunc(leaf.IPAddresses, func(ip net.IP) bool {
 		a, ok := netip.AddrFromSlice(ip)
 		return ok && a.Unmap() == host.Unmap()
 	}) {
-		return fmt.Errorf("%w: %q is certified for %v, not %s", ErrNotForHost, leaf.Subject.CommonName, leaf.IPAddresses, host)
+		return nil, fmt.Errorf("%w: %q is certified for %v, not %s", ErrNotForHost, leaf.Subject.CommonName, leaf.IPAddresses, host)
 	}
-	return nil
+	return leaf, nil
 }
 
 // Exists tells whether dir holds a host identity.
@@ -206,15 +216,6 @@ func (v *Verifier) CheckPeer(host netip.Addr, block, msg []byte) error {
 	if len(s.Table) != 0 || s.CRL != nil {
 		return errors.New("an identity block carries nothing but a chain and a signature")
 	}
-	if err := v.check(s.Chain, host); err != nil {
-		return err
-	}
-	leaf, _ := x509.ParseCertificate(s.Chain[0]) // check parsed it
-	if v.crl.revoked(leaf.SerialNumber) {
-		return fmt.Errorf("%w: %q (serial %x)", ErrRevoked, leaf.Subject.CommonName, leaf.SerialNumber)
-	}
-	if err := leaf.CheckSignature(x509.ECDSAWithSHA256, msg, s.Sig); err != nil {
-		return fmt.Errorf("%w (signer %s): %v", ErrSignature, leaf.Subject.CommonName, err)
-	}
-	return nil
+	_, err = v.signedBy(s, msg, host)
+	return err
 }
