@@ -10,7 +10,7 @@ GOFLAGS_B := -trimpath -tags nosystemd
 FUZZTIME  ?= 3s
 export CGO_ENABLED := 0
 
-.PHONY: all build vxlab unit fuzz integration e2e kernel-lab test plugin demo bench lint clean
+.PHONY: all build vxlab unit fuzz integration adversarial e2e kernel-lab test plugin demo bench lint clean
 
 all: build
 
@@ -23,8 +23,9 @@ vxlab:
 	$(GO) build $(GOFLAGS_B) -o $(VXLAB) ./cmd/vxlab
 
 # Unit tests (the xfrm policy test needs root; everything else does not).
+# The attacks (TestAttack*) are their own tier: adversarial.
 unit:
-	$(GO) test -tags nosystemd -count=1 ./...
+	$(GO) test -tags nosystemd -count=1 -skip '^TestAttack' ./...
 
 # Every fuzz target of the module, FUZZTIME each; a failing input is left in
 # the package's testdata/fuzz (the unit tests then run it).
@@ -33,7 +34,13 @@ fuzz:
 
 # Root integration tests: daemons in network namespaces, driven through the remote API.
 integration: build
-	$(GO) test -tags 'nosystemd integration' -count=1 -p 1 -v -timeout 15m ./lab/... ./test/integration/...
+	$(GO) test -tags 'nosystemd integration' -count=1 -p 1 -v -timeout 15m -skip '^TestAttack' ./lab/... ./test/integration/...
+
+# The attacks: every TestAttack* test, in-process and on daemons in network
+# namespaces (plain networks; the encrypted ones run in kernel-lab). Each
+# must pass: the script counts them against their definitions.
+adversarial: build
+	GO=$(GO) scripts/adversarial.sh
 
 # End-to-end with the real Docker engine and the real managed plugin.
 e2e: build

@@ -116,7 +116,9 @@ func FuzzDecodeSigned(f *testing.F) {
 	raw, _ := Encode(fuzzSampleTable())
 	good, _ := EncodeSigned(Signed{Chain: [][]byte{bytes.Repeat([]byte{0x30}, 600), bytes.Repeat([]byte{0x31}, 500)}, Sig: bytes.Repeat([]byte{0x32}, 71), Table: raw})
 	withCRL, _ := EncodeSigned(Signed{Chain: [][]byte{bytes.Repeat([]byte{0x30}, 600)}, Sig: bytes.Repeat([]byte{0x32}, 71), CRL: bytes.Repeat([]byte{0x33}, 300), Table: raw})
+	withPass, _ := EncodeSigned(Signed{Chain: [][]byte{bytes.Repeat([]byte{0x30}, 600)}, Sig: bytes.Repeat([]byte{0x32}, 71), Pass: bytes.Repeat([]byte{0x34}, 200), Table: raw})
 	f.Add(withCRL)
+	f.Add(withPass)
 	f.Add(good)
 	f.Add(good[:len(signedMagic)+3])
 	f.Add(raw)
@@ -130,8 +132,8 @@ func FuzzDecodeSigned(f *testing.F) {
 			}
 			return
 		}
-		if len(s.Chain) < 1 || len(s.Chain) > MaxChain || len(s.Sig) < 1 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes || len(s.CRL) > MaxCRL {
-			t.Fatalf("accepted a signed table past its bounds: %d certificates, %d-byte signature, %d-byte table", len(s.Chain), len(s.Sig), len(s.Table))
+		if len(s.Chain) < 1 || len(s.Chain) > MaxChain || len(s.Sig) < 1 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes || len(s.CRL) > MaxCRL || len(s.Pass) > MaxPass {
+			t.Fatalf("accepted a signed table past its bounds: %d certificates, %d-byte signature, %d-byte pass, %d-byte table", len(s.Chain), len(s.Sig), len(s.Pass), len(s.Table))
 		}
 		back, err := EncodeSigned(s)
 		if err != nil || !bytes.Equal(back, b) {
@@ -150,6 +152,16 @@ func TestSignedWireForm(t *testing.T) {
 	want := []byte("\x00VXT1\x01\x00\x02\xc1\xc2\x00\x01\x51\x00\x00\x00\x00{}")
 	if !bytes.Equal(b, want) {
 		t.Fatalf("wire form %q, want %q", b, want)
+	}
+	withPass, err := EncodeSigned(Signed{Chain: [][]byte{{0xc1, 0xc2}}, Sig: []byte{0x51}, Pass: []byte{0xa1, 0xa2, 0xa3}, Table: []byte("{}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []byte("\x00VXT2\x01\x00\x02\xc1\xc2\x00\x01\x51\x00\x00\x00\x00\x00\x03\xa1\xa2\xa3{}"); !bytes.Equal(withPass, want) {
+		t.Fatalf("wire form with a pass %q, want %q", withPass, want)
+	}
+	if !IsSigned(withPass) {
+		t.Fatal("IsSigned of the form with a pass")
 	}
 	if !IsSigned(b) || IsSigned([]byte("{}")) {
 		t.Fatal("IsSigned")

@@ -39,6 +39,12 @@ type Config struct {
 	// Authenticated is true when the cluster is (by its secret): keys are
 	// negotiated only with authenticated peers.
 	Authenticated bool
+	// Identified is true when every host's table is signed by its
+	// identity and checked (a host identity or the swarm node
+	// certificate, required): only then may a network be encrypted, since
+	// otherwise any holder of the secret could speak for a host and sit in
+	// the middle of its keys.
+	Identified bool
 	// RotateEvery is how often IPsec keys rotate; 0 never.
 	RotateEvery time.Duration
 	// ProbeKernel checks the kernel for what encrypted networks need; nil

@@ -28,7 +28,8 @@ func (d *Driver) encryptedCount() int {
 }
 
 // checkEncryption refuses an encrypted network this host cannot
-// carry: no IPsec manager, no cluster secret, or a kernel without ESP/GCM.
+// carry: no IPsec manager, no cluster secret, no host identities, or a
+// kernel without ESP/GCM.
 func (d *Driver) checkEncryption() error {
 	if d.cfg.IPsec == nil {
 		return errors.New("--opt encrypted: this vxsec daemon runs without IPsec; nothing was created")
@@ -37,6 +38,12 @@ func (d *Driver) checkEncryption() error {
 		return errors.New("--opt encrypted: the vxsec cluster has no secret, so peers (and the keys negotiated with them) " +
 			"would be unauthenticated; nothing was created. Set VXSEC_SECRET (from `vxsec secret`) on every host, " +
 			"or create the network without --opt encrypted")
+	}
+	if !d.cfg.Identified {
+		return errors.New("--opt encrypted: the hosts of this vxsec cluster have no identities, so any holder of the cluster " +
+			"secret could speak for a host and sit in the middle of its keys; nothing was created. Give every host an identity " +
+			"(`vxsec ca init`, `vxsec ca issue`, VXSEC_IDENTITY_DIR, with VXSEC_IDENTITY=required; in swarm mode leave VXSEC_SECRET " +
+			"unset and the swarm node certificates are the identities), or create the network without --opt encrypted")
 	}
 	return nil
 }

@@ -10,16 +10,17 @@ import (
 	"github.com/vxsec/vxsec/ipsec"
 )
 
-func TestEncryptionNeedsIPsecAndASecret(t *testing.T) {
+func TestEncryptionNeedsIPsecASecretAndIdentities(t *testing.T) {
 	mgr := ipsec.NewManager(ipsec.ManagerConfig{Local: netip.MustParseAddr("198.18.0.1"), Log: slog.Default()})
 	cases := []struct {
 		name string
 		cfg  Config
 		want string // "" means accepted
 	}{
-		{"no-ipsec", Config{Authenticated: true}, "runs without IPsec"},
+		{"no-ipsec", Config{Authenticated: true, Identified: true}, "runs without IPsec"},
 		{"no-secret", Config{IPsec: mgr}, "VXSEC_SECRET"},
-		{"ok", Config{IPsec: mgr, Authenticated: true}, ""},
+		{"secret-only", Config{IPsec: mgr, Authenticated: true}, "VXSEC_IDENTITY_DIR"},
+		{"ok", Config{IPsec: mgr, Authenticated: true, Identified: true}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

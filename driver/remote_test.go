@@ -11,13 +11,13 @@ import (
 	"github.com/vxsec/vxsec/announce"
 )
 
-// TestClaims: of endpoints claiming one address or one MAC in a network,
+// TestAttackClaims: of endpoints claiming one address or one MAC in a network,
 // the one this host saw first holds it, whatever the senders' clocks say;
 // a local endpoint holds its own against every remote claim; the holder
 // keeps it across this host's restart; a released address goes to the
 // next claim in line. Each attack has its positive control: the attacker
 // (h3, whose clock says 1970) is otherwise a working member.
-func TestClaims(t *testing.T) {
+func TestAttackClaims(t *testing.T) {
 	h2, h3 := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.3")
 	subnet := []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}
 	mac := func(b byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, 0, b} }

@@ -87,7 +87,7 @@ func (h *harness) newDriver() (*Driver, error) {
 	return New(Config{
 		Store: store, DataPath: h.k, Firewall: h.k, IPsec: h.k,
 		Underlay: vxlan.Underlay{Addr: testLocal, MTU: 1500}, DataPort: testDataPort, EncryptedPort: testEncPort,
-		Authenticated: true, ProbeKernel: func() error { return nil }, Now: h.clock.Now, Log: quietLog,
+		Authenticated: true, Identified: true, ProbeKernel: func() error { return nil }, Now: h.clock.Now, Log: quietLog,
 	})
 }
 

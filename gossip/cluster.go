@@ -221,6 +221,9 @@ type Cluster struct {
 	// resnap asks snapshotLoop for a new table although the local state
 	// did not change (a newer revocation list to spread).
 	resnap chan struct{}
+	// resign makes the next snapshot a new version even if the table is
+	// the same (Resign: the signature changes).
+	resign atomic.Bool
 	// signers are the signers of the tables installed, by member name.
 	signers map[string]string
 	// untrusted are members whose table was refused for its identity
@@ -299,8 +302,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	if c.served, err = c.sign(c.localRaw); err != nil {
-		cancel()
-		return nil, err
+		// The identity cannot sign yet (in swarm mode: no manager's pass
+		// yet). Members that require signatures refuse this table until
+		// Resign makes a signed one.
+		c.log.Warn("serving this host's table unsigned until its identity can sign it", "err", err)
+		c.served = c.localRaw
+		c.resign.Store(true)
 	}
 
 	if cfg.Secret != nil {

@@ -84,14 +84,16 @@ func fakeServer(t *testing.T, addr string, secret, raw []byte) string {
 	return l.Addr().String()
 }
 
-// TestSignedTables: a man in the middle of h1's pull from h2, holding the
+// TestAttackForgedTables: a man in the middle of h1's pull from h2, holding the
 // cluster secret and h3's identity, serves forged "h2" tables carrying its
 // own X25519 key. Each form is refused by h1 and counted: unsigned, signed
 // by h3, h3's signature under h2's certificate, h2's table altered after
 // signing, and signed by another CA's "h2". The same server relaying h2's
 // genuine signed table is accepted, and a host without identities (the
 // secret alone) accepts the forged table: the attack the signatures stop.
-func TestSignedTables(t *testing.T) {
+// The same genuine table replayed once h2 announced a newer one is
+// refused as stale.
+func TestAttackForgedTables(t *testing.T) {
 	const a1, a2, a3 = "127.0.0.91", "127.0.0.92", "127.0.0.93"
 	ids, v := testIdentities(t, map[string]string{"h1": a1, "h2": a2, "h3": a3})
 	otherCA, _ := testIdentities(t, map[string]string{"h2": a2})
@@ -136,14 +138,14 @@ func TestSignedTables(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mitm := fakeServer(t, "127.0.0.95", secretA, tc.raw)
-			got, err := c1.pull(context.Background(), mitm, h2)
+			got, err := c1.pull(context.Background(), mitm, h2, announce.Version{})
 			if !errors.Is(err, errIdentity) || (tc.why != nil && !errors.Is(err, tc.why)) {
 				t.Fatalf("h1 took the forged table (%+v, err %v)", got, err)
 			}
 			t.Logf("h1 refused it: %v", err)
 			// The control: the secret alone lets the forged "h2" through.
 			if tc.name == "unsigned" {
-				got, err := open.pull(context.Background(), mitm, h2)
+				got, err := open.pull(context.Background(), mitm, h2, announce.Version{})
 				if err != nil || got.Host != h2 || !bytes.Equal(got.Keys[0].Public, evilKey) {
 					t.Fatalf("control: a host without identities did not take the forged table: %+v %v", got, err)
 				}
@@ -153,17 +155,24 @@ func TestSignedTables(t *testing.T) {
 	}
 	// The genuine table, relayed by the same server: accepted.
 	mitm := fakeServer(t, "127.0.0.95", secretA, genuineSigned)
-	got, err := c1.pull(context.Background(), mitm, h2)
+	got, err := c1.pull(context.Background(), mitm, h2, genuine.Version)
 	if err != nil || got.Version != genuine.Version {
 		t.Fatalf("h1 refused h2's genuine table relayed: %+v %v", got, err)
 	}
+	// A replay: h2 has since published 5.2 (announced in its tags), and
+	// the server answers with the genuine, signed 5.1 it recorded.
+	got, err = c1.pull(context.Background(), mitm, h2, announce.Version{Epoch: 5, Seq: 2})
+	if !errors.Is(err, errStale) {
+		t.Fatalf("h1 took h2's older table replayed after 5.2 was announced: %+v %v", got, err)
+	}
+	t.Logf("replayed older table refused: %v", err)
 }
 
-// TestIdentityCluster: members with identities exchange signed tables; a
+// TestAttackMemberWithoutIdentity: members with identities exchange signed tables; a
 // member with the secret but no identity joins (the secret admits it to
 // gossip), but the others neither serve it their tables nor install its
 // own, and count both refusals.
-func TestIdentityCluster(t *testing.T) {
+func TestAttackMemberWithoutIdentity(t *testing.T) {
 	const a1, a2, a3 = "127.0.0.96", "127.0.0.97", "127.0.0.98"
 	ids, v := testIdentities(t, map[string]string{"h1": a1, "h2": a2})
 	ep := func(last byte) announce.Table {
@@ -194,12 +203,12 @@ func TestIdentityCluster(t *testing.T) {
 	}
 }
 
-// TestRevocationSpreads: the CA revokes h3, and only h1 is given the list.
+// TestAttackRevokedHost: the CA revokes h3, and only h1 is given the list.
 // h2 gets it in front of h1's next table, which h1 publishes for that
 // reason alone; both drop h3's table (its endpoints and keys) and stop
 // counting h3 as a VXLAN source, though h3 is still a member. Before, h2
 // had h3's table: the control.
-func TestRevocationSpreads(t *testing.T) {
+func TestAttackRevokedHost(t *testing.T) {
 	const a1, a2, a3 = "127.0.0.101", "127.0.0.102", "127.0.0.103"
 	ids, v, ca := testIdentitiesCA(t, map[string]string{"h1": a1, "h2": a2, "h3": a3})
 	h3 := netip.MustParseAddr(a3)
@@ -255,7 +264,7 @@ func TestRevocationSpreads(t *testing.T) {
 	}
 	// Nor does h3 read the others' tables any more; before, it did.
 	testutil.Eventually(t, 10*time.Second, "h2 refuses h3's pulls", func() bool {
-		_, err := c3.pull(context.Background(), net.JoinHostPort(a2, strconv.Itoa(c2.cfg.Port)), netip.MustParseAddr(a2))
+		_, err := c3.pull(context.Background(), net.JoinHostPort(a2, strconv.Itoa(c2.cfg.Port)), netip.MustParseAddr(a2), announce.Version{})
 		return err != nil && c2.Stats().Refused["pull-identity"] > 0
 	})
 }

@@ -74,7 +74,7 @@ func (c *Cluster) takeSnapshot() (announce.Version, bool) {
 		c.lim.Log(slog.LevelError, "own table", "encoding this host's table", "err", err)
 		return t.Version, false
 	}
-	if bytes.Equal(raw, c.localRaw) {
+	if bytes.Equal(raw, c.localRaw) && !c.resign.Swap(false) {
 		return t.Version, false
 	}
 	t.Version.Seq++
@@ -89,10 +89,22 @@ func (c *Cluster) takeSnapshot() (announce.Version, bool) {
 	served, err := c.sign(raw)
 	if err != nil {
 		c.lim.Log(slog.LevelError, "own table signature", "signing this host's table", "err", err)
+		c.resign.Store(true)
 		return t.Version, false
 	}
 	c.local, c.localRaw, c.served = t, raw, served
 	return t.Version, true
+}
+
+// Resign publishes this host's table again, signed anew, as a new version:
+// the identity it is signed with changed (in swarm mode, a new manager's
+// pass), and members that refused or hold the older signature pull it.
+func (c *Cluster) Resign() {
+	c.resign.Store(true)
+	select {
+	case c.resnap <- struct{}{}:
+	default:
+	}
 }
 
 // sign is what pulls of raw get: raw signed by this host's identity, or

@@ -89,11 +89,11 @@ func rawConn(t *testing.T, source, addr string) net.Conn {
 	return conn
 }
 
-// TestStrangerGetsOnlyTheNonce: against a running node, a client without
+// TestAttackStrangerPull: against a running node, a client without
 // the secret gets the server's nonce and then the connection closes; a
 // replayed proof (valid for another connection's nonce) fares the same;
 // version 1 gets nothing at all; a member's pull gets the table.
-func TestStrangerGetsOnlyTheNonce(t *testing.T) {
+func TestAttackStrangerPull(t *testing.T) {
 	c, _, port := startNode(t, "127.0.0.61", secretA, nil)
 	publish(c, announce.Table{})
 	addr := net.JoinHostPort("127.0.0.61", strconv.Itoa(port))
@@ -220,7 +220,7 @@ func TestPullFromOldServer(t *testing.T) {
 	old := startOldServer(t, secretA, want, false)
 	addr := old.l.Addr().String()
 	for i, wantConns := range []int32{2, 3} {
-		got, err := c.pull(context.Background(), addr, want.Host)
+		got, err := c.pull(context.Background(), addr, want.Host, announce.Version{})
 		if err != nil {
 			t.Fatalf("pull %d: %v", i, err)
 		}
@@ -234,15 +234,15 @@ func TestPullFromOldServer(t *testing.T) {
 
 	openC, _, _ := startNode(t, "127.0.0.73", nil, nil)
 	oldOpen := startOldServer(t, nil, want, true)
-	if got, err := openC.pull(context.Background(), oldOpen.l.Addr().String(), want.Host); err != nil || got.Version != want.Version {
+	if got, err := openC.pull(context.Background(), oldOpen.l.Addr().String(), want.Host, announce.Version{}); err != nil || got.Version != want.Version {
 		t.Fatalf("open cluster: pull = %v, %v", got.Version, err)
 	}
 }
 
-// TestPullOverLimitsRefused: a member's table over the bounds is refused
+// TestAttackOversizedTable: a member's table over the bounds is refused
 // (counted, logged, not installed) and not pulled again; its next table,
 // within them, is installed.
-func TestPullOverLimitsRefused(t *testing.T) {
+func TestAttackOversizedTable(t *testing.T) {
 	a, _, portA := startNode(t, "127.0.0.81", secretA, nil)
 	seed := []string{net.JoinHostPort("127.0.0.81", strconv.Itoa(portA))}
 	// B's repair pass, which pulls every member whose version is ahead,

@@ -65,7 +65,14 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 	}
 	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
 	host, _ := netip.AddrFromSlice(member.Addr)
-	t, err := c.pull(ctx, addr, host.Unmap())
+	// What the member announced: a table older than that is a replay.
+	announced, _ := announce.ParseVersion(member.Tags[tagVersion])
+	t, err := c.pull(ctx, addr, host.Unmap(), announced)
+	if errors.Is(err, errStale) {
+		c.stats.add("table-stale")
+		c.lim.Log(slog.LevelWarn, "table stale", "refusing a member's table older than the version it announced (replayed?)", "member", name, "err", err)
+		return false
+	}
 	if errors.Is(err, errIdentity) {
 		c.stats.add("table-identity")
 		c.lim.Log(slog.LevelError, "table identity", "refusing a member's table: it does not prove its host", "member", name, "err", err)
@@ -158,9 +165,16 @@ func (c *Cluster) repairLoop(ctx context.Context) {
 	}
 }
 
+// errStale marks a table older than the version its host announced: a
+// genuine, signed table replayed by someone on the path (to undo a change,
+// or bring back an X25519 key the host has retired). The host itself
+// always serves its newest table.
+var errStale = errors.New("table older than announced")
+
 // pull fetches and decodes a member's table, with version 2 of
-// the pull, or version 1 from a member found serving only that.
-func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr) (announce.Table, error) {
+// the pull, or version 1 from a member found serving only that. A table
+// older than announced is refused (errStale).
+func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announced announce.Version) (announce.Table, error) {
 	plain, err := c.pullPlain(ctx, addr)
 	if err != nil {
 		return announce.Table{}, err
@@ -170,6 +184,9 @@ func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr) (annou
 		return announce.Table{}, err
 	}
 	t, err := announce.Decode(raw)
+	if err == nil && t.Version.Less(announced) {
+		return announce.Table{}, fmt.Errorf("%w: %s serves version %s, and announced %s", errStale, host, t.Version, announced)
+	}
 	if err == nil && signer != "" && t.Host == host {
 		c.mu.Lock()
 		c.signers[host.String()] = signer

@@ -17,7 +17,7 @@ import (
 	"github.com/vxsec/vxsec/internal/testutil"
 )
 
-// TestSerfKeyQueriesClosed: a member sends serf's key-management queries
+// TestAttackSerfKeyQueries: a member sends serf's key-management queries
 // to the others (through its own serf's KeyManager, as any member, or
 // anyone holding one period's key, could). The queries reach the others
 // and are answered, but no member lists a key, and none installs, uses or
@@ -30,7 +30,7 @@ import (
 // splits the cluster: the attacker's own handler makes the new key
 // primary before its query goes out, and no transport takes a packet
 // under a key not derived from the secret. Each of those fails the test.
-func TestSerfKeyQueriesClosed(t *testing.T) {
+func TestAttackSerfKeyQueries(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
 	// Probes every 100 ms find a member cut off within a second
 	// (suspicion included), so that a split shows in the wait below.

@@ -87,10 +87,10 @@ func refusedAtOnce(t *testing.T, source, addr string) {
 	closedAtOnce(t, conn)
 }
 
-// TestStrangerStreams: what a stranger sends on the gossip port's TCP
+// TestAttackStrangerStreams: what a stranger sends on the gossip port's TCP
 // listener is refused before memberlist sees it, by reason; members keep
 // exchanging tables all along.
-func TestStrangerStreams(t *testing.T) {
+func TestAttackStrangerStreams(t *testing.T) {
 	logs := &lineCounter{}
 	// The held streams below wait out the pre-authentication deadline;
 	// what the test does while they are held takes tens of milliseconds.
@@ -200,9 +200,9 @@ func TestStrangerStreams(t *testing.T) {
 	t.Logf("stats: %+v", a.Stats())
 }
 
-// TestStrangerPackets: junk UDP is refused unread by memberlist, counted,
+// TestAttackStrangerPackets: junk UDP is refused unread by memberlist, counted,
 // and costs a few log lines; members stay members meanwhile.
-func TestStrangerPackets(t *testing.T) {
+func TestAttackStrangerPackets(t *testing.T) {
 	logs := &lineCounter{}
 	a, _, portA := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.101"), Secret: secretA, Log: slog.New(logs)})
 	addr := net.JoinHostPort("127.0.0.101", strconv.Itoa(portA))

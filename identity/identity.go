@@ -213,7 +213,7 @@ func (v *Verifier) CheckPeer(host netip.Addr, block, msg []byte) error {
 	if err != nil {
 		return err
 	}
-	if len(s.Table) != 0 || s.CRL != nil {
+	if len(s.Table) != 0 || s.CRL != nil || s.Pass != nil {
 		return errors.New("an identity block carries nothing but a chain and a signature")
 	}
 	_, err = v.signedBy(s, msg, host)

@@ -37,6 +37,7 @@ tier build make build
 tier unit make unit
 tier fuzz make fuzz
 tier integration make integration
+tier adversarial make adversarial
 tier e2e make e2e
 
 # The kernel lab: Debian's kernel (with ESP and GCM, which this machine's

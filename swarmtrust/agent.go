@@ -37,8 +37,8 @@ const (
 	dialTimeout          = 5 * time.Second
 	exchangeTimeout      = 10 * time.Second
 	// maxMessage bounds a peer's message: a record with a chain of two
-	// certificates is about 2.5 KiB.
-	maxMessage = 8192
+	// certificates is about 2.5 KiB, and a pass as much.
+	maxMessage = 16384
 	// protocolVersion 2 carries signed records; a node of protocol 1
 	// (unsigned records, the oldest wins) and one of 2 do not exchange.
 	protocolVersion = 2
@@ -122,6 +122,10 @@ type message struct {
 	Version int     `json:"v"`
 	Cluster string  `json:"cluster"`
 	Record  *record `json:"record"`
+	// Addr is the client's address, sent when it wants a pass for it;
+	// a manager answers with Pass if the connection comes from Addr.
+	Addr string `json:"addr,omitempty"`
+	Pass *pass  `json:"pass,omitempty"`
 }
 
 // savedFile is SecretFile's content: the secret belongs to one swarm.
@@ -153,6 +157,13 @@ type Agent struct {
 	pushing bool
 	// runCtx is Run's context, which push rounds run under.
 	runCtx context.Context
+	// creds are the credentials the last round read (nil before it):
+	// what tables are signed and checked with.
+	creds *credentials
+	// pass is this node's manager's pass for its address (nil: none
+	// yet); passChanged is signalled when it is replaced.
+	pass        *pass
+	passChanged chan struct{}
 
 	// pubMu serialises publish, and guards what only publish touches
 	// after New: published, SecretFile, closing ready and sending on
@@ -193,7 +204,17 @@ type Status struct {
 	// manager).
 	RecordsRefused    int    `json:"records_refused"`
 	LastRecordRefusal string `json:"last_record_refusal,omitempty"`
-	Err               string `json:"error,omitempty"`
+	// PassBy and PassNotAfter describe the manager's pass for this
+	// node's address that its tables are signed with.
+	PassBy       string    `json:"pass_by,omitempty"`
+	PassNotAfter time.Time `json:"pass_not_after,omitempty"`
+	// PassesIssued counts the passes this node (a manager) issued;
+	// PassesRefused those it would not (the client was not at the
+	// address it asked for).
+	PassesIssued    int    `json:"passes_issued,omitempty"`
+	PassesRefused   int    `json:"passes_refused,omitempty"`
+	LastPassRefusal string `json:"last_pass_refusal,omitempty"`
+	Err             string `json:"error,omitempty"`
 }
 
 // Exchange is the last exchange with one peer.
@@ -218,7 +239,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Log.With("component", "swarmtrust"), start: time.Now(),
-		ready: make(chan struct{}), changed: make(chan []byte, 1),
+		ready: make(chan struct{}), changed: make(chan []byte, 1), passChanged: make(chan struct{}, 1),
 		limits: defaultPortLimits,
 	}
 	if cfg.limits != nil {
@@ -342,6 +363,9 @@ func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
 		// not this one's.
 		a.resetCluster(creds.node)
 	}
+	a.mu.Lock()
+	a.creds = &creds
+	a.mu.Unlock()
 	type target struct{ addr, node string }
 	var targets []target
 	if extra == nil {
@@ -375,6 +399,14 @@ func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
 	}
 	wg.Wait()
 
+	if creds.node.Role == RoleManager && a.wantsPass(creds, time.Now()) {
+		// A manager vouches for its own address.
+		if p, err := issuePass(creds, creds.node.ID, a.cfg.Addr, time.Now()); err == nil {
+			a.considerPass(creds, p, "self")
+		} else {
+			a.log.Error("issuing this manager's own pass", "err", err)
+		}
+	}
 	a.mu.Lock()
 	if extra == nil {
 		a.status.Exchanges = results
@@ -439,7 +471,10 @@ func (a *Agent) manage(creds credentials, cur *record, fresh bool) {
 func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node string) error {
 	ctx, cancel := context.WithTimeout(ctx, exchangeTimeout)
 	defer cancel()
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout}, Config: creds.clientConfig(node)}
+	// From the advertised address: a manager issues a pass for the
+	// address an exchange comes from.
+	local := &net.TCPAddr{IP: a.cfg.Addr.AsSlice()}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout, LocalAddr: local}, Config: creds.clientConfig(node)}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
@@ -447,7 +482,11 @@ func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node stri
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	conn.SetDeadline(deadline)
-	if err := a.send(conn); err != nil {
+	m := a.message()
+	if a.wantsPass(creds, time.Now()) {
+		m.Addr = a.cfg.Addr.Unmap().String()
+	}
+	if err := writeMessage(conn, m); err != nil {
 		return err
 	}
 	peer, err := receive(conn)
@@ -458,6 +497,11 @@ func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node stri
 	}
 	if err != nil {
 		return err
+	}
+	// The pass first: once the record is adopted the cluster starts, and
+	// its first table is signed with the pass.
+	if peer.Pass != nil {
+		a.considerPass(creds, peer.Pass, addr)
 	}
 	a.consider(peer, addr, creds)
 	return nil
@@ -554,7 +598,11 @@ func (a *Agent) serveConn(ctx context.Context, raw net.Conn, handshakes chan str
 		return
 	}
 	a.consider(peer, raw.RemoteAddr().String(), creds)
-	if err := a.send(conn); err != nil {
+	reply := a.message()
+	if peer.Addr != "" && creds.node.Role == RoleManager {
+		reply.Pass = a.answerPass(creds, conn, peer.Addr, remoteAddr(raw))
+	}
+	if err := writeMessage(conn, reply); err != nil {
 		return
 	}
 	a.mu.Lock()
@@ -593,7 +641,8 @@ func (c *cappedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (a *Agent) send(conn net.Conn) error {
+// message is what this node sends: its record.
+func (a *Agent) message() message {
 	a.mu.Lock()
 	m := message{Version: protocolVersion, Cluster: a.cluster, Record: a.rec}
 	a.mu.Unlock()
@@ -601,6 +650,12 @@ func (a *Agent) send(conn net.Conn) error {
 		// Unsigned: peers would refuse it; a manager re-issues it.
 		m.Record = nil
 	}
+	return m
+}
+
+func (a *Agent) send(conn net.Conn) error { return writeMessage(conn, a.message()) }
+
+func writeMessage(conn net.Conn, m message) error {
 	b, _ := json.Marshal(m)
 	_, err := conn.Write(append(b, '\n'))
 	return err
@@ -627,6 +682,9 @@ func receive(conn net.Conn) (message, error) {
 	}
 	if m.Record != nil && (len(m.Record.Chain) > maxChain || len(m.Record.Sig) > maxSig) {
 		return message{}, fmt.Errorf("peer's record has %d certificates and a %d-byte signature, bounds %d and %d", len(m.Record.Chain), len(m.Record.Sig), maxChain, maxSig)
+	}
+	if m.Pass != nil && (len(m.Pass.Chain) > maxChain || len(m.Pass.Sig) > maxSig) {
+		return message{}, fmt.Errorf("peer's pass has %d certificates and a %d-byte signature, bounds %d and %d", len(m.Pass.Chain), len(m.Pass.Sig), maxChain, maxSig)
 	}
 	if m.Record != nil {
 		// One form for "none": an empty signature or chain is absent,
@@ -844,6 +902,7 @@ func (a *Agent) resetCluster(n Node) {
 	was := a.cluster
 	a.cluster = n.ClusterID
 	a.start = time.Now()
+	a.pass = nil
 	replace := a.rec != nil
 	if replace {
 		// A placeholder nobody else holds until this swarm's record

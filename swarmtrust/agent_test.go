@@ -137,10 +137,10 @@ func TestAgreement(t *testing.T) {
 	}
 }
 
-// TestOutsidersLearnNothing: a certificate of another CA, or of another
+// TestAttackOutsiders: a certificate of another CA, or of another
 // swarm under the same CA, gets no secret and is counted as refused; and a
 // node does not trust a server that is not the manager it expected.
-func TestOutsidersLearnNothing(t *testing.T) {
+func TestAttackOutsiders(t *testing.T) {
 	s := newSwarm(t, "m1")
 	m1 := s.agent(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, "")
 	secretOf(t, m1, 5*time.Second)

@@ -71,16 +71,11 @@ func issue(creds credentials, secret []byte, gen uint64) (*record, error) {
 	if creds.node.Role != RoleManager {
 		return nil, fmt.Errorf("node %s is a %s: only managers issue the cluster secret", creds.node.ID, creds.node.Role)
 	}
-	signer, ok := creds.cert.PrivateKey.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("the node key (%T) cannot sign", creds.cert.PrivateKey)
-	}
 	r := &record{
 		Secret: slices.Clone(secret), Generation: gen, Created: time.Now().UnixNano(),
 		By: creds.node.ID, Chain: slices.Clone(creds.cert.Certificate),
 	}
-	digest := sha256.Sum256(r.signedBytes(creds.node.ClusterID))
-	sig, err := signer.Sign(rand.Reader, digest[:], crypto.SHA256)
+	sig, err := creds.sign(r.signedBytes(creds.node.ClusterID))
 	if err != nil {
 		return nil, fmt.Errorf("signing the cluster secret record: %w", err)
 	}
@@ -108,24 +103,45 @@ func (c credentials) verifyRecord(r *record) (*x509.Certificate, error) {
 	if len(r.Chain) > maxChain || len(r.Sig) > maxSig {
 		return nil, fmt.Errorf("the record's chain (%d certificates) or signature (%d bytes) is over the bound (%d, %d)", len(r.Chain), len(r.Sig), maxChain, maxSig)
 	}
-	leaf, err := certs.Verify(r.Chain, c.roots, time.Now(), x509.ExtKeyUsageAny)
+	leaf, err := c.verifyManager(r.Chain, r.By, "record")
 	if err != nil {
-		return nil, fmt.Errorf("the record's issuer is not certified by this swarm's CA: %w", err)
+		return nil, err
+	}
+	if err := checkSig(leaf, r.signedBytes(c.node.ClusterID), r.Sig); err != nil {
+		return nil, fmt.Errorf("the record's signature: %w", err)
+	}
+	return leaf, nil
+}
+
+// verifyManager checks the chain of something a manager signed (what):
+// it leads to the swarm's root CA now, its certificate names this swarm,
+// the manager role and by, and by is a manager as this node knows them
+// (state.json: a node removed or demoted is no longer one).
+func (c credentials) verifyManager(chain [][]byte, by, what string) (*x509.Certificate, error) {
+	leaf, err := certs.Verify(chain, c.roots, time.Now(), x509.ExtKeyUsageAny)
+	if err != nil {
+		return nil, fmt.Errorf("the %s's issuer is not certified by this swarm's CA: %w", what, err)
 	}
 	issuer, err := identity(leaf)
 	if err != nil {
-		return nil, fmt.Errorf("the record's issuer: %w", err)
+		return nil, fmt.Errorf("the %s's issuer: %w", what, err)
 	}
 	switch {
 	case issuer.ClusterID != c.node.ClusterID:
-		return nil, fmt.Errorf("the record was issued in swarm %s, not %s", issuer.ClusterID, c.node.ClusterID)
+		return nil, fmt.Errorf("the %s was issued in swarm %s, not %s", what, issuer.ClusterID, c.node.ClusterID)
 	case issuer.Role != RoleManager:
-		return nil, fmt.Errorf("the record was signed by node %s, a %s: only managers issue the cluster secret", issuer.ID, issuer.Role)
-	case issuer.ID != r.By:
-		return nil, fmt.Errorf("the record says it was issued by %s but is signed by %s", r.By, issuer.ID)
+		return nil, fmt.Errorf("the %s was signed by node %s, a %s: only managers issue it", what, issuer.ID, issuer.Role)
+	case issuer.ID != by:
+		return nil, fmt.Errorf("the %s says it was issued by %s but is signed by %s", what, by, issuer.ID)
 	case !c.isManager(issuer.ID):
-		return nil, fmt.Errorf("the record was signed by %s, which is not among this swarm's managers as this node knows them", issuer.ID)
+		return nil, fmt.Errorf("the %s was signed by %s, which is not among this swarm's managers as this node knows them", what, issuer.ID)
 	}
+	return leaf, nil
+}
+
+// checkSig checks a signature by a swarm certificate's key over
+// SHA-256(msg).
+func checkSig(leaf *x509.Certificate, msg, sig []byte) error {
 	var alg x509.SignatureAlgorithm
 	switch leaf.PublicKey.(type) {
 	case *ecdsa.PublicKey:
@@ -133,12 +149,19 @@ func (c credentials) verifyRecord(r *record) (*x509.Certificate, error) {
 	case *rsa.PublicKey:
 		alg = x509.SHA256WithRSA
 	default:
-		return nil, fmt.Errorf("the record's issuer has a %T key: swarm keys are ECDSA or RSA", leaf.PublicKey)
+		return fmt.Errorf("a %T key: swarm keys are ECDSA or RSA", leaf.PublicKey)
 	}
-	if err := leaf.CheckSignature(alg, r.signedBytes(c.node.ClusterID), r.Sig); err != nil {
-		return nil, fmt.Errorf("the record's signature: %w", err)
+	return leaf.CheckSignature(alg, msg, sig)
+}
+
+// sign signs SHA-256(msg) with the node's key.
+func (c credentials) sign(msg []byte) ([]byte, error) {
+	signer, ok := c.cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("the node key (%T) cannot sign", c.cert.PrivateKey)
 	}
-	return leaf, nil
+	digest := sha256.Sum256(msg)
+	return signer.Sign(rand.Reader, digest[:], crypto.SHA256)
 }
 
 // isManager: id is this node (a manager) or one of the managers in

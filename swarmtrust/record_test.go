@@ -68,14 +68,14 @@ func (s *swarm) offer(dir string, i int, r *record) error {
 	return err
 }
 
-// TestRecordAuthority: only a current manager of this swarm can hand the
+// TestAttackSecretRecords: only a current manager of this swarm can hand the
 // cluster a secret, and nothing rolls it back. A worker (a node of the
 // swarm: it passes the mutual TLS) offers the manager m1 and the worker w3
 // records it made or altered; each is refused and counted, and the secret
 // stays. A replayed older record is ignored. The positive control: the
 // same worker relaying a genuine newer record over the same path gets it
 // adopted by both.
-func TestRecordAuthority(t *testing.T) {
+func TestAttackSecretRecords(t *testing.T) {
 	s := newSwarm(t, "m1", "m2")
 	d1, d2 := s.node(s.ca, 1, "m1", RoleManager, cluster), s.node(s.ca, 2, "m2", RoleManager, cluster)
 	// One attacker makes many exchanges in a row: past the per-source

@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/vxsec/vxsec/identity"
 	"github.com/vxsec/vxsec/lab"
 )
 
@@ -43,12 +46,25 @@ func newCluster(ctx context.Context, bin string, n int, level string) (*cluster,
 		return nil, err
 	}
 	c := &cluster{Lab: l, secret: secret}
+	// Every host has an identity, as encrypted networks require.
+	ca := filepath.Join(dir, "ca")
+	if err := identity.InitCA(ca, "vxlab", 24*time.Hour); err != nil {
+		c.Close()
+		return nil, err
+	}
 	for i := 1; i <= n; i++ {
-		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i))
+		name := fmt.Sprintf("h%d", i)
+		h, err := l.AddHost(ctx, name)
 		if err != nil {
 			c.Close()
 			return nil, err
 		}
+		idDir := filepath.Join(dir, "identity-"+name)
+		if _, err := identity.Issue(ca, idDir, name, []netip.Addr{h.Addr}, 24*time.Hour); err != nil {
+			c.Close()
+			return nil, err
+		}
+		h.Env = append(h.Env, "VXSEC_IDENTITY_DIR="+idDir)
 		c.hosts = append(c.hosts, h)
 	}
 	if err := eachHost(c.hosts, 8, func(h *lab.Host) error { return h.Start(ctx) }); err != nil {

@@ -116,6 +116,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	d, err := driver.New(driver.Config{
 		Store: store, DataPath: dp, Firewall: fw, DataPort: uint16(s.DataPort),
 		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil || trust != nil,
+		Identified:  (self != nil || trust != nil) && s.Identity == config.IdentityRequired,
 		RotateEvery: s.RotateEvery,
 		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log, Now: now,
 	})
@@ -135,6 +136,9 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	case self != nil:
 		log.Info("host identity: this host signs its tables and accepts only signed ones", "name", self.Name,
 			"expires", self.Expires(), "mode", s.Identity)
+	case trust != nil:
+		log.Info("host identity: the swarm node certificate; this host signs its tables with it and a manager's pass for its address",
+			"mode", s.Identity)
 	case s.Secret != nil:
 		log.Warn("no host identity: every holder of the cluster secret can speak for every host. " +
 			"Give each host an identity (`vxsec ca init`, `vxsec ca issue`, VXSEC_IDENTITY_DIR)")
@@ -204,8 +208,14 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			SnapshotPath: s.Snapshot, EpochFile: epochFile(s),
 			Seeds: seeds, Sink: d, Local: d, Log: log,
 		}
-		if self != nil {
+		switch {
+		case self != nil:
 			gcfg.Signer, gcfg.Verifier, gcfg.RequireSigned = self, verifier, s.Identity == config.IdentityRequired
+		case trust != nil:
+			// The swarm node certificate, with a manager's pass for
+			// this host's address.
+			tables := trust.Tables()
+			gcfg.Signer, gcfg.Verifier, gcfg.RequireSigned = tables, tables, s.Identity == config.IdentityRequired
 		}
 		c, err := gossip.Start(runCtx, gcfg)
 		if err != nil {
@@ -214,6 +224,24 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		}
 		cl.set(c)
 	})
+	if trust != nil && self == nil {
+		// A new pass (renewed, or from another manager): tables are
+		// signed with it from now on.
+		run(func() {
+			c := cl.wait(runCtx)
+			if c == nil {
+				return
+			}
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-trust.PassChanged():
+					c.Resign()
+				}
+			}
+		})
+	}
 	if swarmtrust.InSwarm(s.SwarmDir) {
 		run(func() {
 			if c := cl.wait(runCtx); c != nil {

@@ -22,7 +22,7 @@ func hookedBinary(t *testing.T) string { return repoBinary(t, "VXSEC_HOOKED_BIN"
 // claimLogMsg is what a host logs, once, for a claim it ignores.
 const claimLogMsg = "ignoring an endpoint claim: its address or MAC is held by an earlier endpoint in the network"
 
-// TestClaimTakeover: a member whose clock says 1970 claims, in a network it
+// TestAttackClaimTakeover: a member whose clock says 1970 claims, in a network it
 // shares, the address and (on another endpoint) the MAC of a container
 // another host's endpoint already holds, having made them while cut off
 // from the cluster so that its own checks could not see the holder. The
@@ -30,7 +30,7 @@ const claimLogMsg = "ignoring an endpoint claim: its address or MAC is held by a
 // takeover, log it, and keep reaching the holder; the member's honest
 // endpoint (the positive control) is installed and reachable, so its table
 // was received and acted on.
-func TestClaimTakeover(t *testing.T) {
+func TestAttackClaimTakeover(t *testing.T) {
 	c := newCluster(t, 2)
 	h1, h2 := c.hosts[0], c.hosts[1]
 	ctx := ctxT(t)

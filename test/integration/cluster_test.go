@@ -87,10 +87,10 @@ func TestClusterReachability(t *testing.T) {
 	reachFast(t, cs[0], cs[len(cs)-1].IP())
 }
 
-// TestClusterIsolation: two networks spanning three hosts reach nothing of
+// TestAttackCrossNetwork: two networks spanning three hosts reach nothing of
 // each other by any address, across hosts or on one host, nor any host's
 // underlay address through the overlay; positive controls first and last.
-func TestClusterIsolation(t *testing.T) {
+func TestAttackCrossNetwork(t *testing.T) {
 	c := newCluster(t, 3)
 	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
 	idsA := createEverywhere(t, c.hosts, "isoA", 7101, "10.31.0.0/24")
@@ -388,11 +388,11 @@ func TestClusterRestartNoLoss(t *testing.T) {
 	reachFast(t, c1, c3.IP())
 }
 
-// TestClusterInjection: a machine on the underlay that is no member builds
+// TestAttackInjection: a machine on the underlay that is no member builds
 // its own VXLAN device with the network's VNI aimed at a member and sends to
 // a container: the container sees nothing and the member's firewall counts
 // the drops. A member's traffic (the positive control) passes and is seen.
-func TestClusterInjection(t *testing.T) {
+func TestAttackInjection(t *testing.T) {
 	c := newCluster(t, 2)
 	h1, h2 := c.hosts[0], c.hosts[1]
 	const vni = 7601
@@ -454,10 +454,10 @@ func TestClusterInjection(t *testing.T) {
 	reachFast(t, friend, victim.IP())
 }
 
-// TestClusterWrongSecret: a host with another secret, and one with none,
+// TestAttackWrongSecret: a host with another secret, and one with none,
 // both pointed at the cluster, never become members anywhere and their
 // endpoints never reach the cluster's hosts (nor theirs the cluster's).
-func TestClusterWrongSecret(t *testing.T) {
+func TestAttackWrongSecret(t *testing.T) {
 	c := newCluster(t, 3)
 	const vni = 7701
 	good := slices.Clone(c.hosts)

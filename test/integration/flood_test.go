@@ -17,7 +17,7 @@ import (
 	"github.com/vxsec/vxsec/lab"
 )
 
-// Bounds TestStrangerFlood holds the flooded member to.
+// Bounds TestAttackStrangerFlood holds the flooded member to.
 const (
 	floodStreams = 200
 	floodRate    = 50000 // UDP packets a second
@@ -32,7 +32,7 @@ const (
 	floodLoss = 0
 )
 
-// TestStrangerFlood: a host on the underlay that is no member floods a
+// TestAttackStrangerFlood: a host on the underlay that is no member floods a
 // member's gossip port with 200 junk streams (junk, huge or trickled
 // messages, pulls without proof, version 1 pulls, each reopened when
 // closed) and 50,000 junk UDP packets a second for 30 s. The member's peak
@@ -41,7 +41,7 @@ const (
 // flooded member, the cluster never suspects a member, and the member's
 // log stays short. The flood's arrival is checked too: the member's
 // refusal counters account for it.
-func TestStrangerFlood(t *testing.T) {
+func TestAttackStrangerFlood(t *testing.T) {
 	c := newCluster(t, 2)
 	h1, h2 := c.hosts[0], c.hosts[1]
 	const vni = 7901

@@ -16,7 +16,7 @@ import (
 	"github.com/vxsec/vxsec/plugin"
 )
 
-// TestHostIdentities: daemons with identities from a cluster CA (`vxsec ca`)
+// TestAttackHostIdentities: daemons with identities from a cluster CA (`vxsec ca`)
 // sign their tables and install only tables signed for the host they come
 // from. h3 holds the cluster secret but no identity: it joins (the secret
 // admits it to gossip), yet h1 and h2 refuse its table and its pulls, and
@@ -25,7 +25,7 @@ import (
 // The positive control: h3 restarted with an identity of its own is
 // installed and reached. A host given an identity for another host's address
 // refuses to start, saying so.
-func TestHostIdentities(t *testing.T) {
+func TestAttackHostIdentities(t *testing.T) {
 	secret := lab.NewSecret()
 	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret, ca: filepath.Join(t.TempDir(), "ca")}
 	if err := identity.InitCA(c.ca, "integration", time.Hour); err != nil {

@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 	// The segmentation tests start this binary again as an injector, in
 	// a namespace and as whatever user they test.
 	lab.InjectorMain()
-	// TestStrangerFlood starts it again as a flooder, in a stranger's
+	// TestAttackStrangerFlood starts it again as a flooder, in a stranger's
 	// namespace.
 	lab.FloodMain()
 	if os.Geteuid() != 0 {

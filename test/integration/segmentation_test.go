@@ -87,14 +87,14 @@ func drops(t *testing.T, h *lab.Host, lock string) uint64 {
 	return n
 }
 
-// TestClusterSegmentation: the tenants of a member host (an unprivileged
+// TestAttackSegmentation: the tenants of a member host (an unprivileged
 // user, a host-network process with a raw socket, a container of another
 // network behind the host's NAT, a container forging a member's address)
 // each send a hand-made VXLAN frame for a container of a vxsec network.
 // Each is delivered 0 times and counted by its lock; each injector's same
 // datagram reaches the peer on another port (the attack was otherwise
 // possible), and the network's own traffic flows before and after.
-func TestClusterSegmentation(t *testing.T) {
+func TestAttackSegmentation(t *testing.T) {
 	c := newCluster(t, 2)
 	h1, h2 := c.hosts[0], c.hosts[1]
 	const vni = 7651

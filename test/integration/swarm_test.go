@@ -4,8 +4,12 @@ package integration
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,19 +28,24 @@ import (
 // whose certificate is of another CA joins nothing and learns no secret.
 // (Swarm directories here come from testpki; the swarm lab runs the same
 // against a real swarm's.)
-func TestSwarmTrust(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+// swarmNode is a node of a test swarm: its ID and role.
+type swarmNode struct{ id, role string }
+
+const testSwarmID = "swarmclusterid000000000001"
+
+// swarmHosts starts three daemons on lab hosts as the nodes of one swarm
+// (two managers, a worker), with no secret and no join address, and waits
+// for the cluster. start starts one more host as a node with a certificate
+// of issuer.
+func swarmHosts(t *testing.T, ctx context.Context) (c *cluster, hosts []*lab.Host, start func(*lab.Host, *testpki.CA, swarmNode)) {
+	t.Helper()
 	l := openLab(t, nil)
-	c := &cluster{lab: l}
+	c = &cluster{lab: l}
 	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	const clusterID = "swarmclusterid000000000001"
-	type node struct{ id, role string }
-	nodes := []node{{"m1", swarmtrust.RoleManager}, {"m2", swarmtrust.RoleManager}, {"w3", swarmtrust.RoleWorker}}
-	var hosts []*lab.Host
+	nodes := []swarmNode{{"m1", swarmtrust.RoleManager}, {"m2", swarmtrust.RoleManager}, {"w3", swarmtrust.RoleWorker}}
 	for i := range nodes {
 		h, err := l.AddHost(ctx, fmt.Sprintf("h%d", i+1))
 		if err != nil {
@@ -48,10 +57,10 @@ func TestSwarmTrust(t *testing.T) {
 		{NodeID: "m1", Addr: net.JoinHostPort(hosts[0].Addr.String(), "2377")},
 		{NodeID: "m2", Addr: net.JoinHostPort(hosts[1].Addr.String(), "2377")},
 	}
-	start := func(h *lab.Host, issuer *testpki.CA, n node) {
+	start = func(h *lab.Host, issuer *testpki.CA, n swarmNode) {
 		t.Helper()
 		dir := t.TempDir()
-		if err := issuer.Write(testpki.Node{Dir: dir, Cluster: clusterID, ID: n.id, Role: n.role, Managers: managers}); err != nil {
+		if err := issuer.Write(testpki.Node{Dir: dir, Cluster: testSwarmID, ID: n.id, Role: n.role, Managers: managers}); err != nil {
 			t.Fatal(err)
 		}
 		h.Env = append(h.Env, "VXSEC_SWARM_DIR="+dir)
@@ -60,11 +69,18 @@ func TestSwarmTrust(t *testing.T) {
 		}
 		c.hosts = append(c.hosts, h)
 	}
-	t0 := time.Now()
 	for i, h := range hosts {
 		start(h, ca, nodes[i])
 	}
 	c.waitMembers(t, hosts, hosts)
+	return c, hosts, start
+}
+
+func TestSwarmTrust(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	c, hosts, start := swarmHosts(t, ctx)
 	t.Logf("cluster of 3 formed %v after the daemons started, with no secret or join address given", time.Since(t0).Round(time.Millisecond))
 
 	var secretID string
@@ -102,12 +118,29 @@ func TestSwarmTrust(t *testing.T) {
 			}
 		}
 	}
+	// Every table was signed with the node's certificate and a manager's
+	// pass for its address, and none was refused.
+	for _, h := range hosts {
+		st, err := h.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs, err := h.GossipStats(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Trust.PassBy == "" || time.Until(st.Trust.PassNotAfter) < 30*time.Minute || gs.Refused["table-identity"] != 0 {
+			t.Fatalf("%s: pass by %q until %s, %d tables refused for their identity; want a pass and none refused",
+				h.Name, st.Trust.PassBy, st.Trust.PassNotAfter, gs.Refused["table-identity"])
+		}
+		t.Logf("%s signs its tables with a pass by %s until %s", h.Name, st.Trust.PassBy, st.Trust.PassNotAfter.UTC().Format(time.RFC3339))
+	}
 
 	// A rolling rotation of the cluster secret under traffic: a worker
 	// cannot; a manager (m2) issues a new secret and every host moves to
 	// it within seconds, the cluster stays whole, and a 100 packets/s
 	// ping across hosts loses nothing.
-	err = hosts[2].Client().Call(ctxT(t), "VxSec.RotateSecret", struct{}{}, nil)
+	err := hosts[2].Client().Call(ctxT(t), "VxSec.RotateSecret", struct{}{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "only a swarm manager") {
 		t.Fatalf("the worker w3 rotated the secret, or did not say why not: %v", err)
 	}
@@ -174,7 +207,7 @@ func TestSwarmTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := l.AddHost(ctx, "x4")
+	x, err := c.lab.AddHost(ctx, "x4")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +234,7 @@ func TestSwarmTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start(x, other, node{"m0", swarmtrust.RoleManager})
+	start(x, other, swarmNode{"m0", swarmtrust.RoleManager})
 	// Signals that the outsider's attempts were made and refused, rather
 	// than a wait: h1 refused its trust exchange, its first round is over
 	// (a secret it makes itself is made there: it is the lowest manager ID
@@ -257,6 +290,85 @@ func TestSwarmTrust(t *testing.T) {
 		t.Fatalf("h1 refused %d peers before the outsider came and %d after; want more", before.Trust.Refused, after.Trust.Refused)
 	}
 	t.Logf("outsider refused (%s); h1 served %d exchanges", after.Trust.LastRefusal, after.Trust.Served)
+}
+
+// TestAttackSwarmLeakedSecret: the attacker holds the swarm's cluster
+// secret (read from h1's disk) but no node certificate of the swarm. It
+// joins the cluster with VXSEC_SECRET (the positive control: the secret is
+// the cluster's, so every host lists it as a member), publishes an
+// endpoint on the network and pulls the others' tables. Every host refuses
+// its table and its pulls: it installs nobody's endpoints, nobody installs
+// its, and c1 does not reach its container.
+func TestAttackSwarmLeakedSecret(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, hosts, _ := swarmHosts(t, ctx)
+	const vni = 7303
+	ids := createEverywhere(t, hosts, "swarm", vni, "10.73.0.0/24")
+	var cs []*lab.Container
+	for i, h := range hosts {
+		cs = append(cs, mustRun(t, h, fmt.Sprintf("s%d", i+1), ids[h], fmt.Sprintf("10.73.0.%d/24", 10+i)))
+	}
+	reachFast(t, cs[0], cs[2].IP())
+	c1 := cs[0]
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(hosts[0].StateDir), "swarm-secret.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept struct {
+		Record struct {
+			Secret []byte `json:"secret"`
+		} `json:"record"`
+	}
+	if err := json.Unmarshal(raw, &kept); err != nil || len(kept.Record.Secret) != 32 {
+		t.Fatalf("reading h1's swarm secret: %v", err)
+	}
+	y, err := c.lab.AddHost(ctxT(t), "y5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	y.Env = append(y.Env, "VXSEC_SECRET="+base64.StdEncoding.EncodeToString(kept.Record.Secret),
+		"VXSEC_JOIN="+hosts[0].Addr.String())
+	if err := y.Start(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer y.Stop()
+	testutil.Until(t, 20*time.Second, "the attacker is a member of every host", func() error {
+		for _, h := range append(slices.Clone(hosts), y) {
+			if !slices.Contains(memberNames(t, h), y.Addr.String()) {
+				return fmt.Errorf("%s does not list %s", h.Name, y.Addr)
+			}
+		}
+		return nil
+	})
+	id := createEverywhere(t, []*lab.Host{y}, "swarm", vni, "10.73.0.0/24")[y]
+	cy := mustRun(t, y, "y5c", id, "10.73.0.99/24")
+	testutil.Until(t, 20*time.Second, "every host refuses the attacker's table and pulls", func() error {
+		for _, h := range hosts {
+			gs, err := h.GossipStats(ctxT(t))
+			if err != nil {
+				return err
+			}
+			if gs.Refused["table-identity"] == 0 || gs.Refused["pull-identity"] == 0 {
+				return fmt.Errorf("%s refused %d tables and %d pulls for their identity", h.Name, gs.Refused["table-identity"], gs.Refused["pull-identity"])
+			}
+		}
+		return nil
+	})
+	for _, h := range hosts {
+		if n, err := netStatus(ctxT(t), h, vni); err != nil || n.Remote != len(hosts)-1 {
+			t.Fatalf("%s has %+v on vni %d (%v): want the %d other nodes' endpoints, not the attacker's", h.Name, n, vni, err, len(hosts)-1)
+		}
+	}
+	if n, err := netStatus(ctxT(t), y, vni); err != nil || n.Remote != 0 {
+		t.Fatalf("the attacker installed others' endpoints: %+v %v", n, err)
+	}
+	if res, err := c1.Ping(ctxT(t), cy.IP(), "-c", "3", "-W", "1", "-i", "0.2"); err == nil && res.Received != 0 {
+		t.Fatalf("c1 reached the attacker's container: %+v", res)
+	}
+	gs, _ := hosts[0].GossipStats(ctxT(t))
+	t.Logf("a member with the swarm's secret and no node certificate: listed by every host, its table refused (h1: %d times) and its pulls refused (h1: %d), no endpoint installed either way",
+		gs.Refused["table-identity"], gs.Refused["pull-identity"])
 }
 
 func memberNames(t *testing.T, h *lab.Host) []string {
