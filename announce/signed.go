@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // A signed table is a table's encoding with its author's signature and
@@ -17,13 +18,13 @@ import (
 //	length (4), the cluster CA's revocation list (DER; length 0: none)
 //	the table's encoding (the rest)
 //
-// The second form (passMagic, swarm mode) has one more field after the
-// revocation list: length (2), the pass (1..MaxPass bytes), a manager's
-// statement of the signer's address (package swarmtrust). A table without
-// a pass is always encoded in the first form.
+// A pass (swarm mode) travels as one more entry after the chain's
+// certificates, passPrefix then the pass: no DER certificate starts with
+// a zero byte, and a receiver of a release before passes, which does not
+// check signatures in swarm mode, still reads the table.
 const (
 	signedMagic = "\x00VXT1"
-	passMagic   = "\x00VXT2"
+	passPrefix  = "\x00vxsec pass\x00"
 	// MaxChain bounds the certificates in front of a table: a host's
 	// and at most three above it.
 	MaxChain = 4
@@ -33,11 +34,10 @@ const (
 	// MaxCRL bounds the revocation list: about 40 bytes an entry, so
 	// thousands of revoked hosts.
 	MaxCRL = 256 << 10
-	// MaxPass bounds a pass: a manager's chain of up to two certificates
-	// and a signature fit in about 3 KiB.
-	MaxPass = 8192
+	// MaxPass bounds a pass: it takes a chain entry's place.
+	MaxPass = maxCert - len(passPrefix)
 	// MaxSignedBytes bounds a whole signed table.
-	MaxSignedBytes = MaxTableBytes + len(signedMagic) + 1 + MaxChain*(2+maxCert) + 2 + maxSig + 4 + MaxCRL + 2 + MaxPass
+	MaxSignedBytes = MaxTableBytes + len(signedMagic) + 1 + MaxChain*(2+maxCert) + 2 + maxSig + 4 + MaxCRL
 )
 
 // SignedContext is what a table signature covers in front of the table's
@@ -56,16 +56,14 @@ type Signed struct {
 	CRL []byte
 	// Pass is a statement, by someone the receiver trusts, that the
 	// author holds the address it is reached at (swarm mode: a manager's;
-	// package swarmtrust), or nil. The author's signature does not cover
-	// it: the pass is signed by its issuer.
+	// package swarmtrust), or nil. It is signed by its issuer, not by the
+	// author.
 	Pass  []byte
 	Table []byte
 }
 
 // IsSigned tells a signed table from a bare one.
-func IsSigned(b []byte) bool {
-	return bytes.HasPrefix(b, []byte(signedMagic)) || bytes.HasPrefix(b, []byte(passMagic))
-}
+func IsSigned(b []byte) bool { return bytes.HasPrefix(b, []byte(signedMagic)) }
 
 // SignedMessage is what Sig signs.
 func SignedMessage(table []byte) []byte {
@@ -74,15 +72,18 @@ func SignedMessage(table []byte) []byte {
 
 // EncodeSigned is the wire form of s.
 func EncodeSigned(s Signed) ([]byte, error) {
-	if len(s.Chain) == 0 || len(s.Chain) > MaxChain || len(s.Sig) == 0 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes || len(s.CRL) > MaxCRL || len(s.Pass) > MaxPass {
-		return nil, fmt.Errorf("a signed table takes 1 to %d certificates, a signature of at most %d bytes, a revocation list of at most %d, a pass of at most %d and a table of at most %d", MaxChain, maxSig, MaxCRL, MaxPass, MaxTableBytes)
+	entries := s.Chain
+	if s.Pass != nil {
+		entries = append(slices.Clip(s.Chain), append([]byte(passPrefix), s.Pass...))
 	}
-	magic := signedMagic
-	if len(s.Pass) > 0 {
-		magic = passMagic
+	if len(s.Chain) == 0 || len(entries) > MaxChain || len(s.Sig) == 0 || len(s.Sig) > maxSig || len(s.Table) > MaxTableBytes || len(s.CRL) > MaxCRL || len(s.Pass) > MaxPass || (s.Pass != nil && len(s.Pass) == 0) {
+		return nil, fmt.Errorf("a signed table takes 1 to %d certificates and passes, a signature of at most %d bytes, a revocation list of at most %d, a pass of 1 to %d and a table of at most %d", MaxChain, maxSig, MaxCRL, MaxPass, MaxTableBytes)
 	}
-	out := append([]byte(magic), byte(len(s.Chain)))
-	for _, c := range s.Chain {
+	out := append([]byte(signedMagic), byte(len(entries)))
+	for i, c := range entries {
+		if i < len(s.Chain) && bytes.HasPrefix(c, []byte(passPrefix)) {
+			return nil, errors.New("a certificate of the chain reads as a pass")
+		}
 		if len(c) == 0 || len(c) > maxCert {
 			return nil, fmt.Errorf("a certificate of %d bytes: want 1 to %d", len(c), maxCert)
 		}
@@ -93,10 +94,6 @@ func EncodeSigned(s Signed) ([]byte, error) {
 	out = append(out, s.Sig...)
 	out = binary.BigEndian.AppendUint32(out, uint32(len(s.CRL)))
 	out = append(out, s.CRL...)
-	if len(s.Pass) > 0 {
-		out = binary.BigEndian.AppendUint16(out, uint16(len(s.Pass)))
-		out = append(out, s.Pass...)
-	}
 	return append(out, s.Table...), nil
 }
 
@@ -111,7 +108,6 @@ func DecodeSigned(b []byte) (Signed, error) {
 	if !IsSigned(b) {
 		return Signed{}, errors.New("signed table: no signed table's header")
 	}
-	withPass := bytes.HasPrefix(b, []byte(passMagic))
 	b = b[len(signedMagic):]
 	if len(b) < 1 {
 		return Signed{}, errShortSigned
@@ -144,6 +140,16 @@ func DecodeSigned(b []byte) (Signed, error) {
 		}
 		s.Chain = append(s.Chain, c)
 	}
+	// The pass, if any, is the last entry; none other may read as one.
+	for i, c := range s.Chain {
+		if !bytes.HasPrefix(c, []byte(passPrefix)) {
+			continue
+		}
+		if i != len(s.Chain)-1 || i == 0 || len(c) == len(passPrefix) {
+			return Signed{}, errors.New("signed table: a pass where a certificate belongs, or an empty one")
+		}
+		s.Pass, s.Chain = c[len(passPrefix):], s.Chain[:i]
+	}
 	sig, err := field(maxSig)
 	if err != nil {
 		return Signed{}, err
@@ -162,13 +168,7 @@ func DecodeSigned(b []byte) (Signed, error) {
 	if n32 > 0 {
 		s.CRL = b[4 : 4+n32]
 	}
-	b = b[4+n32:]
-	if withPass {
-		if s.Pass, err = field(MaxPass); err != nil {
-			return Signed{}, err
-		}
-	}
-	s.Table = b
+	s.Table = b[4+n32:]
 	if len(s.Table) > MaxTableBytes {
 		return Signed{}, &LimitError{Host: "(not decoded)", What: "bytes", Count: len(s.Table), Limit: MaxTableBytes}
 	}

@@ -116,11 +116,21 @@ type TableVerifier interface {
 	CheckPeer(host netip.Addr, block, msg []byte) error
 }
 
+// tableTags are this host's tags announcing table version v.
+func tableTags(v announce.Version) map[string]string {
+	return map[string]string{tagVersion: v.String(), tagPull: pullEphemeral}
+}
+
 // Tag names published through serf.
 const (
 	tagVersion = "tv"
 	// tagRestarting marks a member that stopped to start again (Close).
 	tagRestarting = "rs"
+	// tagPull says which table pulls the member serves beyond version 2
+	// (pullEphemeral: with ephemeral keys). A member of the previous
+	// release has none, and is pulled without them.
+	tagPull       = "pv"
+	pullEphemeral = "eph"
 )
 
 // Timing of the cluster. Failure detection is bounded by memberlist's
@@ -335,7 +345,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	events := make(chan serf.Event, 256)
 	sc := serf.DefaultConfig()
 	sc.NodeName = cfg.Addr.String()
-	sc.Tags = map[string]string{tagVersion: c.local.Version.String()}
+	sc.Tags = tableTags(c.local.Version)
 	sc.EventCh = events
 	sc.SnapshotPath = cfg.SnapshotPath
 	sc.RejoinAfterLeave = true

@@ -268,3 +268,27 @@ func TestAttackRevokedHost(t *testing.T) {
 		return err != nil && c2.Stats().Refused["pull-identity"] > 0
 	})
 }
+
+// TestAttackSwappedEphemeralKey: a man in the middle of a pull, holding
+// the cluster secret, relays h1's proof and identity block but puts its
+// own ephemeral key in place of h1's, to read the table sealed for it.
+// The server checks h1's signature over the key it received: refused.
+// Control: the same block with h1's own key is accepted.
+func TestAttackSwappedEphemeralKey(t *testing.T) {
+	const a1 = "127.0.0.96"
+	ids, v := testIdentities(t, map[string]string{"h1": a1})
+	sn, cn := newNonce(), newNonce()
+	h1Key, evilKey := bytes.Repeat([]byte{0x11}, ephemeralSize), bytes.Repeat([]byte{0xee}, ephemeralSize)
+	block, err := ids["h1"].SignPeer(identityMessage(sn, cn, h1Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.CheckPeer(netip.MustParseAddr(a1), block, identityMessage(sn, cn, h1Key)); err != nil {
+		t.Fatalf("control: h1's block with its own key: %v", err)
+	}
+	err = v.CheckPeer(netip.MustParseAddr(a1), block, identityMessage(sn, cn, evilKey))
+	if !errors.Is(err, identity.ErrSignature) {
+		t.Fatalf("h1's block with the attacker's key: %v, want a signature refused", err)
+	}
+	t.Logf("the swapped ephemeral key refused: %v", err)
+}

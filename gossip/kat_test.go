@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"encoding/hex"
 	"testing"
 )
@@ -30,6 +31,22 @@ func TestDerivationKnownAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	sealed := seal(aead, []byte(`{"host":"198.18.0.1"}`))
+	// A pull with ephemeral keys, from fixed X25519 keys: both sides derive
+	// the same cipher, and it is the one these bytes pin.
+	cKey, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{0x0c}, 32))
+	sKey, _ := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{0x05}, 32))
+	clientSide, err := ephemeralAEAD(secret, clientNonce, serverNonce, cKey, sKey.PublicKey().Bytes(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverSide, err := ephemeralAEAD(secret, clientNonce, serverNonce, sKey, cKey.PublicKey().Bytes(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedEph := seal(serverSide, []byte(`{"host":"198.18.0.1"}`))
+	if _, err := open(clientSide, sealedEph); err != nil {
+		t.Fatalf("the client's ephemeral cipher does not open the server's: %v", err)
+	}
 	cases := []struct {
 		name string
 		got  []byte
@@ -40,6 +57,8 @@ func TestDerivationKnownAnswers(t *testing.T) {
 		// The session key is checked through what it seals (the zero
 		// nonce is the protocol's: one message per key).
 		{"table sealed for a session", sealed, "ef1128f56e21950e2fe06ed307332c0767b50b0905e20085e4f7373f1c904862a0519b2b3c"},
+		// Computed independently (Python cryptography 48: X25519, HKDF-SHA256, AES-GCM).
+		{"table sealed for a session with ephemeral keys", sealedEph, "5f8a9a0b409941c59b636b78d083388d825e50cc1fab6a180da14c46a0e03553c02bb0b2bc"},
 	}
 	for _, tc := range cases {
 		if got := hex.EncodeToString(tc.got); got != tc.want {

@@ -51,7 +51,7 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 		c.mu.Lock()
 		v := c.local.Version
 		c.mu.Unlock()
-		if err := c.serf.SetTags(map[string]string{tagVersion: v.String()}); err != nil {
+		if err := c.serf.SetTags(tableTags(v)); err != nil {
 			// The tag is set; only the confirmation of its broadcast timed
 			// out. The repair pass covers any member that missed it.
 			c.log.Debug("announcing table version", "version", v.String(), "err", err)

@@ -2,6 +2,8 @@ package gossip
 
 import (
 	"bytes"
+	"crypto/cipher"
+	"crypto/ecdh"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
@@ -43,6 +45,18 @@ import (
 // names the address the connection comes from. A host that holds the
 // secret but no identity, or a revoked one, reads no table.
 //
+// Ephemeral keys (forward secrecy): a client pulling from a member that
+// announces them (the "pv" tag, sealed in gossip like every tag, so a
+// path attacker cannot hide it) sets ephemeralFlag in n and sends a fresh
+// X25519 public key after the MACs; the server answers with its own fresh
+// public key before the sealed table, and the table is sealed under a key
+// derived from the secret, both nonces, both public keys and their shared
+// secret. Both private keys are thrown away with the connection, so a
+// recording of the pull is opened neither by the cluster secret learnt
+// later nor by any key kept on either host. With an identity, the client's
+// signature covers its public key too, so a man in the middle holding the
+// secret cannot put its own in its place.
+//
 // Version 1 (pullMagicV1, the client's nonce, then the sealed table to
 // anyone who asked) is served only to the addresses of the cluster's
 // members, so that hosts of the previous release keep pulling during a
@@ -62,6 +76,11 @@ const (
 	maxSealed = announce.MaxTableBytes + 16
 	// identityFlag in the MAC count says an identity block follows.
 	identityFlag = 0x80
+	// ephemeralFlag in the MAC count says the client's ephemeral X25519
+	// public key follows the MACs.
+	ephemeralFlag = 0x40
+	// ephemeralSize is an X25519 public key's length.
+	ephemeralSize = 32
 	// maxIdentity bounds the identity block: a chain of announce.MaxChain
 	// certificates and a signature.
 	maxIdentity = 20 << 10
@@ -72,10 +91,10 @@ const (
 const pullIdentityContext = "vxsec pull client v1\x00"
 
 // identityMessage is what a client signs to prove its identity for one
-// pair of nonces.
-func identityMessage(serverNonce, clientNonce []byte) []byte {
+// pair of nonces, and its ephemeral public key if it sends one.
+func identityMessage(serverNonce, clientNonce, ephemeral []byte) []byte {
 	m := append([]byte(pullIdentityContext), serverNonce...)
-	return append(m, clientNonce...)
+	return append(append(m, clientNonce...), ephemeral...)
 }
 
 // pullProofInfo separates the proof key from every other key derived from
@@ -111,6 +130,8 @@ func proofMAC(secret, serverNonce, clientNonce []byte) ([]byte, error) {
 type proof struct {
 	clientNonce []byte
 	macs        [][]byte
+	// ephemeral is the client's ephemeral X25519 public key, or nil.
+	ephemeral []byte
 	// identity is the client's identity block, or nil.
 	identity []byte
 }
@@ -133,10 +154,14 @@ func (p proof) encode() []byte {
 	if p.identity != nil {
 		n |= identityFlag
 	}
+	if p.ephemeral != nil {
+		n |= ephemeralFlag
+	}
 	out := append(bytes.Clone(p.clientNonce), n)
 	for _, m := range p.macs {
 		out = append(out, m...)
 	}
+	out = append(out, p.ephemeral...)
 	if p.identity != nil {
 		out = binary.BigEndian.AppendUint32(out, uint32(len(p.identity)))
 		out = append(out, p.identity...)
@@ -145,26 +170,34 @@ func (p proof) encode() []byte {
 }
 
 // readProof is the server's decoder of the client's answer, its identity
-// block aside (readIdentity). It reads at most nonceSize+1+maxProofs*macSize
-// bytes, whatever the client sends, and reports whether an identity block
-// follows.
+// block aside (readIdentity). It reads at most
+// nonceSize+1+maxProofs*macSize+ephemeralSize bytes, whatever the client
+// sends, and reports whether an identity block follows.
 func readProof(r io.Reader) (proof, bool, error) {
 	head := make([]byte, nonceSize+1)
 	if _, err := io.ReadFull(r, head); err != nil {
 		return proof{}, false, fmt.Errorf("reading the client's proof: %w", err)
 	}
 	flagged := head[nonceSize]&identityFlag != 0
-	n := int(head[nonceSize] &^ identityFlag)
+	ephemeral := head[nonceSize]&ephemeralFlag != 0
+	n := int(head[nonceSize] &^ (identityFlag | ephemeralFlag))
 	if n < 1 || n > maxProofs {
 		return proof{}, false, fmt.Errorf("the client's proof holds %d MACs, want 1 to %d", n, maxProofs)
 	}
-	macs := make([]byte, n*macSize)
+	rest := n * macSize
+	if ephemeral {
+		rest += ephemeralSize
+	}
+	macs := make([]byte, rest)
 	if _, err := io.ReadFull(r, macs); err != nil {
 		return proof{}, false, fmt.Errorf("reading the client's proof: %w", err)
 	}
 	p := proof{clientNonce: head[:nonceSize]}
 	for i := range n {
 		p.macs = append(p.macs, macs[i*macSize:(i+1)*macSize])
+	}
+	if ephemeral {
+		p.ephemeral = macs[n*macSize:]
 	}
 	return p, flagged, nil
 }
@@ -292,18 +325,52 @@ func servePull(rw io.ReadWriter, secrets [][]byte, serverNonce []byte, table fun
 		if p.identity == nil {
 			return errNoIdentity
 		}
-		if err := checkPeer(p.identity, identityMessage(serverNonce, p.clientNonce)); err != nil {
+		if err := checkPeer(p.identity, identityMessage(serverNonce, p.clientNonce, p.ephemeral)); err != nil {
 			return fmt.Errorf("%w: %w", errNoIdentity, err)
 		}
 	}
-	aead, err := sessionAEAD(secret, p.clientNonce, serverNonce)
+	if p.ephemeral == nil {
+		aead, err := sessionAEAD(secret, p.clientNonce, serverNonce)
+		if err != nil {
+			return err
+		}
+		if _, err := rw.Write(sealedFrame(seal(aead, table()))); err != nil {
+			return fmt.Errorf("sending the table: %w", err)
+		}
+		return nil
+	}
+	mine, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		return err
 	}
-	if _, err := rw.Write(sealedFrame(seal(aead, table()))); err != nil {
+	aead, err := ephemeralAEAD(secret, p.clientNonce, serverNonce, mine, p.ephemeral, false)
+	if err != nil {
+		return err
+	}
+	out := append(mine.PublicKey().Bytes(), sealedFrame(seal(aead, table()))...)
+	if _, err := rw.Write(out); err != nil {
 		return fmt.Errorf("sending the table: %w", err)
 	}
 	return nil
+}
+
+// ephemeralAEAD is the session's cipher of a pull with ephemeral keys:
+// mine is this side's private key, theirs the other's public key; the
+// client's key comes first in the derivation whichever side derives.
+func ephemeralAEAD(secret, clientNonce, serverNonce []byte, mine *ecdh.PrivateKey, theirs []byte, client bool) (cipher.AEAD, error) {
+	peer, err := ecdh.X25519().NewPublicKey(theirs)
+	if err != nil {
+		return nil, fmt.Errorf("the peer's ephemeral key: %w", err)
+	}
+	shared, err := mine.ECDH(peer)
+	if err != nil {
+		return nil, fmt.Errorf("the ephemeral key agreement: %w", err)
+	}
+	cp, sp := mine.PublicKey().Bytes(), theirs
+	if !client {
+		cp, sp = sp, cp
+	}
+	return ephemeralSessionAEAD(secret, clientNonce, serverNonce, shared, cp, sp)
 }
 
 // servePullV1 answers a version 1 pull, its magic byte read: the client's
@@ -326,8 +393,9 @@ func servePullV1(rw io.ReadWriter, secret, serverNonce []byte, table func() []by
 
 // clientPull is the client's side of a version 2 pull on rw: it returns
 // the opened table. prove, if set, signs the message that proves this
-// host's identity and returns the identity block.
-func clientPull(rw io.ReadWriter, secrets [][]byte, clientNonce []byte, prove func(msg []byte) ([]byte, error)) ([]byte, error) {
+// host's identity and returns the identity block. ephemeral (the server
+// announced it serves them) seals the table under ephemeral keys.
+func clientPull(rw io.ReadWriter, secrets [][]byte, clientNonce []byte, prove func(msg []byte) ([]byte, error), ephemeral bool) ([]byte, error) {
 	if _, err := rw.Write([]byte{pullMagicV2}); err != nil {
 		return nil, err
 	}
@@ -339,19 +407,46 @@ func clientPull(rw io.ReadWriter, secrets [][]byte, clientNonce []byte, prove fu
 	if err != nil {
 		return nil, err
 	}
+	var mine *ecdh.PrivateKey
+	if ephemeral {
+		if mine, err = ecdh.X25519().GenerateKey(rand.Reader); err != nil {
+			return nil, err
+		}
+		p.ephemeral = mine.PublicKey().Bytes()
+	}
 	if prove != nil {
-		if p.identity, err = prove(identityMessage(sn, clientNonce)); err != nil {
+		if p.identity, err = prove(identityMessage(sn, clientNonce, p.ephemeral)); err != nil {
 			return nil, err
 		}
 	}
 	if _, err := rw.Write(p.encode()); err != nil {
 		return nil, err
 	}
+	if mine == nil {
+		sealed, err := readSealed(rw)
+		if err != nil {
+			return nil, err
+		}
+		return openTable(secrets, clientNonce, sn, sealed)
+	}
+	theirs := make([]byte, ephemeralSize)
+	if _, err := io.ReadFull(rw, theirs); err != nil {
+		return nil, fmt.Errorf("reading the member's ephemeral key: %w", err)
+	}
 	sealed, err := readSealed(rw)
 	if err != nil {
 		return nil, err
 	}
-	return openTable(secrets, clientNonce, sn, sealed)
+	for _, secret := range secrets {
+		aead, err := ephemeralAEAD(secret, clientNonce, sn, mine, theirs, true)
+		if err != nil {
+			return nil, err
+		}
+		if plain, err := open(aead, sealed); err == nil {
+			return plain, nil
+		}
+	}
+	return nil, errUnauthentic
 }
 
 // clientPullV1 is the client's side of a version 1 pull, for a member

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"flag"
 	"fmt"
 	"os"
@@ -50,13 +51,13 @@ func FuzzServePull(f *testing.F) {
 		authed := false
 		err := servePull(s, [][]byte{fuzzSecret}, fuzzServerNonce, func() []byte { return []byte("table") }, func() { authed = true }, nil)
 		// An identity block is read only once the secret is proved.
-		if max := nonceSize + 1 + maxProofs*macSize; s.read > max && !(authed && s.read <= max+4+maxIdentity) {
+		if max := nonceSize + 1 + maxProofs*macSize + ephemeralSize; s.read > max && !(authed && s.read <= max+4+maxIdentity) {
 			t.Fatalf("the server read %d bytes of the client's (authenticated %v)", s.read, authed)
 		}
 		if err != nil {
 			// Once the secret is proved, only the identity block that
-			// follows it may still fail.
-			if authed && !strings.Contains(err.Error(), "identity") {
+			// follows it, or the client's ephemeral key, may still fail.
+			if authed && !strings.Contains(err.Error(), "identity") && !strings.Contains(err.Error(), "ephemeral") {
 				t.Fatalf("authenticated, then failed: %v", err)
 			}
 			if !bytes.Equal(s.out.Bytes(), hello(fuzzServerNonce)) {
@@ -80,7 +81,17 @@ func FuzzServePull(f *testing.F) {
 func FuzzClientPull(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := &script{in: bytes.NewReader(data)}
-		plain, err := clientPull(s, [][]byte{fuzzSecret}, fuzzClientNonce, nil)
+		// With ephemeral keys no answer made without the client's fresh
+		// private key authenticates: every one is refused, within the
+		// same bounds plus the server's public key.
+		se := &script{in: bytes.NewReader(data)}
+		if plain, err := clientPull(se, [][]byte{fuzzSecret}, fuzzClientNonce, nil, true); err == nil || plain != nil {
+			t.Fatalf("an ephemeral pull took an answer made without its key: %d bytes", len(plain))
+		}
+		if se.read > 1+nonceSize+ephemeralSize+4+maxSealed || se.out.Len() > 1+nonceSize+1+maxProofs*macSize+ephemeralSize {
+			t.Fatalf("the ephemeral client read %d bytes and wrote %d", se.read, se.out.Len())
+		}
+		plain, err := clientPull(s, [][]byte{fuzzSecret}, fuzzClientNonce, nil, false)
 		if s.read > 1+nonceSize+4+maxSealed {
 			t.Fatalf("the client read %d bytes", s.read)
 		}
@@ -118,6 +129,10 @@ func fuzzServerSeeds() map[string][]byte {
 	withIdentity.identity = bytes.Repeat([]byte{0x42}, 300)
 	hugeIdentity := append(bytes.Clone(v), 0xff, 0xff, 0xff, 0xff)
 	hugeIdentity[nonceSize] |= identityFlag
+	withEphemeral := valid
+	withEphemeral.ephemeral = fuzzEphemeral()
+	lowOrder := valid
+	lowOrder.ephemeral = make([]byte, ephemeralSize)
 	zeroCount := append(bytes.Clone(v[:nonceSize]), 0)
 	hugeCount := append(bytes.Clone(v[:nonceSize]), 255)
 	return map[string][]byte{
@@ -125,7 +140,19 @@ func fuzzServerSeeds() map[string][]byte {
 		"truncated": v[:nonceSize+5], "zero-count": zeroCount, "huge-count": hugeCount,
 		"v1-request": append([]byte{pullMagicV1}, fuzzClientNonce...), "empty": {},
 		"valid-proof-with-identity": withIdentity.encode(), "identity-over-the-bound": hugeIdentity,
+		"valid-proof-ephemeral": withEphemeral.encode(), "ephemeral-low-order": lowOrder.encode(),
+		"ephemeral-truncated": withEphemeral.encode()[:nonceSize+1+macSize+10],
 	}
+}
+
+// fuzzEphemeral is a fixed client's ephemeral X25519 public key (the
+// seeds are files: they must not change between runs).
+func fuzzEphemeral() []byte {
+	k, err := ecdh.X25519().NewPrivateKey(bytes.Repeat([]byte{0x0e}, 32))
+	if err != nil {
+		panic(err)
+	}
+	return k.PublicKey().Bytes()
 }
 
 // fuzzClientSeeds are servers' answers: a valid table, an old server's
@@ -136,8 +163,11 @@ func fuzzClientSeeds() map[string][]byte {
 	damaged := bytes.Clone(valid)
 	damaged[len(damaged)-1] ^= 1
 	huge := append(hello(fuzzServerNonce), 0xff, 0xff, 0xff, 0xff)
+	// A server's ephemeral answer: its public key, then a sealed table.
+	withKey := append(append(hello(fuzzServerNonce), fuzzEphemeral()...), sealedFrame(seal(aead, []byte(`{"host":"198.18.0.1"}`)))...)
 	return map[string][]byte{
 		"valid-table": valid, "damaged-seal": damaged, "huge-length": huge, "greeting-only": hello(fuzzServerNonce),
+		"ephemeral-answer": withKey,
 		"old-server-error": {encryptMsg, 0, 0, 0, 40, 1}, "empty": {},
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -24,8 +25,9 @@ var (
 )
 
 // pipePull runs a version 2 pull between a client holding clientSecrets
-// and a server holding serverSecrets, over an in-memory connection.
-func pipePull(t *testing.T, clientSecrets, serverSecrets [][]byte) ([]byte, error, error) {
+// and a server holding serverSecrets, over an in-memory connection, with
+// ephemeral keys or without.
+func pipePull(t *testing.T, clientSecrets, serverSecrets [][]byte, ephemeral bool) ([]byte, error, error) {
 	t.Helper()
 	cc, sc := net.Pipe()
 	defer cc.Close()
@@ -39,7 +41,7 @@ func pipePull(t *testing.T, clientSecrets, serverSecrets [][]byte) ([]byte, erro
 		}
 		serr <- servePull(sc, serverSecrets, newNonce(), func() []byte { return []byte("the table") }, func() {}, nil)
 	}()
-	plain, err := clientPull(cc, clientSecrets, newNonce(), nil)
+	plain, err := clientPull(cc, clientSecrets, newNonce(), nil, ephemeral)
 	cc.Close()
 	return plain, err, <-serr
 }
@@ -60,18 +62,20 @@ func TestPullProof(t *testing.T) {
 		{"open cluster", [][]byte{nil}, [][]byte{nil}, true},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			plain, cerr, serr := pipePull(t, tc.client, tc.server)
-			if tc.ok {
-				if cerr != nil || serr != nil || string(plain) != "the table" {
-					t.Fatalf("pull = %q, client err %v, server err %v", plain, cerr, serr)
+		for _, eph := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/ephemeral=%v", tc.name, eph), func(t *testing.T) {
+				plain, cerr, serr := pipePull(t, tc.client, tc.server, eph)
+				if tc.ok {
+					if cerr != nil || serr != nil || string(plain) != "the table" {
+						t.Fatalf("pull = %q, client err %v, server err %v", plain, cerr, serr)
+					}
+					return
 				}
-				return
-			}
-			if !errors.Is(serr, errBadProof) || cerr == nil {
-				t.Fatalf("client err %v, server err %v: want the proof refused", cerr, serr)
-			}
-		})
+				if !errors.Is(serr, errBadProof) || cerr == nil {
+					t.Fatalf("client err %v, server err %v: want the proof refused", cerr, serr)
+				}
+			})
+		}
 	}
 }
 
@@ -311,4 +315,79 @@ func TestPullV1OnlyForMembers(t *testing.T) {
 	// Counted once the server has written the table, which the client
 	// may have read before.
 	testutil.Eventually(t, 5*time.Second, "the member's version 1 pull counted as served", func() bool { return a.Stats().Accepted["pull-v1"] > 0 })
+}
+
+// wireRecorder keeps every byte that crosses a connection, both ways.
+type wireRecorder struct {
+	net.Conn
+	mu      sync.Mutex
+	in, out bytes.Buffer
+}
+
+func (r *wireRecorder) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.mu.Lock()
+	r.in.Write(p[:n])
+	r.mu.Unlock()
+	return n, err
+}
+
+func (r *wireRecorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.out.Write(p)
+	r.mu.Unlock()
+	return r.Conn.Write(p)
+}
+
+// TestAttackRecordedPull: forward secrecy of table pulls. The attacker
+// recorded a pull on the wire and later learns the cluster secret (a leak,
+// or a member's disk). From the recording it takes both nonces and the
+// sealed table, and opens it with the secret. Control: a pull without
+// ephemeral keys (what a member of the previous release gets) opens, and
+// the attacker reads the table. With ephemeral keys it opens under no key
+// the secret and the recording give.
+func TestAttackRecordedPull(t *testing.T) {
+	for _, eph := range []bool{false, true} {
+		cc, sc := net.Pipe()
+		rec := &wireRecorder{Conn: cc}
+		done := make(chan error, 1)
+		go func() {
+			defer sc.Close()
+			var magic [1]byte
+			if _, err := io.ReadFull(sc, magic[:]); err != nil {
+				done <- err
+				return
+			}
+			done <- servePull(sc, [][]byte{secretA}, newNonce(), func() []byte { return []byte(`{"host":"198.18.0.2"}`) }, func() {}, nil)
+		}()
+		plain, err := clientPull(rec, [][]byte{secretA}, newNonce(), nil, eph)
+		cc.Close()
+		if err != nil || <-done != nil || string(plain) != `{"host":"198.18.0.2"}` {
+			t.Fatalf("ephemeral=%v: the pull itself failed: %q %v", eph, plain, err)
+		}
+		// The recording: server → client is the greeting (magic, nonce),
+		// [its ephemeral key], the sealed frame; client → server is the
+		// magic, then its nonce first.
+		fromServer, fromClient := rec.in.Bytes(), rec.out.Bytes()
+		sn, cn := fromServer[1:1+nonceSize], fromClient[1:1+nonceSize]
+		rest := fromServer[1+nonceSize:]
+		if eph {
+			rest = rest[ephemeralSize:]
+		}
+		sealed, err := readSealed(bytes.NewReader(rest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := openTable([][]byte{secretA}, cn, sn, sealed)
+		switch {
+		case !eph && err != nil:
+			t.Fatalf("control: the secret and the recording do not open a pull without ephemeral keys: %v", err)
+		case !eph:
+			t.Logf("control (no ephemeral keys): the attacker opened the recorded pull with the secret: %s", got)
+		case err == nil:
+			t.Fatalf("the attacker opened a recorded pull with ephemeral keys: %s", got)
+		default:
+			t.Logf("with ephemeral keys: %d sealed bytes recorded, opened by nothing the secret and the recording give (%v)", len(sealed), err)
+		}
+	}
 }

@@ -175,7 +175,7 @@ var errStale = errors.New("table older than announced")
 // the pull, or version 1 from a member found serving only that. A table
 // older than announced is refused (errStale).
 func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announced announce.Version) (announce.Table, error) {
-	plain, err := c.pullPlain(ctx, addr)
+	plain, err := c.pullPlain(ctx, addr, c.servesEphemeral(host))
 	if err != nil {
 		return announce.Table{}, err
 	}
@@ -259,13 +259,13 @@ func (c *Cluster) RevocationChanged() {
 }
 
 // pullPlain runs a pull and returns what the secret opened.
-func (c *Cluster) pullPlain(ctx context.Context, addr string) ([]byte, error) {
+func (c *Cluster) pullPlain(ctx context.Context, addr string, ephemeral bool) ([]byte, error) {
 	c.mu.Lock()
 	legacy := time.Now().Before(c.legacyUntil[addr])
 	c.mu.Unlock()
 	if !legacy {
 		plain, err := c.pullOnce(ctx, addr, func(rw io.ReadWriter, secrets [][]byte, nonce []byte) ([]byte, error) {
-			return clientPull(rw, secrets, nonce, c.prove())
+			return clientPull(rw, secrets, nonce, c.prove(), ephemeral)
 		})
 		switch {
 		case errors.Is(err, errOldServer):
@@ -281,6 +281,15 @@ func (c *Cluster) pullPlain(ctx context.Context, addr string) ([]byte, error) {
 		}
 	}
 	return c.pullOnce(ctx, addr, clientPullV1)
+}
+
+// servesEphemeral tells whether the member at host announces pulls with
+// ephemeral keys (tagPull). The tag travels in gossip, sealed with the
+// cluster's key: someone on the path cannot strip it to force a pull
+// without them.
+func (c *Cluster) servesEphemeral(host netip.Addr) bool {
+	m, ok := c.aliveMember(host.String())
+	return ok && m.Tags[tagPull] == pullEphemeral
 }
 
 // prove is how this host proves its identity when it pulls: in a cluster

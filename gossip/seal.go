@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -15,7 +16,9 @@ import (
 const (
 	gossipKeyInfo = "vxsec gossip key v1"
 	syncKeyInfo   = "vxsec table sync v1"
-	syncAAD       = "vxsec table"
+	// syncEphemeralInfo labels the key of a pull with ephemeral keys.
+	syncEphemeralInfo = "vxsec table sync ephemeral v1"
+	syncAAD           = "vxsec table"
 )
 
 // GossipKey derives serf's AES-256-GCM key of one key period from the
@@ -53,6 +56,27 @@ func sessionAEAD(secret, clientNonce, serverNonce []byte) (cipher.AEAD, error) {
 	key, err := hkdf.Key(sha256.New, secret, salt, syncKeyInfo, 32)
 	if err != nil {
 		return nil, fmt.Errorf("deriving the sync key: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// ephemeralSessionAEAD is the one-message cipher of a pull with ephemeral
+// keys: the key is derived from the cluster secret and the X25519 shared
+// secret together (input keying material: secret, then shared), salted
+// with both nonces and both public keys, the client's first. Knowing the
+// cluster secret alone, later, opens nothing.
+func ephemeralSessionAEAD(secret, clientNonce, serverNonce, shared, clientPub, serverPub []byte) (cipher.AEAD, error) {
+	if len(clientPub) != 32 || len(serverPub) != 32 {
+		return nil, errors.New("ephemeral keys are 32 bytes")
+	}
+	salt := slices.Concat(clientNonce, serverNonce, clientPub, serverPub)
+	key, err := hkdf.Key(sha256.New, slices.Concat(secret, shared), salt, syncEphemeralInfo, 32)
+	if err != nil {
+		return nil, fmt.Errorf("deriving the ephemeral sync key: %w", err)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {

@@ -38,6 +38,8 @@ type API struct {
 	rotateSecret func(context.Context) (any, error)
 	// loadCRL answers VxSec.LoadCRL.
 	loadCRL func(context.Context, []byte) (any, error)
+	// evict answers VxSec.Evict.
+	evict func(context.Context, []string) (any, error)
 	// scope is the data scope GetCapabilities reports.
 	scope string
 }
@@ -63,6 +65,15 @@ func (a *API) SetLoadCRL(f func(context.Context, []byte) (any, error)) { a.loadC
 type LoadCRLRequest struct {
 	// CRL is the cluster CA's revocation list, PEM or DER.
 	CRL []byte `json:"crl"`
+}
+
+// SetEvict installs what VxSec.Evict does with the node IDs it is given.
+func (a *API) SetEvict(f func(context.Context, []string) (any, error)) { a.evict = f }
+
+// EvictRequest is VxSec.Evict's body.
+type EvictRequest struct {
+	// Nodes are swarm node IDs (`docker node ls`).
+	Nodes []string `json:"nodes"`
 }
 
 // SetRotateSecret installs what VxSec.RotateSecret does; its answer is

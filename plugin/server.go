@@ -40,6 +40,8 @@ const (
 	// loadCRLPath gives the daemon a revocation list of the cluster CA,
 	// which it spreads through the cluster.
 	loadCRLPath = "/VxSec.LoadCRL"
+	// evictPath cuts swarm nodes off the cluster (a swarm manager).
+	evictPath = "/VxSec.Evict"
 )
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
@@ -116,6 +118,13 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 			ctx, cancel := api.call("VxSec.RotateSecret")
 			defer cancel()
 			return api.rotateSecret(ctx)
+		}))
+	}
+	if api.evict != nil {
+		mux.HandleFunc(evictPath, handle(func(req *EvictRequest) (any, error) {
+			ctx, cancel := api.call("VxSec.Evict")
+			defer cancel()
+			return api.evict(ctx, req.Nodes)
 		}))
 	}
 	if api.loadCRL != nil {

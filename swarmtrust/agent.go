@@ -37,8 +37,9 @@ const (
 	dialTimeout          = 5 * time.Second
 	exchangeTimeout      = 10 * time.Second
 	// maxMessage bounds a peer's message: a record with a chain of two
-	// certificates is about 2.5 KiB, and a pass as much.
-	maxMessage = 16384
+	// certificates is about 2.5 KiB, a pass as much, and an eviction list
+	// of maxEvicted nodes about 16 KiB.
+	maxMessage = 32 << 10
 	// protocolVersion 2 carries signed records; a node of protocol 1
 	// (unsigned records, the oldest wins) and one of 2 do not exchange.
 	protocolVersion = 2
@@ -126,12 +127,15 @@ type message struct {
 	// a manager answers with Pass if the connection comes from Addr.
 	Addr string `json:"addr,omitempty"`
 	Pass *pass  `json:"pass,omitempty"`
+	// Evictions is the sender's eviction list, if any.
+	Evictions *evictions `json:"evictions,omitempty"`
 }
 
 // savedFile is SecretFile's content: the secret belongs to one swarm.
 type savedFile struct {
-	Cluster string  `json:"cluster"`
-	Record  *record `json:"record"`
+	Cluster   string     `json:"cluster"`
+	Record    *record    `json:"record"`
+	Evictions *evictions `json:"evictions,omitempty"`
 }
 
 // Agent agrees the cluster secret with the swarm's other nodes.
@@ -164,6 +168,12 @@ type Agent struct {
 	// yet); passChanged is signalled when it is replaced.
 	pass        *pass
 	passChanged chan struct{}
+	// evict is the newest eviction list held; evictChanged is signalled
+	// when it is replaced. evictWant are the nodes this manager evicted,
+	// issued again should a concurrent list without them win.
+	evict        *evictions
+	evictChanged chan struct{}
+	evictWant    []string
 
 	// pubMu serialises publish, and guards what only publish touches
 	// after New: published, SecretFile, closing ready and sending on
@@ -211,10 +221,16 @@ type Status struct {
 	// PassesIssued counts the passes this node (a manager) issued;
 	// PassesRefused those it would not (the client was not at the
 	// address it asked for).
-	PassesIssued    int    `json:"passes_issued,omitempty"`
-	PassesRefused   int    `json:"passes_refused,omitempty"`
-	LastPassRefusal string `json:"last_pass_refusal,omitempty"`
-	Err             string `json:"error,omitempty"`
+	PassesIssued int `json:"passes_issued,omitempty"`
+	// EvictionSeq and Evicted are the eviction list held; EvictionsRefused
+	// counts lists of peers that failed verification.
+	EvictionSeq         uint64   `json:"eviction_seq,omitempty"`
+	Evicted             []string `json:"evicted,omitempty"`
+	EvictionsRefused    int      `json:"evictions_refused,omitempty"`
+	LastEvictionRefusal string   `json:"last_eviction_refusal,omitempty"`
+	PassesRefused       int      `json:"passes_refused,omitempty"`
+	LastPassRefusal     string   `json:"last_pass_refusal,omitempty"`
+	Err                 string   `json:"error,omitempty"`
 }
 
 // Exchange is the last exchange with one peer.
@@ -239,7 +255,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Log.With("component", "swarmtrust"), start: time.Now(),
-		ready: make(chan struct{}), changed: make(chan []byte, 1), passChanged: make(chan struct{}, 1),
+		ready: make(chan struct{}), changed: make(chan []byte, 1), passChanged: make(chan struct{}, 1), evictChanged: make(chan struct{}, 1),
 		limits: defaultPortLimits,
 	}
 	if cfg.limits != nil {
@@ -265,6 +281,7 @@ func New(cfg Config) (*Agent, error) {
 				a.log.Info("the kept secret is of another swarm; looking for this one's", "kept", f.Cluster, "swarm", node.ClusterID)
 			} else {
 				a.rec, a.delivered = f.Record, f.Record.Secret
+				a.evict = f.Evictions
 				close(a.ready)
 			}
 		}
@@ -419,6 +436,7 @@ func (a *Agent) round(ctx context.Context, extra []netip.Addr) {
 		(lowestManager(creds.node.ID, creds.node.Managers) || time.Since(a.start) > a.cfg.GenerateAfter)
 	a.mu.Unlock()
 	if creds.node.Role == RoleManager {
+		a.reissueEvictions(creds)
 		a.manage(creds, cur, fresh)
 	}
 }
@@ -480,6 +498,10 @@ func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node stri
 		return err
 	}
 	defer conn.Close()
+	if peer, ok := peerNode(conn.(*tls.Conn)); ok && a.isEvicted(peer.ID) {
+		// Nothing for an evicted node, not even the eviction list.
+		return fmt.Errorf("%w: node %s", ErrEvicted, peer.ID)
+	}
 	deadline, _ := ctx.Deadline()
 	conn.SetDeadline(deadline)
 	m := a.message()
@@ -498,8 +520,11 @@ func (a *Agent) exchange(ctx context.Context, creds credentials, addr, node stri
 	if err != nil {
 		return err
 	}
-	// The pass first: once the record is adopted the cluster starts, and
-	// its first table is signed with the pass.
+	// The eviction list and the pass first: once the record is adopted
+	// the cluster starts, and its first table is signed with the pass.
+	if peer.Evictions != nil {
+		a.considerEvictions(creds, peer.Evictions, addr)
+	}
 	if peer.Pass != nil {
 		a.considerPass(creds, peer.Pass, addr)
 	}
@@ -582,6 +607,10 @@ func (a *Agent) serveConn(ctx context.Context, raw net.Conn, handshakes chan str
 	// The client is a node of this swarm: the exchange's own bounds hold
 	// from here (receive reads one line of at most maxMessage).
 	done()
+	if peer, ok := peerNode(conn); ok && a.isEvicted(peer.ID) {
+		a.refused(raw.RemoteAddr(), "evicted", fmt.Errorf("%w: node %s", ErrEvicted, peer.ID))
+		return
+	}
 	capped.left = -1
 	raw.SetDeadline(time.Now().Add(exchangeTimeout))
 	peer, err := receive(conn)
@@ -596,6 +625,9 @@ func (a *Agent) serveConn(ctx context.Context, raw net.Conn, handshakes chan str
 	if err != nil {
 		a.refused(raw.RemoteAddr(), "message", err)
 		return
+	}
+	if peer.Evictions != nil {
+		a.considerEvictions(creds, peer.Evictions, raw.RemoteAddr().String())
 	}
 	a.consider(peer, raw.RemoteAddr().String(), creds)
 	reply := a.message()
@@ -644,7 +676,7 @@ func (c *cappedConn) Read(p []byte) (int, error) {
 // message is what this node sends: its record.
 func (a *Agent) message() message {
 	a.mu.Lock()
-	m := message{Version: protocolVersion, Cluster: a.cluster, Record: a.rec}
+	m := message{Version: protocolVersion, Cluster: a.cluster, Record: a.rec, Evictions: a.evict}
 	a.mu.Unlock()
 	if m.Record != nil && m.Record.Generation == 0 {
 		// Unsigned: peers would refuse it; a manager re-issues it.
@@ -855,14 +887,14 @@ func (a *Agent) publish() {
 	a.pubMu.Lock()
 	defer a.pubMu.Unlock()
 	a.mu.Lock()
-	r, ver, cluster := a.rec, a.ver, a.cluster
+	r, ver, cluster, ev := a.rec, a.ver, a.cluster, a.evict
 	a.mu.Unlock()
 	if r == nil || ver == a.published {
 		return
 	}
 	a.published = ver
 	if a.cfg.SecretFile != "" {
-		b, _ := json.Marshal(savedFile{Cluster: cluster, Record: r})
+		b, _ := json.Marshal(savedFile{Cluster: cluster, Record: r, Evictions: ev})
 		if err := os.MkdirAll(filepath.Dir(a.cfg.SecretFile), 0o700); err == nil {
 			err = atomicfile.Write(filepath.Dir(a.cfg.SecretFile), filepath.Base(a.cfg.SecretFile), b)
 			if err != nil {

@@ -51,22 +51,34 @@ func (t *Tables) sign(msg, table []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return announce.EncodeSigned(announce.Signed{Chain: creds.cert.Certificate, Sig: sig, Pass: raw, Table: table})
+	var list []byte
+	if table != nil {
+		// The eviction list rides in front of the table, in the
+		// revocation list's place, so that it reaches every member.
+		list, _ = t.a.EvictionList()
+	}
+	return announce.EncodeSigned(announce.Signed{Chain: creds.cert.Certificate, Sig: sig, CRL: list, Pass: raw, Table: table})
 }
 
 // OpenTable checks a table pulled from host (see Tables) and returns its
-// encoding and signer (the node ID). Swarm publishes no revocation list:
-// newCRL is always false.
+// encoding and signer (the node ID). An eviction list in front of it, a
+// current manager's and newer than the one held, is adopted first
+// (newCRL), whatever the table.
 func (t *Tables) OpenTable(host netip.Addr, signed []byte) (table []byte, signer string, newCRL bool, err error) {
 	s, err := announce.DecodeSigned(signed)
 	if err != nil {
 		return nil, "", false, err
 	}
+	if creds, _ := t.a.identityNow(); creds != nil && s.CRL != nil {
+		if e, err := decodeEvictions(s.CRL); err == nil {
+			newCRL = t.a.considerEvictions(*creds, e, "the table of "+host.String())
+		}
+	}
 	node, err := t.check(s, announce.SignedMessage(s.Table), host)
 	if err != nil {
-		return nil, "", false, err
+		return nil, "", newCRL, err
 	}
-	return s.Table, node, false, nil
+	return s.Table, node, newCRL, nil
 }
 
 // CheckPeer checks a puller's identity block: a node of this swarm with a
@@ -83,12 +95,15 @@ func (t *Tables) CheckPeer(host netip.Addr, block, msg []byte) error {
 	return err
 }
 
-// Revoked: swarm publishes no revocation list; a removed manager's passes
-// stop being accepted with its record (verifyManager).
-func (t *Tables) Revoked(string) bool { return false }
+// Revoked tells whether a signer OpenTable returned (a node ID) is on the
+// eviction list held.
+func (t *Tables) Revoked(signer string) bool { return t.a.isEvicted(signer) }
 
-// CRLNumber: none in swarm mode.
-func (t *Tables) CRLNumber() uint64 { return 0 }
+// CRLNumber is the eviction list's sequence number (0: none).
+func (t *Tables) CRLNumber() uint64 {
+	_, seq := t.a.EvictionList()
+	return seq
+}
 
 // check verifies s as signed by a node of this swarm holding a pass for
 // host, over msg, and returns the node's ID.
@@ -101,6 +116,9 @@ func (t *Tables) check(s announce.Signed, msg []byte, host netip.Addr) (string, 
 	leaf, node, err := creds.signerOf(s.Chain, now)
 	if err != nil {
 		return "", err
+	}
+	if t.a.isEvicted(node.ID) {
+		return "", fmt.Errorf("%w: node %s", ErrEvicted, node.ID)
 	}
 	p, err := decodePass(s.Pass)
 	if err != nil {

@@ -224,24 +224,6 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		}
 		cl.set(c)
 	})
-	if trust != nil && self == nil {
-		// A new pass (renewed, or from another manager): tables are
-		// signed with it from now on.
-		run(func() {
-			c := cl.wait(runCtx)
-			if c == nil {
-				return
-			}
-			for {
-				select {
-				case <-runCtx.Done():
-					return
-				case <-trust.PassChanged():
-					c.Resign()
-				}
-			}
-		})
-	}
 	if swarmtrust.InSwarm(s.SwarmDir) {
 		run(func() {
 			if c := cl.wait(runCtx); c != nil {
@@ -250,7 +232,11 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		})
 	}
 	if trust != nil {
-		// A new agreement (a node left the swarm) moves the cluster to it.
+		// A new agreement (a rotation, an eviction) moves the cluster to
+		// it. With the swarm's identity (no VXSEC_IDENTITY_DIR): a new
+		// pass signs the tables from now on, and a new eviction list
+		// drops the tables of the nodes it names, with their endpoints
+		// and keys (the list spreads in this host's next table).
 		run(func() {
 			c := cl.wait(runCtx)
 			if c == nil {
@@ -263,6 +249,14 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 				case next := <-trust.Changed():
 					if err := c.SetSecret(next); err != nil {
 						log.Error("moving the cluster to the swarm's secret", "err", err)
+					}
+				case <-trust.PassChanged():
+					if self == nil {
+						c.Resign()
+					}
+				case <-trust.EvictionsChanged():
+					if self == nil {
+						c.RevocationChanged()
 					}
 				}
 			}
@@ -326,6 +320,17 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			}
 		}
 		return map[string]any{"adopted": adopted, "crl": verifier.CRLNumber()}, nil
+	})
+	api.SetEvict(func(_ context.Context, nodes []string) (any, error) {
+		if trust == nil {
+			return nil, errors.New("this node's cluster secret is VXSEC_SECRET (or it has none): eviction is for swarm nodes. " +
+				"Outside swarm, revoke the host's identity (`vxsec ca revoke`)")
+		}
+		seq, id, gen, err := trust.Evict(nodes)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"evicted": nodes, "eviction_seq": seq, "secret_id": id, "generation": gen}, nil
 	})
 	api.SetRotateSecret(func(context.Context) (any, error) {
 		if trust == nil {

@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), secretCmd(), caCmd(), leaveCmd(), rotateCmd(), rotateSecretCmd(), reconcileCmd(), statusCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), caCmd(), leaveCmd(), rotateCmd(), rotateSecretCmd(), evictCmd(), reconcileCmd(), statusCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)
@@ -82,6 +82,25 @@ func rotateCmd() *cobra.Command {
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Rotate", struct{}{}, nil)
+	}
+	return cmd
+}
+
+func evictCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use: "evict NODE-ID...",
+		Short: "cut swarm nodes off the vxsec cluster (on a swarm manager, after `docker node rm`): every node drops " +
+			"their tables and refuses their pulls and exchanges, and the cluster secret rotates without them",
+		Args: cobra.MinimumNArgs(1),
+	}
+	sock := socketFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		var out json.RawMessage
+		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Evict", plugin.EvictRequest{Nodes: args}, &out); err != nil {
+			return err
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), string(out))
+		return nil
 	}
 	return cmd
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/lab"
+	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/swarmtrust"
 	"github.com/vxsec/vxsec/swarmtrust/testpki"
 )
@@ -35,9 +36,9 @@ const testSwarmID = "swarmclusterid000000000001"
 
 // swarmHosts starts three daemons on lab hosts as the nodes of one swarm
 // (two managers, a worker), with no secret and no join address, and waits
-// for the cluster. start starts one more host as a node with a certificate
-// of issuer.
-func swarmHosts(t *testing.T, ctx context.Context) (c *cluster, hosts []*lab.Host, start func(*lab.Host, *testpki.CA, swarmNode)) {
+// for the cluster; prepare, if set, sees each host before its start.
+// start starts one more host as a node with a certificate of issuer.
+func swarmHosts(t *testing.T, ctx context.Context, prepare func(*lab.Host)) (c *cluster, hosts []*lab.Host, start func(*lab.Host, *testpki.CA, swarmNode)) {
 	t.Helper()
 	l := openLab(t, nil)
 	c = &cluster{lab: l}
@@ -70,17 +71,57 @@ func swarmHosts(t *testing.T, ctx context.Context) (c *cluster, hosts []*lab.Hos
 		c.hosts = append(c.hosts, h)
 	}
 	for i, h := range hosts {
+		if prepare != nil {
+			prepare(h)
+		}
 		start(h, ca, nodes[i])
 	}
 	c.waitMembers(t, hosts, hosts)
 	return c, hosts, start
 }
 
+// swarmNetwork creates network name (vni, a /24 subnet a.b.c.0/24) on
+// every host, runs one container on each at a.b.c.10, .11, ... named
+// prefix1, prefix2, ..., and waits until every host holds every endpoint.
+func swarmNetwork(t *testing.T, hosts []*lab.Host, name string, vni int, subnet, prefix string) []*lab.Container {
+	t.Helper()
+	ids := createEverywhere(t, hosts, name, vni, subnet)
+	base := strings.TrimSuffix(subnet, "0/24")
+	var cs []*lab.Container
+	for i, h := range hosts {
+		cs = append(cs, mustRun(t, h, fmt.Sprintf("%s%d", prefix, i+1), ids[h], fmt.Sprintf("%s%d/24", base, 10+i)))
+	}
+	for _, h := range hosts {
+		waitCounts(t, h, vni, 1, len(hosts)-1, 15*time.Second)
+	}
+	return cs
+}
+
+// checkSigned: every host holds a manager's pass with at least 30 minutes
+// to run, and refused no table for its identity.
+func checkSigned(t *testing.T, hosts []*lab.Host) {
+	t.Helper()
+	for _, h := range hosts {
+		st, err := h.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs, err := h.GossipStats(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Trust == nil || st.Trust.PassBy == "" || time.Until(st.Trust.PassNotAfter) < 30*time.Minute || gs.Refused["table-identity"] != 0 {
+			t.Fatalf("%s: trust %+v, %d tables refused for their identity; want a pass and none refused", h.Name, st.Trust, gs.Refused["table-identity"])
+		}
+		t.Logf("%s signs its tables with a pass by %s until %s", h.Name, st.Trust.PassBy, st.Trust.PassNotAfter.UTC().Format(time.RFC3339))
+	}
+}
+
 func TestSwarmTrust(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	t0 := time.Now()
-	c, hosts, start := swarmHosts(t, ctx)
+	c, hosts, start := swarmHosts(t, ctx, nil)
 	t.Logf("cluster of 3 formed %v after the daemons started, with no secret or join address given", time.Since(t0).Round(time.Millisecond))
 
 	var secretID string
@@ -106,11 +147,7 @@ func TestSwarmTrust(t *testing.T) {
 
 	// The cluster carries a network: endpoints reach each other across hosts.
 	const vni = 7301
-	ids := createEverywhere(t, hosts, "swarm", vni, "10.73.0.0/24")
-	var cs []*lab.Container
-	for i, h := range hosts {
-		cs = append(cs, mustRun(t, h, fmt.Sprintf("s%d", i+1), ids[h], fmt.Sprintf("10.73.0.%d/24", 10+i)))
-	}
+	cs := swarmNetwork(t, hosts, "swarm", vni, "10.73.0.0/24", "s")
 	for _, from := range cs {
 		for _, to := range cs {
 			if from != to {
@@ -120,21 +157,7 @@ func TestSwarmTrust(t *testing.T) {
 	}
 	// Every table was signed with the node's certificate and a manager's
 	// pass for its address, and none was refused.
-	for _, h := range hosts {
-		st, err := h.Status(ctxT(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		gs, err := h.GossipStats(ctxT(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Trust.PassBy == "" || time.Until(st.Trust.PassNotAfter) < 30*time.Minute || gs.Refused["table-identity"] != 0 {
-			t.Fatalf("%s: pass by %q until %s, %d tables refused for their identity; want a pass and none refused",
-				h.Name, st.Trust.PassBy, st.Trust.PassNotAfter, gs.Refused["table-identity"])
-		}
-		t.Logf("%s signs its tables with a pass by %s until %s", h.Name, st.Trust.PassBy, st.Trust.PassNotAfter.UTC().Format(time.RFC3339))
-	}
+	checkSigned(t, hosts)
 
 	// A rolling rotation of the cluster secret under traffic: a worker
 	// cannot; a manager (m2) issues a new secret and every host moves to
@@ -302,13 +325,9 @@ func TestSwarmTrust(t *testing.T) {
 func TestAttackSwarmLeakedSecret(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, hosts, _ := swarmHosts(t, ctx)
+	c, hosts, _ := swarmHosts(t, ctx, nil)
 	const vni = 7303
-	ids := createEverywhere(t, hosts, "swarm", vni, "10.73.0.0/24")
-	var cs []*lab.Container
-	for i, h := range hosts {
-		cs = append(cs, mustRun(t, h, fmt.Sprintf("s%d", i+1), ids[h], fmt.Sprintf("10.73.0.%d/24", 10+i)))
-	}
+	cs := swarmNetwork(t, hosts, "swarm", vni, "10.73.0.0/24", "s")
 	reachFast(t, cs[0], cs[2].IP())
 	c1 := cs[0]
 	raw, err := os.ReadFile(filepath.Join(filepath.Dir(hosts[0].StateDir), "swarm-secret.json"))
@@ -382,4 +401,62 @@ func memberNames(t *testing.T, h *lab.Host) []string {
 		out = append(out, m.Name)
 	}
 	return out
+}
+
+// TestAttackSwarmEvicted: after `docker node rm`, a manager runs `vxsec
+// evict` on the node. The evicted node (w3, on h3) keeps its certificate,
+// its pass and the old secret. Control: before the eviction c1 and c3
+// reach each other. After it: h1 and h2 drop w3's endpoint within the
+// stated bound (measured), c1 no longer reaches c3, every host but h3
+// holds the new secret, and h3 does not get it.
+func TestAttackSwarmEvicted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, hosts, _ := swarmHosts(t, ctx, nil)
+	const vni = 7305
+	cs := swarmNetwork(t, hosts, "evict", vni, "10.73.5.0/24", "v")
+	reachFast(t, cs[0], cs[2].IP())
+	reachFast(t, cs[2], cs[0].IP())
+
+	var out struct {
+		Seq      uint64 `json:"eviction_seq"`
+		SecretID string `json:"secret_id"`
+	}
+	if err := hosts[2].Client().Call(ctxT(t), "VxSec.Evict", plugin.EvictRequest{Nodes: []string{"m2"}}, nil); err == nil || !strings.Contains(err.Error(), "only a swarm manager") {
+		t.Fatalf("the worker w3 evicted m2, or did not say why not: %v", err)
+	}
+	t0 := time.Now()
+	if err := hosts[0].Client().Call(ctxT(t), "VxSec.Evict", plugin.EvictRequest{Nodes: []string{"w3"}}, &out); err != nil {
+		t.Fatal(err)
+	}
+	took1 := waitCounts(t, hosts[0], vni, 1, 1, 15*time.Second)
+	waitCounts(t, hosts[1], vni, 1, 1, 15*time.Second)
+	t.Logf("w3's endpoint dropped by h1 %s and by h2 %s after `vxsec evict w3` (list %d, new secret %s)",
+		took1.Round(time.Millisecond), time.Since(t0).Round(time.Millisecond), out.Seq, out.SecretID)
+	if res, err := cs[0].Ping(ctxT(t), cs[2].IP(), "-c", "3", "-W", "1", "-i", "0.2"); err == nil && res.Received != 0 {
+		t.Fatalf("c1 reached c3 on the evicted node: %+v", res)
+	}
+	testutil.Until(t, 10*time.Second, "h1 and h2 hold the new secret", func() error {
+		for _, h := range hosts[:2] {
+			st, err := h.Status(ctxT(t))
+			if err != nil {
+				return err
+			}
+			if st.Trust.SecretID != out.SecretID {
+				return fmt.Errorf("%s holds %s", h.Name, st.Trust.SecretID)
+			}
+		}
+		return nil
+	})
+	time.Sleep(2 * time.Second)
+	st, err := hosts[2].Status(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Trust.SecretID == out.SecretID {
+		t.Fatal("the evicted node learned the new secret")
+	}
+	if n, err := netStatus(ctxT(t), hosts[2], vni); err == nil {
+		t.Logf("h3 (evicted) holds secret %s, not %s; it installed %d remote endpoints before the eviction and cannot pull again", st.Trust.SecretID, out.SecretID, n.Remote)
+	}
 }
