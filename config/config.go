@@ -44,7 +44,9 @@ const (
 	DefaultSwarmDir = "/var/lib/docker/swarm"
 	DefaultScope    = ScopeAuto
 	// SecretBytes is the length of the cluster secret, before base64.
-	SecretBytes      = 32
+	SecretBytes = 32
+	// MaxAcceptSecrets bounds secret-accept.
+	MaxAcceptSecrets = 3
 	dockerVXLANPort  = 4789
 	dockerGossipPort = 7946
 )
@@ -88,6 +90,9 @@ type Settings struct {
 	// Secret is the cluster secret (decoded); nil runs an unauthenticated
 	// cluster, allowed for plain networks only.
 	Secret []byte
+	// AcceptSecrets are other cluster secrets this host also accepts,
+	// but never sends with: the steps of a rolling change of the secret.
+	AcceptSecrets [][]byte
 	// Snapshot is where the cluster's membership is kept to rejoin after a
 	// restart; empty keeps none.
 	Snapshot string
@@ -131,6 +136,7 @@ var settings = []setting{
 	{"gossip-port", DefaultGossipPort, "TCP and UDP port of the vxsec cluster (never 7946, Docker's)"},
 	{"join", "", "comma-separated addresses (host or host:port) of cluster members to join"},
 	{"secret", "", "cluster secret, base64 of 32 bytes from `vxsec secret`; authenticates and encrypts the cluster"},
+	{"secret-accept", "", "comma-separated cluster secrets also accepted, never sent with (a rolling change of the secret, docs/identity.md)"},
 	{"snapshot", DefaultSnapshot, "file keeping the cluster's membership, to rejoin after a restart (empty: none)"},
 	{"scope", DefaultScope, "data scope reported to Docker: auto (global on a swarm node, else local), local or global"},
 	{"swarm-dir", DefaultSwarmDir, "the engine's swarm directory (read-only): node certificate, root CA, managers"},
@@ -219,6 +225,20 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 	if err != nil {
 		return Settings{}, err
 	}
+	var accept [][]byte
+	for i, text := range splitList(v.GetString("secret-accept")) {
+		b, err := ParseSecret(text)
+		if err != nil {
+			return Settings{}, fmt.Errorf("secret-accept (%s), secret %d: not base64 of %d bytes; make one with `vxsec secret`", EnvName("secret-accept"), i+1, SecretBytes)
+		}
+		accept = append(accept, b)
+	}
+	if len(accept) > MaxAcceptSecrets {
+		return Settings{}, fmt.Errorf("secret-accept (%s): %d secrets, at most %d (a rolling change needs one)", EnvName("secret-accept"), len(accept), MaxAcceptSecrets)
+	}
+	if len(accept) > 0 && secret == nil {
+		return Settings{}, fmt.Errorf("secret-accept (%s) is set without secret (%s): set the secret this host sends with", EnvName("secret-accept"), EnvName("secret"))
+	}
 	s := Settings{
 		Socket:            v.GetString("socket"),
 		StateDir:          v.GetString("state-dir"),
@@ -231,6 +251,7 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		GossipPort:        gport,
 		Join:              splitList(v.GetString("join")),
 		Secret:            secret,
+		AcceptSecrets:     accept,
 		Snapshot:          v.GetString("snapshot"),
 		Scope:             strings.ToLower(strings.TrimSpace(v.GetString("scope"))),
 		SwarmDir:          v.GetString("swarm-dir"),

@@ -84,6 +84,9 @@ func TestRefusals(t *testing.T) {
 		{"secret rotation too short", nil, map[string]string{"VXSEC_SECRET_ROTATE_EVERY": "10s"}, `secret-rotate-every: 10s is too short; accepted: 0 (never) or a duration of at least 1m0s`},
 		{"trust-port-gossip", []string{"--trust-port", "7947"}, nil, "is the gossip port"},
 		{"trust-port-docker", nil, map[string]string{"VXSEC_TRUST_PORT": "7946"}, "Docker's swarm gossip port"},
+		{"secret-accept-junk", nil, map[string]string{"VXSEC_SECRET": okSecret, "VXSEC_SECRET_ACCEPT": okSecret + ",c2hvcnQ="}, "VXSEC_SECRET_ACCEPT), secret 2: not base64 of 32 bytes"},
+		{"secret-accept-alone", nil, map[string]string{"VXSEC_SECRET_ACCEPT": okSecret}, "set without secret (VXSEC_SECRET)"},
+		{"secret-accept-many", nil, map[string]string{"VXSEC_SECRET": okSecret, "VXSEC_SECRET_ACCEPT": strings.Repeat(okSecret+",", 4)}, "4 secrets, at most 3"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,14 +109,20 @@ func TestConfigFileUnknownKey(t *testing.T) {
 	}
 }
 
+// okSecret is a valid secret: bytes 0..31.
+const okSecret = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+
 func TestClusterSettings(t *testing.T) {
-	secret := "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-	s, err := load(t, nil, map[string]string{"VXSEC_JOIN": " 10.0.0.1, 10.0.0.2:8000 ,", "VXSEC_SECRET": secret})
+	s, err := load(t, nil, map[string]string{"VXSEC_JOIN": " 10.0.0.1, 10.0.0.2:8000 ,", "VXSEC_SECRET": okSecret,
+		"VXSEC_SECRET_ACCEPT": "//////////////////////////////////////////8=, " + okSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(s.Join, []string{"10.0.0.1", "10.0.0.2:8000"}) || len(s.Secret) != 32 || s.Secret[31] != 31 {
 		t.Fatalf("settings = %+v", s)
+	}
+	if len(s.AcceptSecrets) != 2 || s.AcceptSecrets[0][0] != 0xff || s.AcceptSecrets[1][31] != 31 {
+		t.Fatalf("accepted secrets = %x", s.AcceptSecrets)
 	}
 	for in, want := range map[string]string{"10.0.0.1": "10.0.0.1:7947", "h1:9": "h1:9", "[fd00::1]:5": "fd00::1:5", "fd00::2": "fd00::2:7947"} {
 		h, p, err := SplitJoinAddr(in, 7947)

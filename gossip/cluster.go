@@ -76,6 +76,11 @@ type Config struct {
 	// restarting (Close, not a crash). Zero means DefaultRestartGrace.
 	RestartGrace time.Duration
 
+	// Accept are other secrets whose gossip keys and table pulls are
+	// accepted but never used to send: a rolling change of the secret
+	// (VXSEC_SECRET_ACCEPT). Needs Secret.
+	Accept [][]byte
+
 	// Signer signs this host's tables with its identity; nil publishes
 	// them unsigned.
 	Signer TableSigner
@@ -255,7 +260,9 @@ type Cluster struct {
 	secret    []byte
 	oldSecret []byte
 	oldUntil  time.Time
-	ctx       context.Context
+	// accept are Config.Accept: keys and pulls accepted, never sent.
+	accept [][]byte
+	ctx    context.Context
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -328,6 +335,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		if err == nil {
 			c.auth, err = newAuthenticator([][]byte{prev, cur, next})
+		}
+		if err == nil && len(cfg.Accept) > 0 {
+			c.accept = cfg.Accept
+			err = c.rotateKeys(c.period.Load())
 		}
 		if err != nil {
 			cancel()

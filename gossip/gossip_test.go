@@ -342,6 +342,42 @@ func TestSetSecret(t *testing.T) {
 	}
 }
 
+// TestAcceptedSecrets: the middle of a rolling change of the secret. A
+// sends with the old secret and accepts the new; B sends with the new and
+// accepts the old: each reads the other and installs its table. C holds
+// only a third secret: no key of it is accepted, and it installs nothing.
+func TestAcceptedSecrets(t *testing.T) {
+	oldS := []byte("0123456789abcdef0123456789abcdef")
+	newS := []byte("fedcba9876543210fedcba9876543210")
+	other := []byte("ffffffffffffffffffffffffffffffff")
+	a, recA, portA := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.44"), Secret: oldS, Accept: [][]byte{newS}})
+	seed := []string{net.JoinHostPort("127.0.0.44", strconv.Itoa(portA))}
+	b, recB, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.45"), Secret: newS, Accept: [][]byte{oldS}, Seeds: seed})
+	hostA, hostB := netip.MustParseAddr("127.0.0.44"), netip.MustParseAddr("127.0.0.45")
+	ep := announce.Endpoint{VNI: 7, IP: netip.MustParseAddr("10.0.0.2"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, Created: time.Now()}
+	publish(a, announce.Table{Endpoints: []announce.Endpoint{ep}})
+	publish(b, announce.Table{Endpoints: []announce.Endpoint{ep}})
+	testutil.Eventually(t, 10*time.Second, "A and B install each other's tables", func() bool {
+		_, okA := recA.table(hostB)
+		_, okB := recB.table(hostA)
+		return okA && okB
+	})
+	if got := a.secrets(); len(got) != 2 || !bytes.Equal(got[0], oldS) || !bytes.Equal(got[1], newS) {
+		t.Fatalf("A proves and opens with %d secrets, want its own then the accepted one", len(got))
+	}
+	if n := len(b.keyring.GetKeys()); n != 6 {
+		t.Fatalf("B holds %d gossip keys, want 6 (three periods of each secret)", n)
+	}
+	_, recC, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.46"), Secret: other, Seeds: seed})
+	time.Sleep(2 * time.Second)
+	if _, ok := recC.table(hostA); ok {
+		t.Fatal("C, with neither secret, installed A's table")
+	}
+	if n := len(a.Members()); n != 2 {
+		t.Fatalf("A lists %d members, want 2 (not C)", n)
+	}
+}
+
 // TestRestartGrace: a member that stops to restart (Close) says so, and the
 // others keep its entries for RestartGrace; one that dies without a word
 // (serf shut down under it, as a SIGKILL leaves it) is dropped after

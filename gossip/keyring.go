@@ -52,8 +52,12 @@ func (c *Cluster) rotateKeysLocked(p int64) error {
 		return err
 	}
 	keep := [][]byte{prev, cur, next}
+	others := c.accept
 	if c.oldSecret != nil && time.Now().Before(c.oldUntil) {
-		op, oc, on, err := gossipKeys(c.oldSecret, p)
+		others = append(slices.Clip(others), c.oldSecret)
+	}
+	for _, o := range others {
+		op, oc, on, err := gossipKeys(o, p)
 		if err != nil {
 			return err
 		}
@@ -87,7 +91,7 @@ func (c *Cluster) rotateKeysLocked(p int64) error {
 func (c *Cluster) secrets() [][]byte {
 	c.keyMu.Lock()
 	defer c.keyMu.Unlock()
-	out := [][]byte{c.secret}
+	out := append([][]byte{c.secret}, c.accept...)
 	if c.oldSecret != nil && time.Now().Before(c.oldUntil) {
 		out = append(out, c.oldSecret)
 	}

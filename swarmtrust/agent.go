@@ -136,6 +136,8 @@ type savedFile struct {
 	Cluster   string     `json:"cluster"`
 	Record    *record    `json:"record"`
 	Evictions *evictions `json:"evictions,omitempty"`
+	// Pass is this node's pass, checked again at start.
+	Pass *pass `json:"pass,omitempty"`
 }
 
 // Agent agrees the cluster secret with the swarm's other nodes.
@@ -282,6 +284,10 @@ func New(cfg Config) (*Agent, error) {
 			} else {
 				a.rec, a.delivered = f.Record, f.Record.Secret
 				a.evict = f.Evictions
+				if creds, err := loadCredentials(cfg.Dir); err == nil && f.Pass != nil && creds.verifyPass(f.Pass, node.ID, cfg.Addr, time.Now()) == nil {
+					a.pass, a.creds = f.Pass, &creds
+					a.status.PassBy, a.status.PassNotAfter = f.Pass.By, time.Unix(f.Pass.NotAfter, 0)
+				}
 				close(a.ready)
 			}
 		}
@@ -887,14 +893,14 @@ func (a *Agent) publish() {
 	a.pubMu.Lock()
 	defer a.pubMu.Unlock()
 	a.mu.Lock()
-	r, ver, cluster, ev := a.rec, a.ver, a.cluster, a.evict
+	r, ver, cluster, ev, ps := a.rec, a.ver, a.cluster, a.evict, a.pass
 	a.mu.Unlock()
 	if r == nil || ver == a.published {
 		return
 	}
 	a.published = ver
 	if a.cfg.SecretFile != "" {
-		b, _ := json.Marshal(savedFile{Cluster: cluster, Record: r, Evictions: ev})
+		b, _ := json.Marshal(savedFile{Cluster: cluster, Record: r, Evictions: ev, Pass: ps})
 		if err := os.MkdirAll(filepath.Dir(a.cfg.SecretFile), 0o700); err == nil {
 			err = atomicfile.Write(filepath.Dir(a.cfg.SecretFile), filepath.Base(a.cfg.SecretFile), b)
 			if err != nil {

@@ -37,10 +37,13 @@ type pass struct {
 // Pass timing: a pass lasts PassLife, and a node renews it at its
 // exchanges with managers once less than passRenew is left, so a node
 // always holds one with at least passRenew to run while a manager
-// answers within that time.
+// answers within that time. Passes bind addresses, they do not revoke
+// (eviction lists do): a long life lets the data plane ride out a long
+// absence of every manager, as swarm's own tasks do, and a renewal (a new
+// table version, pulled by every member) comes twice a day.
 const (
-	PassLife  = time.Hour
-	passRenew = 45 * time.Minute
+	PassLife  = 24 * time.Hour
+	passRenew = 12 * time.Hour
 )
 
 var (
@@ -160,8 +163,10 @@ func (a *Agent) considerPass(creds credentials, p *pass, from string) {
 	}
 	a.mu.Lock()
 	a.pass = p
+	a.ver++ // kept with the secret, so that a restart signs at once
 	a.status.PassBy, a.status.PassNotAfter = p.By, time.Unix(p.NotAfter, 0)
 	a.mu.Unlock()
+	a.publish()
 	a.log.Info("holding a manager's pass for this node's address", "addr", p.Addr, "by", p.By, "not_after", time.Unix(p.NotAfter, 0).UTC())
 	select {
 	case a.passChanged <- struct{}{}:

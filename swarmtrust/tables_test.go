@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -234,5 +236,35 @@ func TestPassFollowsManagers(t *testing.T) {
 	}
 	if _, err := issuePass(reader, "w3", netip.MustParseAddr("127.0.1.3"), time.Now()); err == nil {
 		t.Fatal("a worker issued a pass")
+	}
+}
+
+// TestPassKept: the pass is kept with the secret, so a daemon restarted
+// while no manager answers still signs its tables.
+func TestPassKept(t *testing.T) {
+	s := newSwarm(t, "m1")
+	s.agent(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, "")
+	dir := s.node(s.ca, 2, "w2", RoleWorker, cluster)
+	keep := filepath.Join(t.TempDir(), "swarm-secret.json")
+	w2 := s.agent(dir, 2, keep)
+	p := passOf(t, w2)
+	secretOf(t, w2, waitLong)
+	testutil.Until(t, waitLong, "the pass kept", func() error {
+		raw, err := os.ReadFile(keep)
+		if err != nil || !strings.Contains(string(raw), `"pass"`) {
+			return fmt.Errorf("kept file: %v", err)
+		}
+		return nil
+	})
+	// The restart, with no Run: nothing is asked of any manager.
+	again, err := New(Config{Dir: dir, Addr: s.addr(2), Port: s.port, SecretFile: keep, Log: w2.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, kept := again.identityNow(); kept == nil || kept.NotAfter != p.NotAfter {
+		t.Fatalf("the restarted agent holds pass %+v, want %+v", kept, p)
+	}
+	if _, err := again.Tables().SignTable([]byte(`{}`)); err != nil {
+		t.Fatalf("the restarted agent cannot sign: %v", err)
 	}
 }

@@ -143,6 +143,10 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		log.Warn("no host identity: every holder of the cluster secret can speak for every host. " +
 			"Give each host an identity (`vxsec ca init`, `vxsec ca issue`, VXSEC_IDENTITY_DIR)")
 	}
+	if len(s.AcceptSecrets) > 0 {
+		log.Info("also accepting other cluster secrets, never sending with them: a rolling change of VXSEC_SECRET "+
+			"(unset VXSEC_SECRET_ACCEPT on every host once all send with the new one)", "accepted", len(s.AcceptSecrets))
+	}
 	if s.Secret == nil && trust == nil {
 		log.Warn("NO CLUSTER SECRET: the vxsec cluster is neither authenticated nor encrypted; any host that " +
 			"reaches the gossip port can join and announce endpoints. Set VXSEC_SECRET (from `vxsec secret`) on every host")
@@ -203,8 +207,12 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			host, port, _ := config.SplitJoinAddr(j, s.GossipPort) // validated by config
 			seeds = append(seeds, net.JoinHostPort(host, strconv.Itoa(port)))
 		}
+		var accept [][]byte
+		if trust == nil {
+			accept = s.AcceptSecrets
+		}
 		gcfg := gossip.Config{
-			Addr: under.Addr, Port: s.GossipPort, Secret: secret,
+			Addr: under.Addr, Port: s.GossipPort, Secret: secret, Accept: accept,
 			SnapshotPath: s.Snapshot, EpochFile: epochFile(s),
 			Seeds: seeds, Sink: d, Local: d, Log: log,
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -537,6 +538,7 @@ func phaseRemove(l *swarmLab, t testing.TB) {
 	st0, _ := l.xfrm(surv[0])
 	t.Logf("info [4b.node]: removing %s (leader sl-e%d); before: sl-e%d has %d forwarding entries and %d SA lines naming %s",
 		rn, m, surv[0], l.fdbTo(surv[0], r), strings.Count(st0, addr(r)), addr(r))
+	rid, _, ridErr := l.e[r].NodeID(l.ctx)
 	start := time.Now()
 	l.check(t, "4b.drain", func(t testing.TB) {
 		if err := l.e[m].NodeUpdate(l.ctx, rn, func(s *swarm.NodeSpec) { s.Availability = swarm.NodeAvailabilityDrain }); err != nil {
@@ -638,6 +640,46 @@ func phaseRemove(l *swarmLab, t testing.TB) {
 			return
 		}
 		t.Logf("ok: docker node ls on sl-e%d lists %d nodes", m, nodeCount-1)
+	})
+	// `vxsec evict` of the removed node on the leader: the survivors hold
+	// the eviction list and the rotated secret (the mesh below then runs
+	// on it). The node left first here, so this proves the command on the
+	// real plugin; the attack of a removed node that stays is
+	// TestAttackSwarmEvicted's.
+	l.check(t, "4b.evict", func(t testing.TB) {
+		if ridErr != nil {
+			t.Errorf("%s's node ID, read before it left: %v", rn, ridErr)
+			return
+		}
+		var out struct {
+			Seq      uint64 `json:"eviction_seq"`
+			SecretID string `json:"secret_id"`
+		}
+		sock, err := l.e[m].PluginSocket(l.ctx, pluginRef)
+		if err == nil {
+			err = plugin.NewClient(sock).Call(l.ctx, "VxSec.Evict", plugin.EvictRequest{Nodes: []string{rid}}, &out)
+		}
+		if err != nil || out.Seq == 0 {
+			t.Errorf("vxsec evict %s on sl-e%d: %+v %v", rid, m, out, err)
+			return
+		}
+		took, err := l.poll(60*time.Second, 100*time.Millisecond, func() error {
+			for _, i := range surv {
+				st, err := l.vstatus(i)
+				if err != nil {
+					return err
+				}
+				if st.Trust == nil || !slices.Contains(st.Trust.Evicted, rid) || st.Trust.SecretID != out.SecretID {
+					return fmt.Errorf("sl-e%d holds %+v", i, st.Trust)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("after vxsec evict %s: %v", rid, err)
+			return
+		}
+		t.Logf("ok: vxsec evict %s (%s) on sl-e%d: every survivor holds eviction list %d and secret %s within %s", rid, rn, m, out.Seq, out.SecretID, secs(took))
 	})
 	web, err := l.loadTasks("sl-web", "sl-net", surv...)
 	if err != nil {
