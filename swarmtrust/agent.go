@@ -223,15 +223,15 @@ type Status struct {
 	// PassesIssued counts the passes this node (a manager) issued;
 	// PassesRefused those it would not (the client was not at the
 	// address it asked for).
-	PassesIssued int `json:"passes_issued,omitempty"`
+	PassesIssued    int    `json:"passes_issued,omitempty"`
+	PassesRefused   int    `json:"passes_refused,omitempty"`
+	LastPassRefusal string `json:"last_pass_refusal,omitempty"`
 	// EvictionSeq and Evicted are the eviction list held; EvictionsRefused
 	// counts lists of peers that failed verification.
 	EvictionSeq         uint64   `json:"eviction_seq,omitempty"`
 	Evicted             []string `json:"evicted,omitempty"`
 	EvictionsRefused    int      `json:"evictions_refused,omitempty"`
 	LastEvictionRefusal string   `json:"last_eviction_refusal,omitempty"`
-	PassesRefused       int      `json:"passes_refused,omitempty"`
-	LastPassRefusal     string   `json:"last_pass_refusal,omitempty"`
 	Err                 string   `json:"error,omitempty"`
 }
 
