@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vxsec/vxsec/announce"
@@ -24,15 +25,18 @@ import (
 
 // Identity is this host's certificate and key.
 type Identity struct {
-	// Name is the host's name (the certificate's CN).
+	// Name is the host's name (the certificate's CN); a renewal keeps it.
 	Name string
-	Leaf *x509.Certificate
-	// chain is the certificate, then any intermediates (DER).
-	chain [][]byte
-	key   crypto.Signer
 	// crl is the revocation list this host holds, sent in front of
 	// every table it signs so that the list spreads through the cluster.
 	crl *revocations
+
+	// mu guards what a renewal replaces (Renew).
+	mu   sync.RWMutex
+	leaf *x509.Certificate
+	// chain is the certificate, then any intermediates (DER).
+	chain [][]byte
+	key   crypto.Signer
 }
 
 // Verifier checks other hosts' signed tables against the cluster CA and
@@ -71,7 +75,7 @@ func Load(dir string, addr netip.Addr) (*Identity, *Verifier, error) {
 	}
 	crl := &revocations{ca: roots}
 	v := &Verifier{roots: pool, crl: crl, now: time.Now}
-	id := &Identity{Name: leaf.Subject.CommonName, Leaf: leaf, chain: pair.Certificate, key: key, crl: crl}
+	id := &Identity{Name: leaf.Subject.CommonName, leaf: leaf, chain: pair.Certificate, key: key, crl: crl}
 	if raw, err := os.ReadFile(filepath.Join(dir, CRLFile)); err == nil {
 		if _, err := crl.offer(raw); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", filepath.Join(dir, CRLFile), err)
@@ -84,17 +88,56 @@ func Load(dir string, addr netip.Addr) (*Identity, *Verifier, error) {
 }
 
 // Expires is when the certificate ends.
-func (id *Identity) Expires() time.Time { return id.Leaf.NotAfter }
+func (id *Identity) Expires() time.Time {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return id.leaf.NotAfter
+}
+
+// Serial is the certificate's serial number.
+func (id *Identity) Serial() *big.Int {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return id.leaf.SerialNumber
+}
+
+// Renew makes next's certificate and key this identity's, from the next
+// signature on: a renewed certificate (`vxsec ca issue` again into the
+// host's directory) replaces the running one without a restart. next must
+// name the same host and not be revoked; the revocation list held stays.
+func (id *Identity) Renew(next *Identity) error {
+	next.mu.RLock()
+	leaf, chain, key := next.leaf, next.chain, next.key
+	next.mu.RUnlock()
+	switch {
+	case next.Name != id.Name:
+		return fmt.Errorf("the identity directory now holds host %q's certificate, not %q's: keeping %q's", next.Name, id.Name, id.Name)
+	case id.crl.revoked(leaf.SerialNumber):
+		return fmt.Errorf("%w: the new certificate of %q (serial %x)", ErrRevoked, next.Name, leaf.SerialNumber)
+	}
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	id.leaf, id.chain, id.key = leaf, chain, key
+	return nil
+}
+
+// signer is what a signature is made with now.
+func (id *Identity) signer() ([][]byte, crypto.Signer) {
+	id.mu.RLock()
+	defer id.mu.RUnlock()
+	return id.chain, id.key
+}
 
 // SignTable wraps a table's encoding in this host's signature.
 func (id *Identity) SignTable(table []byte) ([]byte, error) {
+	chain, key := id.signer()
 	digest := sha256.Sum256(announce.SignedMessage(table))
-	sig, err := id.key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	sig, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("signing the table: %w", err)
 	}
 	crl, _ := id.crl.current()
-	return announce.EncodeSigned(announce.Signed{Chain: id.chain, Sig: sig, CRL: crl, Table: table})
+	return announce.EncodeSigned(announce.Signed{Chain: chain, Sig: sig, CRL: crl, Table: table})
 }
 
 // Errors of OpenTable, for counting refusals by kind.
@@ -197,12 +240,13 @@ func Exists(dir string) bool {
 // its chain and its signature of msg, in announce.Signed's form with no
 // table.
 func (id *Identity) SignPeer(msg []byte) ([]byte, error) {
+	chain, key := id.signer()
 	digest := sha256.Sum256(msg)
-	sig, err := id.key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	sig, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("signing the pull: %w", err)
 	}
-	return announce.EncodeSigned(announce.Signed{Chain: id.chain, Sig: sig})
+	return announce.EncodeSigned(announce.Signed{Chain: chain, Sig: sig})
 }
 
 // CheckPeer checks a client's identity block for a pull from host: its

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"encoding/hex"
 	"errors"
 	"net/netip"
 	"os"
@@ -222,5 +223,77 @@ func TestCheckPeer(t *testing.T) {
 	}
 	if err := v.CheckPeer(netip.MustParseAddr("10.0.0.1"), block, msg); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("a revoked host's pull: %v", err)
+	}
+}
+
+// TestRenew: a certificate issued again into the host's directory replaces
+// the running one: later tables verify under the new serial, and revoking
+// the old serial leaves the host trusted. Another host's certificate, or a
+// revoked one, is not taken.
+func TestRenew(t *testing.T) {
+	ca := mustCA(t)
+	addr := netip.MustParseAddr("192.0.2.31")
+	dir := filepath.Join(t.TempDir(), "h1")
+	if _, err := Issue(ca, dir, "h1", []netip.Addr{addr}, 10*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := Load(dir, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, v := mustIssue(t, ca, "h2", "192.0.2.32", time.Hour)
+	old := id.Serial()
+	if _, err := Issue(ca, dir, "h1", []netip.Addr{addr}, 50*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	next, _, err := Load(dir, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := id.Renew(next); err != nil {
+		t.Fatal(err)
+	}
+	if id.Serial().Cmp(old) == 0 || time.Until(id.Expires()) < 40*time.Minute {
+		t.Fatalf("after the renewal: serial %x (was %x), expires %s", id.Serial(), old, id.Expires())
+	}
+	crl, _, err := Revoke(ca, hex.EncodeToString(old.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.OfferCRL(crl); err != nil {
+		t.Fatal(err)
+	}
+	signed, err := id.SignTable([]byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, signer, _, err := v.OpenTable(addr, signed); err != nil || !strings.HasSuffix(signer, "#"+id.Serial().String()) {
+		t.Fatalf("a table signed after the renewal, the old serial revoked: signer %q, %v", signer, err)
+	}
+	other, _ := mustIssue(t, ca, "h3", "192.0.2.31", time.Hour)
+	if err := id.Renew(other); err == nil || !strings.Contains(err.Error(), `host "h3"`) {
+		t.Fatalf("renewed with another host's certificate: %v", err)
+	}
+	// A certificate revoked before it is taken.
+	crl2, _, err := Revoke(ca, "h1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := id.crl.offer(crl2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Issue(ca, dir, "h1", []netip.Addr{addr}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	again, _, _ := Load(dir, addr)
+	if _, _, err := Revoke(ca, hex.EncodeToString(again.Serial().Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	crl3, _ := os.ReadFile(filepath.Join(ca, CRLFile))
+	if _, err := id.crl.offer(crl3); err != nil {
+		t.Fatal(err)
+	}
+	if err := id.Renew(again); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("renewed with a revoked certificate: %v", err)
 	}
 }

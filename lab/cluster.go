@@ -57,6 +57,7 @@ type Status struct {
 type IdentityStatus struct {
 	Name    string
 	Expires time.Time
+	Serial  string
 	Mode    string
 	CRL     uint64
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -232,6 +233,13 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		}
 		cl.set(c)
 	})
+	if self != nil {
+		run(func() {
+			if c := cl.wait(runCtx); c != nil {
+				watchIdentity(runCtx, s.IdentityDir, under.Addr, self, c.Resign, log)
+			}
+		})
+	}
 	if swarmtrust.InSwarm(s.SwarmDir) {
 		run(func() {
 			if c := cl.wait(runCtx); c != nil {
@@ -296,7 +304,8 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			st.Trust = &t
 		}
 		if self != nil {
-			st.Identity = &identityStatus{Name: self.Name, Expires: self.Expires(), Mode: s.Identity, CRL: verifier.CRLNumber()}
+			st.Identity = &identityStatus{Name: self.Name, Expires: self.Expires(), Serial: hex.EncodeToString(self.Serial().Bytes()),
+				Mode: s.Identity, CRL: verifier.CRLNumber()}
 		}
 		st.Drops = lockDrops(fw, log)
 		return st

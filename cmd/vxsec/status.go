@@ -33,8 +33,11 @@ type daemonStatus struct {
 type identityStatus struct {
 	Name    string    `json:"Name"`
 	Expires time.Time `json:"Expires"`
-	Mode    string    `json:"Mode"`
-	CRL     uint64    `json:"CRL"`
+	// Serial is the certificate's serial in hex, as `vxsec ca revoke`
+	// takes it: a renewal changes it.
+	Serial string `json:"Serial"`
+	Mode   string `json:"Mode"`
+	CRL    uint64 `json:"CRL"`
 }
 
 // xfrmLocks are the kernel's IPsec counters that count a lock holding: an

@@ -3,7 +3,9 @@
 package integration
 
 import (
+	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -153,4 +155,92 @@ func lastLine(s, sub string) string {
 		}
 	}
 	return out
+}
+
+// TestIdentityRenewal: `vxsec ca issue` again into a running host's
+// identity directory renews its certificate without a restart: the daemon
+// takes it (its status shows the new expiry), signs its next table with
+// it, and revoking the old certificate then leaves the host trusted by its
+// peer, which keeps its endpoint and reaches its container. Control:
+// revoking the new certificate drops it.
+func TestIdentityRenewal(t *testing.T) {
+	c := newIdentityCluster(t, 2)
+	h1, h2 := c.hosts[0], c.hosts[1]
+	const vni = 7812
+	ids := createEverywhere(t, c.hosts, "renew", vni, "10.78.12.0/24")
+	c1 := mustRun(t, h1, "c1", ids[h1], "10.78.12.11/24")
+	c2 := mustRun(t, h2, "c2", ids[h2], "10.78.12.12/24")
+	waitCounts(t, h2, vni, 1, 1, 10*time.Second)
+	reachFast(t, c2, c1.IP())
+	var dir string
+	for _, e := range h1.Env {
+		if v, ok := strings.CutPrefix(e, "VXSEC_IDENTITY_DIR="); ok {
+			dir = v
+		}
+	}
+	running, _, err := identity.Load(dir, h1.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSerial := hex.EncodeToString(running.Serial().Bytes())
+	served := func() uint64 {
+		gs, err := h1.GossipStats(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gs.Accepted["pull"]
+	}
+	pullsBefore := served()
+	t0 := time.Now()
+	if _, err := identity.Issue(c.ca, dir, "h1", []netip.Addr{h1.Addr}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	next, _, err := identity.Load(dir, h1.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newSerial := hex.EncodeToString(next.Serial().Bytes())
+	took := testutil.Until(t, 30*time.Second, "h1 takes the renewed certificate", func() error {
+		st, err := h1.Status(ctxT(t))
+		if err != nil {
+			return err
+		}
+		if st.Identity == nil || st.Identity.Serial != newSerial {
+			return fmt.Errorf("h1's identity %+v, want serial %s", st.Identity, newSerial)
+		}
+		return nil
+	})
+	t.Logf("h1 took the renewed certificate %s after it was written, without a restart", took.Round(time.Millisecond))
+	// The old certificate revoked: h2 keeps h1 (its tables are signed with
+	// the new one now).
+	crl, _, err := identity.Revoke(c.ca, oldSerial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// h2 pulls the table h1 signed anew (h1 serves a pull: nothing else
+	// changes in this quiet cluster).
+	testutil.Until(t, 10*time.Second, "h2 pulls h1's re-signed table", func() error {
+		if n := served(); n <= pullsBefore {
+			return fmt.Errorf("h1 served %d pulls, %d before the renewal", n, pullsBefore)
+		}
+		return nil
+	})
+	if err := h2.Client().Call(ctxT(t), "VxSec.LoadCRL", plugin.LoadCRLRequest{CRL: crl}, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if n, err := netStatus(ctxT(t), h2, vni); err != nil || n.Remote != 1 {
+		t.Fatalf("h2 dropped h1 when the certificate it replaced was revoked: %+v %v", n, err)
+	}
+	reachFast(t, c2, c1.IP())
+	// Control: the certificate in use revoked: h2 drops h1.
+	crl, _, err = identity.Revoke(c.ca, newSerial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h2.Client().Call(ctxT(t), "VxSec.LoadCRL", plugin.LoadCRLRequest{CRL: crl}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitCounts(t, h2, vni, 1, 0, 10*time.Second)
+	t.Logf("renewal to revocation of the old certificate: h1 kept (%s in all); control: revoking the new one dropped h1", time.Since(t0).Round(time.Millisecond))
 }
