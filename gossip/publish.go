@@ -74,7 +74,9 @@ func (c *Cluster) takeSnapshot() (announce.Version, bool) {
 		c.lim.Log(slog.LevelError, "own table", "encoding this host's table", "err", err)
 		return t.Version, false
 	}
-	if bytes.Equal(raw, c.localRaw) && !c.resign.Swap(false) {
+	// A pending Resign is consumed by any new version, changed or not.
+	resign := c.resign.Swap(false)
+	if bytes.Equal(raw, c.localRaw) && !resign {
 		return t.Version, false
 	}
 	t.Version.Seq++

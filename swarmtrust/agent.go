@@ -691,8 +691,6 @@ func (a *Agent) message() message {
 	return m
 }
 
-func (a *Agent) send(conn net.Conn) error { return writeMessage(conn, a.message()) }
-
 func writeMessage(conn net.Conn, m message) error {
 	b, _ := json.Marshal(m)
 	_, err := conn.Write(append(b, '\n'))

@@ -301,15 +301,25 @@ func (a *Agent) reissueEvictions(creds credentials) {
 	}
 }
 
-// EvictionList is the list held, as a signed table carries it (nil:
-// none), and its sequence number.
-func (a *Agent) EvictionList() ([]byte, uint64) {
+// evictionList is the list held, as a signed table carries it (nil:
+// none).
+func (a *Agent) evictionList() []byte {
 	a.mu.Lock()
 	e := a.evict
 	a.mu.Unlock()
 	if e == nil {
-		return nil, 0
+		return nil
 	}
 	b, _ := json.Marshal(e)
-	return b, e.Seq
+	return b
+}
+
+// evictionSeq is the sequence number of the list held (0: none).
+func (a *Agent) evictionSeq() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.evict == nil {
+		return 0
+	}
+	return a.evict.Seq
 }

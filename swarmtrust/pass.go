@@ -192,13 +192,9 @@ func (a *Agent) answerPass(creds credentials, conn *tls.Conn, asked string, from
 	if want.Unmap() != from.Unmap() {
 		return refuse(fmt.Errorf("asked for a pass for %s from %s: a pass names the address its holder proved itself from", want, from))
 	}
-	peers := conn.ConnectionState().PeerCertificates
-	if len(peers) == 0 {
-		return refuse(errors.New("no client certificate"))
-	}
-	node, err := identity(peers[0])
-	if err != nil {
-		return refuse(err)
+	node, ok := peerNode(conn)
+	if !ok {
+		return refuse(errors.New("no client certificate of a swarm node"))
 	}
 	p, err := issuePass(creds, node.ID, from, time.Now())
 	if err != nil {

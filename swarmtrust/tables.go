@@ -55,7 +55,7 @@ func (t *Tables) sign(msg, table []byte) ([]byte, error) {
 	if table != nil {
 		// The eviction list rides in front of the table, in the
 		// revocation list's place, so that it reaches every member.
-		list, _ = t.a.EvictionList()
+		list = t.a.evictionList()
 	}
 	return announce.EncodeSigned(announce.Signed{Chain: creds.cert.Certificate, Sig: sig, CRL: list, Pass: raw, Table: table})
 }
@@ -100,10 +100,7 @@ func (t *Tables) CheckPeer(host netip.Addr, block, msg []byte) error {
 func (t *Tables) Revoked(signer string) bool { return t.a.isEvicted(signer) }
 
 // CRLNumber is the eviction list's sequence number (0: none).
-func (t *Tables) CRLNumber() uint64 {
-	_, seq := t.a.EvictionList()
-	return seq
-}
+func (t *Tables) CRLNumber() uint64 { return t.a.evictionSeq() }
 
 // check verifies s as signed by a node of this swarm holding a pass for
 // host, over msg, and returns the node's ID.
