@@ -63,5 +63,10 @@ func Check(t Table, size int) error {
 			return &LimitError{Host: t.Host.String(), What: c.what, Count: c.count, Limit: c.limit}
 		}
 	}
+	for _, k := range t.Keys {
+		if len(k.ID) > MaxKeyID {
+			return &LimitError{Host: t.Host.String(), What: "bytes in a key's identity", Count: len(k.ID), Limit: MaxKeyID}
+		}
+	}
 	return nil
 }

@@ -29,7 +29,7 @@ func fullTable() Table {
 		})
 	}
 	for range MaxKeysPerHost {
-		t.Keys = append(t.Keys, Key{Epoch: math.MaxUint64, Public: make([]byte, 32)})
+		t.Keys = append(t.Keys, Key{Epoch: math.MaxUint64, Public: make([]byte, 32), ID: strings.Repeat("x", MaxKeyID)})
 	}
 	for range MaxSPIsPerHost {
 		t.SPIs = append(t.SPIs, SPI{Peer: peer, PeerEpoch: math.MaxUint64, Epoch: math.MaxUint64, SPI: math.MaxUint32})
@@ -63,6 +63,11 @@ func TestCheckTable(t *testing.T) {
 		"IPsec SPIs":         func(t *Table) int { t.SPIs = append(t.SPIs, t.SPIs[0]); return 0 },
 		"IPsec peers in use": func(t *Table) int { t.Using = append(t.Using, t.Using[0]); return 0 },
 		"bytes":              func(*Table) int { return MaxTableBytes + 1 },
+		"bytes in a key's identity": func(t *Table) int {
+			t.Keys = append([]Key{}, t.Keys...)
+			t.Keys[0].ID = strings.Repeat("x", MaxKeyID+1)
+			return 0
+		},
 	}
 	for what, over := range cases {
 		tb := full

@@ -57,7 +57,16 @@ type IPsec struct {
 type Key struct {
 	Epoch  uint64 `json:"epoch"`
 	Public []byte `json:"public"`
+	// ID is the host identity the epoch's SA keys are bound to (its
+	// certificate's CN, or its swarm node ID), fixed when the epoch is
+	// made. Empty from hosts without one and from releases before it:
+	// their SAs use the address-bound schedule (package ipsec).
+	ID string `json:"id,omitempty"`
 }
+
+// MaxKeyID bounds Key.ID: a certificate CN is at most 64 characters, a
+// swarm node ID 25.
+const MaxKeyID = 255
 
 // SPI says: the host receives from Peer's epoch PeerEpoch, under its own
 // Epoch, on SPI. The host installed that SA before publishing this.

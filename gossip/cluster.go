@@ -75,6 +75,9 @@ type Config struct {
 	// RestartGrace replaces FailGrace for a member that announced it was
 	// restarting (Close, not a crash). Zero means DefaultRestartGrace.
 	RestartGrace time.Duration
+	// SecretPromote is how long a secret SetSecret gives is accepted
+	// before this member sends with it; zero means DefaultSecretPromote.
+	SecretPromote time.Duration
 
 	// Accept are other secrets whose gossip keys and table pulls are
 	// accepted but never used to send: a rolling change of the secret
@@ -114,6 +117,9 @@ type TableVerifier interface {
 	OpenTable(host netip.Addr, signed []byte) (table []byte, signer string, newCRL bool, err error)
 	// Revoked tells whether a signer OpenTable returned is revoked now.
 	Revoked(signer string) bool
+	// KeyName is the identity a signer OpenTable returned binds its IPsec
+	// epochs to (announce.Key.ID): its name, which a renewal keeps.
+	KeyName(signer string) string
 	// CRLNumber is the number of the revocation list held (0: none).
 	CRLNumber() uint64
 	// CheckPeer checks a client's identity block: a host certificate of
@@ -260,6 +266,10 @@ type Cluster struct {
 	secret    []byte
 	oldSecret []byte
 	oldUntil  time.Time
+	// pending is the secret SetSecret gave, accepted and not yet sent
+	// with; pendingSeq tells a promotion which SetSecret it is for.
+	pending    []byte
+	pendingSeq uint64
 	// accept are Config.Accept: keys and pulls accepted, never sent.
 	accept [][]byte
 	ctx    context.Context
@@ -282,6 +292,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if cfg.KeyPeriod == 0 {
 		cfg.KeyPeriod = DefaultKeyPeriod
+	}
+	if cfg.SecretPromote == 0 {
+		cfg.SecretPromote = DefaultSecretPromote
 	}
 	if cfg.RestartGrace == 0 {
 		cfg.RestartGrace = DefaultRestartGrace

@@ -290,25 +290,66 @@ func TestGossipKeyRotates(t *testing.T) {
 }
 
 // TestSetSecret: swarm nodes that agreed another secret move the running
-// cluster onto it. Members already switched and members not yet switched
-// still exchange tables (the old secret is accepted for a grace period),
-// and a node that holds only the new secret gets in.
+// cluster onto it. A node given the new secret accepts it at once and
+// sends with it only after SecretPromote, so a member that has not been
+// given it yet reads everything meanwhile (no refused packet, never taken
+// for failed); members already switched and members not yet switched still
+// exchange tables (the old secret is accepted for a grace period), and a
+// node that holds only the new secret gets in. The control, sending with
+// the new secret at once, is what the delay prevents: the member not yet
+// given it refuses the switched member's packets.
 func TestSetSecret(t *testing.T) {
 	oldS := []byte("0123456789abcdef0123456789abcdef")
 	newS := []byte("fedcba9876543210fedcba9876543210")
-	a, recA, portA := startNode(t, "127.0.0.41", oldS, nil)
+	const promote = 2 * time.Second
+	a, recA, portA := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.41"), Secret: oldS, SecretPromote: promote})
 	seed := []string{net.JoinHostPort("127.0.0.41", strconv.Itoa(portA))}
-	b, recB, _ := startNode(t, "127.0.0.42", oldS, seed)
+	b, recB, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr("127.0.0.42"), Secret: oldS, Seeds: seed, SecretPromote: promote})
 	hostA, hostB := netip.MustParseAddr("127.0.0.41"), netip.MustParseAddr("127.0.0.42")
 	ep := announce.Endpoint{VNI: 7, IP: netip.MustParseAddr("10.0.0.2"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, Created: time.Now()}
 	publish(a, announce.Table{Endpoints: []announce.Endpoint{ep}})
 	testutil.Eventually(t, 10*time.Second, "B installs A's table under the old secret", func() bool { _, ok := recB.table(hostA); return ok })
+	unreadable := func(c *Cluster) uint64 {
+		r := c.Stats().Refused
+		return r["unauthentic"] + r["packet-unauthentic"]
+	}
+	primaryOf := func(secret []byte) []byte {
+		_, cur, _, err := gossipKeys(secret, a.KeyPeriod())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cur
+	}
 
-	// A switches first: it still reads B (old secret accepted) and pulls
-	// B's new table.
+	// A is given the new secret first: it accepts it and still sends
+	// with the old one until the promotion; B, not given it, reads A all
+	// along and never takes it for failed.
+	before := unreadable(b)
 	if err := a.SetSecret(newS); err != nil {
 		t.Fatal(err)
 	}
+	if n := len(a.keyring.GetKeys()); n != 6 {
+		t.Fatalf("A holds %d keys with the new secret pending, want 6 (both secrets' three periods)", n)
+	}
+	for end := time.Now().Add(promote); time.Now().Before(end) && bytes.Equal(a.keyring.GetPrimaryKey(), primaryOf(oldS)); {
+		for _, m := range b.Members() {
+			if m.Addr == hostA.String() && m.Status != "alive" {
+				t.Fatalf("B takes A for %s while A's new secret is pending", m.Status)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	testutil.Eventually(t, 5*time.Second, "A sends with the new secret after the promotion delay", func() bool {
+		return bytes.Equal(a.keyring.GetPrimaryKey(), primaryOf(newS))
+	})
+	if got := unreadable(b) - before; got != 0 {
+		t.Fatalf("B refused %d of A's packets or streams while A's new secret was pending", got)
+	}
+	// Now A sends what B cannot read: the control of the check above.
+	testutil.Eventually(t, 10*time.Second, "B refuses A's packets under the new secret (control)", func() bool { return unreadable(b) > before })
+	t.Logf("control: once A sends with the new secret, B (not given it) refused %d of A's packets or streams", unreadable(b)-before)
+
+	// A still reads B (the old secret is accepted) and pulls B's new table.
 	publish(b, announce.Table{Endpoints: []announce.Endpoint{ep}})
 	testutil.Eventually(t, 10*time.Second, "A (new secret) installs B's table sealed with the old one", func() bool {
 		tb, ok := recA.table(hostB)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -166,6 +167,48 @@ func TestAttackForgedTables(t *testing.T) {
 		t.Fatalf("h1 took h2's older table replayed after 5.2 was announced: %+v %v", got, err)
 	}
 	t.Logf("replayed older table refused: %v", err)
+}
+
+// TestAttackKeysBoundToAnotherIdentity: a member (h3) publishes, under its
+// own valid signature, IPsec epochs bound to h2's identity, so that its
+// peers would derive their SA keys with h3 under h2's name. h1 refuses the
+// table and says why. Controls: the same table with the epoch bound to h3,
+// or to no identity (a release before the binding), is taken.
+func TestAttackKeysBoundToAnotherIdentity(t *testing.T) {
+	const a1, a3 = "127.0.0.91", "127.0.0.93"
+	ids, v := testIdentities(t, map[string]string{"h1": a1, "h2": "127.0.0.92", "h3": a3})
+	h3 := netip.MustParseAddr(a3)
+	c1, _, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, Signer: ids["h1"], Verifier: v, RequireSigned: true})
+	for _, tc := range []struct {
+		id    string
+		taken bool
+	}{
+		{"h2", false},
+		{"h3", true},
+		{"", true},
+	} {
+		t.Run("bound to "+strconv.Quote(tc.id), func(t *testing.T) {
+			tab := announce.Table{Host: h3, Version: announce.Version{Epoch: 3, Seq: 1},
+				IPsec: announce.IPsec{Keys: []announce.Key{{Epoch: 1, Public: bytes.Repeat([]byte{0x33}, 32), ID: tc.id}}}}
+			raw, err := announce.Encode(tab)
+			if err != nil {
+				t.Fatal(err)
+			}
+			signed, err := ids["h3"].SignTable(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c1.pull(context.Background(), fakeServer(t, a3, secretA, signed), h3, announce.Version{})
+			switch {
+			case tc.taken && (err != nil || got.Keys[0].ID != tc.id):
+				t.Fatalf("control: h1 refused h3's own table (%+v, err %v)", got, err)
+			case !tc.taken && (!errors.Is(err, errIdentity) || !strings.Contains(err.Error(), `identity "h2"`)):
+				t.Fatalf("h1 took h3's epoch bound to h2 (%+v, err %v)", got, err)
+			case !tc.taken:
+				t.Logf("h1 refused it: %v", err)
+			}
+		})
+	}
 }
 
 // TestAttackMemberWithoutIdentity: members with identities exchange signed tables; a

@@ -52,10 +52,7 @@ func (c *Cluster) rotateKeysLocked(p int64) error {
 		return err
 	}
 	keep := [][]byte{prev, cur, next}
-	others := c.accept
-	if c.oldSecret != nil && time.Now().Before(c.oldUntil) {
-		others = append(slices.Clip(others), c.oldSecret)
-	}
+	others := c.othersLocked()
 	for _, o := range others {
 		op, oc, on, err := gossipKeys(o, p)
 		if err != nil {
@@ -91,7 +88,17 @@ func (c *Cluster) rotateKeysLocked(p int64) error {
 func (c *Cluster) secrets() [][]byte {
 	c.keyMu.Lock()
 	defer c.keyMu.Unlock()
-	out := append([][]byte{c.secret}, c.accept...)
+	return append([][]byte{c.secret}, c.othersLocked()...)
+}
+
+// othersLocked lists the secrets accepted besides the one in use: the
+// configured ones, the one SetSecret gave until it is promoted, and the
+// one it replaced during the grace.
+func (c *Cluster) othersLocked() [][]byte {
+	out := slices.Clone(c.accept)
+	if c.pending != nil {
+		out = append(out, c.pending)
+	}
 	if c.oldSecret != nil && time.Now().Before(c.oldUntil) {
 		out = append(out, c.oldSecret)
 	}
@@ -101,26 +108,51 @@ func (c *Cluster) secrets() [][]byte {
 // SecretGrace is how long a replaced secret is still accepted.
 const SecretGrace = 2 * time.Minute
 
+// DefaultSecretPromote is how long a new secret is only accepted before
+// it is sent with: long enough for every member to have been given it
+// (swarm nodes exchange within seconds, even on a slow machine), so that
+// no member sends with a key its peers cannot read yet and is taken for
+// failed meanwhile; short against SecretGrace, which keeps the replaced
+// secret accepted after the switch.
+const DefaultSecretPromote = 30 * time.Second
+
 // SetSecret moves the cluster to another secret: in swarm mode the nodes
-// converge on one. Its keys become primary at once; the old secret's stay
-// accepted for SecretGrace, so members that have not switched yet are
-// understood meanwhile (they cannot read us until they switch, which the
-// swarm agreement makes happen within seconds).
+// converge on one. The new secret is accepted at once (gossip keys and
+// table pulls) and sent with after SecretPromote; then the old one stays
+// accepted for SecretGrace, for members that switched later. A member that
+// took the secret a little later than this one, or sooner, reads it all
+// along.
 func (c *Cluster) SetSecret(secret []byte) error {
 	if c.keyring == nil {
 		return errors.New("the cluster started without a secret; restart it to use one")
 	}
 	c.keyMu.Lock()
 	defer c.keyMu.Unlock()
-	if bytes.Equal(secret, c.secret) {
+	switch {
+	case bytes.Equal(secret, c.pending):
 		return nil
+	case bytes.Equal(secret, c.secret):
+		// Back to the secret in use before the pending one was sent with.
+		c.pending = nil
+		c.pendingSeq++
+		return c.rotateKeysLocked(c.period.Load())
 	}
-	c.oldSecret, c.oldUntil, c.secret = c.secret, time.Now().Add(SecretGrace), slices.Clone(secret)
+	c.pending = slices.Clone(secret)
+	c.pendingSeq++
+	seq := c.pendingSeq
 	if err := c.rotateKeysLocked(c.period.Load()); err != nil {
 		return fmt.Errorf("installing the new secret's gossip keys: %w", err)
 	}
-	c.log.Info("cluster secret replaced; the old one is accepted for a while", "grace", SecretGrace)
+	c.log.Info("new cluster secret accepted; sending with it shortly", "after", c.cfg.SecretPromote)
 	c.spawn(func() {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(c.cfg.SecretPromote):
+		}
+		if err := c.promote(seq); err != nil {
+			c.log.Error("sending with the new secret", "err", err)
+		}
 		select {
 		case <-c.ctx.Done():
 		case <-time.After(SecretGrace + time.Second):
@@ -129,6 +161,22 @@ func (c *Cluster) SetSecret(secret []byte) error {
 			}
 		}
 	})
+	return nil
+}
+
+// promote makes the pending secret of SetSecret number seq the one sent
+// with, unless a later SetSecret replaced it.
+func (c *Cluster) promote(seq uint64) error {
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	if c.pendingSeq != seq || c.pending == nil {
+		return nil
+	}
+	c.oldSecret, c.oldUntil, c.secret, c.pending = c.secret, time.Now().Add(SecretGrace), c.pending, nil
+	if err := c.rotateKeysLocked(c.period.Load()); err != nil {
+		return fmt.Errorf("installing the new secret's gossip keys: %w", err)
+	}
+	c.log.Info("cluster secret replaced; the old one is accepted for a while", "grace", SecretGrace)
 	return nil
 }
 

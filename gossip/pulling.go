@@ -187,6 +187,9 @@ func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announ
 	if err == nil && t.Version.Less(announced) {
 		return announce.Table{}, fmt.Errorf("%w: %s serves version %s, and announced %s", errStale, host, t.Version, announced)
 	}
+	if err == nil && signer != "" {
+		err = c.checkKeyNames(t, signer)
+	}
 	if err == nil && signer != "" && t.Host == host {
 		c.mu.Lock()
 		c.signers[host.String()] = signer
@@ -198,6 +201,21 @@ func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announ
 		}
 	}
 	return t, err
+}
+
+// checkKeyNames refuses a table whose IPsec epochs are bound to an
+// identity other than the one that signed it: its peers would derive SA
+// keys under a name the signer does not hold. An epoch bound to none (a
+// release before the binding) is taken; its SAs use the address-bound
+// schedule.
+func (c *Cluster) checkKeyNames(t announce.Table, signer string) error {
+	name := c.cfg.Verifier.KeyName(signer)
+	for _, k := range t.Keys {
+		if k.ID != "" && k.ID != name {
+			return fmt.Errorf("%w: the table of %s binds its IPsec epoch %d to identity %q, and was signed by %q", errIdentity, t.Host, k.Epoch, k.ID, name)
+		}
+	}
+	return nil
 }
 
 // errIdentity marks a table refused for its signature or its absence.

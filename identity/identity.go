@@ -185,6 +185,15 @@ func (v *Verifier) signedBy(s announce.Signed, msg []byte, host netip.Addr) (*x5
 	return leaf, nil
 }
 
+// KeyName is the host name of a signer OpenTable returned (its "CN#serial"
+// without the serial, which a renewal changes).
+func (v *Verifier) KeyName(signer string) string {
+	if i := strings.LastIndexByte(signer, '#'); i >= 0 {
+		return signer[:i]
+	}
+	return signer
+}
+
 // Revoked tells whether a signer OpenTable returned is revoked now.
 func (v *Verifier) Revoked(signer string) bool {
 	_, serial, ok := strings.Cut(signer, "#")

@@ -35,7 +35,7 @@ func (m *Manager) syncInbound(p PeerInfo) error {
 			if err != nil {
 				return err
 			}
-			key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: pk.Epoch, Public: pk.Public}, false, spi)
+			key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: pk.Epoch, Public: pk.Public, ID: pk.ID}, false, spi)
 			if err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -63,6 +64,28 @@ func TestKeySchedule(t *testing.T) {
 	a.Epoch = 99
 	if must(SAKey(a, hostA, peerOf(b, hostB), true, 0x1234)) == aToB {
 		t.Fatal("the epoch number is not bound into the key")
+	}
+	// Identities bound on both ends change the key, and so does either
+	// name; bound on one end only, the schedule is the address-bound one.
+	a.Epoch = 1
+	named := func(k *KeyPair, h netip.Addr, id string) Peer { p := peerOf(k, h); p.ID = id; return p }
+	a.ID = "a"
+	if must(SAKey(a, hostA, peerOf(b, hostB), true, 0x1234)) != aToB {
+		t.Fatal("an identity on one end only changed the key")
+	}
+	aToBNamed := must(SAKey(a, hostA, named(b, hostB, "b"), true, 0x1234))
+	if aToBNamed == aToB {
+		t.Fatal("both identities are not bound into the key")
+	}
+	if must(SAKey(a, hostA, named(b, hostB, "c"), true, 0x1234)) == aToBNamed {
+		t.Fatal("the peer's identity is not bound into the key")
+	}
+	b.ID = "b"
+	if must(SAKey(b, hostB, named(a, hostA, "a"), false, 0x1234)) != aToBNamed {
+		t.Fatal("the two ends of a direction derive different identity-bound keys")
+	}
+	if _, err := SAKey(a, hostA, named(b, hostB, strings.Repeat("x", 256)), true, 0x1234); !errors.Is(err, ErrLongID) {
+		t.Fatalf("SAKey with a 256-byte identity: %v, want ErrLongID", err)
 	}
 	// Erased: nothing more derives from the epoch.
 	a.Erase()

@@ -3,11 +3,20 @@
 // policies.
 //
 // Keys: every host makes a fresh X25519 key pair at each start and each
-// rotation (an epoch) and publishes only the public half. Each ordered pair
-// of hosts derives its own AES-256-GCM key and salt with HKDF-SHA256 over
-// their shared secret, both identities, both epochs and the direction: no
-// key is shared by two pairs, none is reused after a restart, and none
-// crosses the wire. Erasing an epoch's private key once it is rotated out
+// rotation (an epoch) and publishes only the public half, in a table signed
+// by its identity. Each ordered pair of hosts derives its own AES-256-GCM
+// key and salt with HKDF-SHA256 over their shared secret, both addresses,
+// both identities, both epochs, the direction and the SPI: no key is
+// shared by two pairs, none is reused after a restart, and none crosses
+// the wire.
+//
+// The identity is fixed per epoch (KeyPair.ID, published as
+// announce.Key.ID), so both ends of an SA always derive with the same
+// names, even while a host's identity changes. A pair where either epoch
+// names no identity (a host of a release before identities were bound, or
+// without an identity) uses the previous, address-bound schedule: an
+// upgraded host moves to the identity-bound one at its peer's next epoch,
+// with no SA changing keys under traffic. Erasing an epoch's private key once it is rotated out
 // makes recorded traffic of that epoch undecryptable later.
 package ipsec
 
@@ -26,16 +35,22 @@ import (
 // Sizes of rfc4106(gcm(aes)) as vxsec uses it: AES-256, a 4-byte salt,
 // and the full 128-bit ICV.
 const (
-	KeyBytes      = 32
-	SaltBytes     = 4
-	KeyMaterial   = KeyBytes + SaltBytes
-	ICVBits       = 128
-	keyScheduleV1 = "vxsec esp v2"
+	KeyBytes    = 32
+	SaltBytes   = 4
+	KeyMaterial = KeyBytes + SaltBytes
+	ICVBits     = 128
+	// The labels of the two schedules (scheduleInfo). The address-bound
+	// one is named v2 for history: it is the second the wire has seen.
+	keyScheduleAddr     = "vxsec esp v2"
+	keyScheduleIdentity = "vxsec esp v3"
 )
 
 // KeyPair is one epoch's X25519 key pair of this host.
 type KeyPair struct {
 	Epoch uint64
+	// ID is this host's identity when the epoch was made: the epoch's SAs
+	// are bound to it. Empty: none (the address-bound schedule).
+	ID string
 
 	mu   sync.Mutex
 	priv *ecdh.PrivateKey
@@ -77,7 +92,14 @@ type Peer struct {
 	Host   netip.Addr
 	Epoch  uint64
 	Public []byte
+	// ID is the identity the peer bound the epoch to; the cluster checked
+	// it is the one that signed the peer's table.
+	ID string
 }
+
+// ErrLongID refuses an identity over announce.MaxKeyID bytes, which the
+// schedule cannot frame.
+var ErrLongID = errors.New("identity longer than 255 bytes")
 
 // SAKey derives the key material (key then salt) of the SA on spi carrying
 // traffic from src to dst, where one of them is this host (local) and the
@@ -103,12 +125,15 @@ func SAKey(local *KeyPair, localHost netip.Addr, peer Peer, outbound bool, spi u
 	if err != nil {
 		return out, fmt.Errorf("peer %s epoch %d: %w", peer.Host, peer.Epoch, err)
 	}
-	src, dst := localHost, peer.Host
-	srcEpoch, dstEpoch := local.Epoch, peer.Epoch
+	src := end{localHost, local.Epoch, local.ID}
+	dst := end{peer.Host, peer.Epoch, peer.ID}
 	if !outbound {
-		src, dst, srcEpoch, dstEpoch = dst, src, dstEpoch, srcEpoch
+		src, dst = dst, src
 	}
-	info := scheduleInfo(src, dst, srcEpoch, dstEpoch, spi)
+	info, err := scheduleInfo(src, dst, spi)
+	if err != nil {
+		return out, fmt.Errorf("peer %s epoch %d: %w", peer.Host, peer.Epoch, err)
+	}
 	key, err := hkdf.Key(sha256.New, shared, nil, info, KeyMaterial)
 	if err != nil {
 		return out, fmt.Errorf("deriving SA key: %w", err)
@@ -117,14 +142,48 @@ func SAKey(local *KeyPair, localHost netip.Addr, peer Peer, outbound bool, spi u
 	return out, nil
 }
 
-// scheduleInfo binds a key to its pair, epochs, direction and SPI.
-func scheduleInfo(src, dst netip.Addr, srcEpoch, dstEpoch uint64, spi uint32) string {
-	b := []byte(keyScheduleV1)
-	s16, d16 := src.As16(), dst.As16()
+// boundTo is the peer identity an SA between local and an epoch of the
+// peer's bound to peerID is keyed to, "" when the schedule is the
+// address-bound one.
+func boundTo(local *KeyPair, peerID string) string {
+	if local.ID == "" {
+		return ""
+	}
+	return peerID
+}
+
+// end is one end of an SA as the schedule binds it.
+type end struct {
+	host  netip.Addr
+	epoch uint64
+	id    string
+}
+
+// scheduleInfo binds a key to its pair, epochs, direction and SPI, and
+// when both epochs name an identity, to both identities (each after a
+// one-byte length, so no two pairs of names frame alike).
+func scheduleInfo(src, dst end, spi uint32) (string, error) {
+	bound := src.id != "" && dst.id != ""
+	label := keyScheduleAddr
+	if bound {
+		label = keyScheduleIdentity
+	}
+	b := []byte(label)
+	s16, d16 := src.host.As16(), dst.host.As16()
 	b = append(b, s16[:]...)
 	b = append(b, d16[:]...)
-	b = binary.BigEndian.AppendUint64(b, srcEpoch)
-	b = binary.BigEndian.AppendUint64(b, dstEpoch)
+	b = binary.BigEndian.AppendUint64(b, src.epoch)
+	b = binary.BigEndian.AppendUint64(b, dst.epoch)
 	b = binary.BigEndian.AppendUint32(b, spi)
-	return string(b)
+	if !bound {
+		return string(b), nil
+	}
+	for _, id := range []string{src.id, dst.id} {
+		if len(id) > 255 {
+			return "", ErrLongID
+		}
+		b = append(b, byte(len(id)))
+		b = append(b, id...)
+	}
+	return string(b), nil
 }

@@ -45,6 +45,16 @@ type PeerInfo struct {
 	announce.IPsec
 }
 
+// keyID is the identity the peer bound its epoch to ("" for none).
+func (p PeerInfo) keyID(epoch uint64) string {
+	for _, k := range p.Keys {
+		if k.Epoch == epoch {
+			return k.ID
+		}
+	}
+	return ""
+}
+
 // Kernel is the xfrm programming the Manager needs; *Xfrm is the real one.
 type Kernel interface {
 	EnsureGuard() error
@@ -101,6 +111,9 @@ type ManagerConfig struct {
 	DrainMax time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Identity names this host's identity at the moment (see KeyPair.ID);
+	// nil or "" binds the epochs made meanwhile to none.
+	Identity func() string
 }
 
 // Manager derives vxsec's SAs and policies from this host's epochs and its
@@ -179,8 +192,11 @@ type burnKey struct {
 type outSA struct {
 	epoch, peerEpoch uint64
 	peerPublic       []byte
-	spi, reqid       uint32
-	legacy           bool
+	// bound is the peer's identity the SA's key is bound to ("": the
+	// address-bound schedule).
+	bound      string
+	spi, reqid uint32
+	legacy     bool
 }
 
 // NewManager returns an inactive Manager: it touches the kernel only once
@@ -315,6 +331,9 @@ func (m *Manager) newEpochLocked() error {
 	if err != nil {
 		return err
 	}
+	if m.cfg.Identity != nil {
+		kp.ID = m.cfg.Identity()
+	}
 	if len(m.epochs) > 0 {
 		m.newest().superseded = m.cfg.Now()
 	}
@@ -346,7 +365,7 @@ func (m *Manager) announcementLocked() announce.IPsec {
 		return a
 	}
 	for _, e := range m.epochs {
-		a.Keys = append(a.Keys, announce.Key{Epoch: e.kp.Epoch, Public: e.kp.Public()})
+		a.Keys = append(a.Keys, announce.Key{Epoch: e.kp.Epoch, Public: e.kp.Public(), ID: e.kp.ID})
 	}
 	for k, sa := range m.in {
 		a.SPIs = append(a.SPIs, announce.SPI{Peer: k.peer, PeerEpoch: k.peerEpoch, Epoch: k.epoch, SPI: sa.spi})
@@ -467,7 +486,10 @@ type PeerStatus struct {
 	Epoch     uint64     `json:"Epoch,omitempty"`
 	PeerEpoch uint64     `json:"PeerEpoch,omitempty"`
 	SPI       uint32     `json:"OutSPI,omitempty"`
-	Inbound   int        `json:"InboundSAs"`
+	// Identity is the peer identity the outbound SA's key is bound to,
+	// with this host's; empty for the address-bound schedule.
+	Identity string `json:"Identity,omitempty"`
+	Inbound  int    `json:"InboundSAs"`
 }
 
 // Status reports the epochs and, per peer, the SAs in use.
@@ -481,7 +503,7 @@ func (m *Manager) Status() Status {
 	for _, peer := range m.knownPeers() {
 		ps := PeerStatus{Host: peer}
 		if o := m.out[peer]; o != nil {
-			ps.Epoch, ps.PeerEpoch, ps.SPI = o.epoch, o.peerEpoch, o.spi
+			ps.Epoch, ps.PeerEpoch, ps.SPI, ps.Identity = o.epoch, o.peerEpoch, o.spi, o.bound
 		}
 		for k := range m.in {
 			if k.peer == peer {

@@ -189,6 +189,8 @@ type simHost struct {
 	// sending: the host has had an outbound SA to the peer; from then on
 	// it must always have one (a gap is packet loss).
 	sending map[netip.Addr]bool
+	// id is the identity its epochs are bound to ("": none).
+	id string
 }
 
 type sim struct {
@@ -322,7 +324,7 @@ func (s *sim) start(h *simHost) {
 		s.refused += h.m.Status().Refused
 	}
 	h.m = NewManager(ManagerConfig{
-		Local: h.addr, Kernel: h.k, DrainMax: time.Hour, Now: s.clock,
+		Local: h.addr, Kernel: h.k, DrainMax: time.Hour, Now: s.clock, Identity: func() string { return h.id },
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("host", h.addr),
 	})
 	if err := h.m.Activate(); err != nil {
@@ -638,6 +640,32 @@ func TestRestartRekeys(t *testing.T) {
 	for id := range h.k.sas {
 		if old[id] {
 			t.Fatalf("SA %v of the previous run is still there", id)
+		}
+	}
+}
+
+// TestUpgradeToIdentityBinding: hosts of a release whose epochs name no
+// identity restart one by one into one that binds them: at every step
+// every pair that was sending still sends on an SA its peer delivers with
+// the same key, and at the end every epoch is bound (so every SA is keyed
+// by the identity-bound schedule, TestSAKeyKnownAnswers).
+func TestUpgradeToIdentityBinding(t *testing.T) {
+	s := newSim(t, 3, 5)
+	s.converge("before the upgrade")
+	for i, h := range s.hosts {
+		s.now = s.now.Add(time.Second)
+		h.id = fmt.Sprintf("host-%d", i)
+		s.start(h)
+		s.check(h.id + " restarted")
+		s.randomSteps(h.id+" upgraded, step", 100, mix{sync: 1, deliver: 1})
+		s.converge(h.id + " upgraded")
+		s.steady(h.id + " upgraded")
+	}
+	for _, h := range s.hosts {
+		for _, k := range h.published.Keys {
+			if k.ID != h.id {
+				t.Fatalf("%s publishes epoch %d bound to %q, want %q", h.addr, k.Epoch, k.ID, h.id)
+			}
 		}
 	}
 }

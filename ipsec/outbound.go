@@ -53,7 +53,7 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 	switch {
 	case best != nil && !current(best):
 		e := m.epochByNumber(best.PeerEpoch)
-		key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: best.Epoch, Public: keys[best.Epoch]}, true, best.SPI)
+		key, err := SAKey(e.kp, m.cfg.Local, Peer{Host: p.Host, Epoch: best.Epoch, Public: keys[best.Epoch], ID: p.keyID(best.Epoch)}, true, best.SPI)
 		if err != nil {
 			return err
 		}
@@ -81,7 +81,7 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 				m.log.Warn("removing superseded outbound SA", "peer", p.Host, "err", err)
 			}
 		}
-		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid}
+		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid, bound: boundTo(e.kp, p.keyID(best.Epoch))}
 		m.log.Debug("outbound SA switched", "peer", p.Host, "epoch", best.PeerEpoch, "peer_epoch", best.Epoch, "spi", fmt.Sprintf("%#x", best.SPI))
 	case !m.policies[p.Host]:
 		// Nothing acknowledged yet (or the policies were lost): the policy

@@ -99,6 +99,19 @@ func (t *Tables) CheckPeer(host netip.Addr, block, msg []byte) error {
 // eviction list held.
 func (t *Tables) Revoked(signer string) bool { return t.a.isEvicted(signer) }
 
+// KeyName is the node ID a signer OpenTable returned is.
+func (t *Tables) KeyName(signer string) string { return signer }
+
+// Name is this node's ID, "" while it has no swarm identity: what its
+// IPsec epochs are bound to.
+func (t *Tables) Name() string {
+	creds, _ := t.a.identityNow()
+	if creds == nil {
+		return ""
+	}
+	return creds.node.ID
+}
+
 // CRLNumber is the eviction list's sequence number (0: none).
 func (t *Tables) CRLNumber() uint64 { return t.a.evictionSeq() }
 

@@ -102,13 +102,14 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		return fmt.Errorf("opening netlink for xfrm: %w", err)
 	}
 	defer xh.Close()
-	keys := ipsec.NewManager(ipsec.ManagerConfig{
-		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort), Log: log,
-	})
 	// The cluster's trust: VXSEC_SECRET, or on a swarm node without it the
 	// secret the swarm's nodes agree over mutual TLS (swarmtrust).
 	cl := newClusterRef()
 	trust := swarmTrust(s, under.Addr, cl.peers, log)
+	keys := ipsec.NewManager(ipsec.ManagerConfig{
+		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort), Log: log,
+		Identity: keyIdentity(self, trust),
+	})
 	fw := firewall.New()
 	now, err := testClock(log)
 	if err != nil {
@@ -429,4 +430,18 @@ func keepCRL(stateDir string, v *identity.Verifier, log *slog.Logger) {
 			log.Error("keeping the revocation list", "err", err)
 		}
 	})
+}
+
+// keyIdentity names what this host's IPsec epochs are bound to: the
+// identity its tables are signed with (a host certificate's CN, or the
+// swarm node ID once the node has its certificate), or none.
+func keyIdentity(self *identity.Identity, trust *swarmtrust.Agent) func() string {
+	switch {
+	case self != nil:
+		return func() string { return self.Name }
+	case trust != nil:
+		tables := trust.Tables()
+		return tables.Name
+	}
+	return nil
 }

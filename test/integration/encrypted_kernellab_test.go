@@ -64,6 +64,13 @@ func TestEncrypted(t *testing.T) {
 		if err != nil || gs.Refused["table-identity"] != 0 {
 			t.Fatalf("%s refused a signed table of the cluster: %+v %v", h.Name, gs.Refused, err)
 		}
+		// Every SA's key is bound to both hosts' identities (the
+		// identity-bound schedule, ipsec.SAKey), not to addresses alone.
+		for _, o := range c.hosts {
+			if p, ok := st.Peer(o.Addr.String()); o != h && (!ok || p.Identity != o.Name) {
+				t.Fatalf("%s sends to %s under keys bound to identity %q, want %q", h.Name, o.Name, p.Identity, o.Name)
+			}
+		}
 	}
 	for _, pair := range [][2]*lab.Container{{e1, e2}, {e2, e3}, {e3, e1}} {
 		reachFast(t, pair[0], pair[1].IP())
