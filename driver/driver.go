@@ -50,12 +50,22 @@ type Config struct {
 	// ProbeKernel checks the kernel for what encrypted networks need; nil
 	// means ipsec.Probe.
 	ProbeKernel func() error
+	// Services keeps the swarm service VIPs in the namespaces of local
+	// containers (package vip); nil: none.
+	Services Services
 	// ReconcileEvery is how often kernel state is checked against the
 	// desired state to repair drift; 0 means only at start.
 	ReconcileEvery time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	Log *slog.Logger
+}
+
+// Services is the load balancing of swarm service VIPs: it is told every
+// container namespace (Join's SandboxKey) with a joined endpoint, and the
+// networks each is on.
+type Services interface {
+	Set(sandboxes map[string][]string) error
 }
 
 // Driver implements the network driver on top of the desired state.
@@ -215,6 +225,8 @@ func (d *Driver) reconcileOp() error {
 // Run applies remote tables as they come and repairs drift every
 // ReconcileEvery, until ctx ends.
 func (d *Driver) Run(ctx context.Context) {
+	// The containers joined before a restart.
+	d.syncServicesOp()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -295,13 +307,22 @@ func (d *Driver) setNetwork(id string, n *Network) {
 // AllocateNetwork runs on the swarm leader only. It settles the VNI once and
 // returns the options every worker will see: the user's, plus the VNI. A
 // second call for the same network (a new leader) keeps the VNI it carries.
+//
+// Options vxsec refuses are passed through unallocated, not refused here:
+// `docker network create` has returned long before this call, swarm only
+// logs its error, and the network would stay unallocated with its tasks in
+// "New" and no word to the user. Passed on, every node's CreateNetwork
+// refuses them, and the tasks fail with vxsec's message, which `docker
+// service ps --no-trunc` shows.
 func (d *Driver) AllocateNetwork(ctx context.Context, id string, opts map[string]string, ipv6Pools int) (map[string]string, error) {
 	o, err := ParseOptions(opts)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = checkSupported(o, ipv6Pools > 0, nil)
 	}
-	if err := checkSupported(o, ipv6Pools > 0, nil); err != nil {
-		return nil, err
+	if err != nil {
+		d.log.Warn("allocating a network with options vxsec refuses: every node will refuse it, and its tasks fail with this error",
+			"network", id, "err", err)
+		return maps.Clone(opts), nil
 	}
 	if err := d.lock(ctx); err != nil {
 		return nil, err
@@ -359,6 +380,41 @@ func checkSupported(o Options, ipv6 bool, probeKernel func() error) error {
 	return nil
 }
 
+// errNoIPv4: Docker 28 lets a network be created with --ipv4=false, and
+// then no endpoint could get an address on it.
+var errNoIPv4 = errors.New("the network has no IPv4 subnet (was it created with --ipv4=false?): vxsec networks carry IPv4 only; " +
+	"create it without --ipv4=false")
+
+// unroutable are the IPv4 ranges no overlay subnet can use.
+var unroutable = []struct {
+	prefix netip.Prefix
+	why    string
+}{
+	// Docker 29 reads --subnet 0.0.0.0/N as "any /N of the default
+	// pools" and gives the driver the pool it chose; Docker before 29
+	// passes 0.0.0.0/N as it is.
+	{netip.MustParsePrefix("0.0.0.0/8"), `is "this network" (0.0.0.0/8), no subnet; "--subnet 0.0.0.0/N" asks for any /N only on Docker 29 and later`},
+	{netip.MustParsePrefix("127.0.0.0/8"), "is loopback (127.0.0.0/8)"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "is multicast (224.0.0.0/4)"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "is reserved (240.0.0.0/4)"},
+}
+
+// checkPool refuses a subnet that cannot carry endpoints.
+func checkPool(pool netip.Prefix) error {
+	if !pool.Addr().Is4() {
+		return fmt.Errorf("subnet %s: vxsec networks carry IPv4 only", pool)
+	}
+	for _, u := range unroutable {
+		if u.prefix.Overlaps(pool) {
+			return fmt.Errorf("subnet %s %s: give --subnet a private range such as 10.x.y.0/24 or 172.16-31.x.0/24, or leave it out for one of Docker's pools", pool, u.why)
+		}
+	}
+	if pool.Bits() > 30 {
+		return fmt.Errorf("subnet %s is a /%d: it leaves no address for endpoints beside the gateway; give a /30 or larger (a /24 is usual)", pool, pool.Bits())
+	}
+	return nil
+}
+
 // CreateNetworkRequest is what Docker tells of a new network.
 type CreateNetworkRequest struct {
 	ID string
@@ -395,10 +451,16 @@ func (d *Driver) CreateNetwork(ctx context.Context, req CreateNetworkRequest) er
 		}
 	}
 	n := &Network{ID: req.ID, Options: o, Endpoints: map[string]*Endpoint{}, Created: d.now().UTC()}
+	if len(req.IPv4) == 0 {
+		return errNoIPv4
+	}
 	for _, p := range req.IPv4 {
 		pool, err := netip.ParsePrefix(p.Pool)
 		if err != nil {
 			return fmt.Errorf("IPv4 pool %q from IPAM: %w", p.Pool, err)
+		}
+		if err := checkPool(pool); err != nil {
+			return err
 		}
 		n.Subnets = append(n.Subnets, pool.Masked())
 		if p.Gateway != "" {
@@ -656,7 +718,7 @@ func (d *Driver) EndpointInfo(ctx context.Context, netID, epID string) (map[stri
 
 // Join creates the endpoint's device, with its MTU set, and returns its
 // name for Docker to move into the container.
-func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
+func (d *Driver) Join(ctx context.Context, netID, epID, sandbox string) (string, error) {
 	if err := d.lock(ctx); err != nil {
 		return "", err
 	}
@@ -682,9 +744,10 @@ func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !ep.Joined {
+	if !ep.Joined || ep.Sandbox != sandbox {
 		next := n.clone()
 		next.Endpoints[epID].Joined = true
+		next.Endpoints[epID].Sandbox = sandbox
 		if err := d.cfg.Store.Put(next); err != nil {
 			if derr := d.cfg.DataPath.DeleteEndpoint(epID); derr != nil {
 				d.log.Error("undoing failed join", "endpoint", epID, "err", derr)
@@ -693,7 +756,31 @@ func (d *Driver) Join(ctx context.Context, netID, epID string) (string, error) {
 		}
 		d.setNetwork(netID, next)
 	}
+	d.syncServicesOp()
 	return name, nil
+}
+
+// syncServicesOp tells the service VIPs which container namespaces are on
+// which networks. A namespace not programmed yet (Docker before 26 joins
+// endpoints before it makes the container's namespace) is programmed by
+// the balancer's own loop, which retries; the call is not failed for it.
+func (d *Driver) syncServicesOp() {
+	if d.cfg.Services == nil {
+		return
+	}
+	want := map[string][]string{}
+	d.mu.Lock()
+	for id, n := range d.nets {
+		for _, ep := range n.Endpoints {
+			if ep.Joined && ep.Sandbox != "" {
+				want[ep.Sandbox] = append(want[ep.Sandbox], id)
+			}
+		}
+	}
+	d.mu.Unlock()
+	if err := d.cfg.Services.Set(want); err != nil {
+		d.log.Debug("service VIPs not programmed yet; the balancer retries", "err", err)
+	}
 }
 
 // Leave detaches the endpoint: its device goes (if Docker gave it back).
@@ -713,6 +800,7 @@ func (d *Driver) Leave(ctx context.Context, netID, epID string) error {
 			return err
 		}
 		d.setNetwork(netID, next)
+		d.syncServicesOp()
 	}
 	return d.cfg.DataPath.DeleteEndpoint(epID)
 }

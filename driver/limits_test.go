@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +70,73 @@ func TestNetworkLimit(t *testing.T) {
 		IPv4: []IPAMData{{Pool: "10.9.0.0/24"}}})
 	if err == nil || !strings.Contains(err.Error(), "announce.MaxNetworksPerHost") {
 		t.Fatalf("the network over the limit: err = %v, want the limit named", err)
+	}
+}
+
+// TestUnusableSubnets: a network without IPv4 (Docker 28's --ipv4=false)
+// or with a subnet no endpoint can use is refused with the reason and the
+// fix, before anything reaches the kernel; the usual subnets are taken.
+func TestUnusableSubnets(t *testing.T) {
+	cases := []struct {
+		name  string
+		pools []IPAMData
+		want  string // "" = accepted
+	}{
+		{"ipv4=false", nil, "--ipv4=false"},
+		{"any /24 (Docker 29's form, passed as it is before 29)", []IPAMData{{Pool: "0.0.0.0/24"}}, "Docker 29"},
+		{"loopback", []IPAMData{{Pool: "127.1.0.0/16"}}, "loopback"},
+		{"multicast", []IPAMData{{Pool: "239.1.1.0/24"}}, "multicast"},
+		{"reserved", []IPAMData{{Pool: "250.0.0.0/24"}}, "reserved"},
+		{"a /31", []IPAMData{{Pool: "10.9.0.0/31"}}, "no address for endpoints"},
+		{"a second pool unusable", []IPAMData{{Pool: "10.9.0.0/24"}, {Pool: "0.0.0.0/16"}}, "0.0.0.0/16"},
+		{"a /24", []IPAMData{{Pool: "10.9.0.0/24", Gateway: "10.9.0.1/24"}}, ""},
+		{"a /30", []IPAMData{{Pool: "192.168.7.0/30"}}, ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newHarness(t).d
+			err := d.CreateNetwork(context.Background(), CreateNetworkRequest{ID: fmt.Sprintf("n%d", i),
+				Options: map[string]string{"vni": fmt.Sprint(6000 + i)}, IPv4: tc.pools})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("err = %v, want a refusal naming %q", err, tc.want)
+			case tc.want != "":
+				if len(d.nets) != 0 {
+					t.Fatalf("a refused network was kept: %v", d.nets)
+				}
+				t.Logf("refused: %v", err)
+			}
+		})
+	}
+}
+
+// TestAllocateNetworkPassesRefusals: on the swarm leader, options vxsec
+// refuses are passed through unallocated (swarm would only log a refusal,
+// and the network's tasks would wait in "New" without a word), and every
+// node's CreateNetwork then refuses them with the message `docker service
+// ps --no-trunc` shows for the tasks.
+func TestAllocateNetworkPassesRefusals(t *testing.T) {
+	h := newHarness(t)
+	for _, tc := range []struct {
+		opts map[string]string
+		want string
+	}{
+		{map[string]string{"vni": "abc"}, "16777215"},
+		{map[string]string{"bogus": "1"}, "accepted"},
+		{map[string]string{"encrypted": "maybe"}, "maybe"},
+	} {
+		out, err := h.d.AllocateNetwork(context.Background(), "bad", tc.opts, 0)
+		if err != nil || !reflect.DeepEqual(out, tc.opts) {
+			t.Fatalf("AllocateNetwork(%v) = %v, %v; want the options back unallocated", tc.opts, out, err)
+		}
+		if h.d.allocated["bad"] != 0 {
+			t.Fatalf("AllocateNetwork(%v) allocated vni %d", tc.opts, h.d.allocated["bad"])
+		}
+		err = h.d.CreateNetwork(context.Background(), CreateNetworkRequest{ID: "bad", Options: out, IPv4: []IPAMData{{Pool: "10.9.0.0/24"}}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("a node's CreateNetwork(%v): %v, want vxsec's refusal naming %q", out, err, tc.want)
+		}
 	}
 }

@@ -47,7 +47,7 @@ func TestAttackClaims(t *testing.T) {
 		Address: "10.1.0.9/24", MAC: mac(9).String()}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.d.Join(ctxb(), "n1", "local"); err != nil {
+	if _, err := h.d.Join(ctxb(), "n1", "local", "/var/run/docker/netns/local"); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(tb announce.Table) {
@@ -103,7 +103,7 @@ func TestAttackClaims(t *testing.T) {
 	if err := h.d.Leave(ctxb(), "n1", "local"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.d.Join(ctxb(), "n1", "local"); err != nil {
+	if _, err := h.d.Join(ctxb(), "n1", "local", "/var/run/docker/netns/local"); err != nil {
 		t.Fatalf("the local endpoint, first on its address, refused its join after a later remote claim: %v", err)
 	}
 

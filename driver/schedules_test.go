@@ -225,7 +225,7 @@ func (s *schedule) randomStep() {
 			n = pickNet() // mostly a network the endpoint is not in
 		}
 		what = fmt.Sprintf("Join %s to %s", id, n.id)
-		_, err = h.d.Join(ctxb(), n.id, id)
+		_, err = h.d.Join(ctxb(), n.id, id, "/var/run/docker/netns/"+id)
 		after = func(err error, _ int) {
 			if err != nil {
 				return
@@ -316,7 +316,7 @@ func (s *schedule) randomStep() {
 			err = h.d.DeleteNetwork(ctxb(), n.id)
 		case 2:
 			what = fmt.Sprintf("with the store broken: Join %s to %s", id, en.id)
-			_, err = h.d.Join(ctxb(), en.id, id)
+			_, err = h.d.Join(ctxb(), en.id, id, "/var/run/docker/netns/"+id)
 		default:
 			what = fmt.Sprintf("with the store broken: Leave %s from %s", id, en.id)
 			err = h.d.Leave(ctxb(), en.id, id)

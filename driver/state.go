@@ -33,6 +33,9 @@ type Endpoint struct {
 	MAC     net.HardwareAddr `json:"mac"`
 	// Joined is true between Join and Leave: the endpoint then has a link.
 	Joined bool `json:"joined,omitempty"`
+	// Sandbox is the container's network namespace, as Docker named it at
+	// Join (a path in the engine's mount namespace).
+	Sandbox string `json:"sandbox,omitempty"`
 	// Created orders two endpoints claiming one address across hosts.
 	Created time.Time `json:"created"`
 }

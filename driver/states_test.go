@@ -256,7 +256,7 @@ func createEP(netID, epID, addr string) op {
 
 func join(netID, epID string) op {
 	return op{fmt.Sprintf("join %s to %s", epID, netID), func(h *harness) error {
-		name, err := h.d.Join(ctxb(), netID, epID)
+		name, err := h.d.Join(ctxb(), netID, epID, "/var/run/docker/netns/"+epID)
 		if err == nil && name != vxlan.EndpointLinkName(epID) {
 			return fmt.Errorf("Join returned link %q, want %q", name, vxlan.EndpointLinkName(epID))
 		}
@@ -792,8 +792,11 @@ func TestDriverCallsWaitWithinTheirContext(t *testing.T) {
 			_, err := h.d.CreateEndpoint(ctx, CreateEndpointRequest{NetworkID: "n1", EndpointID: "e2", Address: "10.1.0.3/24"})
 			return err
 		},
-		"DeleteEndpoint":  func(ctx context.Context) error { return h.d.DeleteEndpoint(ctx, "n1", "e1") },
-		"Join":            func(ctx context.Context) error { _, err := h.d.Join(ctx, "n1", "e1"); return err },
+		"DeleteEndpoint": func(ctx context.Context) error { return h.d.DeleteEndpoint(ctx, "n1", "e1") },
+		"Join": func(ctx context.Context) error {
+			_, err := h.d.Join(ctx, "n1", "e1", "/var/run/docker/netns/e1")
+			return err
+		},
 		"Leave":           func(ctx context.Context) error { return h.d.Leave(ctx, "n1", "e1") },
 		"Reconcile":       func(ctx context.Context) error { return h.d.Reconcile(ctx) },
 		"Rotate":          func(ctx context.Context) error { return h.d.Rotate(ctx) },

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"context"
+	"maps"
 	"net/netip"
 	"sort"
 	"time"
@@ -127,6 +128,14 @@ type Member struct {
 }
 
 // Members lists the cluster as this host sees it.
+// Signers are the identities (node IDs in swarm mode) that signed the
+// tables installed, by member name.
+func (c *Cluster) Signers() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.signers)
+}
+
 func (c *Cluster) Members() []Member {
 	var out []Member
 	for _, m := range c.serf.Members() {

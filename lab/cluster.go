@@ -50,6 +50,8 @@ type Status struct {
 	Drops map[string]uint64
 	// Identity is the host identity (VXSEC_IDENTITY_DIR), if any.
 	Identity *IdentityStatus
+	// Refusals are Docker's last calls that failed.
+	Refusals []struct{ Method, Error string }
 }
 
 // IdentityStatus is the daemon's host identity: its name, when it ends,

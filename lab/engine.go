@@ -154,17 +154,24 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	// `ip netns exec` mounts the namespace's own sysfs on /sys, which
 	// hides the cgroup2 mount under it: mount it again ("Devices cgroup
 	// isn't mounted" otherwise).
-	script := fmt.Sprintf(`hostname %s
+	// A plugin with a propagated mount runs with its root's propagation
+	// rshared, and runc refuses to pivot_root into it unless the data
+	// root is a shared mount ("pivot_root .: invalid argument"): Docker
+	// 20.10 made it one itself, Docker 28 leaves it to the host.
+	script := fmt.Sprintf(`hostname %[1]s
 mount -t cgroup2 -o nsdelegate none /sys/fs/cgroup 2>/dev/null || mount -t cgroup2 none /sys/fs/cgroup
-containerd --config %q >>%q 2>&1 &
-echo $! >%q
+mkdir -p %[6]q
+mountpoint -q %[6]q || mount --bind %[6]q %[6]q
+mount --make-shared %[6]q
+containerd --config %[2]q >>%[3]q 2>&1 &
+echo $! >%[4]q
 n=0
-until [ -S %q ]; do
+until [ -S %[5]q ]; do
 	sleep 0.2; n=$((n + 1))
 	[ $n -lt 900 ] || { echo 'containerd did not start' >&2; exit 1; }
 done
 exec dockerd "$@"`, e.Name, filepath.Join(e.RunDir, "containerd.toml"), e.ContainerdLogPath(),
-		filepath.Join(e.RunDir, "containerd.pid"), e.ContainerdSocket())
+		filepath.Join(e.RunDir, "containerd.pid"), e.ContainerdSocket(), e.DataRoot)
 	args := append([]string{"netns", "exec", e.Name, "unshare", "--uts", "sh", "-c", script, "sh"}, e.dockerdArgs()...)
 	return e.startProc(exec.Command("ip", args...))
 }

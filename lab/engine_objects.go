@@ -129,6 +129,31 @@ func GlobalService(name, net, img string, dnsrr bool, args ...string) swarm.Serv
 	}
 }
 
+// ReplicatedService is the spec of `docker service create --replicas n
+// --name name --network net ... image args...` (VIP mode).
+func ReplicatedService(name, net, img string, n uint64, args ...string) swarm.ServiceSpec {
+	s := GlobalService(name, net, img, false, args...)
+	s.Mode = swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &n}}
+	return s
+}
+
+// ServiceScale sets a replicated service's replicas (`docker service
+// scale name=n`).
+func (e *Engine) ServiceScale(ctx context.Context, name string, n uint64) error {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	s, _, err := e.Client.ServiceInspectWithRaw(ctx, name, swarm.ServiceInspectOptions{})
+	if err != nil {
+		return err
+	}
+	if s.Spec.Mode.Replicated == nil {
+		return fmt.Errorf("service %s is not replicated", name)
+	}
+	s.Spec.Mode.Replicated.Replicas = &n
+	_, err = e.Client.ServiceUpdate(ctx, s.ID, s.Version, s.Spec, swarm.ServiceUpdateOptions{})
+	return err
+}
+
 // Services lists the swarm's services.
 func (e *Engine) Services(ctx context.Context) ([]swarm.Service, error) {
 	ctx, cancel := e.call(ctx)
@@ -165,6 +190,21 @@ func (e *Engine) RunningTasks(ctx context.Context, service string) (int, error) 
 		}
 	}
 	return n, err
+}
+
+// TaskErrors are the errors of service's tasks, as `docker service ps
+// --no-trunc` shows them (tasks without one are left out).
+func (e *Engine) TaskErrors(ctx context.Context, service string) ([]string, error) {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	ts, err := e.Client.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
+	var out []string
+	for _, t := range ts {
+		if t.Status.Err != "" {
+			out = append(out, t.Status.Err)
+		}
+	}
+	return out, err
 }
 
 // ServiceContainers lists the engine's containers of swarm tasks (of

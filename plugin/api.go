@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -42,6 +44,28 @@ type API struct {
 	evict func(context.Context, []string) (any, error)
 	// scope is the data scope GetCapabilities reports.
 	scope string
+
+	// refusals are the last calls of Docker's that failed, newest last.
+	refMu    sync.Mutex
+	refusals []Refusal
+}
+
+// Refusal is a call of Docker's that vxsec refused or failed, for status:
+// in swarm mode the user may see it only as a task's error.
+type Refusal struct {
+	Time   time.Time `json:"Time"`
+	Method string    `json:"Method"`
+	Error  string    `json:"Error"`
+}
+
+// keptRefusals is how many Refusals status shows.
+const keptRefusals = 10
+
+// Refusals returns the last calls that failed, newest last.
+func (a *API) Refusals() []Refusal {
+	a.refMu.Lock()
+	defer a.refMu.Unlock()
+	return slices.Clone(a.refusals)
 }
 
 // SetScope sets the data scope reported to Docker, "local" (the default) or
@@ -103,6 +127,12 @@ func (a *API) call(name string, args ...any) (context.Context, context.CancelFun
 func (a *API) fail(name string, err error, args ...any) error {
 	if err != nil {
 		a.log.Warn("remote API call failed", append([]any{"method", name, "err", err}, args...)...)
+		a.refMu.Lock()
+		a.refusals = append(a.refusals, Refusal{Time: time.Now().UTC(), Method: name, Error: err.Error()})
+		if len(a.refusals) > keptRefusals {
+			a.refusals = slices.Delete(a.refusals, 0, len(a.refusals)-keptRefusals)
+		}
+		a.refMu.Unlock()
 	}
 	return err
 }
@@ -211,7 +241,7 @@ func (a *API) EndpointInfo(r *network.InfoRequest) (*network.InfoResponse, error
 func (a *API) Join(r *network.JoinRequest) (*network.JoinResponse, error) {
 	ctx, cancel := a.call("Join", "network", r.NetworkID, "endpoint", r.EndpointID)
 	defer cancel()
-	name, err := a.d.Join(ctx, r.NetworkID, r.EndpointID)
+	name, err := a.d.Join(ctx, r.NetworkID, r.EndpointID, r.SandboxKey)
 	if err != nil {
 		return nil, a.fail("Join", err, "endpoint", r.EndpointID)
 	}

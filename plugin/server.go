@@ -10,7 +10,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // manifest is the handshake answer: one socket, both drivers.
@@ -65,9 +69,54 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
-// Serve answers the network driver and IPAM driver APIs on l until ctx ends.
-func Serve(ctx context.Context, l net.Listener, api *API, ipam *IPAM) error {
-	srv := &http.Server{Handler: limitBody(newMux(api, ipam)), ReadHeaderTimeout: 10 * time.Second}
+// Engine remembers the pid of the process that makes Docker's calls on the
+// plugin's socket: the engine. The plugin sees it when it shares the host's
+// pid namespace (pidhost); otherwise the kernel reports 0.
+type Engine struct{ pid atomic.Int64 }
+
+// Pid is the engine's pid, 0 before its first call.
+func (e *Engine) Pid() int { return int(e.pid.Load()) }
+
+type peerKey struct{}
+
+// peerPid reads a unix connection's peer process.
+func peerPid(c net.Conn) int {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return 0
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	pid := 0
+	raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
+}
+
+// noteEngine records the caller of Docker's APIs (not of vxsec's own
+// calls, which the CLI makes) as the engine.
+func noteEngine(e *Engine, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if pid, ok := r.Context().Value(peerKey{}).(int); ok && pid > 0 && e != nil &&
+			(strings.HasPrefix(r.URL.Path, "/NetworkDriver.") || strings.HasPrefix(r.URL.Path, "/IpamDriver.") || r.URL.Path == "/Plugin.Activate") {
+			e.pid.Store(int64(pid))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Serve answers the network driver and IPAM driver APIs on l until ctx
+// ends; engine (may be nil) learns who calls them.
+func Serve(ctx context.Context, l net.Listener, api *API, ipam *IPAM, engine *Engine) error {
+	srv := &http.Server{Handler: noteEngine(engine, limitBody(newMux(api, ipam))), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, peerKey{}, peerPid(c))
+		}}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {

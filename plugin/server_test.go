@@ -3,10 +3,12 @@ package plugin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +17,11 @@ import (
 // serveTest serves the remote API (no driver: the calls used here never
 // reach it) on a socket in a temporary directory.
 func serveTest(t *testing.T) string {
+	sock, _ := serveEngineTest(t)
+	return sock
+}
+
+func serveEngineTest(t *testing.T) (string, *Engine) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "vxsec.sock")
 	l, err := Listen(sock)
@@ -24,14 +31,36 @@ func serveTest(t *testing.T) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	api := NewAPI(ctx, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, func() any { return map[string]int{"ok": 1} })
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, l, api, &IPAM{}) }()
+	engine := &Engine{}
+	go func() { done <- Serve(ctx, l, api, &IPAM{}, engine) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	})
-	return sock
+	return sock, engine
+}
+
+// TestEngineIsDockersCaller: the process that makes Docker's calls is taken
+// for the engine (service VIPs find the engine's files through it); one
+// that makes only vxsec's own calls (the CLI) is not.
+func TestEngineIsDockersCaller(t *testing.T) {
+	sock, engine := serveEngineTest(t)
+	var st map[string]int
+	if err := NewClient(sock).Call(context.Background(), "VxSec.Status", struct{}{}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if engine.Pid() != 0 {
+		t.Fatalf("a caller of VxSec.Status only was taken for the engine (pid %d)", engine.Pid())
+	}
+	var caps map[string]any
+	if err := NewClient(sock).Call(context.Background(), "NetworkDriver.GetCapabilities", struct{}{}, &caps); err != nil {
+		t.Fatal(err)
+	}
+	if engine.Pid() != os.Getpid() {
+		t.Fatalf("after Docker's call, the engine is pid %d, want the caller %d", engine.Pid(), os.Getpid())
+	}
 }
 
 func unixClient(sock string) *http.Client {
@@ -74,5 +103,21 @@ func TestOversizedBodyRefused(t *testing.T) {
 	var st map[string]int
 	if err := NewClient(sock).Call(context.Background(), "VxSec.Status", struct{}{}, &st); err != nil || st["ok"] != 1 {
 		t.Fatalf("status = %v, %v", st, err)
+	}
+}
+
+// TestRefusalsKept: the last calls that failed are kept for status, the
+// newest last, at most keptRefusals.
+func TestRefusalsKept(t *testing.T) {
+	api := NewAPI(context.Background(), nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+	if api.fail("CreateNetwork", nil) != nil || len(api.Refusals()) != 0 {
+		t.Fatal("a call that did not fail was kept")
+	}
+	for i := range keptRefusals + 2 {
+		api.fail("CreateNetwork", fmt.Errorf("refusal %d", i))
+	}
+	got := api.Refusals()
+	if len(got) != keptRefusals || got[0].Error != "refusal 2" || got[len(got)-1].Error != fmt.Sprintf("refusal %d", keptRefusals+1) || got[0].Method != "CreateNetwork" {
+		t.Fatalf("kept %+v", got)
 	}
 }

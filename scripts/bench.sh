@@ -105,7 +105,7 @@ for net in "${nets[@]}"; do
 done
 
 mkdir -p build
-raw=build/bench.tsv
+raw=build/bench-docker-${VXSEC_ENGINE}.tsv
 printf 'round\tnetwork\tms\n' >"$raw"
 log "timing $ROUNDS rounds of 'docker run --rm --network X $IMAGE true' across ${labels[*]} (order rotates each round)"
 for ((r = 0; r < ROUNDS; r++)); do

@@ -15,9 +15,43 @@ fi
 _VXSEC_LIB_SOURCED=1
 
 VXSEC_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VXSEC_E2E_DATA_ROOT=/var/lib/vxsec-e2e/docker
+
+# VXSEC_ENGINE is the Docker engine the harness starts and tests against:
+#   20.10  Debian bookworm's docker.io (the system package, the default);
+#   28     Debian sid's docker.io 28.5.x with sid's docker-cli, containerd and
+#          tini-static: downloaded with apt from a private sources list and
+#          lists directory, unpacked under $VXSEC_SID_PREFIX (dpkg-deb -x) and
+#          run with bookworm's runc. No system package is replaced: the engine
+#          and its CLI are found first on PATH, which this file sets.
+# An engine already running that the harness did not start is used as it is
+# unless VXSEC_ENGINE was given (VXSEC_ENGINE_GIVEN).
+VXSEC_ENGINE_GIVEN=${VXSEC_ENGINE_GIVEN:-${VXSEC_ENGINE:+1}}
+VXSEC_ENGINE=${VXSEC_ENGINE:-20.10}
+VXSEC_SID_PREFIX=${VXSEC_SID_PREFIX:-/opt/vxsec/docker-sid}
+VXSEC_SID_APT=/var/lib/vxsec/apt-sid
+VXSEC_SID_PACKAGES=(docker.io docker-cli containerd tini-static)
 VXSEC_E2E_RUN_DIR=/run/vxsec-e2e
-VXSEC_E2E_EXEC_ROOT=$VXSEC_E2E_RUN_DIR/docker
+case $VXSEC_ENGINE in
+20.10)
+	VXSEC_E2E_DATA_ROOT=/var/lib/vxsec-e2e/docker
+	VXSEC_E2E_EXEC_ROOT=$VXSEC_E2E_RUN_DIR/docker
+	;;
+28)
+	# Its own data root: 28 migrates a data root, and 20.10 could not read
+	# it afterwards.
+	VXSEC_E2E_DATA_ROOT=/var/lib/vxsec-e2e/docker-28
+	VXSEC_E2E_EXEC_ROOT=$VXSEC_E2E_RUN_DIR/docker-28
+	case :$PATH: in
+	*":$VXSEC_SID_PREFIX/usr/bin:"*) ;;
+	*) export PATH=$VXSEC_SID_PREFIX/usr/sbin:$VXSEC_SID_PREFIX/usr/bin:$PATH ;;
+	esac
+	;;
+*)
+	printf '==> VXSEC_ENGINE=%s: want 20.10 (Debian bookworm'"'"'s docker.io) or 28 (Debian sid'"'"'s docker.io 28.5.x)\n' "$VXSEC_ENGINE" >&2
+	exit 2
+	;;
+esac
+export VXSEC_ENGINE VXSEC_ENGINE_GIVEN
 VXSEC_E2E_PIDFILE=$VXSEC_E2E_RUN_DIR/dockerd.pid
 VXSEC_E2E_MARKER=$VXSEC_E2E_RUN_DIR/engine-started-by-harness
 # live-restore is set in a config file, not by the --live-restore flag, so that
@@ -104,6 +138,63 @@ ensure_host_packages() {
 	ensure_packages "${VXSEC_HOST_PACKAGES[@]}"
 }
 
+# ensure_sid_engine: the 28 engine under $VXSEC_SID_PREFIX, downloaded and
+# unpacked unless it is there already. Debian's archive is read through a
+# sources list and lists directory of the harness's own, so the system's apt
+# state and packages are untouched.
+ensure_sid_engine() {
+	local prefix=$VXSEC_SID_PREFIX have
+	if [[ -x $prefix/usr/sbin/dockerd && -x $prefix/usr/bin/docker && -f $prefix/VERSIONS ]]; then
+		have=$("$prefix/usr/sbin/dockerd" --version 2>/dev/null || true)
+		if [[ $have == "Docker version 28."* ]]; then
+			log "Docker 28 engine already unpacked under $prefix: $(tr '\n' ' ' <"$prefix/VERSIONS")"
+			return 0
+		fi
+		warn "$prefix holds '$have', not Docker 28: fetching it again"
+	fi
+	require_root
+	ensure_packages apt debian-archive-keyring
+	local uris
+	uris=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | grep -v security | head -n 1)
+	uris=${uris:-http://deb.debian.org/debian}
+	mkdir -p "$VXSEC_SID_APT/lists/partial" "$VXSEC_SID_APT/debs"
+	printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\n' "$uris" >"$VXSEC_SID_APT/sources.list"
+	local opts=(-q -o "Dir::Etc::SourceList=$VXSEC_SID_APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
+		-o "Dir::State::Lists=$VXSEC_SID_APT/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=
+		-o APT::Sandbox::User=root)
+	log "apt-get update of Debian sid's package lists (private: $VXSEC_SID_APT; the system's apt state is untouched)"
+	apt-get "${opts[@]}" update >"$VXSEC_SID_APT/update.log" 2>&1 ||
+		{ tail -n 20 "$VXSEC_SID_APT/update.log" >&2; die "apt-get update of Debian sid's lists failed (log above, $VXSEC_SID_APT/update.log)"; }
+	rm -f "$VXSEC_SID_APT/debs"/*.deb
+	log "apt-get download ${VXSEC_SID_PACKAGES[*]} (Debian sid)"
+	(cd "$VXSEC_SID_APT/debs" && apt-get "${opts[@]}" download "${VXSEC_SID_PACKAGES[@]}") >"$VXSEC_SID_APT/download.log" 2>&1 ||
+		{ tail -n 20 "$VXSEC_SID_APT/download.log" >&2; die "downloading Debian sid's ${VXSEC_SID_PACKAGES[*]} failed (log above)"; }
+	local tmp deb
+	tmp=$(mktemp -d "${prefix%/*}/.docker-sid.XXXXXX" 2>/dev/null) || { mkdir -p "${prefix%/*}"; tmp=$(mktemp -d "${prefix%/*}/.docker-sid.XXXXXX"); }
+	for deb in "$VXSEC_SID_APT/debs"/*.deb; do
+		dpkg-deb -x "$deb" "$tmp" || die "dpkg-deb -x $deb failed"
+		printf '%s=%s\n' "$(dpkg-deb -f "$deb" Package)" "$(dpkg-deb -f "$deb" Version)" >>"$tmp/VERSIONS"
+	done
+	have=$("$tmp/usr/sbin/dockerd" --version 2>/dev/null || true)
+	[[ $have == "Docker version 28."* ]] ||
+		die "Debian sid's docker.io is now '$have', not 28.5.x: the harness tests Docker 28 (README, "Docker engines")"
+	rm -rf "$prefix"
+	mv "$tmp" "$prefix"
+	log "Docker 28 engine unpacked under $prefix: $(tr '\n' ' ' <"$prefix/VERSIONS")"
+}
+
+# engine_version: the major.minor of the engine that answers ("" if none).
+engine_version() {
+	docker version -f '{{.Server.Version}}' 2>/dev/null | sed -n 's/^\([0-9]*\.[0-9]*\).*/\1/p'
+}
+
+# engine_wanted: does the engine that answers run the VXSEC_ENGINE version?
+engine_wanted() {
+	local v
+	v=$(engine_version)
+	[[ $v == "$VXSEC_ENGINE" || $v == "$VXSEC_ENGINE".* ]]
+}
+
 # engine_answers: does a Docker engine answer on the default socket?
 engine_answers() {
 	timeout 15 docker info >/dev/null 2>&1
@@ -139,6 +230,9 @@ _vxsec_ensure_cgroups() {
 # start_engine: start the harness's own dockerd and wait until it answers.
 start_engine() {
 	require_root
+	if [[ $VXSEC_ENGINE == 28 ]]; then
+		ensure_sid_engine
+	fi
 	command -v dockerd >/dev/null || die "dockerd not found: install the docker.io package (ensure_packages docker.io)"
 	if engine_answers; then
 		die "a Docker engine already answers on $VXSEC_DOCKER_SOCK; the harness will not start a second one"
@@ -155,8 +249,17 @@ start_engine() {
 	else
 		log "no system containerd: dockerd will start and supervise its own containerd"
 	fi
+	# A plugin with a propagated mount (vxsec's) runs with its root's
+	# propagation rshared, and runc refuses to pivot_root into it when its
+	# data root lies on a private mount (this machine's / has no systemd to
+	# make it shared): "pivot_root .: invalid argument". Docker 20.10 makes
+	# its data root a shared mount itself; 28 leaves it to the host.
+	if ! mountpoint -q "$VXSEC_E2E_DATA_ROOT"; then
+		mount --bind "$VXSEC_E2E_DATA_ROOT" "$VXSEC_E2E_DATA_ROOT" || die "could not bind-mount the data root $VXSEC_E2E_DATA_ROOT on itself"
+	fi
+	mount --make-shared "$VXSEC_E2E_DATA_ROOT" || die "could not make the data root $VXSEC_E2E_DATA_ROOT a shared mount"
 	printf '{\n  "live-restore": true\n}\n' >"$VXSEC_E2E_CONFIG"
-	log "starting dockerd: data root $VXSEC_E2E_DATA_ROOT, exec root $VXSEC_E2E_EXEC_ROOT, live-restore on ($VXSEC_E2E_CONFIG), log $VXSEC_E2E_LOG"
+	log "starting dockerd $(dockerd --version | sed 's/^Docker version //') ($(command -v dockerd)): data root $VXSEC_E2E_DATA_ROOT, exec root $VXSEC_E2E_EXEC_ROOT, live-restore on ($VXSEC_E2E_CONFIG), log $VXSEC_E2E_LOG"
 	printf '\n===== %s: vxsec harness starts dockerd =====\n' "$(date -Is)" >>"$VXSEC_E2E_LOG"
 	setsid nohup dockerd \
 		--data-root "$VXSEC_E2E_DATA_ROOT" \
@@ -191,6 +294,18 @@ ensure_engine() {
 	command -v docker >/dev/null || die "the docker CLI is not installed: install the docker.io package"
 	if engine_answers; then
 		local pid
+		if pid=$(harness_engine_pid) && ! engine_wanted; then
+			log "the harness's dockerd (pid $pid) runs Docker $(engine_version), and VXSEC_ENGINE=$VXSEC_ENGINE: stopping it"
+			stop_engine
+			start_engine
+			return 0
+		fi
+		if ! engine_wanted && [[ -n $VXSEC_ENGINE_GIVEN ]]; then
+			die "the Docker engine on $VXSEC_DOCKER_SOCK runs $(engine_version), not VXSEC_ENGINE=$VXSEC_ENGINE, and the harness did not start it: stop it, or set VXSEC_ENGINE=$(engine_version)"
+		fi
+		if [[ $VXSEC_ENGINE == 28 ]] && engine_wanted; then
+			ensure_sid_engine
+		fi
 		if pid=$(harness_engine_pid); then
 			log "using the harness's dockerd (pid $pid, started earlier by the harness; it may be restarted and stopped by the harness)"
 		else

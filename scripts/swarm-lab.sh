@@ -32,6 +32,9 @@
 #   SWARM_LAB_BIN  a vxsec binary to use instead of building one from this tree
 set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# The lab's engines and CLI: Debian sid's docker.io 28.5.x, the engine users
+# run (VXSEC_ENGINE in lib.sh); SWARM_LAB_ENGINE=20.10 runs bookworm's.
+export VXSEC_ENGINE=${SWARM_LAB_ENGINE:-28}
 # shellcheck source=scripts/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
@@ -65,6 +68,11 @@ cd "$VXSEC_REPO_ROOT"
 # installing here installs there.
 ensure_packages docker.io containerd runc iptables nftables busybox-static docker-registry tcpdump \
 	iproute2 util-linux openssl iputils-ping
+
+if [[ $VXSEC_ENGINE == 28 ]]; then
+	ensure_sid_engine
+fi
+log "engines: $(dockerd --version) ($(command -v dockerd)), containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | sed -n 's/^runc version //p')"
 
 art=$VXSEC_REPO_ROOT/build/swarm-lab
 rm -rf "$art"
@@ -142,7 +150,7 @@ mkdir -p "$logs"
 set +e
 SWARM_LAB_ART=$art SWARM_LAB_MODE=$mode SWARM_LAB_BENCH_RUNS=$runs SWARM_LAB_HOLD=$hold \
 	SWARM_LAB_DEADLINE=$((timeout - 150 - hold)) \
-	"$SCRIPT_DIR/kernel-lab.sh" --keep --env SWARM_LAB_DEADLINE --env SWARM_LAB_ART \
+	"$SCRIPT_DIR/kernel-lab.sh" --keep --env PATH --env SWARM_LAB_DEADLINE --env SWARM_LAB_ART \
 	--env SWARM_LAB_MODE --env SWARM_LAB_BENCH_RUNS --env SWARM_LAB_HOLD \
 	--timeout "$timeout" --cpus "$cpus" --mem "$mem" -- \
 	/bin/bash -c "$guest" swarm-lab-guest "$testrun" "$((timeout - 40))" 2>&1 | tee "$art/console.log"

@@ -323,3 +323,33 @@ func (a *Agent) evictionSeq() uint64 {
 	}
 	return a.evict.Seq
 }
+
+// EvictAbsent evicts the nodes among known (the signers of the tables held)
+// that the swarm no longer lists (`docker node rm`), and returns them: what
+// the leader runs with the engine's node list, so that a removed node is
+// cut off without a command. Nodes already evicted, and this node, are left
+// alone; an empty swarm list (an engine answering oddly) evicts nobody.
+func (a *Agent) EvictAbsent(swarmNodes, known []string) ([]string, error) {
+	if len(swarmNodes) == 0 {
+		return nil, nil
+	}
+	creds, err := loadCredentials(a.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	var absent []string
+	for _, id := range known {
+		if id == "" || id == creds.node.ID || slices.Contains(swarmNodes, id) || a.isEvicted(id) || slices.Contains(absent, id) {
+			continue
+		}
+		absent = append(absent, id)
+	}
+	if len(absent) == 0 {
+		return nil, nil
+	}
+	slices.Sort(absent)
+	if _, _, _, err := a.Evict(absent); err != nil {
+		return nil, err
+	}
+	return absent, nil
+}

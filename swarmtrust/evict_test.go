@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,5 +172,35 @@ func TestEvictionOrder(t *testing.T) {
 	}
 	if err := w.verifyEvictions(e2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEvictAbsent: the leader, given the swarm's node list, evicts the
+// nodes whose tables it holds that the swarm no longer lists (`docker node
+// rm`), once; never itself, never a node the swarm lists, and nobody when
+// the list is empty.
+func TestEvictAbsent(t *testing.T) {
+	s := newSwarm(t, "m1")
+	m1 := s.agent(s.node(s.ca, 1, "m1", RoleManager, cluster), 1, "")
+	secretOf(t, m1, waitLong)
+	known := []string{"m1", "w2", "w3", ""}
+	for _, tc := range []struct {
+		name  string
+		swarm []string
+		want  []string
+	}{
+		{"the engine listed nothing", nil, nil},
+		{"every node is in the swarm", []string{"m1", "w2", "w3"}, nil},
+		{"w3 was removed", []string{"m1", "w2"}, []string{"w3"}},
+		{"w3 is evicted already", []string{"m1", "w2"}, nil},
+		{"a list without the leader itself", []string{"w2"}, nil},
+	} {
+		got, err := m1.EvictAbsent(tc.swarm, known)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Fatalf("%s: evicted %v (%v), want %v", tc.name, got, err, tc.want)
+		}
+	}
+	if st := m1.Status(); !slices.Equal(st.Evicted, []string{"w3"}) {
+		t.Fatalf("the list holds %v, want [w3]", st.Evicted)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/vxsec/vxsec/atomicfile"
 	"github.com/vxsec/vxsec/config"
 	"github.com/vxsec/vxsec/driver"
+	"github.com/vxsec/vxsec/engine"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/identity"
@@ -30,6 +31,7 @@ import (
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/swarmtrust"
+	"github.com/vxsec/vxsec/vip"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -115,8 +117,18 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Swarm service VIPs (package vip): on swarm nodes, where services are.
+	scope := dataScope(s)
+	caller := &plugin.Engine{}
+	docker := engine.New(caller.Pid)
+	var services *vip.Balancer
+	if scope == config.ScopeGlobal {
+		src := vip.FromEngine(docker)
+		services = vip.New(vip.Config{Engine: src, Namespaces: src, Log: log.With("component", "vip")})
+	}
 	d, err := driver.New(driver.Config{
-		Store: store, DataPath: dp, Firewall: fw, DataPort: uint16(s.DataPort),
+		Services: servicesOf(services),
+		Store:    store, DataPath: dp, Firewall: fw, DataPort: uint16(s.DataPort),
 		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil || trust != nil,
 		Identified:  (self != nil || trust != nil) && s.Identity == config.IdentityRequired,
 		RotateEvery: s.RotateEvery,
@@ -130,7 +142,6 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		// Docker's calls report their own errors.
 		log.Error("reconcile at start failed", "err", err)
 	}
-	scope := dataScope(s)
 	log.Info("vxsec daemon serving", "version", version, "socket", s.Socket,
 		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU, "scope", scope,
 		"data_port", s.DataPort, "encrypted_port", s.EncryptedPort, "rotate_every", s.RotateEvery, "networks", len(d.Networks()))
@@ -186,6 +197,12 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		}()
 	}
 	run(func() { d.Run(runCtx) })
+	if services != nil {
+		run(func() { services.Run(runCtx) })
+	}
+	if trust != nil {
+		run(func() { evictRemoved(runCtx, docker, trust, cl, log) })
+	}
 	if trust != nil {
 		run(func() {
 			if err := trust.Run(runCtx); err != nil {
@@ -293,6 +310,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			c.ForceLeave(a)
 		}
 	}
+	var api *plugin.API // status shows its refusals
 	status := func() any {
 		st := daemonStatus{Status: d.Status()}
 		if c := cl.get(); c != nil {
@@ -309,9 +327,14 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 				Mode: s.Identity, CRL: verifier.CRLNumber()}
 		}
 		st.Drops = lockDrops(fw, log)
+		if services != nil {
+			vs := services.Status()
+			st.Services = &vs
+		}
+		st.Refusals = api.Refusals()
 		return st
 	}
-	api := plugin.NewAPI(ctx, d, log, discovered, status)
+	api = plugin.NewAPI(ctx, d, log, discovered, status)
 	api.SetScope(scope)
 	api.SetLeave(func() error {
 		c := cl.get()
@@ -381,7 +404,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	err = plugin.Serve(runCtx, l, api, plugin.NewIPAM(alloc, log))
+	err = plugin.Serve(runCtx, l, api, plugin.NewIPAM(alloc, log), caller)
 	if cause := context.Cause(runCtx); err == nil && cause != nil && ctx.Err() == nil {
 		err = cause
 	}
@@ -444,4 +467,12 @@ func keyIdentity(self *identity.Identity, trust *swarmtrust.Agent) func() string
 		return tables.Name
 	}
 	return nil
+}
+
+// servicesOf keeps a nil *vip.Balancer a nil interface.
+func servicesOf(b *vip.Balancer) driver.Services {
+	if b == nil {
+		return nil
+	}
+	return b
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/swarmtrust"
+	"github.com/vxsec/vxsec/vip"
 )
 
 // daemonStatus is what `vxsec status` prints.
@@ -26,6 +28,11 @@ type daemonStatus struct {
 	Gossip *gossip.Stats `json:"Gossip,omitempty"`
 	// Identity is this host's identity outside swarm.
 	Identity *identityStatus `json:"Identity,omitempty"`
+	// Services are the swarm service VIPs this node serves (swarm nodes).
+	Services *vip.Status `json:"Services,omitempty"`
+	// Refusals are Docker's last calls that failed (in swarm mode, what
+	// tasks show as their error).
+	Refusals []plugin.Refusal `json:"Refusals,omitempty"`
 }
 
 // identityStatus shows a host identity: its name, when it ends, whether

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/config"
+	"github.com/vxsec/vxsec/engine"
 	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/swarmtrust"
 )
@@ -137,6 +138,59 @@ func followSwarm(ctx context.Context, s config.Settings, self netip.Addr, c *gos
 		case <-ctx.Done():
 			return
 		case <-time.After(seedEvery):
+		}
+	}
+}
+
+// evictEvery is how often the swarm's leader compares the nodes whose
+// tables it holds with the swarm's node list.
+const evictEvery = 30 * time.Second
+
+// evictRemoved runs on every swarm node and acts on the leader only: a
+// node removed from the swarm (`docker node rm`) whose table is still held
+// is evicted from the vxsec cluster (swarmtrust.Agent.EvictAbsent), as
+// `vxsec evict` would, within evictEvery plus the time to spread the list.
+// A node's certificate stays valid after its removal until it expires, so
+// without this a removed node that kept running would stay a member.
+func evictRemoved(ctx context.Context, docker *engine.Docker, trust *swarmtrust.Agent, cl *clusterRef, log *slog.Logger) {
+	t := time.NewTicker(evictEvery)
+	defer t.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c := cl.get()
+		if c == nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		nodes, err := docker.SwarmNodes(cctx)
+		cancel()
+		if errors.Is(err, engine.ErrNotLeader) {
+			continue
+		}
+		if err != nil {
+			if err.Error() != lastErr {
+				log.Warn("reading the swarm's nodes to evict removed ones", "err", err)
+			}
+			lastErr = err.Error()
+			continue
+		}
+		lastErr = ""
+		var known []string
+		for _, id := range c.Signers() {
+			known = append(known, id)
+		}
+		evicted, err := trust.EvictAbsent(nodes, known)
+		if err != nil {
+			log.Error("evicting nodes removed from the swarm", "err", err)
+			continue
+		}
+		if len(evicted) > 0 {
+			log.Info("nodes removed from the swarm evicted from the vxsec cluster", "nodes", evicted)
 		}
 	}
 }

@@ -137,6 +137,21 @@ var prereq struct {
 	err  error
 }
 
+// engineMajor is the engine's major version (20 for 20.10, 28 for 28.5).
+func engineMajor(t testing.TB) int {
+	t.Helper()
+	out, err := run(20*time.Second, "docker", "version", "-f", "{{.Server.Version}}")
+	if err != nil {
+		t.Fatalf("docker version: %v: %s", err, out)
+	}
+	major, _, _ := strings.Cut(strings.TrimSpace(out), ".")
+	n, err := strconv.Atoi(major)
+	if err != nil {
+		t.Fatalf("engine version %q", out)
+	}
+	return n
+}
+
 // requirePlugin fails the test (never skips it) when the engine, the vxsec
 // plugin or the test image is missing.
 func requirePlugin(t testing.TB) {

@@ -26,12 +26,26 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"encrypted-bad-value", []string{"--opt", "encrypted=maybe"}, []string{"encrypted", "maybe", "true", "false"}},
 		{"encrypted-unsupported-kernel", []string{"--opt", "encrypted"}, []string{"encrypt", "kernel lacks", "ESP", "cleartext"}},
 		{"ipv6-subnet", []string{"--ipv6", "--subnet", "fd00:1::/64"}, []string{"ipv6", "not supported"}},
+		// Docker 29 reads it as "any /24 of the default pools"; before 29
+		// the driver gets 0.0.0.0/24 as it is.
+		{"subnet-any", []string{"--subnet", "0.0.0.0/24"}, []string{"0.0.0.0/24", "Docker 29", "--subnet"}},
+	}
+	if engineMajor(t) >= 28 {
+		// --ipv4=false exists since Docker 28 (the 20.10 CLI has no such
+		// flag, so there is nothing of vxsec's to check there).
+		cases = append(cases, struct {
+			name string
+			args []string
+			want []string
+		}{"ipv4-false", []string{"--ipv4=false"}, []string{"--ipv4=false", "IPv4 only"}})
+	} else {
+		t.Logf("Docker %d: no --ipv4 flag before 28, its case is not run on this engine", engineMajor(t))
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := snapshotHost(t)
 			subnet := []string{"--subnet", "10.37." + strconv.Itoa(i) + ".0/24"}
-			if slices.Contains(tc.args, "--ipv6") {
+			if slices.Contains(tc.args, "--ipv6") || slices.Contains(tc.args, "--subnet") || slices.Contains(tc.args, "--ipv4=false") {
 				subnet = nil
 			}
 			expectRefused(t, append(subnet, tc.args...), tc.want, before)

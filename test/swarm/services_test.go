@@ -287,7 +287,62 @@ func phaseServices(l *swarmLab, t testing.TB) {
 		t.Logf("ok: sl-e2: docker run --rm --network sl-net busybox pings sl-e1's task (%s) and the dnsrr service sl-rr", target)
 		t.Logf("time: docker run on the attachable network: %s", since(start))
 	})
-	l.vipReport(t)
+	l.vipChecks(t)
+	l.badOptionChecks(t)
+}
+
+// badOptionChecks: a vxsec network created on a manager with an option
+// vxsec refuses. `docker network create` returns before the leader
+// allocates it (Docker's doing), so the error must show where a swarm user
+// looks next: the tasks of a service on it, in `docker service ps
+// --no-trunc`.
+func (l *swarmLab) badOptionChecks(t testing.TB) {
+	l.check(t, "3.err.vni", func(t testing.TB) {
+		if _, err := l.e[1].NetworkCreate(l.ctx, "sl-bad", pluginRef, "10.99.9.0/24", false, map[string]string{"vni": "abc"}); err != nil {
+			t.Errorf("docker network create -d %s --opt vni=abc sl-bad: %v (swarm returns before the allocation: want no error here)", pluginRef, err)
+			return
+		}
+		defer l.e[1].NetworkRemove(l.ctx, "sl-bad")
+		spec := lab.ReplicatedService("sl-bad-svc", "sl-bad", imageRef, 1, "sleep", "3600")
+		if _, err := l.e[1].ServiceCreate(l.ctx, spec); err != nil {
+			t.Errorf("docker service create --network sl-bad: %v", err)
+			return
+		}
+		defer l.e[1].ServiceRemove(l.ctx, "sl-bad-svc")
+		var errs []string
+		took, err := l.poll(90*time.Second, time.Second, func() error {
+			var err error
+			errs, err = l.e[1].TaskErrors(l.ctx, "sl-bad-svc")
+			for _, e := range errs {
+				if strings.Contains(e, "vni") && strings.Contains(e, "abc") && strings.Contains(e, "16777215") {
+					return nil
+				}
+			}
+			return fmt.Errorf("task errors %q (%v)", errs, err)
+		})
+		if err != nil {
+			t.Errorf("docker service ps --no-trunc sl-bad-svc shows no error naming the option and its accepted values: %v", err)
+			return
+		}
+		t.Logf("ok: docker service ps --no-trunc sl-bad-svc, %s after the create: %q", secs(took), errs[0])
+		var seen []string
+		for _, i := range all() {
+			st, _, err := l.e[i].VxsecStatus(l.ctx, pluginRef)
+			for _, r := range st.Refusals {
+				if strings.Contains(r.Error, "abc") {
+					seen = append(seen, fmt.Sprintf("sl-e%d %s: %s", i, r.Method, r.Error))
+				}
+			}
+			if err != nil {
+				t.Errorf("vxsec status on sl-e%d: %v", i, err)
+			}
+		}
+		if len(seen) == 0 {
+			t.Errorf("no node's vxsec status lists the refusal under Refusals")
+			return
+		}
+		t.Logf("ok: vxsec status lists it under Refusals: %s", seen[0])
+	})
 }
 
 // taskMTU is the device holding the task's address in its namespace, and
@@ -425,39 +480,150 @@ echo HTTP $(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 10 sl-rr 80 2>/dev/null | ta
 	}
 }
 
-// vipReport: the VIP of sl-web (VIP mode) cannot work on a remote driver's
-// network (docs/swarm-vip.md): shown, never failed.
-func (l *swarmLab) vipReport(t testing.TB) {
-	var vips []string
-	if s, err := l.e[1].Service(l.ctx, "sl-web"); err == nil {
-		for _, v := range s.Endpoint.VirtualIPs {
-			vips = append(vips, v.Addr)
+// httpGets asks name (a service name or address) for its page n times over
+// TCP from the task, each on its own connection, and counts the answers by
+// the hostname the page holds; failures count under "".
+func httpGets(ctx context.Context, tk lab.Task, name string, n int) map[string]int {
+	out, _ := tk.Sh(ctx, fmt.Sprintf(`for k in $(seq %d); do a=$(printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 %s 80 2>/dev/null | tail -n 1 | tr -d '\r'); echo "=${a}"; done`, n, name))
+	got := map[string]int{}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "="); ok {
+			got[v]++
 		}
 	}
-	answers, _ := l.web[1].Sh(l.ctx, `for k in 1 2; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 sl-web 80 2>/dev/null | tail -n 1; done`)
-	answers = strings.Join(strings.Fields(strings.ReplaceAll(answers, "\r", "")), " ")
-	line := ""
+	if total := sumCounts(got); total < n {
+		got[""] += n - total
+	}
+	return got
+}
+
+func sumCounts(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func answered(m map[string]int) (hosts []string) {
+	for h, n := range m {
+		if h != "" && n > 0 {
+			hosts = append(hosts, h)
+		}
+	}
+	sort.Strings(hosts)
+	return hosts
+}
+
+// vipChecks: service VIPs on a vxsec network (package vip). From every
+// node, the name of the VIP-mode service reaches its tasks, spread over
+// them; a replicated service scaled up shows its new task, and once
+// removed its VIP answers no more, each within a bound measured here.
+func (l *swarmLab) vipChecks(t testing.TB) {
+	var vip string
+	if s, err := l.e[1].Service(l.ctx, "sl-web"); err == nil && len(s.Endpoint.VirtualIPs) > 0 {
+		vip = strings.Split(s.Endpoint.VirtualIPs[0].Addr, "/")[0]
+	}
+	const n = 12
 	for _, i := range all() {
-		b, _ := os.ReadFile(l.e[i].LogPath())
-		for _, ln := range strings.Split(string(b), "\n") {
-			if strings.Contains(ln, "Unable to find load balancing endpoint") {
-				line = regexp.MustCompile(`^time="[^"]*" `).ReplaceAllString(ln, "")
-				break
+		l.check(t, fmt.Sprintf("3.vip.e%d", i), func(t testing.TB) {
+			var got map[string]int
+			// The first poll of the engine after the tasks joined: at most
+			// vip.DefaultPoll, plus libnetwork's gossip of the tasks.
+			took, err := l.poll(30*time.Second, 500*time.Millisecond, func() error {
+				got = httpGets(l.ctx, l.web[i], "sl-web", n)
+				if got[""] != 0 || len(answered(got)) < 2 {
+					return fmt.Errorf("answers by task hostname %v", got)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("sl-web task on sl-e%d: %d HTTP GETs of sl-web (VIP %s): %v", i, n, vip, err)
+				return
 			}
+			t.Logf("ok: sl-web task on sl-e%d: %d HTTP GETs of sl-web (VIP %s) answered by %d tasks: %v (after %s)", i, n, vip, len(answered(got)), got, secs(took))
+		})
+	}
+
+	start := time.Now()
+	spec := lab.ReplicatedService("sl-vip", "sl-net", imageRef, 1, "sh", "-c", webCmd)
+	spec.TaskTemplate.ContainerSpec.Hostname = "{{.Task.Name}}"
+	if !l.checkErr(t, "3.vip.create", func() error { _, err := l.e[1].ServiceCreate(l.ctx, spec); return err }(),
+		"docker service create --replicas 1 --network sl-net --name sl-vip (VIP mode)") {
+		return
+	}
+	client := l.web[nodeCount]
+	l.check(t, "3.vip.one", func(t testing.TB) {
+		took, err := l.poll(120*time.Second, time.Second, func() error {
+			if got := httpGets(l.ctx, client, "sl-vip", 3); len(answered(got)) != 1 || got[""] != 0 {
+				return fmt.Errorf("answers %v", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("sl-vip with one replica, from sl-e%d's sl-web task: %v", nodeCount, err)
+			return
 		}
-		if line != "" {
-			break
+		t.Logf("ok: sl-vip with one replica answers by name from sl-e%d (%s after the create)", nodeCount, secs(time.Since(start)))
+		_ = took
+	})
+	l.check(t, "3.vip.scale", func(t testing.TB) {
+		if err := l.e[1].ServiceScale(l.ctx, "sl-vip", 3); err != nil {
+			t.Errorf("docker service scale sl-vip=3: %v", err)
+			return
 		}
-	}
-	if len(line) > 200 {
-		line = line[:200]
-	}
-	if line == "" {
-		line = "no addLBBackend line"
-	}
-	if answers != "" {
-		t.Logf("info [3.vip]: sl-web's VIP %v answered HTTP: %s (unexpected for a remote driver)", vips, answers)
-	} else {
-		t.Logf("info [3.vip]: sl-web's VIP %v does not answer (expected: swarm gives the load balancer only to the overlay driver, docs/swarm-vip.md); dockerd logs: %s", vips, line)
-	}
+		if _, err := l.poll(120*time.Second, 250*time.Millisecond, func() error {
+			if r, err := l.e[1].RunningTasks(l.ctx, "sl-vip"); r != 3 {
+				return fmt.Errorf("%d of 3 tasks running (%v)", r, err)
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("docker service scale sl-vip=3: %v", err)
+			return
+		}
+		running := time.Now()
+		var got map[string]int
+		_, err := l.poll(30*time.Second, 100*time.Millisecond, func() error {
+			got = httpGets(l.ctx, client, "sl-vip", 9)
+			if len(answered(got)) != 3 {
+				return fmt.Errorf("answers by task %v", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("sl-vip scaled to 3: the VIP does not reach the 3 tasks: %v", err)
+			return
+		}
+		t.Logf("ok: sl-vip scaled to 3: its VIP reaches all 3 tasks %s after the third runs (goal: 2 s; bound of the check: 30 s): %v", secs(time.Since(running)), got)
+	})
+	l.check(t, "3.vip.rm", func(t testing.TB) {
+		var addr string
+		if s, err := l.e[1].Service(l.ctx, "sl-vip"); err == nil && len(s.Endpoint.VirtualIPs) > 0 {
+			addr = strings.Split(s.Endpoint.VirtualIPs[0].Addr, "/")[0]
+		}
+		if addr == "" {
+			t.Errorf("sl-vip has no VIP to check")
+			return
+		}
+		if got := httpGets(l.ctx, client, addr, 1); got[""] != 0 {
+			t.Errorf("control: sl-vip's VIP %s did not answer before the removal: %v", addr, got)
+			return
+		}
+		if err := l.e[1].ServiceRemove(l.ctx, "sl-vip"); err != nil {
+			t.Errorf("docker service rm sl-vip: %v", err)
+			return
+		}
+		removed := time.Now()
+		_, err := l.poll(60*time.Second, 250*time.Millisecond, func() error {
+			if got := httpGets(l.ctx, client, addr, 1); got[""] != 1 {
+				return fmt.Errorf("the VIP still answers: %v", got)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("docker service rm sl-vip: its VIP %s: %v", addr, err)
+			return
+		}
+		t.Logf("ok: docker service rm sl-vip: its VIP %s answers no more %s after the removal", addr, secs(time.Since(removed)))
+	})
 }

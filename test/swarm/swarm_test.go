@@ -24,6 +24,7 @@ var labPhases = []phaseDef{
 	{name: "trust", needs: []string{"plugin"}, run: phaseTrust},
 	{name: "outsider_rotation", needs: []string{"trust"}, run: phaseOutsiderRotation},
 	{name: "services", needs: []string{"trust"}, critical: true, run: phaseServices},
+	{name: "stack", needs: []string{"services"}, run: phaseStack},
 	{name: "outsider_check", needs: []string{"outsider_rotation"}, run: phaseOutsiderCheck},
 	{name: "trust_after_rotation", needs: []string{"outsider_rotation"}, run: phaseTrustAfterRotation},
 	{name: "secret_rotation", needs: []string{"services"}, run: phaseSecretRotation},
