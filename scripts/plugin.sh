@@ -91,4 +91,4 @@ if ! docker plugin enable "$PLUGIN_NAME"; then
 	die "docker plugin enable $PLUGIN_NAME failed (the plugin must listen on its socket within ~9.5 s; its stdout/stderr is in the dockerd log)"
 fi
 docker plugin ls
-log "plugin $PLUGIN_NAME is enabled (id $(docker plugin inspect -f '{{.Id}}' "$PLUGIN_NAME" | cut -c1-12)); use: docker network create -d $PLUGIN_NAME:latest ... (Docker 20.10 needs the :latest)"
+log "plugin $PLUGIN_NAME is enabled (id $(docker plugin inspect -f '{{.Id}}' "$PLUGIN_NAME" | cut -c1-12)); use: docker network create -d $PLUGIN_NAME:latest ... (Docker needs the full reference, :latest included)"

@@ -29,7 +29,10 @@
 # both --opt encrypted, alternating, N runs each (default 3); prints the medians
 # and their ratio (also build/swarm-lab/logs/bench.txt and bench.tsv).
 #
-#   SWARM_LAB_BIN  a vxsec binary to use instead of building one from this tree
+#   SWARM_LAB_BIN         a vxsec binary to use instead of building one from this tree
+#   SWARM_LAB_ENGINE      20.10 runs Debian bookworm's engines instead of sid's 28.5
+#   SWARM_LAB_BENCH_MODE  vip: the benchmark's tasks reach each other through the
+#                         service's name in VIP mode (default: by address, dnsrr)
 set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # The lab's engines and CLI: Debian sid's docker.io 28.5.x, the engine users
@@ -151,7 +154,7 @@ set +e
 SWARM_LAB_ART=$art SWARM_LAB_MODE=$mode SWARM_LAB_BENCH_RUNS=$runs SWARM_LAB_HOLD=$hold \
 	SWARM_LAB_DEADLINE=$((timeout - 150 - hold)) \
 	"$SCRIPT_DIR/kernel-lab.sh" --keep --env PATH --env SWARM_LAB_DEADLINE --env SWARM_LAB_ART \
-	--env SWARM_LAB_MODE --env SWARM_LAB_BENCH_RUNS --env SWARM_LAB_HOLD \
+	--env SWARM_LAB_MODE --env SWARM_LAB_BENCH_RUNS --env SWARM_LAB_BENCH_MODE --env SWARM_LAB_HOLD \
 	--timeout "$timeout" --cpus "$cpus" --mem "$mem" -- \
 	/bin/bash -c "$guest" swarm-lab-guest "$testrun" "$((timeout - 40))" 2>&1 | tee "$art/console.log"
 rc=${PIPESTATUS[0]}

@@ -38,7 +38,24 @@ func TestSwarmBench(t *testing.T) {
 	}
 }
 
-// benchTask: each task serves its hostname over HTTP, then asks the
+// benchTaskDNSRR: each task resolves tasks.<service> until it sees all
+// WANT tasks, then pings every other task by address until it answers,
+// then leaves a file named after its node in the service's bind-mounted
+// directory. Its mtime is the moment.
+const benchTaskDNSRR = `
+me=$(ip -4 addr | grep -o "$PFX[0-9]*" | head -n 1)
+while :; do
+	peers=$(nslookup tasks.$SVC 2>/dev/null | grep -o "$PFX[0-9]*" | grep -vx "$me" | sort -u)
+	[ "$(echo "$peers" | grep -c .)" -ge $((WANT - 1)) ] && break
+	sleep 0.2
+done
+for ip in $peers; do
+	until ping -c 1 -W 1 $ip >/dev/null 2>&1; do sleep 0.1; done
+done
+echo $peers >/out/$(hostname)
+exec sleep 86400`
+
+// benchTask (SWARM_LAB_BENCH_MODE=vip): each task serves its hostname over HTTP, then asks the
 // service's name (its VIP) again and again until it has been answered by
 // all WANT tasks (itself included: the VIP may pick it), then leaves a file
 // named after its node in the service's bind-mounted directory. Its mtime
@@ -106,8 +123,13 @@ func phaseBench(l *swarmLab, t testing.TB) {
 		}
 		return fmt.Sprintf("%-7s runs: %s s  median %s s", drv, strings.Join(s, " "), ms)
 	}
-	fmt.Fprintf(&txt, "swarm lab benchmark: docker service create --mode global (%d nodes, --opt encrypted, VIP mode)\n", nodeCount)
-	fmt.Fprintf(&txt, "to every task answered by every task through the service's name (its VIP), %d runs per driver, alternating\n", env.runs)
+	if env.vipBench {
+		fmt.Fprintf(&txt, "swarm lab benchmark: docker service create --mode global (%d nodes, --opt encrypted, VIP mode)\n", nodeCount)
+		fmt.Fprintf(&txt, "to every task answered by every task through the service's name (its VIP), %d runs per driver, alternating\n", env.runs)
+	} else {
+		fmt.Fprintf(&txt, "swarm lab benchmark: docker service create --mode global (%d nodes, --opt encrypted, --endpoint-mode dnsrr)\n", nodeCount)
+		fmt.Fprintf(&txt, "to every task reaching every other task by address (all %d ordered pairs), %d runs per driver, alternating\n", nodeCount*(nodeCount-1), env.runs)
+	}
 	fmt.Fprintln(&txt, line("vxsec"))
 	fmt.Fprintln(&txt, line("overlay"))
 	mv, ok1 := median(per["vxsec"])
@@ -139,9 +161,9 @@ func median(v []float64) (float64, bool) {
 func (l *swarmLab) benchOne(t testing.TB, r int, drv string) (float64, bool) {
 	m := l.e[1]
 	name := fmt.Sprintf("b%d-%s", r, drv)
-	driver, sub := pluginRef, fmt.Sprintf("10.120.%d.0/24", r)
+	driver, sub, pfx := pluginRef, fmt.Sprintf("10.120.%d.0/24", r), fmt.Sprintf(`10\.120\.%d\.`, r)
 	if drv == "overlay" {
-		driver, sub = "overlay", fmt.Sprintf("10.121.%d.0/24", r)
+		driver, sub, pfx = "overlay", fmt.Sprintf("10.121.%d.0/24", r), fmt.Sprintf(`10\.121\.%d\.`, r)
 	}
 	dir := filepath.Join(env.run, "bench", name)
 	var took float64
@@ -154,10 +176,13 @@ func (l *swarmLab) benchOne(t testing.TB, r int, drv string) (float64, bool) {
 			t.Errorf("docker network create -d %s --opt encrypted %s: %v", driver, name, err)
 			return
 		}
-		spec := lab.GlobalService(name, name, imageRef, false, "sh", "-c", benchTask)
+		spec := lab.GlobalService(name, name, imageRef, true, "sh", "-c", benchTaskDNSRR)
+		if env.vipBench {
+			spec = lab.GlobalService(name, name, imageRef, false, "sh", "-c", benchTask)
+		}
 		cs := spec.TaskTemplate.ContainerSpec
 		cs.Hostname = "{{.Node.Hostname}}"
-		cs.Env = []string{"SVC=" + name, fmt.Sprintf("WANT=%d", nodeCount)}
+		cs.Env = []string{"SVC=" + name, "PFX=" + pfx, fmt.Sprintf("WANT=%d", nodeCount)}
 		cs.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: dir, Target: "/out"}}
 		t0 := time.Now()
 		if _, err := m.ServiceCreate(l.ctx, spec); err != nil {
@@ -186,7 +211,7 @@ func (l *swarmLab) benchOne(t testing.TB, r int, drv string) (float64, bool) {
 			return
 		}
 		took = t1.Sub(t0).Seconds()
-		t.Logf("ok: run %d, %s (--opt encrypted, VIP): service create to every task answered by all %d through the service's name: %.1f s", r, drv, nodeCount, took)
+		t.Logf("ok: run %d, %s (--opt encrypted, VIP %v): service create to every task reaching every other (%d tasks): %.1f s", r, drv, env.vipBench, nodeCount, took)
 	})
 	m.ServiceRemove(l.ctx, name)
 	l.poll(120*time.Second, time.Second, func() error {

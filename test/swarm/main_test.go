@@ -60,8 +60,11 @@ type labEnv struct {
 	// runs is the benchmark's number of runs per driver
 	// (SWARM_LAB_BENCH_RUNS).
 	runs int
-	// bench: TestSwarmBench runs (SWARM_LAB_MODE=bench).
-	bench bool
+	// bench: TestSwarmBench runs (SWARM_LAB_MODE=bench). vipBench: it
+	// measures reachability by the service's name in VIP mode
+	// (SWARM_LAB_BENCH_MODE=vip) instead of by address in dnsrr mode.
+	vipBench bool
+	bench    bool
 }
 
 var (
@@ -97,6 +100,7 @@ func TestMain(m *testing.M) {
 		hold:     time.Duration(atoi(os.Getenv("SWARM_LAB_HOLD"), 0)) * time.Second,
 		runs:     atoi(os.Getenv("SWARM_LAB_BENCH_RUNS"), 3),
 		bench:    os.Getenv("SWARM_LAB_MODE") == "bench",
+		vipBench: os.Getenv("SWARM_LAB_BENCH_MODE") == "vip",
 	}
 	if env.art == "" {
 		fmt.Fprintln(os.Stderr, "FAIL: SWARM_LAB_ART (the host-built plugins and image) is not set: use scripts/swarm-lab.sh")
