@@ -29,44 +29,46 @@ import (
 type Docker struct {
 	pid func() int
 
-	mu     sync.Mutex
-	cur    int
-	socket string
-	c      *client.Client
+	mu  sync.Mutex
+	cur int
+	c   *client.Client
 }
 
 // New finds the engine by pid (the last caller of the plugin).
 func New(pid func() int) *Docker { return &Docker{pid: pid} }
 
 // client returns a client of the engine that called the plugin last.
-func (d *Docker) client() (*client.Client, int, error) {
+func (d *Docker) client() (*client.Client, error) {
 	pid := d.pid()
 	if pid <= 0 {
-		return nil, 0, errors.New("the Docker engine's process is not known: it has not called the plugin yet, or the plugin does not share the host's pid namespace (pidhost in config.json)")
+		return nil, errors.New("the Docker engine's process is not known: it has not called the plugin yet, or the plugin does not share the host's pid namespace (pidhost in config.json)")
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.c != nil && d.cur == pid {
-		return d.c, pid, nil
+		return d.c, nil
 	}
 	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading the engine's command line: %w", err)
+		return nil, fmt.Errorf("reading the engine's command line: %w", err)
 	}
-	socket, err := InRoot(filepath.Join("/proc", strconv.Itoa(pid), "root"), apiSocket(strings.Split(string(cmdline), "\x00")))
+	socket, err := InRoot(procRoot(pid), apiSocket(strings.Split(string(cmdline), "\x00")))
 	if err != nil {
-		return nil, 0, fmt.Errorf("the engine's API socket: %w", err)
+		return nil, fmt.Errorf("the engine's API socket: %w", err)
 	}
 	c, err := client.NewClientWithOpts(client.WithHost("unix://"+socket), client.WithAPIVersionNegotiation())
 	if err != nil {
-		return nil, 0, fmt.Errorf("a Docker client for %s: %w", socket, err)
+		return nil, fmt.Errorf("a Docker client for %s: %w", socket, err)
 	}
 	if d.c != nil {
 		d.c.Close()
 	}
-	d.c, d.cur, d.socket = c, pid, socket
-	return c, pid, nil
+	d.c, d.cur = c, pid
+	return c, nil
 }
+
+// procRoot is the root of pid's mount namespace, as /proc shows it.
+func procRoot(pid int) string { return filepath.Join("/proc", strconv.Itoa(pid), "root") }
 
 // DefaultSocket is where dockerd listens unless -H says otherwise.
 const DefaultSocket = "/var/run/docker.sock"
@@ -97,7 +99,7 @@ func apiSocket(args []string) string {
 // service's VIP and its tasks' addresses on every swarm node, from
 // libnetwork's gossip. An unknown network has none.
 func (d *Docker) NetworkServices(ctx context.Context, id string) (map[string]network.ServiceInfo, error) {
-	c, _, err := d.client()
+	c, err := d.client()
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +119,7 @@ var ErrNotLeader = errors.New("this engine is not the swarm's leader")
 // SwarmNodes lists the swarm's node IDs, on the leader only (ErrNotLeader
 // elsewhere, managers included, so that one node acts on the list).
 func (d *Docker) SwarmNodes(ctx context.Context) ([]string, error) {
-	c, _, err := d.client()
+	c, err := d.client()
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +158,7 @@ func (d *Docker) OpenNetNS(sandbox string) (int, func(), error) {
 	if pid <= 0 {
 		return 0, nil, errors.New("the Docker engine's process is not known")
 	}
-	path, err := InRoot(filepath.Join("/proc", strconv.Itoa(pid), "root"), sandbox)
+	path, err := InRoot(procRoot(pid), sandbox)
 	if err != nil {
 		return 0, nil, fmt.Errorf("the network namespace %s: %w", sandbox, err)
 	}
@@ -211,10 +213,6 @@ func InRoot(root, path string) (string, error) {
 	}
 	return filepath.Join(root, filepath.Join(cur...)), nil
 }
-
-// OpenPath opens the network namespace at path, in the plugin's own mount
-// namespace.
-func OpenPath(path string) (int, func(), error) { return openNS(path) }
 
 func openNS(path string) (int, func(), error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)

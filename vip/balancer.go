@@ -84,7 +84,8 @@ func New(cfg Config) *Balancer {
 // that are new or whose networks changed are programmed before Set returns,
 // from the services last polled, so that a joining container has its VIPs
 // before it runs; the engine is not called. A sandbox no longer wanted
-// loses its table (if its namespace is still there).
+// loses its table (if its namespace is still there). Set keeps want (its
+// lists sorted): the caller makes a new map for every call.
 func (b *Balancer) Set(want map[string][]string) error {
 	b.mu.Lock()
 	var changed []string

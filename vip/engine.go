@@ -29,13 +29,6 @@ func (d Docker) Services(ctx context.Context, id string) ([]Service, error) {
 // Open opens a container's network namespace by its sandbox key.
 func (d Docker) Open(sandbox string) (int, func(), error) { return d.d.OpenNetNS(sandbox) }
 
-// Paths opens sandboxes by their keys as they are: where "Docker" shares
-// the plugin's mount namespace (tests).
-type Paths struct{}
-
-// Open opens the namespace at the path.
-func (Paths) Open(sandbox string) (int, func(), error) { return engine.OpenPath(sandbox) }
-
 // services reads the engine's answer. A service in dnsrr mode has no VIP
 // (the engine writes a missing one as "" or "<nil>") and is left out, as
 // are containers that are no service and tasks without an address yet.
