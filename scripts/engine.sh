@@ -9,12 +9,14 @@
 #   scripts/engine.sh status    print "harness <pid>", "external" or "down"
 #                               (exit 0, 0, 1)
 #   scripts/engine.sh is-harness  exit 0 if the running engine is the harness's
+#   scripts/engine.sh live-restore true|false  switch live-restore of the harness's
+#                               engine (swarm mode on Docker 20.10 needs it off)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
-	sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+	sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 	exit 2
 }
 
@@ -45,6 +47,9 @@ status)
 	;;
 is-harness)
 	engine_answers && engine_started_by_harness
+	;;
+live-restore)
+	set_live_restore "${2:-}"
 	;;
 *)
 	usage

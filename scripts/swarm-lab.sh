@@ -147,6 +147,10 @@ log "swarm lab ($mode, -test.run $testrun) in one kernel-lab VM ($cpus cpus, $me
 guest='set -o pipefail
 logs=/run/kernel-lab/out/logs
 mkdir -p "$logs"
+# IPVS (Docker overlay'"'"'s VIPs) loaded before any dockerd, as on a host
+# that ran Docker before: the first dockerd would load it only at its first
+# service binding, after the namespaces it tunes were made.
+modprobe -a ip_vs ip_vs_rr xt_ipvs nf_conntrack xt_mark || echo "swarm lab: modprobe of the IPVS modules failed"
 "$SWARM_LAB_ART/swarm.test" -test.run "$1" -test.v=test2json -test.count=1 -test.timeout "$2s" </dev/null 2>&1 |
 	"$SWARM_LAB_ART/test2json" -t -p github.com/vxsec/vxsec/test/swarm |
 	SWARM_LAB_RENDER="$logs/swarm.json" "$SWARM_LAB_ART/swarm.test"'

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/mount"
+	networktypes "github.com/docker/docker/api/types/network"
 
 	"github.com/vxsec/vxsec/lab"
 )
@@ -144,6 +146,41 @@ func phaseBench(l *swarmLab, t testing.TB) {
 	t.Logf("info [7.result]:\n%s", txt.String())
 }
 
+// loadBalancers writes, for a benchmark that did not converge, what each
+// node's engine holds of the network's service load balancing: the
+// services and tasks `docker network inspect --verbose` lists, and the
+// IPVS table, firewall marks and addresses of every load-balancer
+// namespace (lb_*, Docker 23+), entered from the engine's mount namespace.
+func (l *swarmLab) loadBalancers(t testing.TB, network string) {
+	for _, i := range all() {
+		e := l.e[i]
+		var b strings.Builder
+		if _, raw, err := e.Client.NetworkInspectWithRaw(l.ctx, network, networktypes.InspectOptions{Verbose: true}); err != nil {
+			fmt.Fprintf(&b, "### docker network inspect -v %s: %v\n", network, err)
+		} else {
+			fmt.Fprintf(&b, "### docker network inspect -v %s\n%s\n", network, raw)
+		}
+		pid, _ := os.ReadFile(filepath.Join(e.RunDir, "dockerd.pid"))
+		dir := filepath.Join(e.RunDir, "docker", "netns")
+		ents, _ := os.ReadDir(dir)
+		out, _ := exec.CommandContext(l.ctx, "nsenter", "-t", strings.TrimSpace(string(pid)), "-m", "--", "ls", dir).CombinedOutput()
+		fmt.Fprintf(&b, "### ls %s (engine's mount namespace; %d seen here)\n%s", dir, len(ents), out)
+		for _, ns := range strings.Fields(string(out)) {
+			if !strings.HasPrefix(ns, "lb_") {
+				continue
+			}
+			for _, c := range [][]string{{"cat", "/proc/net/ip_vs"}, {"iptables", "-t", "mangle", "-S"}, {"iptables", "-t", "nat", "-S"}, {"ip", "-4", "addr"}} {
+				args := append([]string{"-t", strings.TrimSpace(string(pid)), "-m", "--", "nsenter", "--net=" + filepath.Join(dir, ns), "--"}, c...)
+				o, err := exec.CommandContext(l.ctx, "nsenter", args...).CombinedOutput()
+				fmt.Fprintf(&b, "### %s: %s (%v)\n%s", ns, strings.Join(c, " "), err, o)
+			}
+		}
+		path := filepath.Join(env.logs, fmt.Sprintf("lb-%s-e%d.txt", network, i))
+		os.WriteFile(path, []byte(b.String()), 0o644)
+		t.Logf("sl-e%d: load-balancer state of %s written to %s", i, network, path)
+	}
+}
+
 func median(v []float64) (float64, bool) {
 	if len(v) == 0 {
 		return 0, false
@@ -208,10 +245,15 @@ func (l *swarmLab) benchOne(t testing.TB, r int, drv string) (float64, bool) {
 		})
 		if err != nil {
 			t.Errorf("run %d, %s: not every task reached every other: %v", r, drv, err)
+			l.loadBalancers(t, name)
 			return
 		}
 		took = t1.Sub(t0).Seconds()
-		t.Logf("ok: run %d, %s (--opt encrypted, VIP %v): service create to every task reaching every other (%d tasks): %.1f s", r, drv, env.vipBench, nodeCount, took)
+		how := "--endpoint-mode dnsrr, by address"
+		if env.vipBench {
+			how = "VIP mode, through the service's name"
+		}
+		t.Logf("ok: run %d, %s (--opt encrypted, %s): service create to every task reaching every other (%d tasks): %.1f s", r, drv, how, nodeCount, took)
 	})
 	m.ServiceRemove(l.ctx, name)
 	l.poll(120*time.Second, time.Second, func() error {
