@@ -51,7 +51,17 @@ type IPsec struct {
 	Keys  []Key   `json:"keys,omitempty"`
 	SPIs  []SPI   `json:"spis,omitempty"`
 	Using []Using `json:"using,omitempty"`
+	// UDP is the port of the host's ESP-in-UDP socket (RFC 3948): the
+	// host receives on SPIs marked UDP there. 0 from releases before it.
+	UDP uint16 `json:"udp,omitempty"`
+	// Encap is EncapUDP when the host wants ESP in UDP both ways with
+	// every peer (VXSEC_ESP_ENCAP=udp): peers then receive from it in
+	// UDP too.
+	Encap string `json:"encap,omitempty"`
 }
+
+// EncapUDP is IPsec.Encap of a host that wants ESP in UDP.
+const EncapUDP = "udp"
 
 // Key is the public half of one of the host's live key epochs.
 type Key struct {
@@ -75,6 +85,10 @@ type SPI struct {
 	PeerEpoch uint64     `json:"peerEpoch"`
 	Epoch     uint64     `json:"epoch"`
 	SPI       uint32     `json:"spi"`
+	// UDP: the SA takes ESP in UDP, sent to the host's IPsec.UDP port;
+	// native ESP (IP protocol 50) otherwise. The receiver chooses, since
+	// the kernel delivers on an SA only what arrives as it was made.
+	UDP bool `json:"udp,omitempty"`
 }
 
 // Using says: the host sends to Peer with its Epoch and Peer's PeerEpoch,

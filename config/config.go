@@ -49,6 +49,20 @@ const (
 	MaxAcceptSecrets = 3
 	dockerVXLANPort  = 4789
 	dockerGossipPort = 7946
+	// DefaultESPUDPPort is where ESP in UDP arrives: vxsec's own, never
+	// 4500, which host IPsec daemons (strongSwan, libreswan) own.
+	DefaultESPUDPPort = 4802
+	ikeNATTPort       = 4500
+	DefaultESPEncap   = EncapESP
+)
+
+// ESP encapsulations (esp-encap).
+const (
+	// EncapESP is native ESP (IP protocol 50), unless a peer asks for UDP.
+	EncapESP = "esp"
+	// EncapUDP is ESP in UDP (RFC 3948) with every peer: for paths that
+	// drop IP protocol 50 (many cloud firewalls, NAT gateways).
+	EncapUDP = "udp"
 )
 
 // Scopes the driver can report to Docker.
@@ -109,6 +123,10 @@ type Settings struct {
 	// Identity is IdentityRequired (refuse unsigned tables) or
 	// IdentityOptional (accept them, while a cluster moves to identities).
 	Identity string
+	// ESPEncap is EncapESP or EncapUDP.
+	ESPEncap string
+	// ESPUDPPort is the UDP port ESP in UDP arrives on.
+	ESPUDPPort int
 }
 
 // Identity modes.
@@ -143,6 +161,8 @@ var settings = []setting{
 	{"trust-port", DefaultTrustPort, "TCP port where swarm nodes exchange the cluster secret over mutual TLS"},
 	{"identity-dir", "", "directory of this host's identity from `vxsec ca issue` (host.crt, host.key, ca.crt); empty: none"},
 	{"identity", IdentityRequired, "with identity-dir: required (refuse other hosts' unsigned tables) or optional (accept them, while hosts move to identities one by one)"},
+	{"esp-encap", DefaultESPEncap, "how encrypted VXLAN travels: esp (IP protocol 50, unless a peer asks for udp) or udp (ESP in UDP with every peer, where protocol 50 is dropped)"},
+	{"esp-udp-port", DefaultESPUDPPort, "UDP port of ESP in UDP (never 4500, IKE's; never 4789)"},
 }
 
 // EnvName is the environment variable of a setting name: data-port → VXSEC_DATA_PORT.
@@ -221,6 +241,10 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 	if err != nil {
 		return Settings{}, err
 	}
+	uport, err := intSetting(v, "esp-udp-port")
+	if err != nil {
+		return Settings{}, err
+	}
 	secret, err := ParseSecret(v.GetString("secret"))
 	if err != nil {
 		return Settings{}, err
@@ -258,6 +282,8 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		TrustPort:         tport,
 		IdentityDir:       v.GetString("identity-dir"),
 		Identity:          strings.ToLower(strings.TrimSpace(v.GetString("identity"))),
+		ESPEncap:          strings.ToLower(strings.TrimSpace(v.GetString("esp-encap"))),
+		ESPUDPPort:        uport,
 	}
 	return s, s.Validate()
 }
@@ -346,6 +372,18 @@ func (s Settings) Validate() error {
 		if _, _, err := SplitJoinAddr(j, s.GossipPort); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	switch s.ESPEncap {
+	case EncapESP, EncapUDP:
+	default:
+		errs = append(errs, fmt.Errorf("esp-encap: %q is not an encapsulation; accepted: %s (native ESP), %s (ESP in UDP)", s.ESPEncap, EncapESP, EncapUDP))
+	}
+	if err := checkPort("esp-udp-port", s.ESPUDPPort, dockerVXLANPort, "Docker's VXLAN port"); err != nil {
+		errs = append(errs, err)
+	} else if s.ESPUDPPort == ikeNATTPort {
+		errs = append(errs, fmt.Errorf("esp-udp-port: %d is IKE's NAT traversal port, which host IPsec daemons own; accepted: any other port (default %d)", s.ESPUDPPort, DefaultESPUDPPort))
+	} else if s.ESPUDPPort == s.DataPort || s.ESPUDPPort == s.EncryptedPort || s.ESPUDPPort == s.GossipPort {
+		errs = append(errs, fmt.Errorf("esp-udp-port: %d is a UDP port of vxsec's already (data, encrypted or gossip port); ESP in UDP needs a port of its own (default %d)", s.ESPUDPPort, DefaultESPUDPPort))
 	}
 	return errors.Join(errs...)
 }

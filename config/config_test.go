@@ -37,7 +37,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, EncryptedPort: 4801, RotateEvery: 12 * time.Hour, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot,
-		Scope: ScopeAuto, SwarmDir: DefaultSwarmDir, TrustPort: 7948, Identity: IdentityRequired, SecretRotateEvery: 12 * time.Hour}
+		Scope: ScopeAuto, SwarmDir: DefaultSwarmDir, TrustPort: 7948, Identity: IdentityRequired, SecretRotateEvery: 12 * time.Hour,
+		ESPEncap: EncapESP, ESPUDPPort: 4802}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -84,6 +85,11 @@ func TestRefusals(t *testing.T) {
 		{"secret rotation too short", nil, map[string]string{"VXSEC_SECRET_ROTATE_EVERY": "10s"}, `secret-rotate-every: 10s is too short; accepted: 0 (never) or a duration of at least 1m0s`},
 		{"trust-port-gossip", []string{"--trust-port", "7947"}, nil, "is the gossip port"},
 		{"trust-port-docker", nil, map[string]string{"VXSEC_TRUST_PORT": "7946"}, "Docker's swarm gossip port"},
+		{"esp-encap", nil, map[string]string{"VXSEC_ESP_ENCAP": "auto"}, `esp-encap: "auto" is not an encapsulation; accepted: esp (native ESP), udp (ESP in UDP)`},
+		{"esp-udp-port-ike", nil, map[string]string{"VXSEC_ESP_UDP_PORT": "4500"}, "IKE's NAT traversal port"},
+		{"esp-udp-port-data", []string{"--esp-udp-port", "4801"}, nil, "a UDP port of vxsec's already"},
+		{"esp-udp-port-gossip", []string{"--esp-udp-port", "7947"}, nil, "a UDP port of vxsec's already"},
+		{"esp-udp-port-text", nil, map[string]string{"VXSEC_ESP_UDP_PORT": "x"}, `"x" is not a whole number`},
 		{"secret-accept-junk", nil, map[string]string{"VXSEC_SECRET": okSecret, "VXSEC_SECRET_ACCEPT": okSecret + ",c2hvcnQ="}, "VXSEC_SECRET_ACCEPT), secret 2: not base64 of 32 bytes"},
 		{"secret-accept-alone", nil, map[string]string{"VXSEC_SECRET_ACCEPT": okSecret}, "set without secret (VXSEC_SECRET)"},
 		{"secret-accept-many", nil, map[string]string{"VXSEC_SECRET": okSecret, "VXSEC_SECRET_ACCEPT": strings.Repeat(okSecret+",", 4)}, "4 secrets, at most 3"},

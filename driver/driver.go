@@ -33,6 +33,9 @@ type Config struct {
 	// EncryptedPort is the UDP port of encrypted networks' VXLAN, which
 	// only ESP from members may reach.
 	EncryptedPort uint16
+	// ESPUDPPort is where ESP in UDP arrives (0: nowhere), which only
+	// members may reach.
+	ESPUDPPort uint16
 	// IPsec negotiates and programs encrypted networks' SAs; nil refuses
 	// encrypted networks.
 	IPsec Keys
@@ -88,6 +91,9 @@ type Driver struct {
 	// dropped are hosts the cluster declared gone, whose entries go even
 	// before the cluster has settled after a restart.
 	dropped map[netip.Addr]bool
+	// otherFamily are members whose underlay address is not of this
+	// host's family, already warned of.
+	otherFamily map[netip.Addr]bool
 	// members are the cluster's hosts; nil until the cluster said.
 	members []netip.Addr
 	// membersDirty: members changed since the firewall was last given them.
@@ -133,7 +139,7 @@ func New(cfg Config) (*Driver, error) {
 	}
 	d := &Driver{
 		cfg: cfg, log: log, now: now, op: make(chan struct{}, 1), nets: nets, allocated: map[string]uint32{},
-		remote: map[netip.Addr]announce.Table{}, dropped: map[netip.Addr]bool{}, started: now(),
+		remote: map[netip.Addr]announce.Table{}, dropped: map[netip.Addr]bool{}, otherFamily: map[netip.Addr]bool{}, started: now(),
 		peersDirty: make(chan struct{}, 1), changed: make(chan struct{}, 1), bootMembers: boot,
 		seen: map[claim]time.Time{}, ignored: map[claim]bool{},
 	}

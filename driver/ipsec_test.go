@@ -38,12 +38,12 @@ func TestEncryptionNeedsIPsecASecretAndIdentities(t *testing.T) {
 func TestEncryptedNetworkUsesItsPortAndESPMTU(t *testing.T) {
 	d := &Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, cfg: Config{EncryptedPort: 4801}}
 	plain := d.dpNetwork(&Network{VNI: 1, MTU: 1450})
-	enc := d.dpNetwork(&Network{VNI: 2, MTU: 1416, Options: Options{Encrypted: true}})
+	enc := d.dpNetwork(&Network{VNI: 2, MTU: 1408, Options: Options{Encrypted: true}})
 	if plain.Port != 0 || enc.Port != 4801 {
 		t.Fatalf("ports: plain %d (want the data path's default), encrypted %d (want 4801)", plain.Port, enc.Port)
 	}
-	if got := ipsec.ContainerMTU(1500, false); got != 1416 {
-		t.Fatalf("encrypted container MTU on a 1500 underlay = %d, want 1416", got)
+	if got := ipsec.ContainerMTU(1500, false); got != 1408 {
+		t.Fatalf("encrypted container MTU on a 1500 underlay = %d, want 1408", got)
 	}
 	fw := (&Driver{now: time.Now, op: make(chan struct{}, 1), seen: map[claim]time.Time{}, ignored: map[claim]bool{}, cfg: Config{DataPort: 4800, EncryptedPort: 4801}}).fwStateLocked()
 	if len(fw.SecurePorts) != 1 || fw.SecurePorts[0] != 4801 || len(fw.DataPorts) != 2 {

@@ -17,6 +17,9 @@ func (d *Driver) fwStateLocked() firewall.State {
 	if d.cfg.EncryptedPort != 0 {
 		st.DataPorts = append(st.DataPorts, d.cfg.EncryptedPort)
 		st.SecurePorts = []uint16{d.cfg.EncryptedPort}
+		if d.cfg.ESPUDPPort != 0 {
+			st.EncapPorts = []uint16{d.cfg.ESPUDPPort}
+		}
 	}
 	if d.members == nil || d.settled() {
 		return st

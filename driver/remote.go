@@ -21,9 +21,22 @@ const settleAfter = 20 * time.Second
 // the networks' static FDB and neighbour entries, in passes run by Run.
 
 // SetRemote installs what a host published.
+// A host of the other address family is not installed: a VXLAN device
+// sends from one underlay address, so IPv4 and IPv6 hosts cannot reach
+// each other's endpoints (docs/ipv6.md), and saying so beats an FDB entry
+// the kernel refuses on every pass.
 func (d *Driver) SetRemote(t announce.Table) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if local := d.cfg.Underlay.Addr; local.IsValid() && t.Host.Is4() != local.Is4() {
+		if !d.otherFamily[t.Host] {
+			d.otherFamily[t.Host] = true
+			d.log.Warn("a member's underlay address is of the other IP family: its endpoints are unreachable from this host "+
+				"(a vxsec cluster is all IPv4 or all IPv6: set VXSEC_ADVERTISE_ADDR to an address of one family on every host)",
+				"member", t.Host, "local", local)
+		}
+		return
+	}
 	if old, ok := d.remote[t.Host]; ok && !old.Version.Less(t.Version) {
 		return
 	}

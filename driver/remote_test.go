@@ -131,3 +131,36 @@ func TestAttackClaims(t *testing.T) {
 		t.Fatalf("a tie: got %q, want 10.1.0.8 via the lower host", got)
 	}
 }
+
+// TestOtherFamilyNotInstalled: a table from a host whose underlay address
+// is IPv6, given to an IPv4 host, installs nothing; the same endpoints from
+// an IPv4 host (the control) are installed.
+func TestOtherFamilyNotInstalled(t *testing.T) {
+	h := newHarness(t)
+	if err := h.d.CreateNetwork(ctxb(), CreateNetworkRequest{ID: "n1", Options: map[string]string{OptVNI: "7"},
+		IPv4: []IPAMData{{Pool: "10.1.0.0/24"}}}); err != nil {
+		t.Fatal(err)
+	}
+	table := func(host string, seq uint64) announce.Table {
+		return announce.Table{Host: netip.MustParseAddr(host), Version: announce.Version{Epoch: 1, Seq: seq},
+			Networks:  []announce.Network{{ID: "n1", VNI: 7, Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}}},
+			Endpoints: []announce.Endpoint{{VNI: 7, IP: netip.MustParseAddr("10.1.0.2"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}}}}
+	}
+	peers := func() int {
+		n := 0
+		for _, d := range h.k.view().devices {
+			n += len(d.peers)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		host string
+		want int
+	}{{"2001:2::2", 0}, {"198.18.0.2", 1}} {
+		h.d.SetRemote(table(tc.host, 1))
+		h.peersPass()
+		if got := peers(); got != tc.want {
+			t.Errorf("after a table of %s: %d remote entries, want %d", tc.host, got, tc.want)
+		}
+	}
+}

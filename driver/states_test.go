@@ -495,8 +495,8 @@ func noneCreated(h *harness, before stepStart) error {
 
 const (
 	dev100 = "vni100 n1 mtu1450 port4789"
-	dev200 = "vni200 n2 mtu1416 port4790" // encrypted: ESP's overhead, its own port
-	dev300 = "vni300 n3 mtu1416 port4790"
+	dev200 = "vni200 n2 mtu1408 port4790" // encrypted: ESP's overhead, its own port
+	dev300 = "vni300 n3 mtu1408 port4790"
 	sub1   = "10.1.0.0/24"
 	sub2   = "10.2.0.0/24"
 	sub3   = "10.3.0.0/24"
@@ -584,7 +584,7 @@ func TestDriverStates(t *testing.T) {
 			{op: drift("a device, the firewall, xfrm state", func(k *fakeKernel) {
 				k.setFirewall(firewall.State{Active: true, DataPorts: []uint16{testDataPort, testEncPort}, SecurePorts: []uint16{testEncPort}})
 				k.setXfrm(true)
-				k.addDevice("n2", 200, 1416, testEncPort)
+				k.addDevice("n2", 200, 1408, testEncPort)
 				k.addLink("e2", 200)
 			}), want: kstate{FW: "on", IPsec: "left", Devices: []string{dev200}, Links: []string{"e2 on vni200"}}},
 			{op: restart(), want: kstate{}, calls: []string{"dp.Reconcile(0 networks)", "fw.Apply(off)", "keys.Deactivate"}},

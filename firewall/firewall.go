@@ -32,6 +32,10 @@ type State struct {
 	// accepted only after IPsec decrypted it: cleartext sent there, even
 	// from a member's address, is dropped.
 	SecurePorts []uint16
+	// EncapPorts are the UDP ports ESP in UDP arrives on: accepted only
+	// from members, like VXLAN (what decrypts there meets SecurePorts'
+	// rules as native ESP's does).
+	EncapPorts []uint16
 	// Members are the cluster's hosts, the only ones VXLAN is accepted
 	// from. Nil keeps the members the kernel has (a restarted daemon does
 	// not know them yet, and must not drop its peers' traffic meanwhile).
@@ -49,7 +53,7 @@ type Firewall struct {
 	mu sync.Mutex
 	// ports is the DataPorts of the tables this process built; nil until
 	// it built them, so the first Apply of every run rebuilds.
-	ports, secure []uint16
+	ports, secure, encap []uint16
 }
 
 // New returns a Firewall.
@@ -74,7 +78,7 @@ func (f *Firewall) Apply(s State) error {
 		return err
 	}
 	if s.Active && existing[nftables.TableFamilyINet] && existing[nftables.TableFamilyARP] &&
-		f.ports != nil && slices.Equal(f.ports, s.DataPorts) && slices.Equal(f.secure, s.SecurePorts) {
+		f.ports != nil && slices.Equal(f.ports, s.DataPorts) && slices.Equal(f.secure, s.SecurePorts) && slices.Equal(f.encap, s.EncapPorts) {
 		if s.Members == nil {
 			return nil
 		}
@@ -111,16 +115,16 @@ func (f *Firewall) Apply(s State) error {
 		}
 	}
 	if s.Active {
-		if err := addGuard(conn, s.DataPorts, s.SecurePorts, members); err != nil {
+		if err := addGuard(conn, s.DataPorts, s.SecurePorts, s.EncapPorts, members); err != nil {
 			return err
 		}
 	}
 	if err := conn.Flush(); err != nil {
 		return fmt.Errorf("programming nftables table %s: %w", TableName, err)
 	}
-	f.ports, f.secure = nil, nil
+	f.ports, f.secure, f.encap = nil, nil, nil
 	if s.Active {
-		f.ports, f.secure = slices.Clone(s.DataPorts), slices.Clone(s.SecurePorts)
+		f.ports, f.secure, f.encap = slices.Clone(s.DataPorts), slices.Clone(s.SecurePorts), slices.Clone(s.EncapPorts)
 		if f.ports == nil {
 			f.ports = []uint16{}
 		}
@@ -248,7 +252,7 @@ func Locks() []string {
 // devices made it; the host neither receives (IP, IPv6 or ARP) nor forwards
 // anything on an overlay device. Containers talk to each other below the
 // host's IP stack, so the latter costs them nothing.
-func addGuard(conn *nftables.Conn, ports, secure []uint16, members []netip.Addr) error {
+func addGuard(conn *nftables.Conn, ports, secure, encap []uint16, members []netip.Addr) error {
 	inet := conn.AddTable(&nftables.Table{Name: TableName, Family: nftables.TableFamilyINet})
 	sets := map[bool]*nftables.Set{}
 	for _, v6 := range []bool{false, true} {
@@ -292,6 +296,11 @@ func addGuard(conn *nftables.Conn, ports, secure []uint16, members []netip.Addr)
 		// rp_filter is the admin's (and Docker's) business, and loose or
 		// off on many hosts.
 		add(in, LockSpoofedMember, udpDport(port), reversePathMissing())
+	}
+	for _, port := range encap {
+		for _, v6 := range []bool{false, true} {
+			add(in, LockNonMember, nfproto(v6), udpDport(port), saddrIn(v6, sets[v6], true))
+		}
 	}
 	add(in, LockOverlayDevice, onIf(expr.MetaKeyIIFNAME))
 

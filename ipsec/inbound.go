@@ -3,6 +3,8 @@ package ipsec
 import (
 	"bytes"
 	"time"
+
+	"github.com/vxsec/vxsec/announce"
 )
 
 // syncInbound installs one inbound SA per peer epoch × own epoch, each
@@ -11,7 +13,15 @@ import (
 // and the peer sends on no key before it is acknowledged. An SA of a peer
 // epoch now announced with another key is replaced: its key derives from
 // the one the peer no longer holds.
+//
+// The receiver chooses how each SA of its takes packets, native ESP or ESP
+// in UDP, because xfrm delivers on an SA only what arrives as the SA was
+// made (xfrm_input compares the encapsulation: XfrmInStateMismatch); the
+// SPI carries the choice to the sender. The choice is made once per SA: a
+// host changes its mode only by restarting, which brings new epochs, and
+// so new SAs made under the new choice while the old drain.
 func (m *Manager) syncInbound(p PeerInfo) error {
+	udp := m.receiveUDP(p)
 	for _, pk := range p.Keys {
 		for _, e := range m.epochs {
 			k := inKey{peer: p.Host, peerEpoch: pk.Epoch, epoch: e.kp.Epoch}
@@ -40,13 +50,24 @@ func (m *Manager) syncInbound(p PeerInfo) error {
 				return err
 			}
 			e.inSPIs[spi] = true
-			if err := m.cfg.Kernel.AddSA(SA{Src: p.Host, Dst: m.cfg.Local, SPI: spi, Reqid: inReqid, Key: key}); err != nil {
+			sa := SA{Src: p.Host, Dst: m.cfg.Local, SPI: spi, Reqid: inReqid, Key: key}
+			if udp {
+				sa.UDP = &UDPEncap{SrcPort: p.UDP, DstPort: m.cfg.UDPPort}
+			}
+			if err := m.cfg.Kernel.AddSA(sa); err != nil {
 				return err
 			}
-			m.in[k] = &inSA{spi: spi, peerPublic: pk.Public}
+			m.in[k] = &inSA{spi: spi, peerPublic: pk.Public, udp: udp}
 		}
 	}
 	return nil
+}
+
+// receiveUDP is whether this host takes the peer's ESP in UDP: when
+// either end asks for it, and both ends can (a release before ESP in UDP
+// announces no port, and sends native ESP whatever the SPI says).
+func (m *Manager) receiveUDP(p PeerInfo) bool {
+	return m.cfg.UDPPort != 0 && p.UDP != 0 && (m.cfg.UDPAlways || p.Encap == announce.EncapUDP)
 }
 
 func (m *Manager) inboundSPIInUse(spi uint32) bool {

@@ -114,6 +114,12 @@ type ManagerConfig struct {
 	// Identity names this host's identity at the moment (see KeyPair.ID);
 	// nil or "" binds the epochs made meanwhile to none.
 	Identity func() string
+	// UDPPort is where this host receives ESP in UDP (the Kernel's socket,
+	// Xfrm.WithUDP); 0: it receives native ESP only.
+	UDPPort uint16
+	// UDPAlways asks for ESP in UDP both ways with every peer that has it
+	// (VXSEC_ESP_ENCAP=udp): where IP protocol 50 does not pass.
+	UDPAlways bool
 }
 
 // Manager derives vxsec's SAs and policies from this host's epochs and its
@@ -178,6 +184,8 @@ type inKey struct {
 
 type inSA struct {
 	spi uint32
+	// udp: made for ESP in UDP (the kernel delivers on it nothing else).
+	udp bool
 	// peerPublic is the peer's key it was derived from: a peer restarted
 	// with its clock set back may reuse an epoch number, never a key.
 	peerPublic []byte
@@ -197,6 +205,9 @@ type outSA struct {
 	bound      string
 	spi, reqid uint32
 	legacy     bool
+	// udp: the SA sends ESP in UDP; why says what chose the encapsulation.
+	udp bool
+	why string
 }
 
 // NewManager returns an inactive Manager: it touches the kernel only once
@@ -367,8 +378,12 @@ func (m *Manager) announcementLocked() announce.IPsec {
 	for _, e := range m.epochs {
 		a.Keys = append(a.Keys, announce.Key{Epoch: e.kp.Epoch, Public: e.kp.Public(), ID: e.kp.ID})
 	}
+	a.UDP = m.cfg.UDPPort
+	if m.cfg.UDPAlways && m.cfg.UDPPort != 0 {
+		a.Encap = announce.EncapUDP
+	}
 	for k, sa := range m.in {
-		a.SPIs = append(a.SPIs, announce.SPI{Peer: k.peer, PeerEpoch: k.peerEpoch, Epoch: k.epoch, SPI: sa.spi})
+		a.SPIs = append(a.SPIs, announce.SPI{Peer: k.peer, PeerEpoch: k.peerEpoch, Epoch: k.epoch, SPI: sa.spi, UDP: sa.udp})
 	}
 	sort.Slice(a.SPIs, func(i, j int) bool {
 		x, y := a.SPIs[i], a.SPIs[j]
@@ -490,6 +505,10 @@ type PeerStatus struct {
 	// with this host's; empty for the address-bound schedule.
 	Identity string `json:"Identity,omitempty"`
 	Inbound  int    `json:"InboundSAs"`
+	// Encap is how the outbound SA travels, "esp" (IP protocol 50) or
+	// "udp" (ESP in UDP), and EncapWhy what chose it.
+	Encap    string `json:"Encap,omitempty"`
+	EncapWhy string `json:"EncapWhy,omitempty"`
 }
 
 // Status reports the epochs and, per peer, the SAs in use.
@@ -504,6 +523,12 @@ func (m *Manager) Status() Status {
 		ps := PeerStatus{Host: peer}
 		if o := m.out[peer]; o != nil {
 			ps.Epoch, ps.PeerEpoch, ps.SPI, ps.Identity = o.epoch, o.peerEpoch, o.spi, o.bound
+			if o.spi != 0 && !o.legacy {
+				ps.Encap, ps.EncapWhy = "esp", o.why
+				if o.udp {
+					ps.Encap = "udp"
+				}
+			}
 		}
 		for k := range m.in {
 			if k.peer == peer {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +44,8 @@ type memKernel struct {
 	// prePin makes SetPeer install inbound templates that accept any SA,
 	// as releases before the pin did: the host runs such a release.
 	prePin bool
+	// udpPort is the port of the host's ESP-in-UDP socket (0: none).
+	udpPort uint16
 }
 
 type saID struct {
@@ -53,6 +56,7 @@ type saID struct {
 type memSA struct {
 	reqid uint32
 	key   [KeyMaterial]byte
+	udp   *UDPEncap
 }
 
 func newMemKernel(local netip.Addr) *memKernel {
@@ -88,7 +92,7 @@ func (k *memKernel) add(sa SA) error {
 	if _, dup := k.sas[id]; dup {
 		return fmt.Errorf("adding SA %v: %w", id, unix.EEXIST)
 	}
-	k.sas[id] = memSA{reqid: sa.Reqid, key: sa.Key}
+	k.sas[id] = memSA{reqid: sa.Reqid, key: sa.Key, udp: sa.UDP}
 	k.installs[sa.Key]++
 	if k.installs[sa.Key] > 1 {
 		k.reinstalled = append(k.reinstalled, id)
@@ -143,9 +147,11 @@ func (k *memKernel) outbound(peer netip.Addr) (saID, memSA, bool) {
 
 // Why receive refuses, named after the kernel's counters.
 var (
-	errNoState      = errors.New("XfrmInNoStates: no SA for this SPI")
-	errPolBlock     = errors.New("XfrmInPolBlock: no inbound policy for the source, the guard blocks")
-	errTmplMismatch = errors.New("XfrmInTmplMismatch: the SA that decrypted it is not of the reqid the inbound template requires")
+	errNoState       = errors.New("XfrmInNoStates: no SA for this SPI")
+	errPolBlock      = errors.New("XfrmInPolBlock: no inbound policy for the source, the guard blocks")
+	errTmplMismatch  = errors.New("XfrmInTmplMismatch: the SA that decrypted it is not of the reqid the inbound template requires")
+	errStateMismatch = errors.New("XfrmInStateMismatch: it arrived as ESP in UDP on an SA made for native ESP, or the other way")
+	errNoEncapSocket = errors.New("ESP in UDP to a port where no ESP-in-UDP socket listens: a plain UDP datagram, never decrypted")
 )
 
 // receive is what the kernel does with ESP from src on spi carrying UDP to
@@ -156,6 +162,17 @@ var (
 // only if the template names no reqid or the SA's (xfrm_state_ok; transport
 // mode compares no address).
 func (k *memKernel) receive(src netip.Addr, spi uint32) (memSA, error) {
+	return k.receiveAs(src, spi, nil)
+}
+
+// receiveAs is receive of a packet that arrives as enc says: ESP in UDP
+// between its ports, or native ESP (nil). As in Linux: only a socket
+// marked UDP_ENCAP_ESPINUDP hands ESP in UDP to xfrm, and xfrm_input
+// delivers on an SA only what arrives with the SA's encapsulation.
+func (k *memKernel) receiveAs(src netip.Addr, spi uint32, enc *UDPEncap) (memSA, error) {
+	if enc != nil && (k.udpPort == 0 || enc.DstPort != k.udpPort) {
+		return memSA{}, errNoEncapSocket
+	}
 	var sa memSA
 	found := false
 	for id, s := range k.sas {
@@ -169,6 +186,9 @@ func (k *memKernel) receive(src netip.Addr, spi uint32) (memSA, error) {
 	tmpl, ok := k.inReq[src]
 	if !ok {
 		return memSA{}, errPolBlock
+	}
+	if (sa.udp != nil) != (enc != nil) {
+		return memSA{}, errStateMismatch
 	}
 	if tmpl != 0 && tmpl != sa.reqid {
 		return memSA{}, errTmplMismatch
@@ -191,6 +211,8 @@ type simHost struct {
 	sending map[netip.Addr]bool
 	// id is the identity its epochs are bound to ("": none).
 	id string
+	// udpAlways is VXSEC_ESP_ENCAP=udp; k.udpPort its socket's port.
+	udpAlways bool
 }
 
 type sim struct {
@@ -325,6 +347,7 @@ func (s *sim) start(h *simHost) {
 	}
 	h.m = NewManager(ManagerConfig{
 		Local: h.addr, Kernel: h.k, DrainMax: time.Hour, Now: s.clock, Identity: func() string { return h.id },
+		UDPPort: h.k.udpPort, UDPAlways: h.udpAlways,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("host", h.addr),
 	})
 	if err := h.m.Activate(); err != nil {
@@ -450,7 +473,7 @@ func (s *sim) check(step string) {
 				continue
 			}
 			a.sending[b.addr] = true
-			got, err := b.k.receive(a.addr, id.spi)
+			got, err := b.k.receiveAs(a.addr, id.spi, sa.udp)
 			if err != nil {
 				s.t.Fatalf("%s: %s sends to %s on spi %#x, which %s does not deliver: %v\n%s: %+v\n%s: %+v\n%s heard of %s: %+v\n%s heard of %s: %+v", step, a.addr, b.addr, id.spi, b.addr, err,
 					a.addr, a.m.Status(), b.addr, b.m.Status(), b.addr, a.addr, b.heard[a.addr], a.addr, b.addr, a.heard[b.addr])
@@ -473,7 +496,7 @@ func (s *sim) flows(a, b netip.Addr) bool {
 	if !ok {
 		return false
 	}
-	got, err := hb.k.receive(a, id.spi)
+	got, err := hb.k.receiveAs(a, id.spi, sa.udp)
 	return err == nil && got.key == sa.key
 }
 
@@ -666,6 +689,77 @@ func TestUpgradeToIdentityBinding(t *testing.T) {
 			if k.ID != h.id {
 				t.Fatalf("%s publishes epoch %d bound to %q, want %q", h.addr, k.Epoch, k.ID, h.id)
 			}
+		}
+	}
+}
+
+// TestEncapsulationModes: hosts restart one by one into ESP in UDP
+// (VXSEC_ESP_ENCAP=udp), then back to native ESP, and no pair stops
+// delivering at any step (the memKernel refuses what arrives with another
+// encapsulation than its SA's, as xfrm does). A pair is carried in UDP
+// both ways as soon as either end asks, and natively once neither does.
+// A host of a release without ESP in UDP keeps native ESP with everyone,
+// even a host that asks for UDP, and status says why.
+func TestEncapsulationModes(t *testing.T) {
+	s := newSim(t, 3, 6)
+	for _, h := range s.hosts {
+		h.k.udpPort = 4802
+		s.start(h)
+	}
+	s.converge("native")
+	encaps := func(step string, want func(a, b *simHost) bool) {
+		t.Helper()
+		for _, a := range s.hosts {
+			for _, b := range s.hosts {
+				if a == b {
+					continue
+				}
+				id, sa, ok := a.k.outbound(b.addr)
+				if !ok {
+					t.Fatalf("%s: %s has no outbound SA to %s", step, a.addr, b.addr)
+				}
+				if got := sa.udp != nil; got != want(a, b) {
+					t.Fatalf("%s: %s sends to %s on spi %#x in UDP: %v, want %v (%+v)", step, a.addr, b.addr, id.spi, got, want(a, b), a.m.Status())
+				}
+				if sa.udp != nil && (sa.udp.DstPort != 4802 || sa.udp.SrcPort != 4802) {
+					t.Fatalf("%s: %s sends to %s in UDP between ports %+v, want 4802 both", step, a.addr, b.addr, *sa.udp)
+				}
+			}
+		}
+	}
+	encaps("native", func(a, b *simHost) bool { return false })
+	for _, flip := range []bool{true, false} {
+		for i, h := range s.hosts {
+			s.now = s.now.Add(time.Second)
+			h.udpAlways = flip
+			s.start(h)
+			step := fmt.Sprintf("host %d restarted with udp=%v", i, flip)
+			s.check(step)
+			s.randomSteps(step+", step", 100, mix{sync: 1, deliver: 1})
+			s.converge(step)
+			s.steady(step)
+			encaps(step, func(a, b *simHost) bool { return a.udpAlways || b.udpAlways })
+		}
+	}
+	// A release without ESP in UDP (no socket, no port announced) beside
+	// a host that asks for it: native both ways.
+	old, asks := s.hosts[0], s.hosts[1]
+	old.k.udpPort = 0
+	asks.udpAlways = true
+	s.start(old)
+	s.start(asks)
+	s.randomSteps("old release beside udp, step", 100, mix{sync: 1, deliver: 1})
+	s.converge("old release beside udp")
+	s.steady("old release beside udp")
+	encaps("old release beside udp", func(a, b *simHost) bool {
+		return a != old && b != old && (a.udpAlways || b.udpAlways)
+	})
+	for _, p := range asks.m.Status().Peers {
+		if p.Host == old.addr && (p.Encap != "esp" || !strings.Contains(p.EncapWhy, "release has no ESP in UDP")) {
+			t.Errorf("status of the host asking for UDP, on the old release: %+v", p)
+		}
+		if p.Host == s.hosts[2].addr && (p.Encap != "udp" || !strings.Contains(p.EncapWhy, "this host asks")) {
+			t.Errorf("status of the host asking for UDP, on a peer: %+v", p)
 		}
 	}
 }

@@ -31,6 +31,9 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 		if s.Peer != m.cfg.Local || m.epochByNumber(s.PeerEpoch) == nil || keys[s.Epoch] == nil || m.burned[burnKey{p.Host, s.SPI}] {
 			continue
 		}
+		if s.UDP && p.UDP == 0 {
+			continue // ESP in UDP to no port: a malformed table
+		}
 		if s.PeerEpoch < floorEpoch || (s.PeerEpoch == floorEpoch && s.Epoch < floorPeerEpoch) {
 			continue
 		}
@@ -66,7 +69,15 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 		// start its sequence numbers, and so GCM's nonces, again under the
 		// same key. A step that fails half-way burns the SPI, and a new
 		// epoch makes the peer choose fresh ones.
-		if err := m.cfg.Kernel.AddSA(SA{Src: m.cfg.Local, Dst: p.Host, SPI: best.SPI, Reqid: reqid, Key: key}); err != nil {
+		sa := SA{Src: m.cfg.Local, Dst: p.Host, SPI: best.SPI, Reqid: reqid, Key: key}
+		if best.UDP {
+			src := m.cfg.UDPPort
+			if src == 0 {
+				src = p.UDP
+			}
+			sa.UDP = &UDPEncap{SrcPort: src, DstPort: p.UDP}
+		}
+		if err := m.cfg.Kernel.AddSA(sa); err != nil {
 			m.burnLocked(p.Host, best.SPI)
 			return err
 		}
@@ -81,7 +92,8 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 				m.log.Warn("removing superseded outbound SA", "peer", p.Host, "err", err)
 			}
 		}
-		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid, bound: boundTo(e.kp, p.keyID(best.Epoch))}
+		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid,
+			bound: boundTo(e.kp, p.keyID(best.Epoch)), udp: best.UDP, why: m.encapWhy(p, best.UDP)}
 		m.log.Debug("outbound SA switched", "peer", p.Host, "epoch", best.PeerEpoch, "peer_epoch", best.Epoch, "spi", fmt.Sprintf("%#x", best.SPI))
 	case !m.policies[p.Host]:
 		// Nothing acknowledged yet (or the policies were lost): the policy
@@ -97,6 +109,21 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 		m.policies[p.Host] = true
 	}
 	return nil
+}
+
+// encapWhy says what chose the encapsulation the peer's SPI asks for.
+func (m *Manager) encapWhy(p PeerInfo, udp bool) string {
+	switch {
+	case udp && m.cfg.UDPAlways:
+		return "ESP in UDP: this host asks for it (VXSEC_ESP_ENCAP=udp)"
+	case udp:
+		return "ESP in UDP: the peer asks for it (VXSEC_ESP_ENCAP=udp there)"
+	case m.cfg.UDPAlways && p.UDP == 0:
+		return "native ESP although this host asks for ESP in UDP: the peer's release has no ESP in UDP"
+	case m.cfg.UDPAlways:
+		return "native ESP although this host asks for ESP in UDP: the peer has not made SAs for it yet"
+	}
+	return "native ESP: neither end asks for ESP in UDP (VXSEC_ESP_ENCAP=esp)"
 }
 
 // sentFloor is the newest pair of epochs (own, peer's) this host has sent

@@ -36,7 +36,13 @@ type SA struct {
 	SPI      uint32
 	Reqid    uint32
 	Key      [KeyMaterial]byte
+	// UDP, if set, carries the SA's ESP in UDP (RFC 3948) between these
+	// ports; nil is native ESP (IP protocol 50).
+	UDP *UDPEncap
 }
+
+// UDPEncap is ESP in UDP: the sender's port and the receiver's.
+type UDPEncap struct{ SrcPort, DstPort uint16 }
 
 // Xfrm programs vxsec's xfrm states and policies for encrypted VXLAN, which
 // travels on its own UDP port so that policies select it by port alone:
@@ -45,11 +51,23 @@ type Xfrm struct {
 	h     *netlink.Handle
 	local netip.Addr
 	port  int
+	// udpPort, if not 0, is where ESP in UDP arrives: sock is open on it
+	// while the guard is in place.
+	udpPort uint16
+	sock    *EncapSocket
 }
 
 // NewXfrm uses h (its namespace) for encrypted VXLAN from local to port.
 func NewXfrm(h *netlink.Handle, local netip.Addr, port int) *Xfrm {
 	return &Xfrm{h: h, local: local, port: port}
+}
+
+// WithUDP makes x receive ESP in UDP on port (see EncapSocket) from
+// EnsureGuard until RemoveAll. The socket is opened in the caller's
+// network namespace, which must be h's.
+func (x *Xfrm) WithUDP(port uint16) *Xfrm {
+	x.udpPort = port
+	return x
 }
 
 func hostNet(a netip.Addr) *net.IPNet {
@@ -64,6 +82,13 @@ func anyNet(a netip.Addr) *net.IPNet {
 // fail closed: nothing leaves to it and nothing arrives on it unless a
 // per-peer policy with an SA carries it. They exist before any device.
 func (x *Xfrm) EnsureGuard() error {
+	if x.udpPort != 0 && x.sock == nil {
+		sock, err := OpenEncapSocket(x.local, x.udpPort)
+		if err != nil {
+			return err
+		}
+		x.sock = sock
+	}
 	for _, dir := range []netlink.Dir{netlink.XFRM_DIR_OUT, netlink.XFRM_DIR_IN} {
 		p := &netlink.XfrmPolicy{
 			Src: anyNet(x.local), Dst: anyNet(x.local), Proto: netlink.Proto(unix.IPPROTO_UDP), DstPort: x.port,
@@ -173,6 +198,10 @@ func (x *Xfrm) AddSA(sa SA) error {
 		ESN: true, ReplayWindow: ReplayWindow,
 		Aead: &netlink.XfrmStateAlgo{Name: "rfc4106(gcm(aes))", Key: sa.Key[:], ICVLen: ICVBits},
 	}
+	if sa.UDP != nil {
+		st.Encap = &netlink.XfrmStateEncap{Type: netlink.XFRM_ENCAP_ESPINUDP, SrcPort: int(sa.UDP.SrcPort), DstPort: int(sa.UDP.DstPort),
+			OriginalAddress: net.IP(make([]byte, len(sa.Src.AsSlice())))}
+	}
 	if err := x.h.XfrmStateAdd(st); err != nil {
 		return fmt.Errorf("installing SA %s→%s spi %#x: %w", sa.Src, sa.Dst, sa.SPI, err)
 	}
@@ -221,6 +250,10 @@ func (x *Xfrm) RemoveAll() error {
 		return err
 	}
 	var errs []error
+	if x.sock != nil {
+		errs = append(errs, x.sock.Close())
+		x.sock = nil
+	}
 	for i := range policies {
 		if err := x.h.XfrmPolicyDel(&policies[i]); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("removing policy: %w", err))

@@ -34,8 +34,12 @@ func NewSecret() string {
 // ClusterEnv is the environment that makes every host of a lab one cluster:
 // the same secret, and the first host's address as the seed (the first host
 // joining itself is harmless).
-func ClusterEnv(secret string) []string {
-	return []string{"VXSEC_SECRET=" + secret, "VXSEC_JOIN=" + Underlay.Addr().Next().String()}
+func ClusterEnv(secret string) []string { return ClusterEnvOn(Underlay, secret) }
+
+// ClusterEnvOn is ClusterEnv for a lab whose hosts take addresses of
+// underlay (Underlay6 for an IPv6 lab).
+func ClusterEnvOn(underlay netip.Prefix, secret string) []string {
+	return []string{"VXSEC_SECRET=" + secret, "VXSEC_JOIN=" + underlay.Addr().Next().String()}
 }
 
 // Status is the answer of the daemon's VxSec.Status call.
@@ -132,7 +136,7 @@ func (st Status) Network(vni int) (NetworkStatus, bool) {
 }
 
 // Index is the host's number on the switch (its address's last byte).
-func (h *Host) Index() int { return int(h.Addr.As4()[3]) }
+func (h *Host) Index() int { return int(h.Addr.As16()[15]) }
 
 // Port is the name of the host's port in the switch namespace.
 func (h *Host) Port() string { return fmt.Sprintf("p%d", h.Index()) }
@@ -244,11 +248,11 @@ func (h *Host) Neigh(ctx context.Context, vni int) ([]NeighEntry, error) {
 // that runs no daemon and is no lab host: an outsider (say, an attacker on
 // the underlay) for tests to build things in with Exec.
 func (l *Lab) AddNode(ctx context.Context, name string, addr netip.Addr) (*Host, error) {
-	if !Underlay.Contains(addr) || addr == deadEnd {
-		return nil, fmt.Errorf("lab: node address %s is not in %s or is the gateway", addr, Underlay)
+	if !l.Underlay().Contains(addr) || addr == l.gateway() || addr.As16()[15] == 0 {
+		return nil, fmt.Errorf("lab: node address %s is not in %s or is the gateway", addr, l.Underlay())
 	}
 	h := &Host{lab: l, Name: name, NS: l.name + "-" + name, Addr: addr}
-	port := fmt.Sprintf("p%d", addr.As4()[3])
+	port := fmt.Sprintf("p%d", addr.As16()[15])
 	l.mu.Lock()
 	l.nodes = append(l.nodes, h)
 	l.mu.Unlock()

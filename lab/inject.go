@@ -194,7 +194,11 @@ func runInjector(spec string) (InjectResult, error) {
 	case InjectUDP:
 		// Unconnected: the peer's port-unreachable answers to the
 		// control must not fail the next send.
-		c, err := net.ListenUDP("udp4", nil)
+		network := "udp4"
+		if dst.Addr().Is6() {
+			network = "udp6"
+		}
+		c, err := net.ListenUDP(network, nil)
 		if err != nil {
 			return r, err
 		}
@@ -205,13 +209,23 @@ func runInjector(spec string) (InjectResult, error) {
 		if err != nil {
 			return r, err
 		}
-		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+		// IPPROTO_RAW implies that the packet carries its own IP header,
+		// for IPv6 too (IPV6_HDRINCL).
+		var (
+			family int
+			pkt    []byte
+			sa     syscall.Sockaddr
+		)
+		if dst.Addr().Is6() {
+			family, pkt, sa = syscall.AF_INET6, rawUDP6(src, dst, payload), &syscall.SockaddrInet6{Addr: dst.Addr().As16()}
+		} else {
+			family, pkt, sa = syscall.AF_INET, rawUDP(src, dst, payload), &syscall.SockaddrInet4{Addr: dst.Addr().As4()}
+		}
+		fd, err := syscall.Socket(family, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
 		if err != nil {
 			return r, fmt.Errorf("raw socket: %w", err)
 		}
 		defer syscall.Close(fd)
-		pkt := rawUDP(src, dst, payload)
-		sa := &syscall.SockaddrInet4{Addr: dst.Addr().As4()}
 		send = func() error { return syscall.Sendto(fd, pkt, 0, sa) }
 	default:
 		return r, fmt.Errorf("injector: mode %q", f[0])
@@ -246,30 +260,70 @@ func rawUDP(src netip.Addr, dst netip.AddrPort, payload []byte) []byte {
 	return append(ip, udp...)
 }
 
+// rawUDP6 is a whole IPv6/UDP packet, with the UDP checksum IPv6 requires.
+func rawUDP6(src netip.Addr, dst netip.AddrPort, payload []byte) []byte {
+	udp := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], dst.Port())
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	udp = append(udp, payload...)
+	s16, d16 := src.As16(), dst.Addr().As16()
+	pseudo := make([]byte, 0, 40+len(udp))
+	pseudo = append(append(pseudo, s16[:]...), d16[:]...)
+	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(udp)))
+	pseudo = append(pseudo, 0, 0, 0, syscall.IPPROTO_UDP)
+	sum := checksum(append(pseudo, udp...))
+	if sum == 0 {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:], sum)
+	ip := make([]byte, 40, 40+len(udp))
+	ip[0] = 0x60
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(udp)))
+	ip[6], ip[7] = syscall.IPPROTO_UDP, 64
+	copy(ip[8:24], s16[:])
+	copy(ip[24:40], d16[:])
+	return append(ip, udp...)
+}
+
 // AddTenant makes a namespace behind h as a container of another Docker
 // network is: a veth into h, the private address 172.31.<h's index>.2, and
 // h masquerading what it sends (docker0's way). Like AddNode's, it runs no
 // daemon; the lab removes it on Close.
 func (h *Host) AddTenant(ctx context.Context) (*Host, error) {
 	i := h.Index()
-	t := &Host{lab: h.lab, Name: h.Name + "-tenant", NS: h.NS + "-tenant", Addr: netip.AddrFrom4([4]byte{172, 31, byte(i), 2})}
+	addr, gw, family, forward := netip.AddrFrom4([4]byte{172, 31, byte(i), 2}), fmt.Sprintf("172.31.%d.1", i), "ip", "net.ipv4.ip_forward=1"
+	if h.Addr.Is6() {
+		// The IPv6 lab's tenant: a unique local address, masqueraded the
+		// same way (NAT66), as Docker does for an IPv6 bridge network.
+		addr, gw, family, forward = netip.MustParseAddr(fmt.Sprintf("fd31:%x::2", i)), fmt.Sprintf("fd31:%x::1", i), "ip6", "net.ipv6.conf.all.forwarding=1"
+	}
+	t := &Host{lab: h.lab, Name: h.Name + "-tenant", NS: h.NS + "-tenant", Addr: addr}
 	h.lab.mu.Lock()
 	h.lab.nodes = append(h.lab.nodes, t)
 	h.lab.mu.Unlock()
-	gw := fmt.Sprintf("172.31.%d.1", i)
+	bits := 24
+	if addr.Is6() {
+		bits = 64
+	}
+	prefix := netip.PrefixFrom(addr, bits)
 	steps := [][]string{
 		{"ip", "netns", "add", t.NS},
 		{"ip", "-n", h.NS, "link", "add", "tnt0", "type", "veth", "peer", "name", "eth0", "netns", t.NS},
-		{"ip", "-n", h.NS, "addr", "add", gw + "/24", "dev", "tnt0"},
+		{"ip", "-n", h.NS, "addr", "add", fmt.Sprintf("%s/%d", gw, bits), "dev", "tnt0", "nodad"},
 		{"ip", "-n", h.NS, "link", "set", "tnt0", "up"},
-		{"ip", "-n", t.NS, "addr", "add", t.Addr.String() + "/24", "dev", "eth0"},
+		{"ip", "-n", t.NS, "addr", "add", prefix.String(), "dev", "eth0", "nodad"},
 		{"ip", "-n", t.NS, "link", "set", "eth0", "up"},
 		{"ip", "-n", t.NS, "link", "set", "lo", "up"},
 		{"ip", "-n", t.NS, "route", "add", "default", "via", gw},
-		{"ip", "netns", "exec", h.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
-		{"ip", "netns", "exec", h.NS, "nft", "add table ip tenantnat; " +
-			"add chain ip tenantnat post { type nat hook postrouting priority 100; }; " +
-			fmt.Sprintf("add rule ip tenantnat post ip saddr 172.31.%d.0/24 oifname eth0 masquerade", i)},
+		{"ip", "netns", "exec", h.NS, "sysctl", "-qw", forward},
+		{"ip", "netns", "exec", h.NS, "nft", fmt.Sprintf("add table %[1]s tenantnat; "+
+			"add chain %[1]s tenantnat post { type nat hook postrouting priority 100; }; "+
+			"add rule %[1]s tenantnat post %[1]s saddr %[2]s oifname eth0 masquerade", family, prefix.Masked())},
+	}
+	if !addr.Is6() {
+		// nodad is IPv6's; IPv4 takes no such flag.
+		steps[2], steps[4] = steps[2][:len(steps[2])-1], steps[4][:len(steps[4])-1]
 	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {

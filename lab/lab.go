@@ -20,10 +20,17 @@ import (
 // range, which no real network uses.
 var Underlay = netip.MustParsePrefix("198.18.0.0/24")
 
+// Underlay6 is the address range of the hosts of an IPv6 lab
+// (Config.IPv6): RFC 5180's benchmarking range, IPv6's 198.18.0.0/15.
+var Underlay6 = netip.MustParsePrefix("2001:2::/64")
+
 // deadEnd is the hosts' default gateway, which nobody answers for: a
 // daemon finds its underlay by the default route, as on a real host, and
 // nothing leaves the lab.
-var deadEnd = netip.MustParseAddr("198.18.0.254")
+var (
+	deadEnd  = netip.MustParseAddr("198.18.0.254")
+	deadEnd6 = netip.MustParseAddr("2001:2::fe")
+)
 
 // maxHosts is how many hosts fit below the dead-end gateway.
 const maxHosts = 253
@@ -40,6 +47,9 @@ type Config struct {
 	// what a failing test wants to read. Benchmarks use the default
 	// level a real host runs at.
 	LogLevel string
+	// IPv6 makes the underlay IPv6 only: hosts have addresses of
+	// Underlay6, a default route over IPv6, and no IPv4 address.
+	IPv6 bool
 }
 
 // Lab is a set of hosts on one switch.
@@ -91,6 +101,21 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 // Name is the lab's unique prefix.
 func (l *Lab) Name() string { return l.name }
 
+// Underlay is the range the lab's hosts take their addresses from.
+func (l *Lab) Underlay() netip.Prefix {
+	if l.cfg.IPv6 {
+		return Underlay6
+	}
+	return Underlay
+}
+
+func (l *Lab) gateway() netip.Addr {
+	if l.cfg.IPv6 {
+		return deadEnd6
+	}
+	return deadEnd
+}
+
 // Dir is where sockets, state and logs live.
 func (l *Lab) Dir() string { return l.cfg.Dir }
 
@@ -110,7 +135,7 @@ func (l *Lab) AddHost(ctx context.Context, name string) (*Host, error) {
 	if n > maxHosts {
 		return nil, fmt.Errorf("lab: at most %d hosts", maxHosts)
 	}
-	addr := Underlay.Addr()
+	addr := l.Underlay().Addr()
 	for i := 0; i < n; i++ {
 		addr = addr.Next()
 	}
@@ -140,16 +165,22 @@ func (l *Lab) AddHost(ctx context.Context, name string) (*Host, error) {
 // port, address addr, and, for a full host, the dead-end default route by
 // which a daemon finds its underlay.
 func (l *Lab) wire(ctx context.Context, ns string, addr netip.Addr, port string, defaultRoute bool) error {
+	// nodad: the address is usable at once, not after duplicate address
+	// detection's second or two.
+	addAddr := []string{"-n", ns, "addr", "add", netip.PrefixFrom(addr, l.Underlay().Bits()).String(), "dev", "eth0"}
+	if addr.Is6() {
+		addAddr = append(addAddr, "nodad")
+	}
 	steps := [][]string{
 		{"netns", "add", ns},
 		{"-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw},
 		{"-n", l.sw, "link", "set", port, "master", "br0", "up"},
-		{"-n", ns, "addr", "add", netip.PrefixFrom(addr, Underlay.Bits()).String(), "dev", "eth0"},
+		addAddr,
 		{"-n", ns, "link", "set", "eth0", "up"},
 		{"-n", ns, "link", "set", "lo", "up"},
 	}
 	if defaultRoute {
-		steps = append(steps, []string{"-n", ns, "route", "add", "default", "via", deadEnd.String(), "dev", "eth0", "onlink"})
+		steps = append(steps, []string{"-n", ns, "route", "add", "default", "via", l.gateway().String(), "dev", "eth0", "onlink"})
 	}
 	for _, s := range steps {
 		if err := run(ctx, "ip", s...); err != nil {

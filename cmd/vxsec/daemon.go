@@ -109,8 +109,8 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	cl := newClusterRef()
 	trust := swarmTrust(s, under.Addr, cl.peers, log)
 	keys := ipsec.NewManager(ipsec.ManagerConfig{
-		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort), Log: log,
-		Identity: keyIdentity(self, trust),
+		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort).WithUDP(uint16(s.ESPUDPPort)), Log: log,
+		Identity: keyIdentity(self, trust), UDPPort: uint16(s.ESPUDPPort), UDPAlways: s.ESPEncap == config.EncapUDP,
 	})
 	fw := firewall.New()
 	now, err := testClock(log)
@@ -129,7 +129,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	d, err := driver.New(driver.Config{
 		Services: servicesOf(services),
 		Store:    store, DataPath: dp, Firewall: fw, DataPort: uint16(s.DataPort),
-		EncryptedPort: uint16(s.EncryptedPort), IPsec: keys, Authenticated: s.Secret != nil || trust != nil,
+		EncryptedPort: uint16(s.EncryptedPort), ESPUDPPort: uint16(s.ESPUDPPort), IPsec: keys, Authenticated: s.Secret != nil || trust != nil,
 		Identified:  (self != nil || trust != nil) && s.Identity == config.IdentityRequired,
 		RotateEvery: s.RotateEvery,
 		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log, Now: now,
@@ -144,7 +144,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	}
 	log.Info("vxsec daemon serving", "version", version, "socket", s.Socket,
 		"advertise", under.Addr, "underlay", under.Interface, "underlay_mtu", under.MTU, "scope", scope,
-		"data_port", s.DataPort, "encrypted_port", s.EncryptedPort, "rotate_every", s.RotateEvery, "networks", len(d.Networks()))
+		"data_port", s.DataPort, "encrypted_port", s.EncryptedPort, "esp_encap", s.ESPEncap, "esp_udp_port", s.ESPUDPPort, "rotate_every", s.RotateEvery, "networks", len(d.Networks()))
 	switch {
 	case self != nil:
 		log.Info("host identity: this host signs its tables and accepts only signed ones", "name", self.Name,

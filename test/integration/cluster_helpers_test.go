@@ -36,25 +36,31 @@ type cluster struct {
 
 // newCluster starts n hosts sharing a secret and seeded with h1, and waits
 // until every one of them sees all n alive.
-func newCluster(t *testing.T, n int) *cluster {
-	t.Helper()
-	secret := lab.NewSecret()
-	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret}
-	for i := 1; i <= n; i++ {
-		c.addHost(t, fmt.Sprintf("h%d", i))
-	}
-	c.waitMembers(t, c.hosts, c.hosts)
-	return c
-}
+func newCluster(t *testing.T, n int) *cluster { return startCluster(t, n, false, false) }
+
+// newCluster6 is newCluster on an IPv6-only underlay.
+func newCluster6(t *testing.T, n int) *cluster { return startCluster(t, n, true, false) }
 
 // newIdentityCluster is newCluster with an identity for every host, from
 // one cluster CA (docs/identity.md).
-func newIdentityCluster(t *testing.T, n int) *cluster {
+func newIdentityCluster(t *testing.T, n int) *cluster { return startCluster(t, n, false, true) }
+
+// newIdentityCluster6 is newIdentityCluster on an IPv6-only underlay.
+func newIdentityCluster6(t *testing.T, n int) *cluster { return startCluster(t, n, true, true) }
+
+func startCluster(t *testing.T, n int, ipv6, identities bool) *cluster {
 	t.Helper()
 	secret := lab.NewSecret()
-	c := &cluster{lab: openLab(t, lab.ClusterEnv(secret)), secret: secret, ca: filepath.Join(t.TempDir(), "ca")}
-	if err := identity.InitCA(c.ca, "integration", time.Hour); err != nil {
-		t.Fatal(err)
+	underlay := lab.Underlay
+	if ipv6 {
+		underlay = lab.Underlay6
+	}
+	c := &cluster{lab: openLabConfig(t, lab.Config{Env: lab.ClusterEnvOn(underlay, secret), IPv6: ipv6}), secret: secret}
+	if identities {
+		c.ca = filepath.Join(t.TempDir(), "ca")
+		if err := identity.InitCA(c.ca, "integration", time.Hour); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := 1; i <= n; i++ {
 		c.addHost(t, fmt.Sprintf("h%d", i))
@@ -241,7 +247,6 @@ func nftTable(t *testing.T, h *lab.Host) string {
 var (
 	nftCounter  = regexp.MustCompile(`counter packets (\d+) bytes \d+`)
 	nftElements = regexp.MustCompile(`(?s)elements = \{([^}]*)\}`)
-	ipv4        = regexp.MustCompile(`\b\d+\.\d+\.\d+\.\d+\b`)
 )
 
 // dataPortDrops sums the counters of the rules that drop traffic to the
@@ -266,16 +271,68 @@ func dataPortDrops(t *testing.T, h *lab.Host) int {
 	return n
 }
 
-// memberSet returns every IPv4 address in the element lists of the host's
-// vxsec table (the set of cluster members allowed to send VXLAN).
+// memberSet returns every address in the element lists of the host's
+// vxsec table (the sets of cluster members allowed to send VXLAN).
 func memberSet(t *testing.T, h *lab.Host) []string {
 	t.Helper()
 	var a []string
 	for _, m := range nftElements.FindAllStringSubmatch(nftTable(t, h), -1) {
-		a = append(a, ipv4.FindAllString(m[1], -1)...)
+		for _, e := range strings.Split(m[1], ",") {
+			if addr, err := netip.ParseAddr(strings.TrimSpace(e)); err == nil {
+				a = append(a, addr.String())
+			}
+		}
 	}
 	slices.Sort(a)
 	return slices.Compact(a)
+}
+
+// rogueVTEP adds a machine at addr on the lab's underlay, no member, with
+// a VXLAN device of the network's VNI aimed at victim's host and an
+// overlay address (CIDR) of the network: the attacker of the non-member
+// lock.
+func rogueVTEP(t *testing.T, c *cluster, addr netip.Addr, vni int, h *lab.Host, victim *lab.Container, overlay string) *lab.Host {
+	t.Helper()
+	rogue, err := c.lab.AddNode(ctxT(t), "rogue", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range [][]string{
+		{"ip", "link", "add", "vx0", "type", "vxlan", "id", fmt.Sprint(vni), "dstport", "4800",
+			"local", addr.String(), "remote", h.Addr.String(), "nolearning"},
+		{"ip", "link", "set", "vx0", "address", "02:00:de:ad:be:ef"},
+		{"ip", "addr", "add", overlay, "dev", "vx0"},
+		{"ip", "link", "set", "vx0", "up"},
+		{"ip", "neigh", "replace", victim.IP(), "lladdr", victim.MAC, "dev", "vx0", "nud", "permanent"},
+		{"bridge", "fdb", "append", victim.MAC, "dev", "vx0", "dst", h.Addr.String()},
+	} {
+		if _, err := rogue.Exec(ctxT(t), s...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return rogue
+}
+
+// injectFails has the rogue ping the victim through its VXLAN device: no
+// answer, nothing received by the victim, and h's data-port drop counter
+// up by at least the packets sent (so they did arrive and were dropped).
+func injectFails(t *testing.T, rogue, h *lab.Host, victim *lab.Container) {
+	t.Helper()
+	rx1 := rxPackets(t, victim)
+	drops1 := dataPortDrops(t, h)
+	const sent = 20
+	r, _ := rogue.Ping(ctxT(t), victim.IP(), "-c", fmt.Sprint(sent), "-i", "0.05", "-W", "1")
+	if r.Received != 0 {
+		t.Errorf("the rogue got %d answers from the victim:\n%s", r.Received, r.Output)
+	}
+	if rx := rxPackets(t, victim); rx != rx1 {
+		t.Errorf("the victim received %d packets during the injection", rx-rx1)
+	}
+	drops := dataPortDrops(t, h) - drops1
+	t.Logf("rogue %s sent %d pings (%d with ARP); %s dropped %d packets at the data port; victim saw %d", rogue.Addr, sent, r.Sent, h.Name, drops, rxPackets(t, victim)-rx1)
+	if drops < sent {
+		t.Errorf("%s's data-port drop counter rose by %d, want at least %d (the injected packets must arrive and be dropped)", h.Name, drops, sent)
+	}
 }
 
 // rxPackets reads a container interface's received-packets counter.

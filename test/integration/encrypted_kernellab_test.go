@@ -8,9 +8,11 @@ package integration
 // by captures on the lab's switch, never by the daemons' own word.
 
 import (
+	be "encoding/binary"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/lab"
@@ -135,7 +138,7 @@ func TestEncrypted(t *testing.T) {
 	})
 
 	t.Run("mtu-with-df", func(t *testing.T) {
-		const mtu = 1416 // ipsec.ContainerMTU(1500, false)
+		const mtu = 1408 // ipsec.ContainerMTU(1500, false): room for ESP in UDP
 		if got := ipsec.ContainerMTU(1500, false); got != mtu {
 			t.Fatalf("ContainerMTU(1500) = %d, want %d", got, mtu)
 		}
@@ -514,4 +517,329 @@ func grepLog(t *testing.T, h *lab.Host, words ...string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestEncryptedIPv6: an encrypted network across hosts whose only
+// addresses are IPv6. The wire carries its VXLAN only as ESP over IPv6
+// (nothing IPv4, nothing fragmented, nothing cleartext to the encrypted
+// port) while a plain network beside it stays plain; the MTU is derived
+// for ESP over IPv6 and DF-tested both ways; the tenants' injections of
+// TestEncrypted meet the same locks over IPv6; rotations lose nothing.
+func TestEncryptedIPv6(t *testing.T) {
+	if err := ipsec.Probe(); err != nil {
+		t.Fatalf("the kernel lab's kernel must have ESP and GCM: %v", err)
+	}
+	c := newIdentityCluster6(t, 2)
+	h1, h2 := c.hosts[0], c.hosts[1]
+	const evni, pvni = 8201, 8202
+	eids := map[*lab.Host]string{}
+	for _, h := range c.hosts {
+		eids[h] = "enc6-" + h.Name
+		mustCreateNetwork(t, h, eids[h], map[string]string{"vni": strconv.Itoa(evni), "encrypted": ""}, "10.92.0.0/24", "")
+	}
+	pids := createEverywhere(t, c.hosts, "pla6", pvni, "10.93.0.0/24")
+	e1 := mustRun(t, h1, "e1", eids[h1], "10.92.0.11/24")
+	e2 := mustRun(t, h2, "e2", eids[h2], "10.92.0.12/24")
+	p1 := mustRun(t, h1, "p1", pids[h1], "10.93.0.11/24")
+	p2 := mustRun(t, h2, "p2", pids[h2], "10.93.0.12/24")
+	for _, h := range c.hosts {
+		waitCounts(t, h, evni, 1, 1, 30*time.Second)
+	}
+	took := waitAllKeyed(t, c.hosts)
+	t.Logf("the pair %s ↔ %s keyed %v after the endpoints were known", h1.Addr, h2.Addr, took.Round(time.Millisecond))
+	reachFast(t, e1, e2.IP())
+	reachFast(t, e2, e1.IP())
+
+	t.Run("wire-only-esp-over-ipv6", func(t *testing.T) {
+		capt, err := c.lab.Capture(ctxT(t), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer capt.Stop()
+		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}, {p1, p2}} {
+			if r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "20", "-i", "0.05", "-W", "2"); err != nil || r.Received != 20 {
+				t.Fatalf("%s → %s: %+v %v", pr[0].Name, pr[1].Name, r, err)
+			}
+		}
+		pk, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+			if n := ps.CountESP(h1.Addr, h2.Addr); n < 80 {
+				return fmt.Errorf("%d ESP packets between h1 and h2, want at least 80", n)
+			}
+			if n := ps.CountUDP(plainPort); n < 40 {
+				return fmt.Errorf("%d VXLAN datagrams of the plain network, want at least 40", n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := capt.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if d := capt.Dropped(); d != 0 {
+			t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
+		}
+		esp := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP })
+		v4 := pk.Where(func(p lab.Packet) bool { return p.EtherType == 0x0800 || p.EtherType == 0x0806 })
+		frag := pk.Where(func(p lab.Packet) bool { return p.EtherType == 0x86dd && p.Proto == 44 })
+		if clear := pk.UDPTo(encPort); len(clear) != 0 {
+			t.Errorf("%d cleartext datagrams to the encrypted port crossed the wire:\n%s", len(clear), clear)
+		}
+		if len(v4) != 0 || len(frag) != 0 {
+			t.Errorf("%d IPv4/ARP packets and %d IPv6 fragments on an IPv6-only underlay:\n%s%s", len(v4), len(frag), v4, frag)
+		}
+		for _, p := range esp {
+			if !p.Src.Is6() {
+				t.Fatalf("ESP not over IPv6: %s", p)
+			}
+		}
+		t.Logf("on the wire: %d ESP over IPv6 h1↔h2, %d plain VXLAN over IPv6, 0 cleartext to %d, 0 IPv4, 0 fragments",
+			len(esp), pk.CountUDP(plainPort), encPort)
+	})
+
+	t.Run("mtu-with-df", func(t *testing.T) {
+		const mtu = 1388 // 1500 - IPv6 40 - UDP 8 - ESP 8 - IV 8 - ICV 16, to 4 bytes - trailer 2 - VXLAN 30
+		if got := ipsec.ContainerMTU(1500, true); got != mtu {
+			t.Fatalf("ContainerMTU(1500, IPv6) = %d, want %d", got, mtu)
+		}
+		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}} {
+			r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "3", "-M", "do", "-s", strconv.Itoa(mtu-28), "-W", "2")
+			if err != nil || r.Received != 3 {
+				t.Fatalf("%s → %s: full-size DF ping at MTU %d: %+v %v", pr[0].Name, pr[1].Name, mtu, r, err)
+			}
+			r, _ = pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "1", "-M", "do", "-s", strconv.Itoa(mtu-27), "-W", "2")
+			if r.Received != 0 || !strings.Contains(r.Output, "message too long") {
+				t.Fatalf("%s: one byte over the MTU with DF must be refused at the sender:\n%s", pr[0].Name, r.Output)
+			}
+		}
+	})
+
+	t.Run("segmentation", func(t *testing.T) {
+		checkSegmentation(t, encPort, e1, e2, evni, segmentationInjectors(t, h1, h2, true))
+	})
+
+	t.Run("rotation-zero-loss", func(t *testing.T) {
+		const rotations = 6
+		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
+			for i := 0; i < rotations; i++ {
+				if err := []*lab.Host{h1, h2}[i%2].Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
+					return err
+				}
+				waitAllKeyed(t, c.hosts)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d rotations over IPv6: ping at 100/s sent %d, received %d", rotations, r.Sent, r.Received)
+		if r.Sent < 100 || r.Received != r.Sent {
+			t.Errorf("lost %d of %d packets across %d rotations; unanswered:\n%s", r.Sent-r.Received, r.Sent, rotations, unanswered(r.Output))
+		}
+	})
+}
+
+// switchDropsESP makes the lab's switch drop IP protocol 50, as cloud
+// firewalls and NAT gateways do, and returns a reader of its drop count.
+func switchDropsESP(t *testing.T, l *lab.Lab) func() int {
+	t.Helper()
+	rules := "add table bridge noesp; add chain bridge noesp pass { type filter hook forward priority 0; }; " +
+		"add rule bridge noesp pass ip protocol esp counter drop; add rule bridge noesp pass ip6 nexthdr esp counter drop"
+	if out, err := exec.Command("ip", "netns", "exec", l.Switch(), "nft", rules).CombinedOutput(); err != nil {
+		t.Fatalf("the switch's ESP drop: %v: %s", err, out)
+	}
+	return func() int {
+		out, err := exec.Command("ip", "netns", "exec", l.Switch(), "nft", "list", "table", "bridge", "noesp").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list table bridge noesp: %v: %s", err, out)
+		}
+		n := 0
+		for _, m := range nftCounter.FindAllStringSubmatch(string(out), -1) {
+			v, _ := strconv.Atoi(m[1])
+			n += v
+		}
+		return n
+	}
+}
+
+// TestEncryptedESPInUDP: the lab's switch drops IP protocol 50. With
+// native ESP (the control) the encrypted network's keys are agreed but
+// nothing crosses, and the switch counts the drops. One host restarted with
+// VXSEC_ESP_ENCAP=udp is enough: its peer receives from it in UDP and, asked,
+// sends to it in UDP too. Then the network carries everything both ways
+// as ESP in UDP to port 4802 (nothing of protocol 50, nothing cleartext),
+// the MTU fits it (DF both ways), rotations lose nothing, status says which
+// encapsulation each pair uses and why, and a stranger's datagrams to 4802
+// meet the member lock.
+func TestEncryptedESPInUDP(t *testing.T) {
+	if err := ipsec.Probe(); err != nil {
+		t.Fatalf("the kernel lab's kernel must have ESP and GCM: %v", err)
+	}
+	const udpPort = 4802
+	c := newIdentityCluster(t, 2)
+	h1, h2 := c.hosts[0], c.hosts[1]
+	espDrops := switchDropsESP(t, c.lab)
+	const evni = 8301
+	eids := map[*lab.Host]string{}
+	for _, h := range c.hosts {
+		eids[h] = "encu-" + h.Name
+		mustCreateNetwork(t, h, eids[h], map[string]string{"vni": strconv.Itoa(evni), "encrypted": ""}, "10.94.0.0/24", "")
+	}
+	e1 := mustRun(t, h1, "e1", eids[h1], "10.94.0.11/24")
+	e2 := mustRun(t, h2, "e2", eids[h2], "10.94.0.12/24")
+	for _, h := range c.hosts {
+		waitCounts(t, h, evni, 1, 1, 30*time.Second)
+	}
+	waitAllKeyed(t, c.hosts)
+
+	// The control: native ESP meets the switch's drop.
+	d0 := espDrops()
+	if r, _ := e1.Ping(ctxT(t), e2.IP(), "-c", "5", "-i", "0.2", "-W", "1"); r.Received != 0 {
+		t.Fatalf("with native ESP through a switch that drops protocol 50, %d pings were answered: the drop does not work", r.Received)
+	}
+	if d := espDrops() - d0; d < 5 {
+		t.Fatalf("the switch dropped %d ESP packets of 5 pings: the control shows nothing", d)
+	}
+	t.Logf("control: native ESP through the switch: 0 of 5 pings answered, %d ESP packets dropped by the switch", espDrops()-d0)
+
+	h1.Env = append(h1.Env, "VXSEC_ESP_ENCAP=udp")
+	if err := h1.Restart(ctxT(t), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	took := waitAllKeyed(t, c.hosts)
+	t.Logf("h1 restarted with VXSEC_ESP_ENCAP=udp: the pair keyed again in %v", took.Round(time.Millisecond))
+	reachFast(t, e1, e2.IP())
+	reachFast(t, e2, e1.IP())
+	for _, pr := range []struct {
+		h, o *lab.Host
+		why  string
+	}{{h1, h2, "this host asks"}, {h2, h1, "the peer asks"}} {
+		st, err := pr.h.Status(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := st.Peer(pr.o.Addr.String())
+		if p.Encap != "udp" || !strings.Contains(p.EncapWhy, pr.why) {
+			t.Fatalf("%s's status of %s: encapsulation %q (%q), want udp because %s", pr.h.Name, pr.o.Name, p.Encap, p.EncapWhy, pr.why)
+		}
+		t.Logf("%s → %s: %s (%s)", pr.h.Name, pr.o.Name, p.Encap, p.EncapWhy)
+	}
+
+	t.Run("wire-only-esp-in-udp", func(t *testing.T) {
+		capt, err := c.lab.Capture(ctxT(t), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer capt.Stop()
+		d0 := espDrops()
+		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}} {
+			if r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "20", "-i", "0.05", "-W", "2"); err != nil || r.Received != 20 {
+				t.Fatalf("%s → %s: %+v %v", pr[0].Name, pr[1].Name, r, err)
+			}
+		}
+		pk, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+			if n := len(ps.UDPTo(udpPort).Where(func(p lab.Packet) bool { return p.SrcPort == udpPort })); n < 80 {
+				return fmt.Errorf("%d datagrams from port %d to port %d, want at least 80", n, udpPort, udpPort)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := capt.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if d := capt.Dropped(); d != 0 {
+			t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
+		}
+		esp := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP })
+		clear := pk.UDPTo(encPort)
+		udp := pk.UDPTo(udpPort)
+		// What travels in UDP to 4802 is ESP: a non-zero SPI first.
+		notESP := udp.Where(func(p lab.Packet) bool { return len(p.Payload) < 8 || be.BigEndian.Uint32(p.Payload) == 0 })
+		if len(esp) != 0 || len(clear) != 0 || len(notESP) != 0 {
+			t.Errorf("on the wire: %d native ESP, %d cleartext to %d, %d datagrams to %d that are no ESP; want none:\n%s%s%s",
+				len(esp), len(clear), encPort, len(notESP), udpPort, esp, clear, notESP)
+		}
+		if d := espDrops() - d0; d != 0 {
+			t.Errorf("the switch dropped %d ESP packets while the pair uses ESP in UDP", d)
+		}
+		t.Logf("on the wire: %d ESP-in-UDP datagrams to %d, 0 native ESP, 0 cleartext to %d", len(udp), udpPort, encPort)
+	})
+
+	t.Run("mtu-with-df", func(t *testing.T) {
+		mtu := ipsec.ContainerMTU(1500, false)
+		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}} {
+			r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "3", "-M", "do", "-s", strconv.Itoa(mtu-28), "-W", "2")
+			if err != nil || r.Received != 3 {
+				t.Fatalf("%s → %s: full-size DF ping at MTU %d in ESP in UDP: %+v %v", pr[0].Name, pr[1].Name, mtu, r, err)
+			}
+			r, _ = pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "1", "-M", "do", "-s", strconv.Itoa(mtu-27), "-W", "2")
+			if r.Received != 0 || !strings.Contains(r.Output, "message too long") {
+				t.Fatalf("%s: one byte over the MTU with DF must be refused at the sender:\n%s", pr[0].Name, r.Output)
+			}
+		}
+		t.Logf("MTU %d: full-size DF pings pass both ways in ESP in UDP, one byte more is refused at the sender", mtu)
+	})
+
+	t.Run("rotation-zero-loss", func(t *testing.T) {
+		const rotations = 10
+		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
+			for i := 0; i < rotations; i++ {
+				if err := []*lab.Host{h1, h2}[i%2].Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
+					return err
+				}
+				waitAllKeyed(t, c.hosts)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d rotations in ESP in UDP: ping at 100/s sent %d, received %d", rotations, r.Sent, r.Received)
+		if r.Sent < 100 || r.Received != r.Sent {
+			t.Errorf("lost %d of %d packets across %d rotations; unanswered:\n%s", r.Sent-r.Received, r.Sent, rotations, unanswered(r.Output))
+		}
+	})
+
+	t.Run("stranger-to-udp-port", func(t *testing.T) {
+		rogue, err := c.lab.AddNode(ctxT(t), "rogue", netip.MustParseAddr("198.18.0.202"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		capt, err := h1.Capture(ctxT(t), fmt.Sprintf("udp dst port %d", controlPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := []byte{0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1, 1, 2, 3, 4}
+		send := func(port uint16) {
+			t.Helper()
+			if _, err := lab.Inject(ctxT(t), lab.Injection{NS: rogue.NS, Mode: lab.InjectUDP, Dst: netip.AddrPortFrom(h1.Addr, port), Count: 20, Payload: payload}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		send(controlPort)
+		if _, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+			if n := ps.CountUDP(controlPort); n < 20 {
+				return fmt.Errorf("%d of 20 reached h1", n)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("positive control (the stranger's datagrams to another port of h1): %v", err)
+		}
+		capt.Stop()
+		d0 := drops(t, h1, firewall.LockNonMember)
+		send(udpPort)
+		var dropped uint64
+		if err := lab.WaitFor(ctxT(t), 10*time.Second, func() error {
+			if dropped = drops(t, h1, firewall.LockNonMember) - d0; dropped < 20 {
+				return fmt.Errorf("%d dropped", dropped)
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("h1's %q lock counted %d of a stranger's 20 datagrams to port %d: %v", firewall.LockNonMember, dropped, udpPort, err)
+		}
+		t.Logf("a stranger's 20 datagrams to %d: %d dropped under %q (its 20 to port %d arrived)", udpPort, dropped, firewall.LockNonMember, controlPort)
+		reachFast(t, e2, e1.IP())
+	})
 }

@@ -54,9 +54,17 @@ func repoBinary(t *testing.T, env, name string) string {
 // every daemon's log tail when the test failed).
 func openLab(t *testing.T, env []string) *lab.Lab {
 	t.Helper()
+	return openLabConfig(t, lab.Config{Env: env})
+}
+
+// openLabConfig is openLab with more of the lab's settings (the binary and
+// the directory are the test's).
+func openLabConfig(t *testing.T, cfg lab.Config) *lab.Lab {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := lab.New(ctx, lab.Config{Bin: binary(t), Dir: t.TempDir(), Env: env})
+	cfg.Bin, cfg.Dir = binary(t), t.TempDir()
+	l, err := lab.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,12 +50,23 @@ func segmentationInjectors(t *testing.T, h1, h2 *lab.Host, encrypted bool) []inj
 		t.Fatal(err)
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
+	if h1.Addr.Is6() {
+		lo = netip.IPv6Loopback()
+	}
 	forgedLock, forwardLock := firewall.LockSpoofedMember, firewall.LockForwardedInjection
+	selfLock := firewall.LockLocalInjection
 	if encrypted {
 		// The forged member address arrives in cleartext; the forwarded
 		// datagram meets the catch-all block policy at the forward route
 		// lookup, before the forward hook.
 		forgedLock, forwardLock = firewall.LockCleartext, "xfrm:XfrmOutPolBlock"
+		if h1.Addr.Is6() {
+			// IPv4's loopback skips xfrm (net.ipv4.conf.lo.disable_xfrm),
+			// so the output hook's rule refuses a datagram to this host;
+			// IPv6 has no such switch, and the guard's block policy
+			// refuses it first, at the route lookup.
+			selfLock = "xfrm:XfrmOutPolBlock"
+		}
 	}
 	return []injector{
 		{name: "unprivileged-udp", from: h1, uid: 65534, mode: lab.InjectUDP, to: h2.Addr,
@@ -63,9 +74,9 @@ func segmentationInjectors(t *testing.T, h1, h2 *lab.Host, encrypted bool) []inj
 		{name: "host-raw-socket", from: h1, uid: 0, mode: lab.InjectRaw, src: h1.Addr, to: h2.Addr,
 			at: h1, lock: firewall.LockLocalInjection, local: true},
 		{name: "unprivileged-udp-to-self", from: h2, uid: 65534, mode: lab.InjectUDP, to: h2.Addr,
-			at: h2, lock: firewall.LockLocalInjection, local: true},
+			at: h2, lock: selfLock, local: true},
 		{name: "unprivileged-udp-to-loopback", from: h2, uid: 65534, mode: lab.InjectUDP, to: lo,
-			at: h2, lock: firewall.LockLocalInjection, local: true},
+			at: h2, lock: selfLock, local: true},
 		{name: "natted-container", from: tenant1, uid: 0, mode: lab.InjectUDP, to: h2.Addr,
 			at: h1, lock: forwardLock},
 		{name: "container-forging-a-member", from: tenant2, uid: 0, mode: lab.InjectRaw, src: h1.Addr, to: h2.Addr,
@@ -101,6 +112,21 @@ func TestAttackSegmentation(t *testing.T) {
 	ids := createEverywhere(t, c.hosts, "seg", vni, "10.81.0.0/24")
 	friend := mustRun(t, h1, "friend", ids[h1], "10.81.0.11/24")
 	victim := mustRun(t, h2, "victim", ids[h2], "10.81.0.12/24")
+	waitCounts(t, h1, vni, 1, 1, 5*time.Second)
+	waitCounts(t, h2, vni, 1, 1, 5*time.Second)
+	checkSegmentation(t, 4800, friend, victim, vni, segmentationInjectors(t, h1, h2, false))
+}
+
+// TestAttackSegmentation6 is TestAttackSegmentation on an IPv6-only
+// underlay: the same injectors over IPv6 (a tenant behind NAT66), the same
+// locks, the same controls.
+func TestAttackSegmentation6(t *testing.T) {
+	c := newCluster6(t, 2)
+	h1, h2 := c.hosts[0], c.hosts[1]
+	const vni = 7652
+	ids := createEverywhere(t, c.hosts, "seg6", vni, "10.82.0.0/24")
+	friend := mustRun(t, h1, "friend", ids[h1], "10.82.0.11/24")
+	victim := mustRun(t, h2, "victim", ids[h2], "10.82.0.12/24")
 	waitCounts(t, h1, vni, 1, 1, 5*time.Second)
 	waitCounts(t, h2, vni, 1, 1, 5*time.Second)
 	checkSegmentation(t, 4800, friend, victim, vni, segmentationInjectors(t, h1, h2, false))

@@ -185,11 +185,11 @@ func phaseServices(l *swarmLab, t testing.TB) {
 	for _, i := range all() {
 		l.check(t, fmt.Sprintf("3.mtu.e%d", i), func(t testing.TB) {
 			dev, mtu, err := taskMTU(l.ctx, l.web[i])
-			if err != nil || mtu != "1416" {
-				t.Errorf("sl-web task on sl-e%d: sl-net interface %q MTU %q (%v), want 1416", i, dev, mtu, err)
+			if err != nil || mtu != "1408" {
+				t.Errorf("sl-web task on sl-e%d: sl-net interface %q MTU %q (%v), want 1408", i, dev, mtu, err)
 				return
 			}
-			t.Logf("ok: sl-web task on sl-e%d: its sl-net interface %s has MTU 1416 (1500 - VXLAN - ESP)", i, dev)
+			t.Logf("ok: sl-web task on sl-e%d: its sl-net interface %s has MTU 1408 (1500 - VXLAN - ESP - room for ESP in UDP)", i, dev)
 		})
 	}
 
@@ -205,21 +205,21 @@ func phaseServices(l *swarmLab, t testing.TB) {
 	l.transfer(t, 1, 2)
 	far := nodeCount
 	l.check(t, "3.df", func(t testing.TB) {
-		r, err := l.web[1].Ping(l.ctx, l.web[far].IP, "-M", "do", "-s", "1388", "-c", "3", "-i", "0.3", "-W", "5")
+		r, err := l.web[1].Ping(l.ctx, l.web[far].IP, "-M", "do", "-s", "1380", "-c", "3", "-i", "0.3", "-W", "5")
 		if err != nil || r.Received == 0 {
-			t.Errorf("DF ping from sl-e1's task to sl-e%d's with 1388 bytes of payload: %v %s", far, err, r.Output)
+			t.Errorf("DF ping from sl-e1's task to sl-e%d's with 1380 bytes of payload: %v %s", far, err, r.Output)
 			return
 		}
-		t.Logf("ok: DF ping from sl-e1's task to sl-e%d's with 1388 bytes of payload (1416-byte packets) passes", far)
+		t.Logf("ok: DF ping from sl-e1's task to sl-e%d's with 1380 bytes of payload (1408-byte packets) passes", far)
 	})
 	l.check(t, "3.df.over", func(t testing.TB) {
-		out, _ := l.web[1].NetExec(l.ctx, "ping", "-M", "do", "-s", "1389", "-c", "1", "-W", "2", l.web[far].IP)
+		out, _ := l.web[1].NetExec(l.ctx, "ping", "-M", "do", "-s", "1381", "-c", "1", "-W", "2", l.web[far].IP)
 		low := strings.ToLower(out)
-		if !strings.Contains(low, "message too long") && !strings.Contains(low, "mtu=1416") {
-			t.Errorf("DF ping with 1389 bytes (1417-byte packets) was not refused for the 1416 MTU: %s", strings.TrimSpace(out))
+		if !strings.Contains(low, "message too long") && !strings.Contains(low, "mtu=1408") {
+			t.Errorf("DF ping with 1381 bytes (1409-byte packets) was not refused for the 1408 MTU: %s", strings.TrimSpace(out))
 			return
 		}
-		t.Logf("ok: DF ping with 1389 bytes is refused locally: %s", regexp.MustCompile(`(?i)message too long.*`).FindString(out))
+		t.Logf("ok: DF ping with 1381 bytes is refused locally: %s", regexp.MustCompile(`(?i)message too long.*`).FindString(out))
 	})
 	time.Sleep(time.Second)
 	var pk []lab.WirePacket
