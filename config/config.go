@@ -53,11 +53,14 @@ const (
 	// 4500, which host IPsec daemons (strongSwan, libreswan) own.
 	DefaultESPUDPPort = 4802
 	ikeNATTPort       = 4500
-	DefaultESPEncap   = EncapESP
+	DefaultESPEncap   = EncapAuto
 )
 
 // ESP encapsulations (esp-encap).
 const (
+	// EncapAuto receives natively from peers whose native ESP arrives
+	// (probed), in UDP from the others.
+	EncapAuto = "auto"
 	// EncapESP is native ESP (IP protocol 50), unless a peer asks for UDP.
 	EncapESP = "esp"
 	// EncapUDP is ESP in UDP (RFC 3948) with every peer: for paths that
@@ -123,7 +126,7 @@ type Settings struct {
 	// Identity is IdentityRequired (refuse unsigned tables) or
 	// IdentityOptional (accept them, while a cluster moves to identities).
 	Identity string
-	// ESPEncap is EncapESP or EncapUDP.
+	// ESPEncap is EncapAuto, EncapESP or EncapUDP.
 	ESPEncap string
 	// ESPUDPPort is the UDP port ESP in UDP arrives on.
 	ESPUDPPort int
@@ -161,7 +164,7 @@ var settings = []setting{
 	{"trust-port", DefaultTrustPort, "TCP port where swarm nodes exchange the cluster secret over mutual TLS"},
 	{"identity-dir", "", "directory of this host's identity from `vxsec ca issue` (host.crt, host.key, ca.crt); empty: none"},
 	{"identity", IdentityRequired, "with identity-dir: required (refuse other hosts' unsigned tables) or optional (accept them, while hosts move to identities one by one)"},
-	{"esp-encap", DefaultESPEncap, "how encrypted VXLAN travels: esp (IP protocol 50, unless a peer asks for udp) or udp (ESP in UDP with every peer, where protocol 50 is dropped)"},
+	{"esp-encap", DefaultESPEncap, "how encrypted VXLAN reaches this host: auto (native ESP from peers whose ESP is seen to arrive, ESP in UDP from the others), esp (native ESP, unless a peer asks for udp) or udp (ESP in UDP both ways with every peer)"},
 	{"esp-udp-port", DefaultESPUDPPort, "UDP port of ESP in UDP (never 4500, IKE's; never 4789)"},
 }
 
@@ -374,9 +377,9 @@ func (s Settings) Validate() error {
 		}
 	}
 	switch s.ESPEncap {
-	case EncapESP, EncapUDP:
+	case EncapAuto, EncapESP, EncapUDP:
 	default:
-		errs = append(errs, fmt.Errorf("esp-encap: %q is not an encapsulation; accepted: %s (native ESP), %s (ESP in UDP)", s.ESPEncap, EncapESP, EncapUDP))
+		errs = append(errs, fmt.Errorf("esp-encap: %q is not an encapsulation; accepted: %s (probe, then native ESP or ESP in UDP per peer), %s (native ESP), %s (ESP in UDP)", s.ESPEncap, EncapAuto, EncapESP, EncapUDP))
 	}
 	if err := checkPort("esp-udp-port", s.ESPUDPPort, dockerVXLANPort, "Docker's VXLAN port"); err != nil {
 		errs = append(errs, err)

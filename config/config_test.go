@@ -38,7 +38,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, EncryptedPort: 4801, RotateEvery: 12 * time.Hour, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot,
 		Scope: ScopeAuto, SwarmDir: DefaultSwarmDir, TrustPort: 7948, Identity: IdentityRequired, SecretRotateEvery: 12 * time.Hour,
-		ESPEncap: EncapESP, ESPUDPPort: 4802}
+		ESPEncap: EncapAuto, ESPUDPPort: 4802}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -85,7 +85,7 @@ func TestRefusals(t *testing.T) {
 		{"secret rotation too short", nil, map[string]string{"VXSEC_SECRET_ROTATE_EVERY": "10s"}, `secret-rotate-every: 10s is too short; accepted: 0 (never) or a duration of at least 1m0s`},
 		{"trust-port-gossip", []string{"--trust-port", "7947"}, nil, "is the gossip port"},
 		{"trust-port-docker", nil, map[string]string{"VXSEC_TRUST_PORT": "7946"}, "Docker's swarm gossip port"},
-		{"esp-encap", nil, map[string]string{"VXSEC_ESP_ENCAP": "auto"}, `esp-encap: "auto" is not an encapsulation; accepted: esp (native ESP), udp (ESP in UDP)`},
+		{"esp-encap", nil, map[string]string{"VXSEC_ESP_ENCAP": "nat"}, `esp-encap: "nat" is not an encapsulation; accepted: auto (probe, then native ESP or ESP in UDP per peer), esp (native ESP), udp (ESP in UDP)`},
 		{"esp-udp-port-ike", nil, map[string]string{"VXSEC_ESP_UDP_PORT": "4500"}, "IKE's NAT traversal port"},
 		{"esp-udp-port-data", []string{"--esp-udp-port", "4801"}, nil, "a UDP port of vxsec's already"},
 		{"esp-udp-port-gossip", []string{"--esp-udp-port", "7947"}, nil, "a UDP port of vxsec's already"},

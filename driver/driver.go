@@ -59,6 +59,12 @@ type Config struct {
 	// ReconcileEvery is how often kernel state is checked against the
 	// desired state to repair drift; 0 means only at start.
 	ReconcileEvery time.Duration
+	// ProbeESP sends a native ESP probe from this host to each peer
+	// (espprobe.Send), every ProbeEvery while IPsec is active; after each
+	// round the members whose native ESP arrived (Firewall.ESPSeen) go to
+	// the keys (Keys.SetNativeESP). Nil or 0: no probes.
+	ProbeESP   func(local netip.Addr, peers []netip.Addr, seq uint32) error
+	ProbeEvery time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	Log *slog.Logger
@@ -251,6 +257,13 @@ func (d *Driver) Run(ctx context.Context) {
 		defer rt.Stop()
 		rotate = rt.C
 	}
+	var probe <-chan time.Time
+	var probes uint32
+	if d.cfg.ProbeESP != nil && d.cfg.ProbeEvery > 0 {
+		pt := time.NewTicker(d.cfg.ProbeEvery)
+		defer pt.Stop()
+		probe = pt.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -259,6 +272,9 @@ func (d *Driver) Run(ctx context.Context) {
 			if err := d.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("periodic reconcile failed", "err", err)
 			}
+		case <-probe:
+			probes++
+			d.probeESP(ctx, probes)
 		case <-rotate:
 			if d.cfg.IPsec != nil && d.cfg.IPsec.Active() {
 				if err := d.Rotate(ctx); err != nil && ctx.Err() == nil {

@@ -43,6 +43,9 @@ type fakeKernel struct {
 	devices map[uint32]*fakeDevice
 	links   map[string]*fakeLink // by endpoint ID
 	fw      firewall.State
+	// nativeESP is what SetNativeESP was last told; espSeen what ESPSeen
+	// answers.
+	nativeESP, espSeen []netip.Addr
 	// keysActive is the process's Keys being active; xfrm is vxsec's
 	// xfrm state (the guard, SAs) being in the kernel.
 	keysActive bool
@@ -523,6 +526,21 @@ func (k *fakeKernel) Rotate() error {
 	}
 	k.epoch++
 	return nil
+}
+
+// SetNativeESP implements Keys: the fake records it and starts no epoch.
+func (k *fakeKernel) SetNativeESP(peers []netip.Addr) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.nativeESP = append([]netip.Addr(nil), peers...)
+	return false
+}
+
+// ESPSeen implements Firewall.
+func (k *fakeKernel) ESPSeen() ([]netip.Addr, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]netip.Addr(nil), k.espSeen...), nil
 }
 
 // Announcement implements Keys.

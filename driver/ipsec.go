@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"reflect"
 
 	"github.com/vxsec/vxsec/announce"
@@ -98,6 +99,51 @@ func (d *Driver) syncIPsecOp() {
 		d.log.Error("programming IPsec SAs", "err", err)
 	}
 	d.setAnnounced(a)
+}
+
+// probeESP sends a round of native ESP probes to the peers with keys, and
+// gives the keys what native ESP arrived from whom. Sending and reading
+// the firewall take no lock the API calls need; the keys take the
+// operation lock.
+func (d *Driver) probeESP(ctx context.Context, seq uint32) {
+	if d.cfg.IPsec == nil {
+		return
+	}
+	if err := d.lock(ctx); err != nil {
+		return
+	}
+	active := d.cfg.IPsec.Active()
+	d.unlock()
+	if !active {
+		return // no encrypted network here: no peer needs to hear from this host
+	}
+	var peers []netip.Addr
+	d.mu.Lock()
+	for host, t := range d.remote {
+		if len(t.Keys) > 0 {
+			peers = append(peers, host)
+		}
+	}
+	d.mu.Unlock()
+	if len(peers) == 0 {
+		return
+	}
+	if err := d.cfg.ProbeESP(d.cfg.Underlay.Addr, peers, seq); err != nil && seq%60 == 1 {
+		// Peers in auto mode then receive from this host in UDP.
+		d.log.Warn("sending native ESP probes (logged every 60th round)", "err", err)
+	}
+	seen, err := d.cfg.Firewall.ESPSeen()
+	if err != nil {
+		d.log.Error("reading which members' native ESP arrived", "err", err)
+		return
+	}
+	if err := d.lock(ctx); err != nil {
+		return
+	}
+	defer d.unlock()
+	if d.cfg.IPsec.Active() && d.cfg.IPsec.SetNativeESP(seen) {
+		d.syncIPsecOp()
+	}
 }
 
 // repairIPsecOp makes the next sync restore SAs and policies missing

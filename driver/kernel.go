@@ -33,6 +33,8 @@ type Firewall interface {
 	Apply(firewall.State) error
 	// Members are the members the kernel's tables hold.
 	Members() ([]netip.Addr, error)
+	// ESPSeen are the members whose native ESP arrived lately.
+	ESPSeen() ([]netip.Addr, error)
 }
 
 // Keys is the IPsec negotiation of encrypted networks (*ipsec.Manager).
@@ -52,6 +54,9 @@ type Keys interface {
 	Rotate() error
 	Announcement() announce.IPsec
 	Status() ipsec.Status
+	// SetNativeESP tells the keys whose native ESP arrives; true: a new
+	// epoch started to change a peer's encapsulation (sync it).
+	SetNativeESP(peers []netip.Addr) bool
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -47,6 +48,19 @@ const (
 	setMembers4 = "members4"
 	setMembers6 = "members6"
 )
+
+// ESPSeenFor is how long a member stays in the sets of members whose
+// native ESP (IP protocol 50) reached this host (ESPSeen), after the last
+// such packet: data or a probe (package espprobe sends one every
+// espprobe.Every).
+const ESPSeenFor = 20 * time.Second
+
+func espSetName(v6 bool) string {
+	if v6 {
+		return "esp6"
+	}
+	return "esp4"
+}
 
 // Firewall programs the tables in the namespace it was created in.
 type Firewall struct {
@@ -144,6 +158,33 @@ func (f *Firewall) currentMembers(conn *nftables.Conn) ([]netip.Addr, error) {
 		elems, err := conn.GetSetElements(set)
 		if err != nil {
 			return nil, fmt.Errorf("reading member set: %w", err)
+		}
+		for _, e := range elems {
+			if a, ok := netip.AddrFromSlice(e.Key); ok {
+				out = append(out, a)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ESPSeen returns the members whose native ESP reached this host in the
+// last ESPSeenFor; none while no encrypted port is guarded.
+func (f *Firewall) ESPSeen() ([]netip.Addr, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables: %w", err)
+	}
+	inet := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	var out []netip.Addr
+	for _, v6 := range []bool{false, true} {
+		set, err := conn.GetSetByName(inet, espSetName(v6))
+		if err != nil {
+			continue // no encrypted network, or a table of an older release
+		}
+		elems, err := conn.GetSetElements(set)
+		if err != nil {
+			return nil, fmt.Errorf("reading the ESP set: %w", err)
 		}
 		for _, e := range elems {
 			if a, ok := netip.AddrFromSlice(e.Key); ok {
@@ -280,6 +321,26 @@ func addGuard(conn *nftables.Conn, ports, secure, encap []uint16, members []neti
 		add(in, LockCleartext, udpDport(port), secpathMissing())
 	}
 	if len(secure) > 0 {
+		// Which members' native ESP arrives: no verdict, only a dynamic
+		// set each such packet refreshes (ESPSeen), so that the kernel,
+		// not a copy of every ESP packet to user space, keeps the record.
+		for _, v6 := range []bool{false, true} {
+			seen := &nftables.Set{Table: inet, Name: espSetName(v6), KeyType: nftables.TypeIPAddr,
+				Dynamic: true, HasTimeout: true, Timeout: ESPSeenFor}
+			if v6 {
+				seen.KeyType = nftables.TypeIP6Addr
+			}
+			if err := conn.AddSet(seen, nil); err != nil {
+				return fmt.Errorf("adding ESP set: %w", err)
+			}
+			exprs := append(append(nfproto(v6), l4proto(unix.IPPROTO_ESP)...), saddrIn(v6, sets[v6], false)...)
+			exprs = append(exprs, &expr.Dynset{SrcRegKey: 1, SetName: seen.Name, SetID: seen.ID,
+				Operation: uint32(unix.NFT_DYNSET_OP_UPDATE), Timeout: ESPSeenFor})
+			conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: exprs,
+				UserData: userdata.AppendString(nil, userdata.TypeComment, "esp-seen")})
+		}
+	}
+	if len(secure) > 0 {
 		// The sender's own lock: encrypted VXLAN whose route carries no
 		// xfrm transform (its policies are missing, flushed or broken)
 		// never reaches the wire.
@@ -395,6 +456,14 @@ func reversePathMissing() []expr.Any {
 	return []expr.Any{
 		&expr.Fib{Register: 1, FlagSADDR: true, FlagIIF: true, ResultOIF: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
+}
+
+// l4proto is `meta l4proto PROTO`.
+func l4proto(proto byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"github.com/vxsec/vxsec/espprobe"
 	"github.com/vxsec/vxsec/internal/testutil"
 )
 
@@ -122,6 +123,46 @@ func TestGuardLocalInjection(t *testing.T) {
 		}
 		if sendUDP(t, "198.18.0.2:4800") {
 			t.Error("without a vxsec network, the data port is nobody's: nothing may be refused")
+		}
+	})
+}
+
+// TestESPSeen: the sets of members whose native ESP arrived hold exactly
+// the members that sent some (a probe, here to this host itself over
+// loopback, which the input hook sees as any arrival), never a non-member,
+// and nothing before anything was sent.
+func TestESPSeen(t *testing.T) {
+	inNewNetns(t, func() {
+		f := New()
+		self, stranger := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.3")
+		if err := f.Apply(State{Active: true, DataPorts: []uint16{4800, 4801}, SecurePorts: []uint16{4801},
+			Members: []netip.Addr{self, netip.MustParseAddr("198.18.0.2")}}); err != nil {
+			t.Fatal(err)
+		}
+		if seen, err := f.ESPSeen(); err != nil || len(seen) != 0 {
+			t.Fatalf("before any ESP: seen %v, %v; want none", seen, err)
+		}
+		l, err := netlink.LinkByName("under0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		extra, _ := netlink.ParseAddr(stranger.String() + "/24")
+		if err := netlink.AddrAdd(l, extra); err != nil {
+			t.Fatal(err)
+		}
+		// The stranger first: a non-member's ESP is not recorded.
+		if err := espprobe.Send(stranger, []netip.Addr{self}, 1); err != nil {
+			t.Fatal(err)
+		}
+		if seen, err := f.ESPSeen(); err != nil || len(seen) != 0 {
+			t.Fatalf("after a non-member's probe: seen %v, %v; want none", seen, err)
+		}
+		// The control: a member's probe is.
+		if err := espprobe.Send(self, []netip.Addr{stranger}, 2); err != nil {
+			t.Fatal(err)
+		}
+		if seen, err := f.ESPSeen(); err != nil || len(seen) != 1 || seen[0] != self {
+			t.Fatalf("after a member's probe: seen %v, %v; want [%s]", seen, err, self)
 		}
 	})
 }

@@ -2,6 +2,7 @@ package ipsec
 
 import (
 	"bytes"
+	"net/netip"
 	"time"
 
 	"github.com/vxsec/vxsec/announce"
@@ -21,7 +22,7 @@ import (
 // host changes its mode only by restarting, which brings new epochs, and
 // so new SAs made under the new choice while the old drain.
 func (m *Manager) syncInbound(p PeerInfo) error {
-	udp := m.receiveUDP(p)
+	udp, _ := m.receiveUDPWhy(p.Host, peerEncap{port: p.UDP, encap: p.Encap})
 	for _, pk := range p.Keys {
 		for _, e := range m.epochs {
 			k := inKey{peer: p.Host, peerEpoch: pk.Epoch, epoch: e.kp.Epoch}
@@ -63,11 +64,72 @@ func (m *Manager) syncInbound(p PeerInfo) error {
 	return nil
 }
 
-// receiveUDP is whether this host takes the peer's ESP in UDP: when
-// either end asks for it, and both ends can (a release before ESP in UDP
-// announces no port, and sends native ESP whatever the SPI says).
-func (m *Manager) receiveUDP(p PeerInfo) bool {
-	return m.cfg.UDPPort != 0 && p.UDP != 0 && (m.cfg.UDPAlways || p.Encap == announce.EncapUDP)
+// receiveUDPWhy is whether this host takes the peer's ESP in UDP, and
+// why: when either end asks for it, or, in auto mode, when the peer's
+// native ESP has not been seen to arrive; and only when both ends can (a
+// release before ESP in UDP announces no port, and sends native ESP
+// whatever the SPI says).
+func (m *Manager) receiveUDPWhy(peer netip.Addr, pe peerEncap) (bool, string) {
+	switch {
+	case m.cfg.UDPPort == 0:
+		return false, "native ESP: this host has no ESP-in-UDP port"
+	case pe.port == 0:
+		return false, "native ESP: the peer's release has no ESP in UDP"
+	case m.cfg.UDPAlways:
+		return true, "ESP in UDP: this host asks for it (VXSEC_ESP_ENCAP=udp)"
+	case pe.encap == announce.EncapUDP:
+		return true, "ESP in UDP: the peer asks for it (VXSEC_ESP_ENCAP=udp there)"
+	case m.cfg.UDPAuto && !m.native[peer]:
+		return true, "ESP in UDP: no native ESP from the peer arrived in the last " + nativeWindow + " (IP protocol 50 dropped on the path, or not probed yet)"
+	case m.cfg.UDPAuto:
+		return false, "native ESP: the peer's native ESP arrives (VXSEC_ESP_ENCAP=auto)"
+	}
+	return false, "native ESP: neither end asks for ESP in UDP (VXSEC_ESP_ENCAP=esp)"
+}
+
+// nativeWindow is how recent SetNativeESP's evidence is (for messages).
+const nativeWindow = "20 s"
+
+// SetNativeESP records the peers whose native ESP reached this host lately
+// (firewall.ESPSeen). In auto mode, when the choice it makes for a peer
+// differs from the one its newest inbound SA was made with, a new epoch
+// starts (at most once per encapSwitchEvery): its SAs, made under the
+// new choice, take over make before break, as in a rotation. It reports
+// whether it started one; the caller then syncs.
+func (m *Manager) SetNativeESP(peers []netip.Addr) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.native = map[netip.Addr]bool{}
+	for _, p := range peers {
+		m.native[p] = true
+	}
+	if !m.active || !m.cfg.UDPAuto || len(m.epochs) == 0 {
+		return false
+	}
+	now := m.cfg.Now()
+	if !m.encapSwitched.IsZero() && now.Sub(m.encapSwitched) < encapSwitchEvery {
+		return false
+	}
+	newest := m.newest().kp.Epoch
+	for k, sa := range m.in {
+		if k.epoch != newest {
+			continue
+		}
+		pe, ok := m.peerEncap[k.peer]
+		if !ok {
+			continue
+		}
+		if want, why := m.receiveUDPWhy(k.peer, pe); want != sa.udp {
+			if err := m.newEpochLocked(); err != nil {
+				m.log.Error("starting an epoch to change a peer's encapsulation", "peer", k.peer, "err", err)
+				return false
+			}
+			m.encapSwitched = now
+			m.log.Info("changing how a peer's ESP is received: a new epoch carries it", "peer", k.peer, "udp", want, "why", why)
+			return true
+		}
+	}
+	return false
 }
 
 func (m *Manager) inboundSPIInUse(spi uint32) bool {

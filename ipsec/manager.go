@@ -120,7 +120,16 @@ type ManagerConfig struct {
 	// UDPAlways asks for ESP in UDP both ways with every peer that has it
 	// (VXSEC_ESP_ENCAP=udp): where IP protocol 50 does not pass.
 	UDPAlways bool
+	// UDPAuto (VXSEC_ESP_ENCAP=auto) receives in UDP from every peer whose
+	// native ESP has not been seen to arrive (SetNativeESP), natively from
+	// the others.
+	UDPAuto bool
 }
+
+// encapSwitchEvery bounds how often a change of the native ESP seen
+// (SetNativeESP) may start an epoch: a path that flaps costs one
+// rotation per period, not one per probe.
+const encapSwitchEvery = 10 * time.Second
 
 // Manager derives vxsec's SAs and policies from this host's epochs and its
 // peers' announcements. Sync is idempotent and keeps what the kernel had
@@ -142,6 +151,12 @@ type Manager struct {
 	legacySince time.Time
 	// burned are outbound SPIs never to be used again (see burnLocked).
 	burned map[burnKey]bool
+	// native are the peers whose native ESP reached this host lately
+	// (SetNativeESP); peerEncap what each peer last said of ESP in UDP;
+	// encapSwitched when a change of them last started an epoch.
+	native        map[netip.Addr]bool
+	peerEncap     map[netip.Addr]peerEncap
+	encapSwitched time.Time
 	// refused counts the re-announced pairs refused (see refuseLocked) in
 	// this Manager's life; refuseLog rate-limits their log lines.
 	refused   uint64
@@ -190,6 +205,12 @@ type inSA struct {
 	// with its clock set back may reuse an epoch number, never a key.
 	peerPublic []byte
 	unwanted   time.Time // when it stopped being wanted; zero while wanted
+}
+
+// peerEncap is what a peer announces of ESP in UDP.
+type peerEncap struct {
+	port  uint16
+	encap string
 }
 
 type burnKey struct {
@@ -379,7 +400,7 @@ func (m *Manager) announcementLocked() announce.IPsec {
 		a.Keys = append(a.Keys, announce.Key{Epoch: e.kp.Epoch, Public: e.kp.Public(), ID: e.kp.ID})
 	}
 	a.UDP = m.cfg.UDPPort
-	if m.cfg.UDPAlways && m.cfg.UDPPort != 0 {
+	if m.cfg.UDPAlways && m.cfg.UDPPort != 0 { // auto asks nothing of its peers
 		a.Encap = announce.EncapUDP
 	}
 	for k, sa := range m.in {
@@ -451,6 +472,10 @@ func (m *Manager) Sync(peers []PeerInfo, settled bool) (announce.IPsec, error) {
 // longer wanted (drainInbound). A step that fails ends this peer's sync
 // with its error; the next Sync starts again from the first step.
 func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
+	if m.peerEncap == nil {
+		m.peerEncap = map[netip.Addr]peerEncap{}
+	}
+	m.peerEncap[p.Host] = peerEncap{port: p.UDP, encap: p.Encap}
 	keys := map[uint64][]byte{}
 	for _, k := range p.Keys {
 		keys[k.Epoch] = k.Public
@@ -506,9 +531,14 @@ type PeerStatus struct {
 	Identity string `json:"Identity,omitempty"`
 	Inbound  int    `json:"InboundSAs"`
 	// Encap is how the outbound SA travels, "esp" (IP protocol 50) or
-	// "udp" (ESP in UDP), and EncapWhy what chose it.
+	// "udp" (ESP in UDP), and EncapWhy what chose it (the peer, which
+	// makes the SA that receives it).
 	Encap    string `json:"Encap,omitempty"`
 	EncapWhy string `json:"EncapWhy,omitempty"`
+	// InEncap is how this host receives from the peer on its newest epoch,
+	// and InEncapWhy why (this host's choice).
+	InEncap    string `json:"InEncap,omitempty"`
+	InEncapWhy string `json:"InEncapWhy,omitempty"`
 }
 
 // Status reports the epochs and, per peer, the SAs in use.
@@ -533,6 +563,13 @@ func (m *Manager) Status() Status {
 		for k := range m.in {
 			if k.peer == peer {
 				ps.Inbound++
+			}
+		}
+		if pe, ok := m.peerEncap[peer]; ok && len(m.epochs) > 0 {
+			udp, why := m.receiveUDPWhy(peer, pe)
+			ps.InEncap, ps.InEncapWhy = "esp", why
+			if udp {
+				ps.InEncap = "udp"
 			}
 		}
 		s.Peers = append(s.Peers, ps)

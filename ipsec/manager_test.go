@@ -211,8 +211,9 @@ type simHost struct {
 	sending map[netip.Addr]bool
 	// id is the identity its epochs are bound to ("": none).
 	id string
-	// udpAlways is VXSEC_ESP_ENCAP=udp; k.udpPort its socket's port.
-	udpAlways bool
+	// udpAlways is VXSEC_ESP_ENCAP=udp, udpAuto auto; k.udpPort its
+	// socket's port.
+	udpAlways, udpAuto bool
 }
 
 type sim struct {
@@ -347,7 +348,7 @@ func (s *sim) start(h *simHost) {
 	}
 	h.m = NewManager(ManagerConfig{
 		Local: h.addr, Kernel: h.k, DrainMax: time.Hour, Now: s.clock, Identity: func() string { return h.id },
-		UDPPort: h.k.udpPort, UDPAlways: h.udpAlways,
+		UDPPort: h.k.udpPort, UDPAlways: h.udpAlways, UDPAuto: h.udpAuto,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("host", h.addr),
 	})
 	if err := h.m.Activate(); err != nil {
@@ -761,6 +762,106 @@ func TestEncapsulationModes(t *testing.T) {
 		if p.Host == s.hosts[2].addr && (p.Encap != "udp" || !strings.Contains(p.EncapWhy, "this host asks")) {
 			t.Errorf("status of the host asking for UDP, on a peer: %+v", p)
 		}
+	}
+}
+
+// TestEncapsulationAuto: hosts in auto mode receive in UDP from peers
+// whose native ESP they have not seen, natively from the others. Seeing a
+// peer's ESP (the path opens) moves the pair to native, and losing it (the
+// path drops protocol 50) moves the receiving direction back to UDP, each
+// through a new epoch without a step where a pair stops delivering; a
+// change within encapSwitchEvery of the last waits.
+func TestEncapsulationAuto(t *testing.T) {
+	s := newSim(t, 3, 8)
+	for _, h := range s.hosts {
+		h.k.udpPort, h.udpAuto = 4802, true
+		s.start(h)
+	}
+	s.converge("start")
+	s.steady("start")
+	udpTo := func(a, b *simHost) bool {
+		t.Helper()
+		_, sa, ok := a.k.outbound(b.addr)
+		if !ok {
+			t.Fatalf("%s has no outbound SA to %s", a.addr, b.addr)
+		}
+		return sa.udp != nil
+	}
+	for _, a := range s.hosts {
+		for _, b := range s.hosts {
+			if a != b && !udpTo(a, b) {
+				t.Fatalf("start: %s sends natively to %s before any native ESP was seen", a.addr, b.addr)
+			}
+		}
+	}
+	see := func(h *simHost, peers ...*simHost) bool {
+		var addrs []netip.Addr
+		for _, p := range peers {
+			addrs = append(addrs, p.addr)
+		}
+		return h.m.SetNativeESP(addrs)
+	}
+	h0, h1, h2 := s.hosts[0], s.hosts[1], s.hosts[2]
+	// Every path passes ESP: every host sees every peer's.
+	for _, h := range s.hosts {
+		s.now = s.now.Add(encapSwitchEvery)
+		var others []*simHost
+		for _, o := range s.hosts {
+			if o != h {
+				others = append(others, o)
+			}
+		}
+		if !see(h, others...) {
+			t.Fatalf("%s saw every peer's native ESP and started no epoch to receive natively", h.addr)
+		}
+		s.check(h.addr.String() + " saw native ESP")
+		s.randomSteps(h.addr.String()+" saw native ESP, step", 100, mix{sync: 1, deliver: 1})
+		s.converge(h.addr.String() + " saw native ESP")
+		s.steady(h.addr.String() + " saw native ESP")
+	}
+	for _, a := range s.hosts {
+		for _, b := range s.hosts {
+			if a != b && udpTo(a, b) {
+				t.Fatalf("every path passes ESP: %s still sends to %s in UDP", a.addr, b.addr)
+			}
+		}
+	}
+	// h0's ESP stops reaching h1: h1 receives from it in UDP again, the
+	// other direction and the other pairs stay native.
+	s.now = s.now.Add(encapSwitchEvery)
+	if !see(h1, h2) {
+		t.Fatal("h1 lost h0's native ESP and started no epoch")
+	}
+	if see(h1, h2) {
+		t.Fatal("a second epoch for the same change")
+	}
+	s.check("h1 lost h0's ESP")
+	s.randomSteps("h1 lost h0's ESP, step", 100, mix{sync: 1, deliver: 1})
+	s.converge("h1 lost h0's ESP")
+	s.steady("h1 lost h0's ESP")
+	if !udpTo(h0, h1) || udpTo(h1, h0) || udpTo(h0, h2) || udpTo(h2, h1) {
+		t.Fatalf("after h1 lost h0's ESP: h0→h1 udp %v (want true), h1→h0 %v, h0→h2 %v, h2→h1 %v (want false)",
+			udpTo(h0, h1), udpTo(h1, h0), udpTo(h0, h2), udpTo(h2, h1))
+	}
+	for _, p := range h1.m.Status().Peers {
+		if p.Host == h0.addr && (p.InEncap != "udp" || !strings.Contains(p.InEncapWhy, "no native ESP from the peer")) {
+			t.Errorf("h1's status of h0: %+v", p)
+		}
+	}
+	// Within encapSwitchEvery of that, h0's ESP is back: nothing yet.
+	s.now = s.now.Add(time.Second)
+	if see(h1, h0, h2) {
+		t.Fatal("an epoch within encapSwitchEvery of the last switch")
+	}
+	s.now = s.now.Add(encapSwitchEvery)
+	if !see(h1, h0, h2) {
+		t.Fatal("h0's ESP back: no epoch to receive it natively")
+	}
+	s.randomSteps("h0's ESP back, step", 100, mix{sync: 1, deliver: 1})
+	s.converge("h0's ESP back")
+	s.steady("h0's ESP back")
+	if udpTo(h0, h1) {
+		t.Fatal("h0's ESP reaches h1 again, yet h0 still sends to it in UDP")
 	}
 }
 

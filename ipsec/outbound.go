@@ -111,19 +111,22 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 	return nil
 }
 
-// encapWhy says what chose the encapsulation the peer's SPI asks for.
+// encapWhy says what chose the encapsulation the peer's SPI asks for:
+// the peer makes the SA that receives it, and chooses.
 func (m *Manager) encapWhy(p PeerInfo, udp bool) string {
 	switch {
 	case udp && m.cfg.UDPAlways:
 		return "ESP in UDP: this host asks for it (VXSEC_ESP_ENCAP=udp)"
-	case udp:
+	case udp && p.Encap == announce.EncapUDP:
 		return "ESP in UDP: the peer asks for it (VXSEC_ESP_ENCAP=udp there)"
+	case udp:
+		return "ESP in UDP: the peer receives it so (auto there: this host's native ESP does not reach it, or was not probed yet)"
 	case m.cfg.UDPAlways && p.UDP == 0:
 		return "native ESP although this host asks for ESP in UDP: the peer's release has no ESP in UDP"
 	case m.cfg.UDPAlways:
 		return "native ESP although this host asks for ESP in UDP: the peer has not made SAs for it yet"
 	}
-	return "native ESP: neither end asks for ESP in UDP (VXSEC_ESP_ENCAP=esp)"
+	return "native ESP: the peer receives it so"
 }
 
 // sentFloor is the newest pair of epochs (own, peer's) this host has sent

@@ -42,3 +42,29 @@ func WaitKeyed(ctx context.Context, hosts []*Host, timeout time.Duration) error 
 		return nil
 	})
 }
+
+// WaitEncap waits until every running host sends to every other with the
+// encapsulation want ("esp" or "udp", ipsec.PeerStatus.Encap), on keys of
+// the newest epochs (WaitKeyed).
+func WaitEncap(ctx context.Context, hosts []*Host, want string, timeout time.Duration) error {
+	return WaitFor(ctx, timeout, func() error {
+		for _, h := range hosts {
+			if !h.Running() {
+				continue
+			}
+			st, err := h.Status(ctx)
+			if err != nil {
+				return err
+			}
+			for _, o := range hosts {
+				if o == h || !o.Running() {
+					continue
+				}
+				if p, ok := st.Peer(o.Addr.String()); !ok || p.Encap != want {
+					return fmt.Errorf("%s sends to %s in %q (%s), want %q", h.Name, o.Name, p.Encap, p.EncapWhy, want)
+				}
+			}
+		}
+		return WaitKeyed(ctx, hosts, time.Second)
+	})
+}

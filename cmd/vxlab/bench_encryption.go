@@ -61,6 +61,10 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if err := waitReply(ctx, e1, e2.IP(), 60*time.Second); err != nil {
 		return "", fmt.Errorf("encrypted containers do not reach each other: %w", err)
 	}
+	// VXSEC_ESP_ENCAP=auto: in UDP until the hosts' probes have arrived.
+	if err := lab.WaitEncap(ctx, c.hosts[:2], "esp", 60*time.Second); err != nil {
+		return "", fmt.Errorf("h1 and h2 never moved to native ESP: %w", err)
+	}
 
 	// Rotation: ping at 100/s across forced rotations, each awaited.
 	const rotations = 20
@@ -135,8 +139,11 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if err := h3.Restart(ctx, syscall.SIGTERM); err != nil {
 		return "", err
 	}
-	if err := lab.WaitKeyed(ctx, c.hosts, 60*time.Second); err != nil {
+	if err := lab.WaitEncap(ctx, []*lab.Host{h1, h3}, "udp", 60*time.Second); err != nil {
 		return "", fmt.Errorf("after h3 asked for ESP in UDP: %w", err)
+	}
+	if err := lab.WaitEncap(ctx, c.hosts[:2], "esp", 60*time.Second); err != nil {
+		return "", fmt.Errorf("after h3 asked for ESP in UDP, h1 and h2: %w", err)
 	}
 	if err := waitReply(ctx, e1, e3.IP(), 60*time.Second); err != nil {
 		return "", err

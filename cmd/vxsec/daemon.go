@@ -24,6 +24,7 @@ import (
 	"github.com/vxsec/vxsec/config"
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/engine"
+	"github.com/vxsec/vxsec/espprobe"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/identity"
@@ -111,6 +112,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	keys := ipsec.NewManager(ipsec.ManagerConfig{
 		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort).WithUDP(uint16(s.ESPUDPPort)), Log: log,
 		Identity: keyIdentity(self, trust), UDPPort: uint16(s.ESPUDPPort), UDPAlways: s.ESPEncap == config.EncapUDP,
+		UDPAuto: s.ESPEncap == config.EncapAuto,
 	})
 	fw := firewall.New()
 	now, err := testClock(log)
@@ -133,6 +135,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		Identified:  (self != nil || trust != nil) && s.Identity == config.IdentityRequired,
 		RotateEvery: s.RotateEvery,
 		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log, Now: now,
+		ProbeESP: espprobe.Send, ProbeEvery: espprobe.Every,
 	})
 	if err != nil {
 		return err

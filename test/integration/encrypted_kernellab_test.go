@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vxsec/vxsec/espprobe"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/internal/testutil"
 	"github.com/vxsec/vxsec/ipsec"
@@ -58,6 +59,7 @@ func TestEncrypted(t *testing.T) {
 	}
 	took := waitAllKeyed(t, c.hosts)
 	t.Logf("every pair keyed %v after the endpoints were known", took.Round(time.Millisecond))
+	t.Logf("every pair on native ESP %v later (VXSEC_ESP_ENCAP=auto: UDP until each peer's probes arrive)", waitEncap(t, c.hosts, "esp").Round(time.Millisecond))
 	for _, h := range c.hosts {
 		st, err := h.Status(ctxT(t))
 		if err != nil || st.Identity == nil || st.Identity.Name != h.Name {
@@ -423,6 +425,17 @@ func waitAllKeyed(t *testing.T, hosts []*lab.Host) time.Duration {
 	return time.Since(start)
 }
 
+// waitEncap waits until every pair of running hosts sends with the
+// encapsulation want on the newest epochs, and returns how long it took.
+func waitEncap(t *testing.T, hosts []*lab.Host, want string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := lab.WaitEncap(ctxT(t), hosts, want, rekeyBound); err != nil {
+		t.Fatalf("every pair on %s: %v", want, err)
+	}
+	return time.Since(start)
+}
+
 // secpathDrops is the counter of the host's rule dropping cleartext that
 // arrives on the encrypted port.
 func secpathDrops(t *testing.T, h *lab.Host) int {
@@ -546,7 +559,8 @@ func TestEncryptedIPv6(t *testing.T) {
 		waitCounts(t, h, evni, 1, 1, 30*time.Second)
 	}
 	took := waitAllKeyed(t, c.hosts)
-	t.Logf("the pair %s ↔ %s keyed %v after the endpoints were known", h1.Addr, h2.Addr, took.Round(time.Millisecond))
+	t.Logf("the pair %s ↔ %s keyed %v after the endpoints were known, on native ESP %v later", h1.Addr, h2.Addr,
+		took.Round(time.Millisecond), waitEncap(t, c.hosts, "esp").Round(time.Millisecond))
 	reachFast(t, e1, e2.IP())
 	reachFast(t, e2, e1.IP())
 
@@ -640,15 +654,16 @@ func TestEncryptedIPv6(t *testing.T) {
 }
 
 // switchDropsESP makes the lab's switch drop IP protocol 50, as cloud
-// firewalls and NAT gateways do, and returns a reader of its drop count.
-func switchDropsESP(t *testing.T, l *lab.Lab) func() int {
+// firewalls and NAT gateways do, and returns a reader of its drop count
+// and a switch that lets ESP through (false) or drops it again (true).
+func switchDropsESP(t *testing.T, l *lab.Lab) (drops func() int, setDrop func(bool)) {
 	t.Helper()
 	rules := "add table bridge noesp; add chain bridge noesp pass { type filter hook forward priority 0; }; " +
 		"add rule bridge noesp pass ip protocol esp counter drop; add rule bridge noesp pass ip6 nexthdr esp counter drop"
 	if out, err := exec.Command("ip", "netns", "exec", l.Switch(), "nft", rules).CombinedOutput(); err != nil {
 		t.Fatalf("the switch's ESP drop: %v: %s", err, out)
 	}
-	return func() int {
+	drops = func() int {
 		out, err := exec.Command("ip", "netns", "exec", l.Switch(), "nft", "list", "table", "bridge", "noesp").CombinedOutput()
 		if err != nil {
 			t.Fatalf("nft list table bridge noesp: %v: %s", err, out)
@@ -660,17 +675,32 @@ func switchDropsESP(t *testing.T, l *lab.Lab) func() int {
 		}
 		return n
 	}
+	setDrop = func(drop bool) {
+		t.Helper()
+		policy := "accept"
+		if drop {
+			policy = "drop"
+		}
+		// The rules stay (and count); only their verdict changes.
+		cmd := fmt.Sprintf("flush chain bridge noesp pass; add rule bridge noesp pass ip protocol esp counter %[1]s; add rule bridge noesp pass ip6 nexthdr esp counter %[1]s", policy)
+		if out, err := exec.Command("ip", "netns", "exec", l.Switch(), "nft", cmd).CombinedOutput(); err != nil {
+			t.Fatalf("the switch's ESP rule to %s: %v: %s", policy, err, out)
+		}
+	}
+	return drops, setDrop
 }
 
 // TestEncryptedESPInUDP: the lab's switch drops IP protocol 50. With
-// native ESP (the control) the encrypted network's keys are agreed but
-// nothing crosses, and the switch counts the drops. One host restarted with
-// VXSEC_ESP_ENCAP=udp is enough: its peer receives from it in UDP and, asked,
-// sends to it in UDP too. Then the network carries everything both ways
-// as ESP in UDP to port 4802 (nothing of protocol 50, nothing cleartext),
-// the MTU fits it (DF both ways), rotations lose nothing, status says which
-// encapsulation each pair uses and why, and a stranger's datagrams to 4802
-// meet the member lock.
+// native ESP forced (VXSEC_ESP_ENCAP=esp, the control) the encrypted
+// network's keys are agreed but nothing crosses, and the switch counts the
+// drops. With the default (auto) each host receives in UDP from a peer
+// whose native ESP it does not see, so the network carries everything both
+// ways as ESP in UDP to port 4802 (nothing of protocol 50, nothing
+// cleartext), the MTU fits it (DF both ways), rotations lose nothing, and a
+// stranger's datagrams to 4802 meet the member lock. When the switch lets
+// ESP through again the pair moves to native ESP without losing a packet
+// at 100/s, and back to UDP when it drops it again. Last, one host set to
+// udp carries its pairs in UDP although ESP passes.
 func TestEncryptedESPInUDP(t *testing.T) {
 	if err := ipsec.Probe(); err != nil {
 		t.Fatalf("the kernel lab's kernel must have ESP and GCM: %v", err)
@@ -678,7 +708,7 @@ func TestEncryptedESPInUDP(t *testing.T) {
 	const udpPort = 4802
 	c := newIdentityCluster(t, 2)
 	h1, h2 := c.hosts[0], c.hosts[1]
-	espDrops := switchDropsESP(t, c.lab)
+	espDrops, setDrop := switchDropsESP(t, c.lab)
 	const evni = 8301
 	eids := map[*lab.Host]string{}
 	for _, h := range c.hosts {
@@ -690,9 +720,19 @@ func TestEncryptedESPInUDP(t *testing.T) {
 	for _, h := range c.hosts {
 		waitCounts(t, h, evni, 1, 1, 30*time.Second)
 	}
-	waitAllKeyed(t, c.hosts)
+	restartWith := func(env ...string) {
+		t.Helper()
+		for _, h := range c.hosts {
+			h.Env = append(h.Env, env...)
+			if err := h.Restart(ctxT(t), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitAllKeyed(t, c.hosts)
+	}
 
-	// The control: native ESP meets the switch's drop.
+	// The control: native ESP forced meets the switch's drop.
+	restartWith("VXSEC_ESP_ENCAP=esp")
 	d0 := espDrops()
 	if r, _ := e1.Ping(ctxT(t), e2.IP(), "-c", "5", "-i", "0.2", "-W", "1"); r.Received != 0 {
 		t.Fatalf("with native ESP through a switch that drops protocol 50, %d pings were answered: the drop does not work", r.Received)
@@ -700,29 +740,23 @@ func TestEncryptedESPInUDP(t *testing.T) {
 	if d := espDrops() - d0; d < 5 {
 		t.Fatalf("the switch dropped %d ESP packets of 5 pings: the control shows nothing", d)
 	}
-	t.Logf("control: native ESP through the switch: 0 of 5 pings answered, %d ESP packets dropped by the switch", espDrops()-d0)
+	t.Logf("control (VXSEC_ESP_ENCAP=esp): native ESP through the switch: 0 of 5 pings answered, %d ESP packets dropped by the switch", espDrops()-d0)
 
-	h1.Env = append(h1.Env, "VXSEC_ESP_ENCAP=udp")
-	if err := h1.Restart(ctxT(t), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	took := waitAllKeyed(t, c.hosts)
-	t.Logf("h1 restarted with VXSEC_ESP_ENCAP=udp: the pair keyed again in %v", took.Round(time.Millisecond))
+	// The default.
+	restartWith("VXSEC_ESP_ENCAP=auto")
+	waitEncap(t, c.hosts, "udp")
 	reachFast(t, e1, e2.IP())
 	reachFast(t, e2, e1.IP())
-	for _, pr := range []struct {
-		h, o *lab.Host
-		why  string
-	}{{h1, h2, "this host asks"}, {h2, h1, "the peer asks"}} {
-		st, err := pr.h.Status(ctxT(t))
+	for _, pr := range [][2]*lab.Host{{h1, h2}, {h2, h1}} {
+		st, err := pr[0].Status(ctxT(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, _ := st.Peer(pr.o.Addr.String())
-		if p.Encap != "udp" || !strings.Contains(p.EncapWhy, pr.why) {
-			t.Fatalf("%s's status of %s: encapsulation %q (%q), want udp because %s", pr.h.Name, pr.o.Name, p.Encap, p.EncapWhy, pr.why)
+		p, _ := st.Peer(pr[1].Addr.String())
+		if p.InEncap != "udp" || !strings.Contains(p.InEncapWhy, "no native ESP from the peer") {
+			t.Fatalf("%s receives from %s in %q (%q), want udp for want of native ESP", pr[0].Name, pr[1].Name, p.InEncap, p.InEncapWhy)
 		}
-		t.Logf("%s → %s: %s (%s)", pr.h.Name, pr.o.Name, p.Encap, p.EncapWhy)
+		t.Logf("%s receives from %s in %s (%s)", pr[0].Name, pr[1].Name, p.InEncap, p.InEncapWhy)
 	}
 
 	t.Run("wire-only-esp-in-udp", func(t *testing.T) {
@@ -752,7 +786,10 @@ func TestEncryptedESPInUDP(t *testing.T) {
 		if d := capt.Dropped(); d != 0 {
 			t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
 		}
-		esp := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP })
+		// The probes (SPI 1, package espprobe) are native ESP by design:
+		// they are how each host learns that protocol 50 is dropped.
+		esp := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP && p.SPI != espprobe.SPI })
+		probes := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP && p.SPI == espprobe.SPI })
 		clear := pk.UDPTo(encPort)
 		udp := pk.UDPTo(udpPort)
 		// What travels in UDP to 4802 is ESP: a non-zero SPI first.
@@ -761,10 +798,8 @@ func TestEncryptedESPInUDP(t *testing.T) {
 			t.Errorf("on the wire: %d native ESP, %d cleartext to %d, %d datagrams to %d that are no ESP; want none:\n%s%s%s",
 				len(esp), len(clear), encPort, len(notESP), udpPort, esp, clear, notESP)
 		}
-		if d := espDrops() - d0; d != 0 {
-			t.Errorf("the switch dropped %d ESP packets while the pair uses ESP in UDP", d)
-		}
-		t.Logf("on the wire: %d ESP-in-UDP datagrams to %d, 0 native ESP, 0 cleartext to %d", len(udp), udpPort, encPort)
+		t.Logf("on the wire: %d ESP-in-UDP datagrams to %d, 0 native ESP but %d probes (SPI %d, dropped by the switch: %d), 0 cleartext to %d",
+			len(udp), udpPort, len(probes), espprobe.SPI, espDrops()-d0, encPort)
 	})
 
 	t.Run("mtu-with-df", func(t *testing.T) {
@@ -783,7 +818,7 @@ func TestEncryptedESPInUDP(t *testing.T) {
 	})
 
 	t.Run("rotation-zero-loss", func(t *testing.T) {
-		const rotations = 10
+		const rotations = 20
 		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
 			for i := 0; i < rotations; i++ {
 				if err := []*lab.Host{h1, h2}[i%2].Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
@@ -840,6 +875,71 @@ func TestEncryptedESPInUDP(t *testing.T) {
 			t.Errorf("h1's %q lock counted %d of a stranger's 20 datagrams to port %d: %v", firewall.LockNonMember, dropped, udpPort, err)
 		}
 		t.Logf("a stranger's 20 datagrams to %d: %d dropped under %q (its 20 to port %d arrived)", udpPort, dropped, firewall.LockNonMember, controlPort)
+		reachFast(t, e2, e1.IP())
+	})
+
+	t.Run("path-opens-native-without-loss", func(t *testing.T) {
+		var took time.Duration
+		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
+			start := time.Now()
+			setDrop(false)
+			waitEncap(t, c.hosts, "esp")
+			took = time.Since(start)
+			time.Sleep(time.Second)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the switch lets ESP through: every pair on native ESP %v later; ping at 100/s sent %d, received %d", took.Round(time.Millisecond), r.Sent, r.Received)
+		if r.Sent < 100 || r.Received != r.Sent {
+			t.Errorf("lost %d of %d packets moving from ESP in UDP to native ESP; unanswered:\n%s", r.Sent-r.Received, r.Sent, unanswered(r.Output))
+		}
+	})
+
+	t.Run("path-closes-back-to-udp", func(t *testing.T) {
+		var took time.Duration
+		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
+			start := time.Now()
+			setDrop(true)
+			waitEncap(t, c.hosts, "udp")
+			took = time.Since(start)
+			time.Sleep(time.Second)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Loss here is the path's doing: nothing crosses until the
+		// receivers notice (firewall.ESPSeenFor) and re-key in UDP.
+		t.Logf("the switch drops ESP again: every pair back on ESP in UDP %v later; ping at 100/s sent %d, received %d (lost %d while undetected)",
+			took.Round(time.Millisecond), r.Sent, r.Received, r.Sent-r.Received)
+		reachFast(t, e1, e2.IP())
+		reachFast(t, e2, e1.IP())
+	})
+
+	t.Run("udp-asked-although-esp-passes", func(t *testing.T) {
+		setDrop(false)
+		h1.Env = append(h1.Env, "VXSEC_ESP_ENCAP=udp")
+		if err := h1.Restart(ctxT(t), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitEncap(t, c.hosts, "udp")
+		for _, pr := range []struct {
+			h, o *lab.Host
+			why  string
+		}{{h1, h2, "this host asks"}, {h2, h1, "the peer asks"}} {
+			st, err := pr.h.Status(ctxT(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _ := st.Peer(pr.o.Addr.String())
+			if p.Encap != "udp" || !strings.Contains(p.EncapWhy, pr.why) {
+				t.Fatalf("%s's status of %s: encapsulation %q (%q), want udp because %s", pr.h.Name, pr.o.Name, p.Encap, p.EncapWhy, pr.why)
+			}
+			t.Logf("%s → %s: %s (%s)", pr.h.Name, pr.o.Name, p.Encap, p.EncapWhy)
+		}
+		reachFast(t, e1, e2.IP())
 		reachFast(t, e2, e1.IP())
 	})
 }
