@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/firewall"
@@ -529,7 +530,7 @@ func (k *fakeKernel) Rotate() error {
 }
 
 // SetNativeESP implements Keys: the fake records it and starts no epoch.
-func (k *fakeKernel) SetNativeESP(peers []netip.Addr) bool {
+func (k *fakeKernel) SetNativeESP(peers []netip.Addr, complete bool) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.nativeESP = append([]netip.Addr(nil), peers...)
@@ -537,10 +538,10 @@ func (k *fakeKernel) SetNativeESP(peers []netip.Addr) bool {
 }
 
 // ESPSeen implements Firewall.
-func (k *fakeKernel) ESPSeen() ([]netip.Addr, error) {
+func (k *fakeKernel) ESPSeen() ([]netip.Addr, time.Time, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return append([]netip.Addr(nil), k.espSeen...), nil
+	return append([]netip.Addr(nil), k.espSeen...), time.Time{}, nil
 }
 
 // Announcement implements Keys.

@@ -8,6 +8,7 @@ import (
 	"reflect"
 
 	"github.com/vxsec/vxsec/announce"
+	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/ipsec"
 )
 
@@ -132,7 +133,7 @@ func (d *Driver) probeESP(ctx context.Context, seq uint32) {
 		// Peers in auto mode then receive from this host in UDP.
 		d.log.Warn("sending native ESP probes (logged every 60th round)", "err", err)
 	}
-	seen, err := d.cfg.Firewall.ESPSeen()
+	seen, since, err := d.cfg.Firewall.ESPSeen()
 	if err != nil {
 		d.log.Error("reading which members' native ESP arrived", "err", err)
 		return
@@ -141,7 +142,8 @@ func (d *Driver) probeESP(ctx context.Context, seq uint32) {
 		return
 	}
 	defer d.unlock()
-	if d.cfg.IPsec.Active() && d.cfg.IPsec.SetNativeESP(seen) {
+	complete := d.now().Sub(since) >= firewall.ESPSeenFor
+	if d.cfg.IPsec.Active() && d.cfg.IPsec.SetNativeESP(seen, complete) {
 		d.syncIPsecOp()
 	}
 }

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/firewall"
@@ -33,8 +34,9 @@ type Firewall interface {
 	Apply(firewall.State) error
 	// Members are the members the kernel's tables hold.
 	Members() ([]netip.Addr, error)
-	// ESPSeen are the members whose native ESP arrived lately.
-	ESPSeen() ([]netip.Addr, error)
+	// ESPSeen are the members whose native ESP arrived lately, and since
+	// when that record has been kept.
+	ESPSeen() ([]netip.Addr, time.Time, error)
 }
 
 // Keys is the IPsec negotiation of encrypted networks (*ipsec.Manager).
@@ -54,9 +56,10 @@ type Keys interface {
 	Rotate() error
 	Announcement() announce.IPsec
 	Status() ipsec.Status
-	// SetNativeESP tells the keys whose native ESP arrives; true: a new
-	// epoch started to change a peer's encapsulation (sync it).
-	SetNativeESP(peers []netip.Addr) bool
+	// SetNativeESP tells the keys whose native ESP arrives (complete: the
+	// record is old enough that a member missing from it was not heard);
+	// true: a new epoch started to change a peer's encapsulation (sync it).
+	SetNativeESP(peers []netip.Addr, complete bool) bool
 }
 
 var (

@@ -68,6 +68,9 @@ type Firewall struct {
 	// ports is the DataPorts of the tables this process built; nil until
 	// it built them, so the first Apply of every run rebuilds.
 	ports, secure, encap []uint16
+	// espSince is when the tables holding the ESP sets were built: a
+	// younger record than ESPSeenFor has not heard every member yet.
+	espSince time.Time
 }
 
 // New returns a Firewall.
@@ -137,6 +140,7 @@ func (f *Firewall) Apply(s State) error {
 		return fmt.Errorf("programming nftables table %s: %w", TableName, err)
 	}
 	f.ports, f.secure, f.encap = nil, nil, nil
+	f.espSince = time.Now()
 	if s.Active {
 		f.ports, f.secure, f.encap = slices.Clone(s.DataPorts), slices.Clone(s.SecurePorts), slices.Clone(s.EncapPorts)
 		if f.ports == nil {
@@ -148,16 +152,23 @@ func (f *Firewall) Apply(s State) error {
 
 // currentMembers reads the member sets the kernel holds.
 func (f *Firewall) currentMembers(conn *nftables.Conn) ([]netip.Addr, error) {
+	// An older table without sets has no members to keep.
+	return setAddrs(conn, memberSetName)
+}
+
+// setAddrs reads the addresses of the table's set named name(false) and
+// name(true) (IPv4, IPv6); a missing set holds none.
+func setAddrs(conn *nftables.Conn, name func(v6 bool) string) ([]netip.Addr, error) {
 	inet := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 	var out []netip.Addr
 	for _, v6 := range []bool{false, true} {
-		set, err := conn.GetSetByName(inet, memberSetName(v6))
+		set, err := conn.GetSetByName(inet, name(v6))
 		if err != nil {
-			continue // an older table without sets: no members to keep
+			continue
 		}
 		elems, err := conn.GetSetElements(set)
 		if err != nil {
-			return nil, fmt.Errorf("reading member set: %w", err)
+			return nil, fmt.Errorf("reading set %s: %w", name(v6), err)
 		}
 		for _, e := range elems {
 			if a, ok := netip.AddrFromSlice(e.Key); ok {
@@ -169,30 +180,20 @@ func (f *Firewall) currentMembers(conn *nftables.Conn) ([]netip.Addr, error) {
 }
 
 // ESPSeen returns the members whose native ESP reached this host in the
-// last ESPSeenFor; none while no encrypted port is guarded.
-func (f *Firewall) ESPSeen() ([]netip.Addr, error) {
+// last ESPSeenFor (none while no encrypted port is guarded), and since
+// when the sets have been recording: until ESPSeenFor after that, a member
+// missing from them may just not have been heard yet.
+func (f *Firewall) ESPSeen() ([]netip.Addr, time.Time, error) {
+	f.mu.Lock()
+	since := f.espSince
+	f.mu.Unlock()
 	conn, err := nftables.New()
 	if err != nil {
-		return nil, fmt.Errorf("opening nftables: %w", err)
+		return nil, since, fmt.Errorf("opening nftables: %w", err)
 	}
-	inet := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-	var out []netip.Addr
-	for _, v6 := range []bool{false, true} {
-		set, err := conn.GetSetByName(inet, espSetName(v6))
-		if err != nil {
-			continue // no encrypted network, or a table of an older release
-		}
-		elems, err := conn.GetSetElements(set)
-		if err != nil {
-			return nil, fmt.Errorf("reading the ESP set: %w", err)
-		}
-		for _, e := range elems {
-			if a, ok := netip.AddrFromSlice(e.Key); ok {
-				out = append(out, a)
-			}
-		}
-	}
-	return out, nil
+	// No set: no encrypted network, or a table of an older release.
+	addrs, err := setAddrs(conn, espSetName)
+	return addrs, since, err
 }
 
 // Members returns the member addresses the kernel holds, for status and tests.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -139,8 +140,9 @@ func TestESPSeen(t *testing.T) {
 			Members: []netip.Addr{self, netip.MustParseAddr("198.18.0.2")}}); err != nil {
 			t.Fatal(err)
 		}
-		if seen, err := f.ESPSeen(); err != nil || len(seen) != 0 {
-			t.Fatalf("before any ESP: seen %v, %v; want none", seen, err)
+		before := time.Now()
+		if seen, since, err := f.ESPSeen(); err != nil || len(seen) != 0 || since.After(before) || before.Sub(since) > time.Minute {
+			t.Fatalf("before any ESP: seen %v since %v, %v; want none, since the Apply just before", seen, since, err)
 		}
 		l, err := netlink.LinkByName("under0")
 		if err != nil {
@@ -154,14 +156,14 @@ func TestESPSeen(t *testing.T) {
 		if err := espprobe.Send(stranger, []netip.Addr{self}, 1); err != nil {
 			t.Fatal(err)
 		}
-		if seen, err := f.ESPSeen(); err != nil || len(seen) != 0 {
+		if seen, _, err := f.ESPSeen(); err != nil || len(seen) != 0 {
 			t.Fatalf("after a non-member's probe: seen %v, %v; want none", seen, err)
 		}
 		// The control: a member's probe is.
 		if err := espprobe.Send(self, []netip.Addr{stranger}, 2); err != nil {
 			t.Fatal(err)
 		}
-		if seen, err := f.ESPSeen(); err != nil || len(seen) != 1 || seen[0] != self {
+		if seen, _, err := f.ESPSeen(); err != nil || len(seen) != 1 || seen[0] != self {
 			t.Fatalf("after a member's probe: seen %v, %v; want [%s]", seen, err, self)
 		}
 	})

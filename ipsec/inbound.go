@@ -91,18 +91,26 @@ func (m *Manager) receiveUDPWhy(peer netip.Addr, pe peerEncap) (bool, string) {
 const nativeWindow = "20 s"
 
 // SetNativeESP records the peers whose native ESP reached this host lately
-// (firewall.ESPSeen). In auto mode, when the choice it makes for a peer
+// (firewall.ESPSeen). A record not yet complete (the firewall's sets were
+// just made, at a start or a rebuild, and have not heard every member yet)
+// only adds peers: a peer missing from it is no evidence. In auto mode, when the choice it makes for a peer
 // differs from the one its newest inbound SA was made with, a new epoch
 // starts (at most once per encapSwitchEvery): its SAs, made under the
 // new choice, take over make before break, as in a rotation. It reports
 // whether it started one; the caller then syncs.
-func (m *Manager) SetNativeESP(peers []netip.Addr) bool {
+func (m *Manager) SetNativeESP(peers []netip.Addr, complete bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.native = map[netip.Addr]bool{}
+	next := map[netip.Addr]bool{}
 	for _, p := range peers {
-		m.native[p] = true
+		next[p] = true
 	}
+	if !complete {
+		for p := range m.native {
+			next[p] = true
+		}
+	}
+	m.native = next
 	if !m.active || !m.cfg.UDPAuto || len(m.epochs) == 0 {
 		return false
 	}

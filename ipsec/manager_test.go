@@ -799,7 +799,7 @@ func TestEncapsulationAuto(t *testing.T) {
 		for _, p := range peers {
 			addrs = append(addrs, p.addr)
 		}
-		return h.m.SetNativeESP(addrs)
+		return h.m.SetNativeESP(addrs, true)
 	}
 	h0, h1, h2 := s.hosts[0], s.hosts[1], s.hosts[2]
 	// Every path passes ESP: every host sees every peer's.
@@ -825,6 +825,12 @@ func TestEncapsulationAuto(t *testing.T) {
 				t.Fatalf("every path passes ESP: %s still sends to %s in UDP", a.addr, b.addr)
 			}
 		}
+	}
+	// h1's firewall rebuilt its sets (a restart, an upgrade): a record too
+	// young to have heard every member is no evidence against any.
+	s.now = s.now.Add(encapSwitchEvery)
+	if h1.m.SetNativeESP(nil, false) {
+		t.Fatal("an incomplete, empty record of native ESP started an epoch")
 	}
 	// h0's ESP stops reaching h1: h1 receives from it in UDP again, the
 	// other direction and the other pairs stay native.

@@ -96,7 +96,7 @@ func TestEncrypted(t *testing.T) {
 				t.Fatalf("%s → %s: %+v %v", pr.from.Name, pr.to, r, err)
 			}
 		}
-		pk, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+		pk := wireUntil(t, capt, func(ps lab.Packets) error {
 			if n := ps.CountESP(h1.Addr, h2.Addr); n < 40 {
 				return fmt.Errorf("%d ESP packets between h1 and h2, want at least 40", n)
 			}
@@ -105,15 +105,6 @@ func TestEncrypted(t *testing.T) {
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := capt.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		if d := capt.Dropped(); d != 0 {
-			t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
-		}
 		if clear := pk.UDPTo(encPort); len(clear) != 0 {
 			t.Fatalf("%d cleartext datagrams to the encrypted port crossed the wire:\n%s", len(clear), clear)
 		}
@@ -425,6 +416,63 @@ func waitAllKeyed(t *testing.T, hosts []*lab.Host) time.Duration {
 	return time.Since(start)
 }
 
+// rotateUnderPing rotates the first two hosts' keys n times, alternately,
+// each awaited until every pair uses the new epochs, under a 100/s ping
+// from a to b, and fails the test for any packet lost.
+func rotateUnderPing(t *testing.T, hosts []*lab.Host, a, b *lab.Container, n int, what string) {
+	t.Helper()
+	r, err := a.PingAcross(ctxT(t), b.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
+		for i := 0; i < n; i++ {
+			if err := hosts[i%2].Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
+				return err
+			}
+			waitAllKeyed(t, hosts)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d rotations %s: ping at 100/s sent %d, received %d", n, what, r.Sent, r.Received)
+	if r.Sent < 100 || r.Received != r.Sent {
+		t.Errorf("lost %d of %d packets across %d rotations; unanswered:\n%s", r.Sent-r.Received, r.Sent, n, unanswered(r.Output))
+	}
+}
+
+// dfBothWays sends full-size DF pings at mtu each way between a and b,
+// which must pass, and one byte more, which the sender must refuse.
+func dfBothWays(t *testing.T, a, b *lab.Container, mtu int) {
+	t.Helper()
+	for _, pr := range [][2]*lab.Container{{a, b}, {b, a}} {
+		r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "3", "-M", "do", "-s", strconv.Itoa(mtu-28), "-W", "2")
+		if err != nil || r.Received != 3 {
+			t.Fatalf("%s → %s: full-size DF ping at MTU %d: %+v %v", pr[0].Name, pr[1].Name, mtu, r, err)
+		}
+		r, _ = pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "1", "-M", "do", "-s", strconv.Itoa(mtu-27), "-W", "2")
+		if r.Received != 0 || !strings.Contains(r.Output, "message too long") {
+			t.Fatalf("%s: one byte over the MTU with DF must be refused at the sender:\n%s", pr[0].Name, r.Output)
+		}
+	}
+}
+
+// wireUntil waits until what capt saw meets cond, stops it, and returns
+// the packets; a capture that dropped packets fails the test (its counts
+// could not be trusted).
+func wireUntil(t *testing.T, capt *lab.Capture, cond func(lab.Packets) error) lab.Packets {
+	t.Helper()
+	pk, err := capt.Wait(ctxT(t), 10*time.Second, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := capt.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := capt.Dropped(); d != 0 {
+		t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
+	}
+	return pk
+}
+
 // waitEncap waits until every pair of running hosts sends with the
 // encapsulation want on the newest epochs, and returns how long it took.
 func waitEncap(t *testing.T, hosts []*lab.Host, want string) time.Duration {
@@ -538,6 +586,8 @@ func grepLog(t *testing.T, h *lab.Host, words ...string) string {
 // port) while a plain network beside it stays plain; the MTU is derived
 // for ESP over IPv6 and DF-tested both ways; the tenants' injections of
 // TestEncrypted meet the same locks over IPv6; rotations lose nothing.
+// Last, one host asks for ESP in UDP, which then carries the pair over
+// IPv6 at the same MTU.
 func TestEncryptedIPv6(t *testing.T) {
 	if err := ipsec.Probe(); err != nil {
 		t.Fatalf("the kernel lab's kernel must have ESP and GCM: %v", err)
@@ -575,7 +625,7 @@ func TestEncryptedIPv6(t *testing.T) {
 				t.Fatalf("%s → %s: %+v %v", pr[0].Name, pr[1].Name, r, err)
 			}
 		}
-		pk, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+		pk := wireUntil(t, capt, func(ps lab.Packets) error {
 			if n := ps.CountESP(h1.Addr, h2.Addr); n < 80 {
 				return fmt.Errorf("%d ESP packets between h1 and h2, want at least 80", n)
 			}
@@ -584,15 +634,6 @@ func TestEncryptedIPv6(t *testing.T) {
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := capt.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		if d := capt.Dropped(); d != 0 {
-			t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
-		}
 		esp := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP })
 		v4 := pk.Where(func(p lab.Packet) bool { return p.EtherType == 0x0800 || p.EtherType == 0x0806 })
 		frag := pk.Where(func(p lab.Packet) bool { return p.EtherType == 0x86dd && p.Proto == 44 })
@@ -616,16 +657,7 @@ func TestEncryptedIPv6(t *testing.T) {
 		if got := ipsec.ContainerMTU(1500, true); got != mtu {
 			t.Fatalf("ContainerMTU(1500, IPv6) = %d, want %d", got, mtu)
 		}
-		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}} {
-			r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "3", "-M", "do", "-s", strconv.Itoa(mtu-28), "-W", "2")
-			if err != nil || r.Received != 3 {
-				t.Fatalf("%s → %s: full-size DF ping at MTU %d: %+v %v", pr[0].Name, pr[1].Name, mtu, r, err)
-			}
-			r, _ = pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "1", "-M", "do", "-s", strconv.Itoa(mtu-27), "-W", "2")
-			if r.Received != 0 || !strings.Contains(r.Output, "message too long") {
-				t.Fatalf("%s: one byte over the MTU with DF must be refused at the sender:\n%s", pr[0].Name, r.Output)
-			}
-		}
+		dfBothWays(t, e1, e2, mtu)
 	})
 
 	t.Run("segmentation", func(t *testing.T) {
@@ -633,23 +665,38 @@ func TestEncryptedIPv6(t *testing.T) {
 	})
 
 	t.Run("rotation-zero-loss", func(t *testing.T) {
-		const rotations = 6
-		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
-			for i := 0; i < rotations; i++ {
-				if err := []*lab.Host{h1, h2}[i%2].Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
-					return err
-				}
-				waitAllKeyed(t, c.hosts)
-			}
-			return nil
-		})
+		rotateUnderPing(t, c.hosts, e1, e2, 6, "over IPv6")
+	})
+
+	t.Run("esp-in-udp-over-ipv6", func(t *testing.T) {
+		h1.Env = append(h1.Env, "VXSEC_ESP_ENCAP=udp")
+		if err := h1.Restart(ctxT(t), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		waitEncap(t, c.hosts, "udp")
+		capt, err := c.lab.Capture(ctxT(t), "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%d rotations over IPv6: ping at 100/s sent %d, received %d", rotations, r.Sent, r.Received)
-		if r.Sent < 100 || r.Received != r.Sent {
-			t.Errorf("lost %d of %d packets across %d rotations; unanswered:\n%s", r.Sent-r.Received, r.Sent, rotations, unanswered(r.Output))
+		defer capt.Stop()
+		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}} {
+			if r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "20", "-i", "0.05", "-W", "2"); err != nil || r.Received != 20 {
+				t.Fatalf("%s → %s in ESP in UDP over IPv6: %+v %v", pr[0].Name, pr[1].Name, r, err)
+			}
 		}
+		pk := wireUntil(t, capt, func(ps lab.Packets) error {
+			if n := len(ps.UDPTo(4802).Where(func(p lab.Packet) bool { return p.Src.Is6() })); n < 80 {
+				return fmt.Errorf("%d datagrams to 4802 over IPv6, want at least 80", n)
+			}
+			return nil
+		})
+		esp := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP && p.SPI != espprobe.SPI })
+		if clear := pk.UDPTo(encPort); len(esp) != 0 || len(clear) != 0 {
+			t.Errorf("with ESP in UDP over IPv6: %d native ESP packets (not probes) and %d cleartext to %d on the wire:\n%s%s", len(esp), len(clear), encPort, esp, clear)
+		}
+		dfBothWays(t, e1, e2, ipsec.ContainerMTU(1500, true))
+		t.Logf("ESP in UDP over IPv6: %d datagrams to 4802, 0 native ESP, 0 cleartext; MTU %d DF-tested both ways",
+			len(pk.UDPTo(4802)), ipsec.ContainerMTU(1500, true))
 	})
 }
 
@@ -771,21 +818,12 @@ func TestEncryptedESPInUDP(t *testing.T) {
 				t.Fatalf("%s → %s: %+v %v", pr[0].Name, pr[1].Name, r, err)
 			}
 		}
-		pk, err := capt.Wait(ctxT(t), 10*time.Second, func(ps lab.Packets) error {
+		pk := wireUntil(t, capt, func(ps lab.Packets) error {
 			if n := len(ps.UDPTo(udpPort).Where(func(p lab.Packet) bool { return p.SrcPort == udpPort })); n < 80 {
 				return fmt.Errorf("%d datagrams from port %d to port %d, want at least 80", n, udpPort, udpPort)
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := capt.Stop(); err != nil {
-			t.Fatal(err)
-		}
-		if d := capt.Dropped(); d != 0 {
-			t.Fatalf("the capture dropped %d packets: its counts cannot be trusted", d)
-		}
 		// The probes (SPI 1, package espprobe) are native ESP by design:
 		// they are how each host learns that protocol 50 is dropped.
 		esp := pk.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoESP && p.SPI != espprobe.SPI })
@@ -804,37 +842,12 @@ func TestEncryptedESPInUDP(t *testing.T) {
 
 	t.Run("mtu-with-df", func(t *testing.T) {
 		mtu := ipsec.ContainerMTU(1500, false)
-		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}} {
-			r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "3", "-M", "do", "-s", strconv.Itoa(mtu-28), "-W", "2")
-			if err != nil || r.Received != 3 {
-				t.Fatalf("%s → %s: full-size DF ping at MTU %d in ESP in UDP: %+v %v", pr[0].Name, pr[1].Name, mtu, r, err)
-			}
-			r, _ = pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "1", "-M", "do", "-s", strconv.Itoa(mtu-27), "-W", "2")
-			if r.Received != 0 || !strings.Contains(r.Output, "message too long") {
-				t.Fatalf("%s: one byte over the MTU with DF must be refused at the sender:\n%s", pr[0].Name, r.Output)
-			}
-		}
+		dfBothWays(t, e1, e2, mtu)
 		t.Logf("MTU %d: full-size DF pings pass both ways in ESP in UDP, one byte more is refused at the sender", mtu)
 	})
 
 	t.Run("rotation-zero-loss", func(t *testing.T) {
-		const rotations = 20
-		r, err := e1.PingAcross(ctxT(t), e2.IP(), []string{"-D", "-O", "-i", "0.01", "-W", "1"}, func() error {
-			for i := 0; i < rotations; i++ {
-				if err := []*lab.Host{h1, h2}[i%2].Client().Call(ctxT(t), "VxSec.Rotate", struct{}{}, nil); err != nil {
-					return err
-				}
-				waitAllKeyed(t, c.hosts)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%d rotations in ESP in UDP: ping at 100/s sent %d, received %d", rotations, r.Sent, r.Received)
-		if r.Sent < 100 || r.Received != r.Sent {
-			t.Errorf("lost %d of %d packets across %d rotations; unanswered:\n%s", r.Sent-r.Received, r.Sent, rotations, unanswered(r.Output))
-		}
+		rotateUnderPing(t, c.hosts, e1, e2, 20, "in ESP in UDP")
 	})
 
 	t.Run("stranger-to-udp-port", func(t *testing.T) {
