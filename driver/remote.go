@@ -20,8 +20,8 @@ const settleAfter = 20 * time.Second
 // The cluster's side of the driver (gossip.Sink): remote tables become
 // the networks' static FDB and neighbour entries, in passes run by Run.
 
-// SetRemote installs what a host published.
-// A host of the other address family is not installed: a VXLAN device
+// SetRemote installs what a host published. A host of the other address
+// family is not installed: a VXLAN device
 // sends from one underlay address, so IPv4 and IPv6 hosts cannot reach
 // each other's endpoints (docs/ipv6.md), and saying so beats an FDB entry
 // the kernel refuses on every pass.

@@ -18,9 +18,10 @@ import (
 // The receiver chooses how each SA of its takes packets, native ESP or ESP
 // in UDP, because xfrm delivers on an SA only what arrives as the SA was
 // made (xfrm_input compares the encapsulation: XfrmInStateMismatch); the
-// SPI carries the choice to the sender. The choice is made once per SA: a
-// host changes its mode only by restarting, which brings new epochs, and
-// so new SAs made under the new choice while the old drain.
+// SPI carries the choice to the sender. The choice is made once per SA;
+// it changes only with new SAs: a host changes its mode by restarting,
+// which brings new epochs, and in auto mode SetNativeESP starts an epoch
+// when what it saw of a peer's native ESP changes. The old SAs drain.
 func (m *Manager) syncInbound(p PeerInfo) error {
 	udp, _ := m.receiveUDPWhy(p.Host, peerEncap{port: p.UDP, encap: p.Encap})
 	for _, pk := range p.Keys {
@@ -92,12 +93,14 @@ const nativeWindow = "20 s"
 
 // SetNativeESP records the peers whose native ESP reached this host lately
 // (firewall.ESPSeen). A record not yet complete (the firewall's sets were
-// just made, at a start or a rebuild, and have not heard every member yet)
-// only adds peers: a peer missing from it is no evidence. In auto mode, when the choice it makes for a peer
-// differs from the one its newest inbound SA was made with, a new epoch
-// starts (at most once per encapSwitchEvery): its SAs, made under the
-// new choice, take over make before break, as in a rotation. It reports
-// whether it started one; the caller then syncs.
+// just made, at a start or a rebuild, and have not heard every member
+// yet) only adds peers: a peer missing from it is no evidence.
+//
+// In auto mode, when the choice it makes for a peer differs from the one
+// its newest inbound SA was made with, a new epoch starts (at most once
+// per encapSwitchEvery): its SAs, made under the new choice, take over
+// make before break, as in a rotation. It reports whether it started one;
+// the caller then syncs.
 func (m *Manager) SetNativeESP(peers []netip.Addr, complete bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
