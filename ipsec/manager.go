@@ -267,7 +267,7 @@ func (m *Manager) Activate() error {
 		return err
 	}
 	m.in, m.out, m.policies, m.legacy = map[inKey]*inSA{}, map[netip.Addr]*outSA{}, map[netip.Addr]bool{}, map[KernelSA]bool{}
-	m.burned = map[burnKey]bool{}
+	m.burned, m.peerEncap = map[burnKey]bool{}, map[netip.Addr]peerEncap{}
 	m.legacySince = m.cfg.Now()
 	for _, sa := range ks.SAs {
 		m.legacy[sa] = true
@@ -472,9 +472,6 @@ func (m *Manager) Sync(peers []PeerInfo, settled bool) (announce.IPsec, error) {
 // longer wanted (drainInbound). A step that fails ends this peer's sync
 // with its error; the next Sync starts again from the first step.
 func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
-	if m.peerEncap == nil {
-		m.peerEncap = map[netip.Addr]peerEncap{}
-	}
 	m.peerEncap[p.Host] = peerEncap{port: p.UDP, encap: p.Encap}
 	keys := map[uint64][]byte{}
 	for _, k := range p.Keys {

@@ -310,9 +310,9 @@ func (h *Host) AddTenant(ctx context.Context) (*Host, error) {
 	steps := [][]string{
 		{"ip", "netns", "add", t.NS},
 		{"ip", "-n", h.NS, "link", "add", "tnt0", "type", "veth", "peer", "name", "eth0", "netns", t.NS},
-		{"ip", "-n", h.NS, "addr", "add", fmt.Sprintf("%s/%d", gw, bits), "dev", "tnt0", "nodad"},
+		addrAdd(h.NS, netip.PrefixFrom(netip.MustParseAddr(gw), bits), "tnt0"),
 		{"ip", "-n", h.NS, "link", "set", "tnt0", "up"},
-		{"ip", "-n", t.NS, "addr", "add", prefix.String(), "dev", "eth0", "nodad"},
+		addrAdd(t.NS, prefix, "eth0"),
 		{"ip", "-n", t.NS, "link", "set", "eth0", "up"},
 		{"ip", "-n", t.NS, "link", "set", "lo", "up"},
 		{"ip", "-n", t.NS, "route", "add", "default", "via", gw},
@@ -320,10 +320,6 @@ func (h *Host) AddTenant(ctx context.Context) (*Host, error) {
 		{"ip", "netns", "exec", h.NS, "nft", fmt.Sprintf("add table %[1]s tenantnat; "+
 			"add chain %[1]s tenantnat post { type nat hook postrouting priority 100; }; "+
 			"add rule %[1]s tenantnat post %[1]s saddr %[2]s oifname eth0 masquerade", family, prefix.Masked())},
-	}
-	if !addr.Is6() {
-		// nodad is IPv6's; IPv4 takes no such flag.
-		steps[2], steps[4] = steps[2][:len(steps[2])-1], steps[4][:len(steps[4])-1]
 	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {

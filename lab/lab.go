@@ -165,17 +165,11 @@ func (l *Lab) AddHost(ctx context.Context, name string) (*Host, error) {
 // port, address addr, and, for a full host, the dead-end default route by
 // which a daemon finds its underlay.
 func (l *Lab) wire(ctx context.Context, ns string, addr netip.Addr, port string, defaultRoute bool) error {
-	// nodad: the address is usable at once, not after duplicate address
-	// detection's second or two.
-	addAddr := []string{"-n", ns, "addr", "add", netip.PrefixFrom(addr, l.Underlay().Bits()).String(), "dev", "eth0"}
-	if addr.Is6() {
-		addAddr = append(addAddr, "nodad")
-	}
 	steps := [][]string{
 		{"netns", "add", ns},
 		{"-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw},
 		{"-n", l.sw, "link", "set", port, "master", "br0", "up"},
-		addAddr,
+		addrAdd(ns, netip.PrefixFrom(addr, l.Underlay().Bits()), "eth0")[1:],
 		{"-n", ns, "link", "set", "eth0", "up"},
 		{"-n", ns, "link", "set", "lo", "up"},
 	}
@@ -188,6 +182,17 @@ func (l *Lab) wire(ctx context.Context, ns string, addr netip.Addr, port string,
 		}
 	}
 	return nil
+}
+
+// addrAdd is `ip -n NS addr add PREFIX dev DEV`, with nodad for IPv6: the
+// address is usable at once, not after duplicate address detection's
+// second or two.
+func addrAdd(ns string, p netip.Prefix, dev string) []string {
+	args := []string{"ip", "-n", ns, "addr", "add", p.String(), "dev", dev}
+	if p.Addr().Is6() {
+		args = append(args, "nodad")
+	}
+	return args
 }
 
 // Close stops every daemon and removes every namespace the lab made. The
