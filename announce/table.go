@@ -58,6 +58,10 @@ type IPsec struct {
 	// every peer (VXSEC_ESP_ENCAP=udp): peers then receive from it in
 	// UDP too.
 	Encap string `json:"encap,omitempty"`
+	// NAT: the host is behind NAT (the address it advertises is a NAT's,
+	// which forwards to it); it sets Encap to EncapUDP too, and peers in
+	// auto mode receive from it in UDP, the encapsulation NATs pass.
+	NAT bool `json:"nat,omitempty"`
 }
 
 // EncapUDP is IPsec.Encap of a host that wants ESP in UDP.

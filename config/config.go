@@ -84,9 +84,10 @@ type Settings struct {
 	Socket string
 	// StateDir holds the persisted desired state.
 	StateDir string
-	// AdvertiseAddr is this host's underlay address: the VXLAN source and
-	// the address peers send to. Empty means: the address of the interface
-	// that holds the default route.
+	// AdvertiseAddr is this host's underlay address: its name in the
+	// cluster and the address peers send to. Empty means: the address of
+	// the interface that holds the default route. One that is not the
+	// host's own is a NAT's in front of it (vxlan.FindUnderlay).
 	AdvertiseAddr string
 	// DataPort is the UDP port of VXLAN between hosts.
 	DataPort int
@@ -148,7 +149,7 @@ type setting struct {
 var settings = []setting{
 	{"socket", DefaultSocket, "unix socket of the remote network driver API"},
 	{"state-dir", DefaultStateDir, "directory of the persisted desired state"},
-	{"advertise-addr", "", "underlay address of this host (default: the address of the default-route interface)"},
+	{"advertise-addr", "", "underlay address of this host (default: the address of the default-route interface); an address not its own is a NAT's that forwards vxsec's ports to it"},
 	{"data-port", DefaultDataPort, "UDP port of VXLAN between hosts (never 4789, Docker's)"},
 	{"encrypted-port", DefaultEncryptedPort, "UDP port of encrypted networks' VXLAN, carried only in IPsec ESP (never 4789, never the data port)"},
 	{"rotate-every", DefaultRotateEvery, "how often IPsec keys rotate, as a Go duration (12h, 90m); at least 1m"},

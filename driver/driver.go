@@ -63,7 +63,10 @@ type Config struct {
 	// (espprobe.Send), every ProbeEvery while IPsec is active; after each
 	// round the members whose native ESP arrived (Firewall.ESPSeen) go to
 	// the keys (Keys.SetNativeESP). Nil or 0: no probes.
-	ProbeESP   func(local netip.Addr, peers []netip.Addr, seq uint32) error
+	ProbeESP func(local netip.Addr, peers []netip.Addr, seq uint32) error
+	// Keepalive sends NAT keepalives (ipsec.Xfrm.Keepalives) to what
+	// Keys.NATKeepalives names, after each round of probes; nil: none.
+	Keepalive  func(to []netip.AddrPort) error
 	ProbeEvery time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -138,6 +141,9 @@ func New(cfg Config) (*Driver, error) {
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
+	}
+	if !cfg.Underlay.Local.IsValid() {
+		cfg.Underlay.Local = cfg.Underlay.Addr
 	}
 	boot, err := cfg.Firewall.Members()
 	if err != nil {

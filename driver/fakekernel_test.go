@@ -537,6 +537,9 @@ func (k *fakeKernel) SetNativeESP(peers []netip.Addr, complete bool) bool {
 	return false
 }
 
+// NATKeepalives implements Keys: the fake's host is never behind NAT.
+func (k *fakeKernel) NATKeepalives() []netip.AddrPort { return nil }
+
 // ESPSeen implements Firewall.
 func (k *fakeKernel) ESPSeen() ([]netip.Addr, time.Time, error) {
 	k.mu.Lock()

@@ -129,9 +129,15 @@ func (d *Driver) probeESP(ctx context.Context, seq uint32) {
 	if len(peers) == 0 {
 		return
 	}
-	if err := d.cfg.ProbeESP(d.cfg.Underlay.Addr, peers, seq); err != nil && seq%60 == 1 {
+	if err := d.cfg.ProbeESP(d.cfg.Underlay.Local, peers, seq); err != nil && seq%60 == 1 {
 		// Peers in auto mode then receive from this host in UDP.
 		d.log.Warn("sending native ESP probes (logged every 60th round)", "err", err)
+	}
+	if d.cfg.Keepalive != nil {
+		// Read under the keys' own lock, sent under none.
+		if err := d.cfg.Keepalive(d.cfg.IPsec.NATKeepalives()); err != nil && seq%60 == 1 {
+			d.log.Warn("sending NAT keepalives (logged every 60th round)", "err", err)
+		}
 	}
 	seen, since, err := d.cfg.Firewall.ESPSeen()
 	if err != nil {

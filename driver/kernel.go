@@ -60,6 +60,8 @@ type Keys interface {
 	// record is old enough that a member missing from it was not heard);
 	// true: a new epoch started to change a peer's encapsulation (sync it).
 	SetNativeESP(peers []netip.Addr, complete bool) bool
+	// NATKeepalives is where this host, behind NAT, sends keepalives.
+	NATKeepalives() []netip.AddrPort
 }
 
 var (

@@ -6,7 +6,10 @@ import (
 
 // Status is what `VxSec.Status` reports.
 type Status struct {
-	Node     string          `json:"Node"`
+	Node string `json:"Node"`
+	// Local is the host's own underlay address when it is behind NAT
+	// (Node, its advertise address, is the NAT's); empty otherwise.
+	Local    string          `json:"Local,omitempty"`
 	Networks []NetworkStatus `json:"Networks"`
 	IPsec    *ipsec.Status   `json:"IPsec,omitempty"`
 }
@@ -23,6 +26,9 @@ type NetworkStatus struct {
 // The kernel is asked without any of the driver's locks.
 func (d *Driver) Status() Status {
 	st := Status{Node: d.cfg.Underlay.Addr.String()}
+	if d.cfg.Underlay.BehindNAT() {
+		st.Local = d.cfg.Underlay.Local.String()
+	}
 	d.mu.Lock()
 	nets := d.sortedNets()
 	d.mu.Unlock()

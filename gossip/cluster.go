@@ -46,6 +46,10 @@ type Local interface {
 type Config struct {
 	// Addr is this host's advertise address; its text is the node name.
 	Addr netip.Addr
+	// Bind is the address the gossip port is bound to, and connections
+	// leave from: Addr, unless the host is behind NAT (Addr is the NAT's,
+	// which forwards the gossip port to Bind). Zero means Addr.
+	Bind netip.Addr
 	Port int
 	// Secret authenticates and encrypts the cluster; nil runs it open.
 	Secret []byte
@@ -359,10 +363,14 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 	}
 	mlog := &memberlistLogger{lim: c.lim}
-	tr, err := newTransport(cfg.Addr, cfg.Port, c.serveTable, c.serveTableV1, c.auth, c.stats, c.lim, c.log, cfg.timing.preauthTimeout)
+	bind := cfg.Bind
+	if !bind.IsValid() {
+		bind = cfg.Addr
+	}
+	tr, err := newTransport(bind, cfg.Port, c.serveTable, c.serveTableV1, c.auth, c.stats, c.lim, c.log, cfg.timing.preauthTimeout)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("binding the gossip port %s:%d: %w", cfg.Addr, cfg.Port, err)
+		return nil, fmt.Errorf("binding the gossip port %s:%d: %w", bind, cfg.Port, err)
 	}
 	c.tr = tr
 
@@ -384,7 +392,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	mc.Name = sc.NodeName
 	mc.Transport = tr
 	mc.AdvertiseAddr, mc.AdvertisePort = cfg.Addr.String(), cfg.Port
-	mc.BindAddr, mc.BindPort = cfg.Addr.String(), cfg.Port
+	mc.BindAddr, mc.BindPort = bind.String(), cfg.Port
 	mc.ProbeInterval, mc.ProbeTimeout = cfg.timing.probeInterval, cfg.timing.probeTimeout
 	mc.GossipInterval = cfg.timing.gossipInterval
 	mc.SuspicionMult = suspicionMult

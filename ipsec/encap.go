@@ -63,3 +63,15 @@ func (s *EncapSocket) Close() error {
 	<-s.done
 	return err
 }
+
+// Keepalive sends the NAT keepalive of RFC 3948 (one 0xff byte) to a
+// peer's ESP-in-UDP port. It keeps the mapping a NAT in front of this host
+// made for the socket's port open while no ESP flows; the peer's kernel
+// drops it (xfrm's UDP encap receive: a one-byte 0xff datagram is a
+// keepalive).
+func (s *EncapSocket) Keepalive(to netip.AddrPort) error {
+	if _, err := s.conn.WriteToUDPAddrPort([]byte{0xff}, to); err != nil {
+		return fmt.Errorf("sending a NAT keepalive to %s: %w", to, err)
+	}
+	return nil
+}

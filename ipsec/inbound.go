@@ -23,7 +23,7 @@ import (
 // which brings new epochs, and in auto mode SetNativeESP starts an epoch
 // when what it saw of a peer's native ESP changes. The old SAs drain.
 func (m *Manager) syncInbound(p PeerInfo) error {
-	udp, _ := m.receiveUDPWhy(p.Host, peerEncap{port: p.UDP, encap: p.Encap})
+	udp, _ := m.receiveUDPWhy(p.Host, encapOf(p))
 	for _, pk := range p.Keys {
 		for _, e := range m.epochs {
 			k := inKey{peer: p.Host, peerEpoch: pk.Epoch, epoch: e.kp.Epoch}
@@ -78,6 +78,10 @@ func (m *Manager) receiveUDPWhy(peer netip.Addr, pe peerEncap) (bool, string) {
 		return false, "native ESP: the peer's release has no ESP in UDP"
 	case m.cfg.UDPAlways:
 		return true, "ESP in UDP: this host asks for it (VXSEC_ESP_ENCAP=udp)"
+	case m.cfg.UDPAuto && m.cfg.BehindNAT:
+		return true, "ESP in UDP: this host is behind NAT (its advertise address is not its own)"
+	case pe.nat:
+		return true, "ESP in UDP: the peer is behind NAT (its advertise address is not its own)"
 	case pe.encap == announce.EncapUDP:
 		return true, "ESP in UDP: the peer asks for it (VXSEC_ESP_ENCAP=udp there)"
 	case m.cfg.UDPAuto && !m.native[peer]:
@@ -86,6 +90,11 @@ func (m *Manager) receiveUDPWhy(peer netip.Addr, pe peerEncap) (bool, string) {
 		return false, "native ESP: the peer's native ESP arrives (VXSEC_ESP_ENCAP=auto)"
 	}
 	return false, "native ESP: neither end asks for ESP in UDP (VXSEC_ESP_ENCAP=esp)"
+}
+
+// encapOf is what a peer's table says of ESP in UDP.
+func encapOf(p PeerInfo) peerEncap {
+	return peerEncap{port: p.UDP, encap: p.Encap, nat: p.NAT}
 }
 
 // nativeWindow is how recent SetNativeESP's evidence is (for messages).

@@ -124,6 +124,11 @@ type ManagerConfig struct {
 	// native ESP has not been seen to arrive (SetNativeESP), natively from
 	// the others.
 	UDPAuto bool
+	// BehindNAT (the advertise address is not the host's own, in auto
+	// mode): ESP in UDP both ways with every peer, whatever the probes
+	// say, since a NAT passes UDP and may not pass ESP; announced, so that
+	// peers ask for it too, and with keepalives (NATKeepalives).
+	BehindNAT bool
 }
 
 // encapSwitchEvery bounds how often a change of the native ESP seen
@@ -211,6 +216,7 @@ type inSA struct {
 type peerEncap struct {
 	port  uint16
 	encap string
+	nat   bool
 }
 
 type burnKey struct {
@@ -400,8 +406,11 @@ func (m *Manager) announcementLocked() announce.IPsec {
 		a.Keys = append(a.Keys, announce.Key{Epoch: e.kp.Epoch, Public: e.kp.Public(), ID: e.kp.ID})
 	}
 	a.UDP = m.cfg.UDPPort
-	if m.cfg.UDPAlways && m.cfg.UDPPort != 0 { // auto asks nothing of its peers
+	if m.cfg.UDPAlways && m.cfg.UDPPort != 0 { // auto asks nothing of its peers...
 		a.Encap = announce.EncapUDP
+	}
+	if m.cfg.UDPAuto && m.cfg.BehindNAT && m.cfg.UDPPort != 0 { // ...unless behind NAT
+		a.Encap, a.NAT = announce.EncapUDP, true
 	}
 	for k, sa := range m.in {
 		a.SPIs = append(a.SPIs, announce.SPI{Peer: k.peer, PeerEpoch: k.peerEpoch, Epoch: k.epoch, SPI: sa.spi, UDP: sa.udp})
@@ -472,7 +481,7 @@ func (m *Manager) Sync(peers []PeerInfo, settled bool) (announce.IPsec, error) {
 // longer wanted (drainInbound). A step that fails ends this peer's sync
 // with its error; the next Sync starts again from the first step.
 func (m *Manager) syncPeer(p PeerInfo, now time.Time) error {
-	m.peerEncap[p.Host] = peerEncap{port: p.UDP, encap: p.Encap}
+	m.peerEncap[p.Host] = encapOf(p)
 	keys := map[uint64][]byte{}
 	for _, k := range p.Keys {
 		keys[k.Epoch] = k.Public
@@ -536,6 +545,36 @@ type PeerStatus struct {
 	// and InEncapWhy why (this host's choice).
 	InEncap    string `json:"InEncap,omitempty"`
 	InEncapWhy string `json:"InEncapWhy,omitempty"`
+}
+
+// NATKeepalives is where a host behind NAT sends its keepalives (Xfrm.Keepalives):
+// the ESP-in-UDP port of every peer it has an SA in UDP with. Nothing for
+// a host not behind NAT: its peers reach it without.
+func (m *Manager) NATKeepalives() []netip.AddrPort {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.active || !m.cfg.BehindNAT {
+		return nil
+	}
+	to := map[netip.Addr]bool{}
+	for peer, o := range m.out {
+		if o.udp {
+			to[peer] = true
+		}
+	}
+	for k, sa := range m.in {
+		if sa.udp {
+			to[k.peer] = true
+		}
+	}
+	var out []netip.AddrPort
+	for peer := range to {
+		if pe := m.peerEncap[peer]; pe.port != 0 {
+			out = append(out, netip.AddrPortFrom(peer, pe.port))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr().Less(out[j].Addr()) })
+	return out
 }
 
 // Status reports the epochs and, per peer, the SAs in use.

@@ -214,6 +214,7 @@ type simHost struct {
 	// udpAlways is VXSEC_ESP_ENCAP=udp, udpAuto auto; k.udpPort its
 	// socket's port.
 	udpAlways, udpAuto bool
+	behindNAT          bool
 }
 
 type sim struct {
@@ -348,7 +349,7 @@ func (s *sim) start(h *simHost) {
 	}
 	h.m = NewManager(ManagerConfig{
 		Local: h.addr, Kernel: h.k, DrainMax: time.Hour, Now: s.clock, Identity: func() string { return h.id },
-		UDPPort: h.k.udpPort, UDPAlways: h.udpAlways, UDPAuto: h.udpAuto,
+		UDPPort: h.k.udpPort, UDPAlways: h.udpAlways, UDPAuto: h.udpAuto, BehindNAT: h.behindNAT,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("host", h.addr),
 	})
 	if err := h.m.Activate(); err != nil {
@@ -868,6 +869,70 @@ func TestEncapsulationAuto(t *testing.T) {
 	s.steady("h0's ESP back")
 	if udpTo(h0, h1) {
 		t.Fatal("h0's ESP reaches h1 again, yet h0 still sends to it in UDP")
+	}
+}
+
+// TestEncapsulationBehindNAT: a host in auto mode behind NAT receives in
+// UDP from every peer and says so in its table, so its peers receive from
+// it in UDP too, even where its native ESP is seen to arrive (a NAT may
+// pass ESP now and lose its mapping later); the pairs without it stay
+// native. It alone sends keepalives, to each peer's ESP-in-UDP port.
+func TestEncapsulationBehindNAT(t *testing.T) {
+	s := newSim(t, 3, 9)
+	for _, h := range s.hosts {
+		h.k.udpPort, h.udpAuto = 4802, true
+		s.start(h)
+	}
+	h0, h1, nat := s.hosts[0], s.hosts[1], s.hosts[2]
+	nat.behindNAT = true
+	s.start(nat)
+	for _, h := range s.hosts {
+		var others []netip.Addr
+		for _, o := range s.hosts {
+			if o != h {
+				others = append(others, o.addr)
+			}
+		}
+		s.now = s.now.Add(encapSwitchEvery)
+		h.m.SetNativeESP(others, true)
+	}
+	s.randomSteps("behind NAT, step", 100, mix{sync: 1, deliver: 1})
+	s.converge("behind NAT")
+	s.steady("behind NAT")
+	for _, c := range []struct {
+		from, to *simHost
+		udp      bool
+		why      string
+	}{
+		{h0, h1, false, "native ESP: the peer receives it so"},
+		{h1, h0, false, "native ESP: the peer receives it so"},
+		{h0, nat, true, "the peer is behind NAT"},
+		{h1, nat, true, "the peer is behind NAT"},
+		{nat, h0, true, "this host is behind NAT"},
+		{nat, h1, true, "this host is behind NAT"},
+	} {
+		_, sa, ok := c.from.k.outbound(c.to.addr)
+		if !ok {
+			t.Fatalf("%s has no outbound SA to %s", c.from.addr, c.to.addr)
+		}
+		if got := sa.udp != nil; got != c.udp {
+			t.Errorf("%s sends to %s in UDP: %v, want %v", c.from.addr, c.to.addr, got, c.udp)
+		}
+		for _, p := range c.from.m.Status().Peers {
+			if p.Host == c.to.addr && !strings.Contains(p.EncapWhy, c.why) {
+				t.Errorf("%s's status of %s: EncapWhy %q, want it to say %q", c.from.addr, c.to.addr, p.EncapWhy, c.why)
+			}
+		}
+	}
+	if a := nat.m.Announcement(); !a.NAT || a.Encap != announce.EncapUDP {
+		t.Errorf("the host behind NAT announces nat %v, encap %q; want true, %q", a.NAT, a.Encap, announce.EncapUDP)
+	}
+	want := []netip.AddrPort{netip.AddrPortFrom(h0.addr, 4802), netip.AddrPortFrom(h1.addr, 4802)}
+	if got := nat.m.NATKeepalives(); !slices.Equal(got, want) {
+		t.Errorf("keepalives of the host behind NAT go to %v, want %v", got, want)
+	}
+	if got := h0.m.NATKeepalives(); got != nil {
+		t.Errorf("a host not behind NAT sends keepalives to %v", got)
 	}
 }
 

@@ -117,6 +117,10 @@ func (m *Manager) encapWhy(p PeerInfo, udp bool) string {
 	switch {
 	case udp && m.cfg.UDPAlways:
 		return "ESP in UDP: this host asks for it (VXSEC_ESP_ENCAP=udp)"
+	case udp && m.cfg.UDPAuto && m.cfg.BehindNAT:
+		return "ESP in UDP: this host is behind NAT (its advertise address is not its own)"
+	case udp && p.NAT:
+		return "ESP in UDP: the peer is behind NAT (its advertise address is not its own)"
 	case udp && p.Encap == announce.EncapUDP:
 		return "ESP in UDP: the peer asks for it (VXSEC_ESP_ENCAP=udp there)"
 	case udp:

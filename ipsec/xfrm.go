@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -50,16 +51,62 @@ type UDPEncap struct{ SrcPort, DstPort uint16 }
 type Xfrm struct {
 	h     *netlink.Handle
 	local netip.Addr
-	port  int
+	// public is the address the Manager knows this host by (the advertise
+	// address); it differs from local only behind NAT. SAs name it, the
+	// kernel's carry local: what leaves is rewritten by the NAT, and what
+	// arrives has been.
+	public netip.Addr
+	port   int
 	// udpPort, if not 0, is where ESP in UDP arrives: sock is open on it
 	// while the guard is in place.
 	udpPort uint16
-	sock    *EncapSocket
+	// sockMu guards sock: Keepalives runs outside the Manager's lock,
+	// which serialises the rest.
+	sockMu sync.Mutex
+	sock   *EncapSocket
 }
 
 // NewXfrm uses h (its namespace) for encrypted VXLAN from local to port.
 func NewXfrm(h *netlink.Handle, local netip.Addr, port int) *Xfrm {
-	return &Xfrm{h: h, local: local, port: port}
+	return &Xfrm{h: h, local: local, public: local, port: port}
+}
+
+// BehindNAT makes x take SAs that name public (the host's advertise
+// address, which a NAT in front of it forwards to local) as local's.
+func (x *Xfrm) BehindNAT(public netip.Addr) *Xfrm {
+	x.public = public
+	return x
+}
+
+// Keepalives sends a NAT keepalive (EncapSocket.Keepalive) to each of to,
+// from the ESP-in-UDP socket; nothing while it is closed.
+func (x *Xfrm) Keepalives(to []netip.AddrPort) error {
+	x.sockMu.Lock()
+	defer x.sockMu.Unlock()
+	if x.sock == nil {
+		return nil
+	}
+	var errs []error
+	for _, a := range to {
+		errs = append(errs, x.sock.Keepalive(a))
+	}
+	return errors.Join(errs...)
+}
+
+// toKernel and fromKernel translate between the Manager's name of this
+// host and the kernel's.
+func (x *Xfrm) toKernel(a netip.Addr) netip.Addr {
+	if a == x.public {
+		return x.local
+	}
+	return a
+}
+
+func (x *Xfrm) fromKernel(a netip.Addr) netip.Addr {
+	if a == x.local {
+		return x.public
+	}
+	return a
 }
 
 // WithUDP makes x receive ESP in UDP on port (see EncapSocket) from
@@ -82,12 +129,8 @@ func anyNet(a netip.Addr) *net.IPNet {
 // fail closed: nothing leaves to it and nothing arrives on it unless a
 // per-peer policy with an SA carries it. They exist before any device.
 func (x *Xfrm) EnsureGuard() error {
-	if x.udpPort != 0 && x.sock == nil {
-		sock, err := OpenEncapSocket(x.local, x.udpPort)
-		if err != nil {
-			return err
-		}
-		x.sock = sock
+	if err := x.openSocket(); err != nil {
+		return err
 	}
 	for _, dir := range []netlink.Dir{netlink.XFRM_DIR_OUT, netlink.XFRM_DIR_IN} {
 		p := &netlink.XfrmPolicy{
@@ -98,6 +141,20 @@ func (x *Xfrm) EnsureGuard() error {
 			return fmt.Errorf("installing the %s guard policy for UDP %d: %w", dirName(dir), x.port, err)
 		}
 	}
+	return nil
+}
+
+func (x *Xfrm) openSocket() error {
+	x.sockMu.Lock()
+	defer x.sockMu.Unlock()
+	if x.udpPort == 0 || x.sock != nil {
+		return nil
+	}
+	sock, err := OpenEncapSocket(x.local, x.udpPort)
+	if err != nil {
+		return err
+	}
+	x.sock = sock
 	return nil
 }
 
@@ -191,6 +248,8 @@ func (x *Xfrm) AddSA(sa SA) error {
 	if !IsOwnReqid(sa.Reqid) {
 		return fmt.Errorf("reqid %#x is not vxsec's", sa.Reqid)
 	}
+	name := sa
+	sa.Src, sa.Dst = x.toKernel(sa.Src), x.toKernel(sa.Dst)
 	st := &netlink.XfrmState{
 		Src: net.IP(sa.Src.AsSlice()), Dst: net.IP(sa.Dst.AsSlice()),
 		Proto: netlink.XFRM_PROTO_ESP, Mode: netlink.XFRM_MODE_TRANSPORT,
@@ -203,14 +262,14 @@ func (x *Xfrm) AddSA(sa SA) error {
 			OriginalAddress: net.IP(make([]byte, len(sa.Src.AsSlice())))}
 	}
 	if err := x.h.XfrmStateAdd(st); err != nil {
-		return fmt.Errorf("installing SA %s→%s spi %#x: %w", sa.Src, sa.Dst, sa.SPI, err)
+		return fmt.Errorf("installing SA %s→%s spi %#x: %w", name.Src, name.Dst, sa.SPI, err)
 	}
 	return nil
 }
 
 // DelSA removes an SA; a missing one is not an error.
 func (x *Xfrm) DelSA(src, dst netip.Addr, spi uint32) error {
-	st := &netlink.XfrmState{Src: net.IP(src.AsSlice()), Dst: net.IP(dst.AsSlice()), Proto: netlink.XFRM_PROTO_ESP, Spi: int(spi)}
+	st := &netlink.XfrmState{Src: net.IP(x.toKernel(src).AsSlice()), Dst: net.IP(x.toKernel(dst).AsSlice()), Proto: netlink.XFRM_PROTO_ESP, Spi: int(spi)}
 	if err := x.h.XfrmStateDel(st); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("removing SA %s→%s spi %#x: %w", src, dst, spi, err)
 	}
@@ -250,10 +309,12 @@ func (x *Xfrm) RemoveAll() error {
 		return err
 	}
 	var errs []error
+	x.sockMu.Lock()
 	if x.sock != nil {
 		errs = append(errs, x.sock.Close())
 		x.sock = nil
 	}
+	x.sockMu.Unlock()
 	for i := range policies {
 		if err := x.h.XfrmPolicyDel(&policies[i]); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("removing policy: %w", err))
@@ -291,7 +352,7 @@ func (x *Xfrm) State() (KernelState, error) {
 		if !ok1 || !ok2 {
 			continue
 		}
-		ks.SAs = append(ks.SAs, KernelSA{Src: src.Unmap(), Dst: dst.Unmap(), SPI: uint32(s.Spi), Reqid: uint32(s.Reqid)})
+		ks.SAs = append(ks.SAs, KernelSA{Src: x.fromKernel(src.Unmap()), Dst: x.fromKernel(dst.Unmap()), SPI: uint32(s.Spi), Reqid: uint32(s.Reqid)})
 	}
 	for _, p := range policies {
 		if p.Priority == PeerPriority && p.Dir == netlink.XFRM_DIR_IN && p.Src != nil {

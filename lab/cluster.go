@@ -44,7 +44,9 @@ func ClusterEnvOn(underlay netip.Prefix, secret string) []string {
 
 // Status is the answer of the daemon's VxSec.Status call.
 type Status struct {
-	Node     string
+	Node string
+	// Local is the host's own address when it is behind NAT.
+	Local    string
 	Members  []Member
 	Networks []NetworkStatus
 	IPsec    *ipsec.Status

@@ -18,10 +18,13 @@ import (
 // Host is one lab host: a namespace with an underlay address, running a
 // vxsec daemon, and the containers attached through it.
 type Host struct {
-	lab      *Lab
-	Name     string
-	NS       string
-	Addr     netip.Addr
+	lab  *Lab
+	Name string
+	NS   string
+	// Addr is the address the host advertises: its own, or its NAT's.
+	Addr netip.Addr
+	// NAT is the router in front of a host made by AddHostBehindNAT.
+	NAT      *NAT
 	Socket   string
 	StateDir string
 	LogPath  string

@@ -93,6 +93,9 @@ type Config struct {
 	// the trust port); peers are reached on the same port.
 	Addr netip.Addr
 	Port int
+	// Bind, if valid, is where the agent listens instead of Addr: the
+	// host's own address when Addr is a NAT's that forwards to it.
+	Bind netip.Addr
 	// SecretFile keeps the agreed secret across restarts; empty keeps none.
 	SecretFile string
 	// Interval is how often the secret is compared with the managers'.
@@ -326,7 +329,11 @@ func (a *Agent) Status() Status {
 // Interval, until ctx ends. It fails only if the port cannot be bound.
 func (a *Agent) Run(ctx context.Context) error {
 	var lc net.ListenConfig
-	addr := net.JoinHostPort(a.cfg.Addr.String(), strconv.Itoa(a.cfg.Port))
+	bind := a.cfg.Addr
+	if a.cfg.Bind.IsValid() {
+		bind = a.cfg.Bind
+	}
+	addr := net.JoinHostPort(bind.String(), strconv.Itoa(a.cfg.Port))
 	l, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("binding the trust port %s: %w", addr, err)

@@ -88,7 +88,13 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			return fmt.Errorf("identity-dir: %w", err)
 		}
 	}
-	dp, err := vxlan.New(net.IP(under.Addr.AsSlice()), s.DataPort, log)
+	if under.BehindNAT() {
+		log.Info("behind NAT: the advertise address is not this host's own, so it is taken as the public address of a NAT "+
+			"that forwards vxsec's ports to this host's own address; encrypted networks use ESP in UDP with every peer (in auto mode)",
+			"advertise", under.Addr, "local", under.Local, "forward", fmt.Sprintf("TCP and UDP %d (gossip), UDP %d (data), UDP %d (ESP in UDP)",
+				s.GossipPort, s.DataPort, s.ESPUDPPort))
+	}
+	dp, err := vxlan.New(net.IP(under.Local.AsSlice()), s.DataPort, log)
 	if err != nil {
 		return err
 	}
@@ -108,11 +114,12 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	// The cluster's trust: VXSEC_SECRET, or on a swarm node without it the
 	// secret the swarm's nodes agree over mutual TLS (swarmtrust).
 	cl := newClusterRef()
-	trust := swarmTrust(s, under.Addr, cl.peers, log)
+	trust := swarmTrust(s, under, cl.peers, log)
+	xfrm := ipsec.NewXfrm(xh, under.Local, s.EncryptedPort).WithUDP(uint16(s.ESPUDPPort)).BehindNAT(under.Addr)
 	keys := ipsec.NewManager(ipsec.ManagerConfig{
-		Local: under.Addr, Kernel: ipsec.NewXfrm(xh, under.Addr, s.EncryptedPort).WithUDP(uint16(s.ESPUDPPort)), Log: log,
+		Local: under.Addr, Kernel: xfrm, Log: log,
 		Identity: keyIdentity(self, trust), UDPPort: uint16(s.ESPUDPPort), UDPAlways: s.ESPEncap == config.EncapUDP,
-		UDPAuto: s.ESPEncap == config.EncapAuto,
+		UDPAuto: s.ESPEncap == config.EncapAuto, BehindNAT: under.BehindNAT(),
 	})
 	fw := firewall.New()
 	now, err := testClock(log)
@@ -135,7 +142,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		Identified:  (self != nil || trust != nil) && s.Identity == config.IdentityRequired,
 		RotateEvery: s.RotateEvery,
 		Underlay:    under, ReconcileEvery: reconcileEvery, Log: log, Now: now,
-		ProbeESP: espprobe.Send, ProbeEvery: espprobe.Every,
+		ProbeESP: espprobe.Send, ProbeEvery: espprobe.Every, Keepalive: xfrm.Keepalives,
 	})
 	if err != nil {
 		return err
@@ -234,7 +241,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			accept = s.AcceptSecrets
 		}
 		gcfg := gossip.Config{
-			Addr: under.Addr, Port: s.GossipPort, Secret: secret, Accept: accept,
+			Addr: under.Addr, Bind: under.Local, Port: s.GossipPort, Secret: secret, Accept: accept,
 			SnapshotPath: s.Snapshot, EpochFile: epochFile(s),
 			Seeds: seeds, Sink: d, Local: d, Log: log,
 		}

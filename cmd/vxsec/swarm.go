@@ -15,6 +15,7 @@ import (
 	"github.com/vxsec/vxsec/engine"
 	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/swarmtrust"
+	"github.com/vxsec/vxsec/vxlan"
 )
 
 // seedEvery is how often a swarm node looks for managers it is not in a
@@ -60,7 +61,7 @@ func (r *clusterRef) wait(ctx context.Context) *gossip.Cluster {
 // with no VXSEC_SECRET. A node whose key is locked (autolock) or whose
 // certificate cannot be read runs without it, loudly: plain networks work,
 // encrypted ones are refused for want of a secret.
-func swarmTrust(s config.Settings, addr netip.Addr, peers func() []netip.Addr, log *slog.Logger) *swarmtrust.Agent {
+func swarmTrust(s config.Settings, under vxlan.Underlay, peers func() []netip.Addr, log *slog.Logger) *swarmtrust.Agent {
 	if s.Secret != nil || !swarmtrust.InSwarm(s.SwarmDir) {
 		return nil
 	}
@@ -71,7 +72,7 @@ func swarmTrust(s config.Settings, addr netip.Addr, peers func() []netip.Addr, l
 		keep = filepath.Join(filepath.Dir(s.Snapshot), "swarm-secret.json")
 	}
 	a, err := swarmtrust.New(swarmtrust.Config{
-		Dir: s.SwarmDir, Addr: addr, Port: s.TrustPort, SecretFile: keep, Peers: peers, Log: log,
+		Dir: s.SwarmDir, Addr: under.Addr, Bind: under.Local, Port: s.TrustPort, SecretFile: keep, Peers: peers, Log: log,
 		RotateEvery: s.SecretRotateEvery,
 	})
 	if err != nil {

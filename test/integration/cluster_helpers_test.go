@@ -85,8 +85,20 @@ func (c *cluster) identityEnv(t *testing.T, name string, addr netip.Addr) string
 // gets an identity first.
 func (c *cluster) addHost(t *testing.T, name string, env ...string) *lab.Host {
 	t.Helper()
+	return c.startHost(t, c.lab.AddHost, name, env...)
+}
+
+// addHostBehindNAT is addHost for a host behind a NAT router
+// (lab.AddHostBehindNAT): it advertises the router's address.
+func (c *cluster) addHostBehindNAT(t *testing.T, name string, env ...string) *lab.Host {
+	t.Helper()
+	return c.startHost(t, c.lab.AddHostBehindNAT, name, env...)
+}
+
+func (c *cluster) startHost(t *testing.T, add func(context.Context, string) (*lab.Host, error), name string, env ...string) *lab.Host {
+	t.Helper()
 	ctx := ctxT(t)
-	h, err := c.lab.AddHost(ctx, name)
+	h, err := add(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -698,6 +698,44 @@ func TestEncryptedIPv6(t *testing.T) {
 		t.Logf("ESP in UDP over IPv6: %d datagrams to 4802, 0 native ESP, 0 cleartext; MTU %d DF-tested both ways",
 			len(pk.UDPTo(4802)), ipsec.ContainerMTU(1500, true))
 	})
+
+	// auto's probes over IPv6: the switch drops IPv6's ESP, h1 is back on
+	// auto, and each host, no longer hearing the other's probes, receives
+	// from it in UDP (the drop counted: the probes were sent and lost).
+	t.Run("auto-where-ipv6-drops-esp", func(t *testing.T) {
+		espDrops, _ := switchDropsESP(t, c.lab)
+		h1.Env = append(h1.Env, "VXSEC_ESP_ENCAP=auto")
+		if err := h1.Restart(ctxT(t), syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := lab.WaitFor(ctxT(t), rekeyBound, func() error {
+			for _, pr := range [][2]*lab.Host{{h1, h2}, {h2, h1}} {
+				st, err := pr[0].Status(ctxT(t))
+				if err != nil {
+					return err
+				}
+				if p, _ := st.Peer(pr[1].Addr.String()); p.InEncap != "udp" || !strings.Contains(p.InEncapWhy, "no native ESP from the peer") {
+					return fmt.Errorf("%s receives from %s in %q (%s)", pr[0].Name, pr[1].Name, p.InEncap, p.InEncapWhy)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		waitEncap(t, c.hosts, "udp")
+		for _, pr := range [][2]*lab.Container{{e1, e2}, {e2, e1}} {
+			if r, err := pr[0].Ping(ctxT(t), pr[1].IP(), "-c", "10", "-i", "0.05", "-W", "2"); err != nil || r.Received != 10 {
+				t.Fatalf("%s → %s in ESP in UDP over IPv6, chosen by auto: %+v %v", pr[0].Name, pr[1].Name, r, err)
+			}
+		}
+		if d := espDrops(); d == 0 {
+			t.Errorf("the switch dropped no IPv6 ESP: the probes did not meet the drop")
+		} else {
+			t.Logf("auto over IPv6 with ESP dropped: both directions in ESP in UDP %v after h1's restart, for want of the peer's probes (%d ESP packets dropped by the switch); 10 pings each way answered",
+				time.Since(start).Round(time.Second), d)
+		}
+	})
 }
 
 // switchDropsESP makes the lab's switch drop IP protocol 50, as cloud
