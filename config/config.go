@@ -52,8 +52,11 @@ const (
 	// DefaultESPUDPPort is where ESP in UDP arrives: vxsec's own, never
 	// 4500, which host IPsec daemons (strongSwan, libreswan) own.
 	DefaultESPUDPPort = 4802
-	ikeNATTPort       = 4500
-	DefaultESPEncap   = EncapAuto
+	// DefaultMetricsAddr serves metrics and status on the host's loopback
+	// only: the plugin runs in the host's network namespace.
+	DefaultMetricsAddr = "127.0.0.1:7949"
+	ikeNATTPort        = 4500
+	DefaultESPEncap    = EncapAuto
 )
 
 // ESP encapsulations (esp-encap).
@@ -131,6 +134,9 @@ type Settings struct {
 	ESPEncap string
 	// ESPUDPPort is the UDP port ESP in UDP arrives on.
 	ESPUDPPort int
+	// MetricsAddr is where Prometheus metrics (/metrics) and the status
+	// (/status) are served over HTTP; empty serves nothing.
+	MetricsAddr string
 }
 
 // Identity modes.
@@ -167,6 +173,7 @@ var settings = []setting{
 	{"identity", IdentityRequired, "with identity-dir: required (refuse other hosts' unsigned tables) or optional (accept them, while hosts move to identities one by one)"},
 	{"esp-encap", DefaultESPEncap, "how encrypted VXLAN reaches this host: auto (native ESP from peers whose ESP is seen to arrive, ESP in UDP from the others), esp (native ESP, unless a peer asks for udp) or udp (ESP in UDP both ways with every peer)"},
 	{"esp-udp-port", DefaultESPUDPPort, "UDP port of ESP in UDP (never 4500, IKE's; never 4789)"},
+	{"metrics-addr", DefaultMetricsAddr, "host:port serving Prometheus metrics (/metrics) and the status (/status, /status.json) over HTTP; empty: none"},
 }
 
 // EnvName is the environment variable of a setting name: data-port → VXSEC_DATA_PORT.
@@ -288,6 +295,7 @@ func Load(fs *pflag.FlagSet) (Settings, error) {
 		Identity:          strings.ToLower(strings.TrimSpace(v.GetString("identity"))),
 		ESPEncap:          strings.ToLower(strings.TrimSpace(v.GetString("esp-encap"))),
 		ESPUDPPort:        uport,
+		MetricsAddr:       strings.TrimSpace(v.GetString("metrics-addr")),
 	}
 	return s, s.Validate()
 }
@@ -388,6 +396,16 @@ func (s Settings) Validate() error {
 		errs = append(errs, fmt.Errorf("esp-udp-port: %d is IKE's NAT traversal port, which host IPsec daemons own; accepted: any other port (default %d)", s.ESPUDPPort, DefaultESPUDPPort))
 	} else if s.ESPUDPPort == s.DataPort || s.ESPUDPPort == s.EncryptedPort || s.ESPUDPPort == s.GossipPort {
 		errs = append(errs, fmt.Errorf("esp-udp-port: %d is a UDP port of vxsec's already (data, encrypted or gossip port); ESP in UDP needs a port of its own (default %d)", s.ESPUDPPort, DefaultESPUDPPort))
+	}
+	if s.MetricsAddr != "" {
+		host, port, err := net.SplitHostPort(s.MetricsAddr)
+		n, perr := strconv.Atoi(port)
+		switch {
+		case err != nil || perr != nil || n < 1 || n > 65535:
+			errs = append(errs, fmt.Errorf("metrics-addr: %q is not host:port; accepted: an address and port such as %s, or empty for none", s.MetricsAddr, DefaultMetricsAddr))
+		case host != "" && net.ParseIP(host) == nil:
+			errs = append(errs, fmt.Errorf("metrics-addr: %q is not an IP address; accepted: an address and port such as %s, or empty for none", host, DefaultMetricsAddr))
+		}
 	}
 	return errors.Join(errs...)
 }

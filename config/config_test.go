@@ -38,7 +38,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, EncryptedPort: 4801, RotateEvery: 12 * time.Hour, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot,
 		Scope: ScopeAuto, SwarmDir: DefaultSwarmDir, TrustPort: 7948, Identity: IdentityRequired, SecretRotateEvery: 12 * time.Hour,
-		ESPEncap: EncapAuto, ESPUDPPort: 4802}
+		ESPEncap: EncapAuto, ESPUDPPort: 4802, MetricsAddr: "127.0.0.1:7949"}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -90,6 +90,8 @@ func TestRefusals(t *testing.T) {
 		{"esp-udp-port-data", []string{"--esp-udp-port", "4801"}, nil, "a UDP port of vxsec's already"},
 		{"esp-udp-port-gossip", []string{"--esp-udp-port", "7947"}, nil, "a UDP port of vxsec's already"},
 		{"esp-udp-port-text", nil, map[string]string{"VXSEC_ESP_UDP_PORT": "x"}, `"x" is not a whole number`},
+		{"metrics-addr-no-port", nil, map[string]string{"VXSEC_METRICS_ADDR": "127.0.0.1"}, "is not host:port"},
+		{"metrics-addr-name", []string{"--metrics-addr", "localhost:7949"}, nil, `"localhost" is not an IP address`},
 		{"secret-accept-junk", nil, map[string]string{"VXSEC_SECRET": okSecret, "VXSEC_SECRET_ACCEPT": okSecret + ",c2hvcnQ="}, "VXSEC_SECRET_ACCEPT), secret 2: not base64 of 32 bytes"},
 		{"secret-accept-alone", nil, map[string]string{"VXSEC_SECRET_ACCEPT": okSecret}, "set without secret (VXSEC_SECRET)"},
 		{"secret-accept-many", nil, map[string]string{"VXSEC_SECRET": okSecret, "VXSEC_SECRET_ACCEPT": strings.Repeat(okSecret+",", 4)}, "4 secrets, at most 3"},

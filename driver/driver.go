@@ -86,6 +86,9 @@ type Driver struct {
 	log *slog.Logger
 	now func() time.Time
 
+	// counts are for metrics (Counts).
+	counts counts
+
 	// op is the operation lock (see the package comment): a token taken
 	// with the caller's context.
 	op chan struct{}
@@ -103,6 +106,8 @@ type Driver struct {
 	// otherFamily are members whose underlay address is not of this
 	// host's family, already warned of.
 	otherFamily map[netip.Addr]bool
+	// pendingSince is when the first table not yet applied arrived.
+	pendingSince time.Time
 	// members are the cluster's hosts; nil until the cluster said.
 	members []netip.Addr
 	// membersDirty: members changed since the firewall was last given them.
@@ -178,6 +183,15 @@ func (d *Driver) settled() bool { return d.now().Sub(d.started) > settleAfter }
 // ErrNotFound is returned for a network or endpoint vxsec does not know.
 var ErrNotFound = errors.New("not found")
 
+// unknownNetwork is the error for a network Docker names and vxsec holds
+// no record of: Docker keeps networks in its own store, so this is state
+// vxsec lost, and the user is told what to do about it.
+func unknownNetwork(id string) error {
+	return fmt.Errorf("network %s: %w: vxsec holds no record of it, so its state was lost "+
+		"(the plugin was removed and installed again, or its state directory emptied); "+
+		"remove the network (docker network rm %s) and create it again", short(id), ErrNotFound, short(id))
+}
+
 // Reconcile makes the kernel match the desired state: the firewall first,
 // so that no VXLAN device ever exists without it, then the devices.
 func (d *Driver) Reconcile(ctx context.Context) error {
@@ -185,7 +199,12 @@ func (d *Driver) Reconcile(ctx context.Context) error {
 		return err
 	}
 	defer d.unlock()
-	return d.reconcileOp()
+	d.counts.reconciles.Add(1)
+	err := d.reconcileOp()
+	if err != nil {
+		d.counts.reconcileFailures.Add(1)
+	}
+	return err
 }
 
 // kernelNetsOp is what the data path must hold: the networks' devices and
@@ -664,7 +683,7 @@ func (d *Driver) CreateEndpoint(ctx context.Context, req CreateEndpointRequest) 
 	defer d.unlock()
 	n, ok := d.nets[req.NetworkID]
 	if !ok {
-		return "", fmt.Errorf("network %s: %w", short(req.NetworkID), ErrNotFound)
+		return "", unknownNetwork(req.NetworkID)
 	}
 	if old, ok := n.Endpoints[req.EndpointID]; ok {
 		if old.Address != addr {
@@ -731,7 +750,7 @@ func (d *Driver) EndpointInfo(ctx context.Context, netID, epID string) (map[stri
 	defer d.mu.Unlock()
 	n, ok := d.nets[netID]
 	if !ok {
-		return nil, fmt.Errorf("network %s: %w", short(netID), ErrNotFound)
+		return nil, unknownNetwork(netID)
 	}
 	ep, ok := n.Endpoints[epID]
 	if !ok {
@@ -753,7 +772,7 @@ func (d *Driver) Join(ctx context.Context, netID, epID, sandbox string) (string,
 	defer d.unlock()
 	n, ok := d.nets[netID]
 	if !ok {
-		return "", fmt.Errorf("network %s: %w", short(netID), ErrNotFound)
+		return "", unknownNetwork(netID)
 	}
 	ep, ok := n.Endpoints[epID]
 	if !ok {

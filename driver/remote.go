@@ -42,6 +42,10 @@ func (d *Driver) SetRemote(t announce.Table) {
 	}
 	d.remote[t.Host] = t
 	d.noteClaimsLocked(t)
+	d.counts.tables.Add(1)
+	if d.pendingSince.IsZero() {
+		d.pendingSince = time.Now()
+	}
 	d.peersChanged()
 }
 
@@ -109,8 +113,16 @@ func (d *Driver) applyPeers(ctx context.Context) {
 		case <-time.After(time.Until(start.Add(min(max(peerBatch, 2*took), maxPeerBatch)))):
 		}
 		start = time.Now()
+		d.mu.Lock()
+		pending := d.pendingSince
+		d.pendingSince = time.Time{}
+		d.mu.Unlock()
 		d.syncPeers()
 		took = time.Since(start)
+		d.counts.passes.Add(1)
+		if !pending.IsZero() {
+			d.counts.applyLag.Store(int64(time.Since(pending)))
+		}
 		if d.lock(ctx) != nil {
 			return
 		}

@@ -164,8 +164,12 @@ type Manager struct {
 	encapSwitched time.Time
 	// refused counts the re-announced pairs refused (see refuseLocked) in
 	// this Manager's life; refuseLog rate-limits their log lines.
-	refused   uint64
-	refuseLog struct {
+	refused uint64
+	// rotations and lastRotation: see Status; rekeys: PeerStatus.Rekeys.
+	rotations    uint64
+	lastRotation time.Time
+	rekeys       map[netip.Addr]uint64
+	refuseLog    struct {
 		last       time.Time
 		suppressed int
 	}
@@ -235,6 +239,8 @@ type outSA struct {
 	// udp: the SA sends ESP in UDP; why says what chose the encapsulation.
 	udp bool
 	why string
+	// since is when it took over (for metrics: the pair's key age).
+	since time.Time
 }
 
 // NewManager returns an inactive Manager: it touches the kernel only once
@@ -274,6 +280,9 @@ func (m *Manager) Activate() error {
 	}
 	m.in, m.out, m.policies, m.legacy = map[inKey]*inSA{}, map[netip.Addr]*outSA{}, map[netip.Addr]bool{}, map[KernelSA]bool{}
 	m.burned, m.peerEncap = map[burnKey]bool{}, map[netip.Addr]peerEncap{}
+	if m.rekeys == nil {
+		m.rekeys = map[netip.Addr]uint64{}
+	}
 	m.legacySince = m.cfg.Now()
 	for _, sa := range ks.SAs {
 		m.legacy[sa] = true
@@ -374,6 +383,8 @@ func (m *Manager) newEpochLocked() error {
 	}
 	if len(m.epochs) > 0 {
 		m.newest().superseded = m.cfg.Now()
+		m.rotations++
+		m.lastRotation = m.cfg.Now()
 	}
 	m.epochs = append(m.epochs, &epoch{kp: kp, sent: map[sentKey][]byte{}, refused: map[sentKey]bool{}, inSPIs: map[uint32]bool{}})
 	return nil
@@ -516,10 +527,15 @@ func (m *Manager) knownPeers() []netip.Addr {
 
 // Status is the negotiation as `vxsec status` shows it.
 type Status struct {
-	Active bool         `json:"Active"`
-	Epochs []uint64     `json:"Epochs,omitempty"`
-	Peers  []PeerStatus `json:"Peers,omitempty"`
-	Legacy int          `json:"LegacySAs,omitempty"`
+	Active bool `json:"Active"`
+	// Rotations counts the epochs this host started after its first, since
+	// the daemon started (rotations, and re-keys to change an
+	// encapsulation); LastRotation is when the newest began.
+	Rotations    uint64       `json:"Rotations"`
+	LastRotation time.Time    `json:"LastRotation,omitzero"`
+	Epochs       []uint64     `json:"Epochs,omitempty"`
+	Peers        []PeerStatus `json:"Peers,omitempty"`
+	Legacy       int          `json:"LegacySAs,omitempty"`
 	// Refused counts the pairs of epochs and SPIs that peers re-announced
 	// after this host had sent on them, refused rather than keyed again
 	// (each pair once), since the daemon started.
@@ -536,6 +552,10 @@ type PeerStatus struct {
 	// with this host's; empty for the address-bound schedule.
 	Identity string `json:"Identity,omitempty"`
 	Inbound  int    `json:"InboundSAs"`
+	// Since is when the outbound SA took over; Rekeys counts the outbound
+	// SAs installed for the peer since the daemon started.
+	Since  time.Time `json:"Since,omitzero"`
+	Rekeys uint64    `json:"Rekeys"`
 	// Encap is how the outbound SA travels, "esp" (IP protocol 50) or
 	// "udp" (ESP in UDP), and EncapWhy what chose it (the peer, which
 	// makes the SA that receives it).
@@ -581,14 +601,15 @@ func (m *Manager) NATKeepalives() []netip.AddrPort {
 func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s := Status{Active: m.active, Legacy: len(m.legacy), Refused: m.refused}
+	s := Status{Active: m.active, Legacy: len(m.legacy), Refused: m.refused, Rotations: m.rotations, LastRotation: m.lastRotation}
 	for _, e := range m.epochs {
 		s.Epochs = append(s.Epochs, e.kp.Epoch)
 	}
 	for _, peer := range m.knownPeers() {
 		ps := PeerStatus{Host: peer}
 		if o := m.out[peer]; o != nil {
-			ps.Epoch, ps.PeerEpoch, ps.SPI, ps.Identity = o.epoch, o.peerEpoch, o.spi, o.bound
+			ps.Epoch, ps.PeerEpoch, ps.SPI, ps.Identity, ps.Since = o.epoch, o.peerEpoch, o.spi, o.bound, o.since
+			ps.Rekeys = m.rekeys[peer]
 			if o.spi != 0 && !o.legacy {
 				ps.Encap, ps.EncapWhy = "esp", o.why
 				if o.udp {

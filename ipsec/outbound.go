@@ -93,7 +93,8 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 			}
 		}
 		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid,
-			bound: boundTo(e.kp, p.keyID(best.Epoch)), udp: best.UDP, why: m.encapWhy(p, best.UDP)}
+			bound: boundTo(e.kp, p.keyID(best.Epoch)), udp: best.UDP, why: m.encapWhy(p, best.UDP), since: now}
+		m.rekeys[p.Host]++
 		m.log.Debug("outbound SA switched", "peer", p.Host, "epoch", best.PeerEpoch, "peer_epoch", best.Epoch, "spi", fmt.Sprintf("%#x", best.SPI))
 	case !m.policies[p.Host]:
 		// Nothing acknowledged yet (or the policies were lost): the policy

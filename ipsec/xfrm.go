@@ -379,3 +379,38 @@ func (x *Xfrm) State() (KernelState, error) {
 	}
 	return ks, nil
 }
+
+// SAStats is what the kernel counted on one SA of vxsec's.
+type SAStats struct {
+	Src, Dst netip.Addr
+	SPI      uint32
+	Bytes    uint64
+	Packets  uint64
+	// Replay counts packets refused as replayed (outside or behind the
+	// window); IntegrityFailed those whose ICV did not verify.
+	Replay          uint64
+	IntegrityFailed uint64
+}
+
+// Stats reads the counters of vxsec's SAs, named as the Manager names
+// them.
+func (x *Xfrm) Stats() ([]SAStats, error) {
+	states, _, err := x.Owned()
+	if err != nil {
+		return nil, err
+	}
+	var out []SAStats
+	for _, s := range states {
+		src, ok1 := netip.AddrFromSlice(s.Src)
+		dst, ok2 := netip.AddrFromSlice(s.Dst)
+		if !ok1 || !ok2 {
+			continue
+		}
+		out = append(out, SAStats{
+			Src: x.fromKernel(src.Unmap()), Dst: x.fromKernel(dst.Unmap()), SPI: uint32(s.Spi),
+			Bytes: s.Statistics.Bytes, Packets: s.Statistics.Packets,
+			Replay: uint64(s.Statistics.Replay), IntegrityFailed: uint64(s.Statistics.Failed),
+		})
+	}
+	return out, nil
+}

@@ -44,6 +44,9 @@ type API struct {
 	evict func(context.Context, []string) (any, error)
 	// scope is the data scope GetCapabilities reports.
 	scope string
+	// observe, if set, hears every call: its method, how long it took,
+	// and whether it was answered with an error (metrics).
+	observe func(method string, took time.Duration, failed bool)
 
 	// refusals are the last calls of Docker's that failed, newest last.
 	refMu    sync.Mutex
@@ -71,6 +74,9 @@ func (a *API) Refusals() []Refusal {
 // SetScope sets the data scope reported to Docker, "local" (the default) or
 // "global". Docker asks once, when the plugin is enabled.
 func (a *API) SetScope(scope string) { a.scope = scope }
+
+// SetObserver installs what hears every call (before Serve).
+func (a *API) SetObserver(f func(method string, took time.Duration, failed bool)) { a.observe = f }
 
 // SetLeave installs what VxSec.Leave does.
 func (a *API) SetLeave(f func() error) { a.leave = f }

@@ -110,10 +110,49 @@ func noteEngine(e *Engine, next http.Handler) http.Handler {
 	})
 }
 
+// observe reports each call to f (nil: next as is): the method is the
+// path without its slash, failed an answer of status 400 or more.
+func observe(f func(string, time.Duration, bool), next http.Handler) http.Handler {
+	if f == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		method := strings.TrimPrefix(r.URL.Path, "/")
+		if rec.status == http.StatusNotFound || !knownMethod(method) {
+			method = "other" // a label per path a caller makes up would be unbounded
+		}
+		f(method, time.Since(start), rec.status >= 400)
+	})
+}
+
+// statusRecorder keeps the status an answer was written with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// knownMethod: a call of one of the APIs vxsec serves.
+func knownMethod(m string) bool {
+	for _, p := range []string{"NetworkDriver.", "IpamDriver.", "VxSec.", "Plugin."} {
+		if strings.HasPrefix(m, p) && len(m) < 64 {
+			return true
+		}
+	}
+	return false
+}
+
 // Serve answers the network driver and IPAM driver APIs on l until ctx
 // ends; engine (may be nil) learns who calls them.
 func Serve(ctx context.Context, l net.Listener, api *API, ipam *IPAM, engine *Engine) error {
-	srv := &http.Server{Handler: noteEngine(engine, limitBody(newMux(api, ipam))), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: observe(api.observe, noteEngine(engine, limitBody(newMux(api, ipam)))), ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, peerKey{}, peerPid(c))
 		}}

@@ -8,6 +8,10 @@
 #                 before the plugin is enabled.
 #   VXSEC_SWARM_SOURCE  the engine's swarm directory (default: <docker root dir>/swarm),
 #                 mounted read-only into the plugin (swarm.source).
+#   PLUGIN_FRESH=1  replace an installed plugin with an EMPTY state and default
+#                 settings; by default its state and settings carry over
+#                 (an upgrade in place). Docker's networks on it then answer
+#                 "its state was lost": remove and create them again.
 #
 # The rootfs is built offline: the Dockerfile is FROM scratch (classic builder),
 # the image's filesystem is exported into build/plugin/rootfs, next to config.json.
@@ -67,20 +71,49 @@ trap - EXIT
 cp config.json "$PLUGIN_DIR/config.json"
 [[ -x $PLUGIN_DIR/rootfs/vxsec ]] || die "the exported rootfs has no /vxsec"
 
+# An installed plugin is upgraded in place: its state (the networks vxsec
+# holds, in the propagated mount) and its settings go to the new one. Docker
+# keeps its networks whatever the plugin does, so a new plugin with an empty
+# state would delete their devices and refuse every call for them.
+kept_state='' kept_env=''
 if docker plugin inspect "$PLUGIN_NAME" >/dev/null 2>&1; then
+	old_id=$(docker plugin inspect -f '{{.Id}}' "$PLUGIN_NAME")
+	root=$(docker info -f '{{.DockerRootDir}}')
+	kept_env=$(docker plugin inspect -f '{{range .Settings.Env}}{{println .}}{{end}}' "$PLUGIN_NAME")
 	if [[ $(docker plugin inspect -f '{{.Enabled}}' "$PLUGIN_NAME") == true ]]; then
-		log "plugin $PLUGIN_NAME exists and is enabled: docker plugin disable -f $PLUGIN_NAME"
+		log "plugin $PLUGIN_NAME exists and is enabled: docker plugin disable -f $PLUGIN_NAME (its networks' devices stay; containers keep talking)"
 		docker plugin disable -f "$PLUGIN_NAME" >/dev/null || die "could not disable the existing plugin $PLUGIN_NAME"
 	fi
-	log "removing the existing plugin: docker plugin rm -f $PLUGIN_NAME"
+	if [[ ${PLUGIN_FRESH:-} == 1 ]]; then
+		log "PLUGIN_FRESH=1: the new plugin starts with an empty state and default settings"
+		kept_env=''
+	elif [[ -d $root/plugins/$old_id/propagated-mount ]]; then
+		kept_state=$(mktemp -d /tmp/vxsec-plugin-state.XXXXXX)
+		cp -a "$root/plugins/$old_id/propagated-mount/." "$kept_state/" || die "could not keep the plugin's state"
+		log "keeping the plugin's state ($(find "$kept_state" -type f | wc -l) file(s)) for the new plugin"
+	fi
+	log "replacing the existing plugin: docker plugin rm -f $PLUGIN_NAME"
 	docker plugin rm -f "$PLUGIN_NAME" >/dev/null || die "could not remove the existing plugin $PLUGIN_NAME"
 fi
+# The old plugin's settings carry over unless this run sets them.
+while IFS= read -r kv; do
+	name=${kv%%=*}
+	[[ $name == VXSEC_* && -n ${kv#*=} && -z ${!name+set} ]] || continue
+	grep -q "\"$name\"" config.json && settings+=("$kv")
+done <<<"$kept_env"
 
 log "docker plugin create $PLUGIN_NAME $PLUGIN_DIR"
 docker plugin create "$PLUGIN_NAME" "$PLUGIN_DIR" >/dev/null || die "docker plugin create failed"
 if ((${#settings[@]} > 0)); then
 	log "docker plugin set $PLUGIN_NAME ${settings[*]}"
 	docker plugin set "$PLUGIN_NAME" "${settings[@]}" || die "docker plugin set failed"
+fi
+if [[ -n $kept_state ]]; then
+	new_id=$(docker plugin inspect -f '{{.Id}}' "$PLUGIN_NAME")
+	mkdir -p "$root/plugins/$new_id/propagated-mount"
+	cp -a "$kept_state/." "$root/plugins/$new_id/propagated-mount/" || die "could not give the new plugin the old one's state (kept in $kept_state)"
+	rm -rf "$kept_state"
+	log "the new plugin has the old one's state: its networks carry on"
 fi
 log "docker plugin enable $PLUGIN_NAME"
 if ! docker plugin enable "$PLUGIN_NAME"; then

@@ -113,7 +113,7 @@ func caLoadCRLCmd() *cobra.Command {
 			return err
 		}
 		var out json.RawMessage
-		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.LoadCRL", plugin.LoadCRLRequest{CRL: raw}, &out); err != nil {
+		if err := daemonClient(cmd, *sock).Call(cmd.Context(), "VxSec.LoadCRL", plugin.LoadCRLRequest{CRL: raw}, &out); err != nil {
 			return err
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), string(out))

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -30,6 +32,7 @@ import (
 	"github.com/vxsec/vxsec/identity"
 	"github.com/vxsec/vxsec/ipam"
 	"github.com/vxsec/vxsec/ipsec"
+	"github.com/vxsec/vxsec/metrics"
 	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/swarmtrust"
 	"github.com/vxsec/vxsec/vip"
@@ -346,6 +349,32 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	}
 	api = plugin.NewAPI(ctx, d, log, discovered, status)
 	api.SetScope(scope)
+	if s.MetricsAddr != "" {
+		m, err := metrics.New(func() metrics.Snapshot { return snapshot(d, cl.get(), fw, xfrm, keys, under.Addr, log) }, true)
+		if err != nil {
+			return err
+		}
+		api.SetObserver(m.Observe)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			writeStatus(w, status().(daemonStatus), time.Now())
+		})
+		mux.HandleFunc("/status.json", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			enc.Encode(status())
+		})
+		run(func() {
+			// Metrics are for operators: a port taken is logged, the
+			// daemon serves on.
+			if err := metrics.Serve(runCtx, s.MetricsAddr, mux, log); err != nil {
+				log.Error("no metrics or status over HTTP", "err", err)
+			}
+		})
+	}
 	api.SetLeave(func() error {
 		c := cl.get()
 		if c == nil {

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -57,8 +59,28 @@ func secretCmd() *cobra.Command {
 }
 
 func socketFlag(cmd *cobra.Command) *string {
-	return cmd.Flags().String("socket", config.DefaultSocket, "the daemon's socket (for a managed plugin: /run/docker/plugins/<plugin id>/vxsec.sock)")
+	return cmd.Flags().String("socket", config.DefaultSocket, "the daemon's socket (default: "+config.DefaultSocket+
+		", or the managed plugin's, /run/docker/plugins/<plugin id>/vxsec.sock, found by itself when there is one)")
 }
+
+// daemonClient talks to the daemon at sock. Unless --socket was given, a
+// missing default socket is looked for where Docker puts a managed
+// plugin's: one found there is used, so no plugin ID need be looked up.
+func daemonClient(cmd *cobra.Command, sock string) *plugin.Client {
+	if cmd.Flags().Changed("socket") {
+		return plugin.NewClient(sock)
+	}
+	if _, err := os.Stat(sock); err == nil {
+		return plugin.NewClient(sock)
+	}
+	if found, _ := filepath.Glob(pluginSockets); len(found) == 1 {
+		return plugin.NewClient(found[0])
+	}
+	return plugin.NewClient(sock)
+}
+
+// pluginSockets is where a managed plugin's socket is on the host.
+const pluginSockets = "/run/docker/plugins/*/vxsec.sock"
 
 func leaveCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -68,7 +90,7 @@ func leaveCmd() *cobra.Command {
 	}
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Leave", struct{}{}, nil)
+		return daemonClient(cmd, *sock).Call(cmd.Context(), "VxSec.Leave", struct{}{}, nil)
 	}
 	return cmd
 }
@@ -81,7 +103,7 @@ func rotateCmd() *cobra.Command {
 	}
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Rotate", struct{}{}, nil)
+		return daemonClient(cmd, *sock).Call(cmd.Context(), "VxSec.Rotate", struct{}{}, nil)
 	}
 	return cmd
 }
@@ -96,7 +118,7 @@ func evictCmd() *cobra.Command {
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		var out json.RawMessage
-		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Evict", plugin.EvictRequest{Nodes: args}, &out); err != nil {
+		if err := daemonClient(cmd, *sock).Call(cmd.Context(), "VxSec.Evict", plugin.EvictRequest{Nodes: args}, &out); err != nil {
 			return err
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), string(out))
@@ -115,7 +137,7 @@ func rotateSecretCmd() *cobra.Command {
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var out json.RawMessage
-		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.RotateSecret", struct{}{}, &out); err != nil {
+		if err := daemonClient(cmd, *sock).Call(cmd.Context(), "VxSec.RotateSecret", struct{}{}, &out); err != nil {
 			return err
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), string(out))
@@ -132,7 +154,7 @@ func reconcileCmd() *cobra.Command {
 	}
 	sock := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		return plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Reconcile", struct{}{}, nil)
+		return daemonClient(cmd, *sock).Call(cmd.Context(), "VxSec.Reconcile", struct{}{}, nil)
 	}
 	return cmd
 }
@@ -140,18 +162,28 @@ func reconcileCmd() *cobra.Command {
 func statusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "print the daemon's cluster members and networks as JSON",
+		Short: "print the daemon's state for people (warnings, members, networks, peers' keys, drops), or as JSON with --json",
 		Args:  cobra.NoArgs,
 	}
 	sock := socketFlag(cmd)
+	asJSON := cmd.Flags().Bool("json", false, "print everything as JSON")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		var st json.RawMessage
-		if err := plugin.NewClient(*sock).Call(cmd.Context(), "VxSec.Status", struct{}{}, &st); err != nil {
-			return err
+		var raw json.RawMessage
+		if err := daemonClient(cmd, *sock).Call(cmd.Context(), "VxSec.Status", struct{}{}, &raw); err != nil {
+			return fmt.Errorf("%w (is the plugin enabled? `docker plugin ls`; without the vxsec binary on the host: curl -s http://%s/status)",
+				err, config.DefaultMetricsAddr)
 		}
-		var out bytes.Buffer
-		json.Indent(&out, st, "", "  ")
-		fmt.Fprintln(cmd.OutOrStdout(), out.String())
+		if *asJSON {
+			var out bytes.Buffer
+			json.Indent(&out, raw, "", "  ")
+			fmt.Fprintln(cmd.OutOrStdout(), out.String())
+			return nil
+		}
+		var st daemonStatus
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("reading the daemon's status: %w", err)
+		}
+		writeStatus(cmd.OutOrStdout(), st, time.Now())
 		return nil
 	}
 	return cmd

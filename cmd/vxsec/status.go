@@ -2,6 +2,7 @@ package main
 
 import (
 	"log/slog"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"github.com/vxsec/vxsec/driver"
 	"github.com/vxsec/vxsec/firewall"
 	"github.com/vxsec/vxsec/gossip"
+	"github.com/vxsec/vxsec/ipsec"
+	"github.com/vxsec/vxsec/metrics"
 	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/swarmtrust"
 	"github.com/vxsec/vxsec/vip"
@@ -59,18 +62,56 @@ func lockDrops(fw *firewall.Firewall, log *slog.Logger) map[string]uint64 {
 		log.Warn("reading the firewall's drop counters", "err", err)
 		drops = map[string]uint64{}
 	}
-	// Per namespace: the plugin runs in the host's.
-	stat, err := os.ReadFile("/proc/self/net/xfrm_stat")
-	if err != nil {
-		return drops // no xfrm in this kernel: nothing to count
-	}
-	for _, line := range strings.Split(string(stat), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 2 && slices.Contains(xfrmLocks, f[0]) {
-			if n, err := strconv.ParseUint(f[1], 10, 64); err == nil {
-				drops["xfrm:"+f[0]] = n
-			}
+	for name, n := range xfrmStat() {
+		if slices.Contains(xfrmLocks, name) {
+			drops["xfrm:"+name] = n
 		}
 	}
 	return drops
+}
+
+// xfrmStat reads the kernel's xfrm counters for this network namespace
+// (the plugin runs in the host's); none on a kernel without xfrm.
+func xfrmStat() map[string]uint64 {
+	out := map[string]uint64{}
+	stat, err := os.ReadFile("/proc/self/net/xfrm_stat")
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(stat), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 {
+			if n, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+				out[f[0]] = n
+			}
+		}
+	}
+	return out
+}
+
+// snapshot is what a metrics scrape reads. The kernel is asked without
+// any of the driver's locks.
+func snapshot(d *driver.Driver, c *gossip.Cluster, fw *firewall.Firewall, x *ipsec.Xfrm, keys *ipsec.Manager, self netip.Addr, log *slog.Logger) metrics.Snapshot {
+	ds := d.Status()
+	s := metrics.Snapshot{Self: self, Members: map[string]int{}, Networks: len(ds.Networks), IPsec: ds.IPsec,
+		Drops: lockDrops(fw, log), Xfrm: xfrmStat(), Driver: d.Counts(), Now: time.Now()}
+	for _, n := range ds.Networks {
+		s.LocalEndpoints += n.Local
+		s.RemoteEndpoints += n.Remote
+	}
+	if c != nil {
+		for _, m := range c.Members() {
+			s.Members[m.Status]++
+		}
+		gs := c.Stats()
+		s.Gossip = &gs
+	}
+	if keys.Active() {
+		sas, err := x.Stats()
+		if err != nil {
+			log.Warn("reading the SAs' counters for metrics", "err", err)
+		}
+		s.SAs = sas
+	}
+	return s
 }

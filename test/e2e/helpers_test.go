@@ -78,9 +78,17 @@ func uniqueName(kind string) string {
 
 // run runs a command with a timeout and returns its combined output.
 func run(timeout time.Duration, name string, args ...string) (string, error) {
+	return runEnv(timeout, nil, name, args...)
+}
+
+// runEnv is run with env added to the test's environment.
+func runEnv(timeout time.Duration, env []string, name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
