@@ -139,6 +139,22 @@ func (l *Lab) AddHost(ctx context.Context, name string) (*Host, error) {
 	for i := 0; i < n; i++ {
 		addr = addr.Next()
 	}
+	h, err := l.newHost(name, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.wire(ctx, h.NS, addr, fmt.Sprintf("p%d", n), true); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.hosts = append(l.hosts, h)
+	l.mu.Unlock()
+	return h, nil
+}
+
+// newHost is a host of the lab named name, advertising addr, with its
+// directory made and no namespace yet.
+func (l *Lab) newHost(name string, addr netip.Addr) (*Host, error) {
 	h := &Host{
 		lab:      l,
 		Name:     name,
@@ -152,12 +168,6 @@ func (l *Lab) AddHost(ctx context.Context, name string) (*Host, error) {
 	if err := os.MkdirAll(filepath.Join(l.cfg.Dir, name), 0o700); err != nil {
 		return nil, fmt.Errorf("lab: %w", err)
 	}
-	if err := l.wire(ctx, h.NS, addr, fmt.Sprintf("p%d", n), true); err != nil {
-		return nil, err
-	}
-	l.mu.Lock()
-	l.hosts = append(l.hosts, h)
-	l.mu.Unlock()
 	return h, nil
 }
 

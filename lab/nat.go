@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 
 	"github.com/vxsec/vxsec/config"
 )
@@ -57,20 +55,11 @@ func (l *Lab) AddHostBehindNAT(ctx context.Context, name string) (*Host, error) 
 		Private: netip.AddrFrom4([4]byte{198, 19, byte(idx), 2}),
 	}
 	gw := netip.AddrFrom4([4]byte{198, 19, byte(idx), 1})
-	h := &Host{
-		lab:      l,
-		Name:     name,
-		NS:       l.name + "-" + name,
-		Addr:     public,
-		NAT:      nat,
-		Socket:   filepath.Join(l.cfg.Dir, name, "vxsec.sock"),
-		StateDir: filepath.Join(l.cfg.Dir, name, "state"),
-		LogPath:  filepath.Join(l.cfg.Dir, name, "daemon.log"),
-		Env:      append([]string(nil), l.cfg.Env...),
+	h, err := l.newHost(name, public)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(l.cfg.Dir, name), 0o700); err != nil {
-		return nil, fmt.Errorf("lab: %w", err)
-	}
+	h.NAT = nat
 	// The router is an outsider of the lab's (Close removes it); it is
 	// wired to the switch as a host is, with the host's port name.
 	l.mu.Lock()

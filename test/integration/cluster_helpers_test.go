@@ -373,3 +373,31 @@ func parallel(hosts []*lab.Host, f func(h *lab.Host)) {
 	}
 	wg.Wait()
 }
+
+// wantPlaced waits until every host has its own container and the others'
+// on vni, with exactly their FDB and neighbour entries pointing at their
+// hosts' advertise addresses, and every host in its member set.
+func wantPlaced(t *testing.T, hosts []*lab.Host, cs []*lab.Container, vni int, timeout time.Duration) {
+	t.Helper()
+	for _, h := range hosts {
+		waitCounts(t, h, vni, 1, len(cs)-1, timeout)
+		if err := wantEntries(ctxT(t), h, vni, others(h, cs)); err != nil {
+			t.Fatal(err)
+		}
+		if set, want := memberSet(t, h), addrs(hosts); !slices.Equal(set, want) {
+			t.Errorf("%s: firewall member set %v, want %v", h.Name, set, want)
+		}
+	}
+}
+
+// reachAll asserts every container reaches every other.
+func reachAll(t *testing.T, cs []*lab.Container) {
+	t.Helper()
+	for _, from := range cs {
+		for _, to := range cs {
+			if from != to {
+				reachFast(t, from, to.IP())
+			}
+		}
+	}
+}

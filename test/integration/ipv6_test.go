@@ -5,7 +5,6 @@ package integration
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,26 +32,14 @@ func TestIPv6Underlay(t *testing.T) {
 		if !h.Addr.Is6() {
 			t.Fatalf("%s has underlay address %s: want IPv6", h.Name, h.Addr)
 		}
-		waitCounts(t, h, vni, 1, 2, 5*time.Second)
-		if err := wantEntries(ctxT(t), h, vni, others(h, cs)); err != nil {
-			t.Fatal(err)
-		}
-		if set, want := memberSet(t, h), addrs(c.hosts); !slices.Equal(set, want) {
-			t.Errorf("%s: firewall member set %v, want %v", h.Name, set, want)
-		}
 	}
+	wantPlaced(t, c.hosts, cs, vni, 5*time.Second)
 
 	wire, err := c.lab.Capture(ctxT(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, from := range cs {
-		for _, to := range cs {
-			if from != to {
-				reachFast(t, from, to.IP())
-			}
-		}
-	}
+	reachAll(t, cs)
 	c1, c2 := cs[0], cs[1]
 	const full = 1500 - 70 - 28 // underlay MTU - VXLAN over IPv6 - inner IPv4 and ICMP
 	r, err := c1.Ping(ctxT(t), c2.IP(), "-c", "3", "-i", "0.2", "-W", "1", "-M", "do", "-s", fmt.Sprint(full))

@@ -5,7 +5,6 @@ package integration
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,26 +50,12 @@ func TestHostBehindNAT(t *testing.T) {
 	for i, h := range c.hosts {
 		cs = append(cs, mustRun(t, h, fmt.Sprintf("c%d", i+1), ids[h], fmt.Sprintf("10.83.0.%d/24", 11+i)))
 	}
-	for _, h := range c.hosts {
-		waitCounts(t, h, vni, 1, 2, 10*time.Second)
-		if err := wantEntries(ctxT(t), h, vni, others(h, cs)); err != nil {
-			t.Fatal(err)
-		}
-		if set, want := memberSet(t, h), addrs(c.hosts); !slices.Equal(set, want) {
-			t.Errorf("%s: firewall member set %v, want %v", h.Name, set, want)
-		}
-	}
+	wantPlaced(t, c.hosts, cs, vni, 10*time.Second)
 	wire, err := c.lab.Capture(ctxT(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, from := range cs {
-		for _, to := range cs {
-			if from != to {
-				reachFast(t, from, to.IP())
-			}
-		}
-	}
+	reachAll(t, cs)
 	ps, err := wire.Stop()
 	if err != nil {
 		t.Fatal(err)
