@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -153,7 +152,7 @@ var (
 	descSAPackets = prometheus.NewDesc("vxsec_ipsec_sa_packets_total", "Per peer and direction: packets the kernel carried on vxsec's live SAs.", []string{"peer", "direction"}, nil)
 	descReplay    = prometheus.NewDesc("vxsec_ipsec_sa_replay_failures_total", "Per peer: inbound packets the live SAs refused as replayed.", []string{"peer"}, nil)
 	descIntegrity = prometheus.NewDesc("vxsec_ipsec_sa_integrity_failures_total", "Per peer: inbound packets whose ICV did not verify on the live SAs.", []string{"peer"}, nil)
-	descHeadroom  = prometheus.NewDesc("vxsec_ipsec_sa_seq_headroom", "Per peer: sequence numbers left on the outbound SA in use (ESN: 2^64 less the packets sent).", []string{"peer"}, nil)
+	descSeq       = prometheus.NewDesc("vxsec_ipsec_sa_out_seq", "Per peer: the sequence number the outbound SA in use has reached (packets sent on it); its headroom is 2^64 less this (ESN), and a rotation starts a new SA.", []string{"peer"}, nil)
 	descReconcile = prometheus.NewDesc("vxsec_reconcile_runs_total", "Reconcile passes (every 30 s, at start, and on `vxsec reconcile`).", nil, nil)
 	descReconFail = prometheus.NewDesc("vxsec_reconcile_failures_total", "Reconcile passes that ended in an error.", nil, nil)
 	descTables    = prometheus.NewDesc("vxsec_tables_taken_total", "Members' tables taken (newer than the one held).", nil, nil)
@@ -169,7 +168,7 @@ type collector struct{ snapshot func() Snapshot }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descMembers, descNetworks, descEndpoints, descDrops, descXfrm, descIPsec, descEpochAge,
 		descRotations, descLastRot, descRefused, descPeerAge, descPeerKeys, descEncap, descSABytes, descSAPackets, descReplay,
-		descIntegrity, descHeadroom, descReconcile, descReconFail, descTables, descPasses, descApplyLag, descAccepted, descRefusedG} {
+		descIntegrity, descSeq, descReconcile, descReconFail, descTables, descPasses, descApplyLag, descAccepted, descRefusedG} {
 		ch <- d
 	}
 }
@@ -256,7 +255,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		t.replay += float64(sa.Replay)
 		t.integrity += float64(sa.IntegrityFailed)
 		if k.out && sa.SPI == outSPI[k.peer] {
-			gauge(descHeadroom, math.MaxUint64-float64(sa.Packets), k.peer.String())
+			gauge(descSeq, float64(sa.Packets), k.peer.String())
 		}
 	}
 	for k, t := range per {

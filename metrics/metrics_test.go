@@ -66,7 +66,7 @@ func TestCollector(t *testing.T) {
 				`vxsec_ipsec_sa_packets_total{direction="in",peer="198.18.0.2"} 20`,
 				`vxsec_ipsec_sa_replay_failures_total{peer="198.18.0.2"} 1`,
 				`vxsec_ipsec_sa_integrity_failures_total{peer="198.18.0.2"} 2`,
-				`vxsec_ipsec_sa_seq_headroom{peer="198.18.0.2"} 1.8446744073709552e+19`,
+				`vxsec_ipsec_sa_out_seq{peer="198.18.0.2"} 10`,
 				`vxsec_ipsec_peer_rekeys_total{peer="198.18.0.3"} 0`,
 			},
 			not: []string{`vxsec_ipsec_peer_key_age_seconds{peer="198.18.0.3"}`, `encap="",`},
