@@ -483,6 +483,17 @@ func runOut(ctx context.Context, args ...string) (string, error) {
 func (l *swarmLab) underlay() error {
 	ctx := l.ctx
 	for _, c := range [][]string{
+		// IPv4 forwarding on in the VM's own namespace, as on a host
+		// running Docker (dockerd turns it on in its namespace, which on
+		// a host is the first one). A new namespace copies its IPv4
+		// settings from the first namespace (net.core.
+		// devconf_inherit_init_net=0), not from the one that made it:
+		// without this every lb_ namespace our engines make inherits
+		// forwarding off, and overlay's VIP load balancer drops every
+		// reply it un-SNATs back to the client (the SYN-ACKs arrive in
+		// lb_, IpInAddrErrors grows, the client sees none; the IPVS
+		// connections sit in SYN_RECV): no VIP connection ever completes.
+		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 		{"ip", "link", "add", bridge, "type", "bridge"},
 		{"ip", "addr", "add", netPrefix + ".254/24", "dev", bridge},
 		{"ip", "link", "set", bridge, "up"},
