@@ -148,9 +148,16 @@ func phaseBench(l *swarmLab, t testing.TB) {
 
 // loadBalancers writes, for a benchmark that did not converge, what each
 // node's engine holds of the network's service load balancing: the
-// services and tasks `docker network inspect --verbose` lists, and the
-// IPVS table, firewall marks and addresses of every load-balancer
-// namespace (lb_*, Docker 23+), entered from the engine's mount namespace.
+// services and tasks `docker network inspect --verbose` lists, and, of
+// every load-balancer namespace (lb_*, Docker 23+, entered from the
+// engine's mount namespace), the sysctls its NAT needs (IPv4 forwarding:
+// IPVS's replies, un-SNATed to the client, are forwarded), the IPVS table
+// and connections with their TCP states, conntrack, the firewall marks and
+// NAT with their counters, addresses, the kernel's non-zero counters (an
+// IpInAddrErrors that grows is forwarding refused) and 5 s of its TCP
+// traffic (the tasks keep asking the VIP). Forwarding in the node's and
+// the VM's namespaces too: a new namespace copies the VM's (init_net's)
+// IPv4 settings, not its creator's.
 func (l *swarmLab) loadBalancers(t testing.TB, network string) {
 	for _, i := range all() {
 		e := l.e[i]
@@ -159,6 +166,14 @@ func (l *swarmLab) loadBalancers(t testing.TB, network string) {
 			fmt.Fprintf(&b, "### docker network inspect -v %s: %v\n", network, err)
 		} else {
 			fmt.Fprintf(&b, "### docker network inspect -v %s\n%s\n", network, raw)
+		}
+		for _, w := range []string{"VM", e.Name} {
+			c := []string{"sysctl", "net.ipv4.ip_forward"}
+			if w != "VM" {
+				c = append([]string{"ip", "netns", "exec", w}, c...)
+			}
+			o, err := exec.CommandContext(l.ctx, c[0], c[1:]...).CombinedOutput()
+			fmt.Fprintf(&b, "### %s: sysctl net.ipv4.ip_forward (%v)\n%s", w, err, o)
 		}
 		pid, _ := os.ReadFile(filepath.Join(e.RunDir, "dockerd.pid"))
 		dir := filepath.Join(e.RunDir, "docker", "netns")
@@ -169,7 +184,13 @@ func (l *swarmLab) loadBalancers(t testing.TB, network string) {
 			if !strings.HasPrefix(ns, "lb_") {
 				continue
 			}
-			for _, c := range [][]string{{"cat", "/proc/net/ip_vs"}, {"iptables", "-t", "mangle", "-S"}, {"iptables", "-t", "nat", "-S"}, {"ip", "-4", "addr"}} {
+			for _, c := range [][]string{
+				{"sysctl", "net.ipv4.ip_forward", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter", "net.ipv4.vs.conntrack"},
+				{"cat", "/proc/net/ip_vs"}, {"cat", "/proc/net/ip_vs_conn"}, {"cat", "/proc/net/nf_conntrack"},
+				{"iptables", "-t", "mangle", "-L", "-v", "-n", "-x"}, {"iptables", "-t", "nat", "-L", "-v", "-n", "-x"},
+				{"ip", "-4", "addr"}, {"nstat", "-a", "-s"},
+				{"timeout", "5", "tcpdump", "-i", "eth0", "-nn", "-c", "40", "tcp"},
+			} {
 				args := append([]string{"-t", strings.TrimSpace(string(pid)), "-m", "--", "nsenter", "--net=" + filepath.Join(dir, ns), "--"}, c...)
 				o, err := exec.CommandContext(l.ctx, "nsenter", args...).CombinedOutput()
 				fmt.Fprintf(&b, "### %s: %s (%v)\n%s", ns, strings.Join(c, " "), err, o)
