@@ -38,10 +38,21 @@ type Host struct {
 	cmd        *exec.Cmd
 	exited     <-chan struct{}
 	containers map[string]*Container
+	client     *plugin.Client
 }
 
-// Client is a remote API client of the host's daemon, standing in for dockerd.
-func (h *Host) Client() *plugin.Client { return plugin.NewClient(h.Socket) }
+// Client is a remote API client of the host's daemon, standing in for
+// dockerd. It is one per host, as dockerd has one per plugin: a client per
+// call would leave a kept-alive connection behind each time, and a
+// benchmark polling 50 hosts runs out of file descriptors.
+func (h *Host) Client() *plugin.Client {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.client == nil {
+		h.client = plugin.NewClient(h.Socket)
+	}
+	return h.client
+}
 
 // Start runs the daemon in the host's namespace and waits until it answers
 // the remote API handshake.

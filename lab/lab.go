@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +72,9 @@ func New(ctx context.Context, cfg Config) (*Lab, error) {
 	}
 	if _, err := os.Stat(cfg.Bin); err != nil {
 		return nil, fmt.Errorf("lab: vxsec binary: %w", err)
+	}
+	if err := raiseNeighbourLimits(); err != nil {
+		return nil, err
 	}
 	id := randomHex(3)
 	if cfg.Dir == "" {
@@ -296,4 +300,40 @@ func startLogged(cmd *exec.Cmd, logPath string, perm os.FileMode) (<-chan struct
 		close(exited)
 	}()
 	return exited, nil
+}
+
+// neighbourLimits are the neighbour table's garbage-collection thresholds
+// (gc_thresh1, 2 and 3) a lab needs. The table is one for every namespace
+// of the machine, and its bounds are global: every lab host holds an entry
+// for every other, so 40 hosts (1600 entries) overflow Linux's default
+// hard bound of 1024 and a host's packets fail with ENOBUFS ("No buffer
+// space available") for want of an entry. A real host holds its own
+// entries only.
+var neighbourLimits = [3]int{1024, 32768, 65536}
+
+// raiseNeighbourLimits raises the machine's neighbour table bounds to
+// neighbourLimits where they are lower, and leaves them raised: they are
+// only bounds, and a lab running beside another must not lower them under
+// it.
+func raiseNeighbourLimits() error {
+	for _, family := range []string{"ipv4", "ipv6"} {
+		for i, want := range neighbourLimits {
+			p := fmt.Sprintf("/proc/sys/net/%s/neigh/default/gc_thresh%d", family, i+1)
+			raw, err := os.ReadFile(p)
+			if err != nil {
+				return fmt.Errorf("lab: neighbour table bound: %w", err)
+			}
+			have, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+			if err != nil {
+				return fmt.Errorf("lab: %s: %w", p, err)
+			}
+			if have >= want {
+				continue
+			}
+			if err := os.WriteFile(p, []byte(strconv.Itoa(want)), 0o644); err != nil {
+				return fmt.Errorf("lab: raising the neighbour table bound %s to %d: %w", p, want, err)
+			}
+		}
+	}
+	return nil
 }

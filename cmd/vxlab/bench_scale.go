@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vxsec/vxsec/lab"
@@ -47,6 +49,7 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
 	var mu sync.Mutex
 	var calls []time.Duration
 	cpu0 := cpuTimes(c.hosts)
+	profile(c.hosts, syscall.SIGUSR1)
 	t0 := time.Now()
 	err = eachHost(c.hosts, len(c.hosts), func(h *lab.Host) error {
 		cl := h.Client()
@@ -83,6 +86,7 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
 		return "", fmt.Errorf("not every host got every entry: %w", err)
 	}
 	cpu1 := cpuTimes(c.hosts)
+	profile(c.hosts, syscall.SIGUSR2)
 	var all []time.Duration
 	for _, d := range at {
 		all = append(all, d)
@@ -131,6 +135,22 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
 		missed = append(missed, fmt.Sprintf("RSS %s ≥ 40 MiB", mib(busy.max)))
 	}
 	return strings.Join(missed, ", "), nil
+}
+
+// profile starts (SIGUSR1) or ends (SIGUSR2) every daemon's CPU profile
+// when the daemons are a test build told where to write them
+// ($VXSEC_TEST_CPUPROFILE, cmd/vxsec/profile_testhooks.go): the window
+// profiled is the one measured. A release daemon is never signalled (the
+// signals would end it).
+func profile(hosts []*lab.Host, sig syscall.Signal) {
+	if os.Getenv("VXSEC_TEST_CPUPROFILE") == "" {
+		return
+	}
+	for _, h := range hosts {
+		if pid := h.Pid(); pid != 0 {
+			syscall.Kill(pid, sig)
+		}
+	}
 }
 
 type rss struct{ median, max, hwmMax int64 }

@@ -59,6 +59,7 @@ func daemonCmd() *cobra.Command {
 		log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
+		defer startProfile(log)()
 		return runDaemon(ctx, s, log)
 	}
 	return cmd
