@@ -46,6 +46,8 @@ type Verifier struct {
 	crl   *revocations
 	// now is the clock certificates are checked against.
 	now func() time.Time
+	// chains remembers chains verified (nil: none are).
+	chains *chainCache
 }
 
 // Load reads a host directory (`vxsec ca issue`): the host's identity, and
@@ -74,7 +76,7 @@ func Load(dir string, addr netip.Addr) (*Identity, *Verifier, error) {
 		pool.AddCert(r)
 	}
 	crl := &revocations{ca: roots}
-	v := &Verifier{roots: pool, crl: crl, now: time.Now}
+	v := &Verifier{roots: pool, crl: crl, now: time.Now, chains: newChainCache()}
 	id := &Identity{Name: leaf.Subject.CommonName, leaf: leaf, chain: pair.Certificate, key: key, crl: crl}
 	if raw, err := os.ReadFile(filepath.Join(dir, CRLFile)); err == nil {
 		if _, err := crl.offer(raw); err != nil {
@@ -220,12 +222,19 @@ func (v *Verifier) KeepCRL(keep func(der []byte)) {
 
 // check verifies a chain for host and returns its certificate.
 func (v *Verifier) check(chain [][]byte, host netip.Addr) (*x509.Certificate, error) {
-	leaf, err := certs.Verify(chain, v.roots, v.now(), x509.ExtKeyUsageAny)
-	if leaf == nil {
-		return nil, fmt.Errorf("the signer's certificate: %w", err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("the signer %q is not certified by this cluster's CA: %w", leaf.Subject.CommonName, err)
+	now := v.now()
+	leaf, ok := v.chains.get(chain, now)
+	if !ok {
+		var verified []*x509.Certificate
+		var err error
+		leaf, verified, err = certs.VerifyChain(chain, v.roots, now, x509.ExtKeyUsageAny)
+		if leaf == nil {
+			return nil, fmt.Errorf("the signer's certificate: %w", err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the signer %q is not certified by this cluster's CA: %w", leaf.Subject.CommonName, err)
+		}
+		v.chains.put(chain, verified)
 	}
 	if !slices.Contains(leaf.Subject.OrganizationalUnit, hostOU) {
 		return nil, fmt.Errorf("the signer %q holds no vxsec host certificate (OU %v)", leaf.Subject.CommonName, leaf.Subject.OrganizationalUnit)

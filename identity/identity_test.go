@@ -55,7 +55,9 @@ func TestOpenTable(t *testing.T) {
 	s2, _ := announce.DecodeSigned(sign(h2, table))
 	swapped, _ := announce.EncodeSigned(announce.Signed{Chain: g.Chain, Sig: s2.Sig, Table: table})
 	altered, _ := announce.EncodeSigned(announce.Signed{Chain: g.Chain, Sig: g.Sig, Table: []byte(`{"host":"10.0.0.1","version":{"epoch":1,"seq":2}}`)})
-	later := &Verifier{roots: v.roots, crl: v.crl, now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
+	// later shares v's cache of verified chains, which "genuine" fills
+	// first: a chain remembered must still expire.
+	later := &Verifier{roots: v.roots, crl: v.crl, chains: v.chains, now: func() time.Time { return time.Now().Add(2 * time.Hour) }}
 
 	for _, tc := range []struct {
 		name   string

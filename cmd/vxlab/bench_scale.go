@@ -48,6 +48,18 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
 	var lastJoin time.Time
 	var mu sync.Mutex
 	var calls []time.Duration
+	// What the cluster costs doing nothing (gossip, probes, timers): the
+	// floor under the figures below.
+	idle0 := cpuTimes(c.hosts)
+	idleStart := time.Now()
+	time.Sleep(3 * time.Second)
+	idleCPU, idleWall := sumDurations(cpuTimes(c.hosts))-sumDurations(idle0), time.Since(idleStart)
+	fmt.Fprintf(w, "   idle cluster: the daemons used %.2f CPUs (%.1f ms per daemon per second)\n",
+		idleCPU.Seconds()/idleWall.Seconds(), float64(idleCPU.Milliseconds())/float64(len(c.hosts))/idleWall.Seconds())
+	counters0, err := readCounters(ctx, c.hosts)
+	if err != nil {
+		return "", err
+	}
 	cpu0 := cpuTimes(c.hosts)
 	profile(c.hosts, syscall.SIGUSR1)
 	t0 := time.Now()
@@ -87,6 +99,10 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
 	}
 	cpu1 := cpuTimes(c.hosts)
 	profile(c.hosts, syscall.SIGUSR2)
+	counters1, err := readCounters(ctx, c.hosts)
+	if err != nil {
+		return "", err
+	}
 	var all []time.Duration
 	for _, d := range at {
 		all = append(all, d)
@@ -108,6 +124,17 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
 	us := sortedCopy(used)
 	fmt.Fprintf(w, "   daemon CPU time from the first CreateEndpoint to convergence: %.1f s in all (%.1f CPUs busy on average), per daemon p50 %s, max %s\n",
 		sum.Seconds(), sum.Seconds()/t0.Add(conv).Sub(t0).Seconds(), ms(percentile(us, 50)), ms(us[len(us)-1]))
+	var sumC hostCounters
+	for i := range counters1 {
+		d := counters1[i].sub(counters0[i])
+		sumC.tables += d.tables
+		sumC.passes += d.passes
+		sumC.pullsServed += d.pullsServed
+		sumC.linkBytes += d.linkBytes
+	}
+	n := float64(len(c.hosts))
+	fmt.Fprintf(w, "   per host, from the first CreateEndpoint to convergence (counters): %.0f tables installed, %.0f passes over the kernel, %.0f pulls served, %.1f KiB on its link (sent and received)\n",
+		sumC.tables/n, sumC.passes/n, sumC.pullsServed/n, sumC.linkBytes/n/1024)
 	// The kernel agrees with the status on a few hosts.
 	for _, h := range []*lab.Host{c.hosts[0], c.hosts[len(c.hosts)/2], c.hosts[len(c.hosts)-1]} {
 		fdb, err := h.FDB(ctx, vni)
@@ -151,6 +178,14 @@ func profile(hosts []*lab.Host, sig syscall.Signal) {
 			syscall.Kill(pid, sig)
 		}
 	}
+}
+
+func sumDurations(ds []time.Duration) time.Duration {
+	var s time.Duration
+	for _, d := range ds {
+		s += d
+	}
+	return s
 }
 
 type rss struct{ median, max, hwmMax int64 }

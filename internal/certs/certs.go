@@ -41,14 +41,22 @@ func ParsePEM(raw []byte) ([]*x509.Certificate, error) {
 // roots at now, with the rest as intermediates; usages are the extended
 // key usages accepted. It returns the leaf.
 func Verify(chain [][]byte, roots *x509.CertPool, now time.Time, usages ...x509.ExtKeyUsage) (*x509.Certificate, error) {
+	leaf, _, err := VerifyChain(chain, roots, now, usages...)
+	return leaf, err
+}
+
+// VerifyChain is Verify that also returns the chain it verified, from the
+// leaf to a root, so that a caller can tell how long the verification
+// holds.
+func VerifyChain(chain [][]byte, roots *x509.CertPool, now time.Time, usages ...x509.ExtKeyUsage) (*x509.Certificate, []*x509.Certificate, error) {
 	if len(chain) == 0 {
-		return nil, errors.New("no certificate")
+		return nil, nil, errors.New("no certificate")
 	}
 	certs := make([]*x509.Certificate, len(chain))
 	for i, der := range chain {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d of the chain: %w", i, err)
+			return nil, nil, fmt.Errorf("certificate %d of the chain: %w", i, err)
 		}
 		certs[i] = c
 	}
@@ -56,8 +64,9 @@ func Verify(chain [][]byte, roots *x509.CertPool, now time.Time, usages ...x509.
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: usages}); err != nil {
-		return certs[0], err
+	chains, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: usages})
+	if err != nil {
+		return certs[0], nil, err
 	}
-	return certs[0], nil
+	return certs[0], chains[0], nil
 }
