@@ -104,7 +104,21 @@ for net in "${nets[@]}"; do
 	run_once "$net" || die "docker run --rm --network $net $IMAGE true failed"
 done
 
+# api_totals: the plugin's remote API calls so far, "method count seconds"
+# a line, from its metrics on the host (VXSEC_METRICS_ADDR's default; the
+# plugin shares the host's network namespace). Empty if they cannot be read.
+api_totals() {
+	local metrics
+	metrics=$( (exec 3<>/dev/tcp/127.0.0.1/7949 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3) 2>/dev/null) || return 0
+	awk '/^vxsec_api_call_duration_seconds_(sum|count)\{method="/ {
+		split($1, a, "\""); m = a[2]
+		if ($1 ~ /_sum/) sum[m] = $2; else cnt[m] = $2
+	}
+	END { for (m in cnt) printf "%s %s %s\n", m, cnt[m], sum[m] }' <<<"$metrics" | sort
+}
+
 mkdir -p build
+api_before=$(api_totals)
 raw=build/bench-docker-${VXSEC_ENGINE}.tsv
 printf 'round\tnetwork\tms\n' >"$raw"
 log "timing $ROUNDS rounds of 'docker run --rm --network X $IMAGE true' across ${labels[*]} (order rotates each round)"
@@ -148,3 +162,25 @@ awk -v a="$vx_med" -v b="$ov_med" -v c="$br_med" 'BEGIN {
 	printf "ratio of medians vxsec/overlay = %.2f, vxsec/bridge = %.2f\n", a / b, a / c
 }'
 echo "raw figures: $raw"
+
+# vxsec's share: the time the plugin spent answering Docker's calls, per
+# vxsec run (only vxsec's networks call it), against the run's median.
+api_after=$(api_totals)
+if [[ -z $api_after ]]; then
+	warn "the plugin's metrics (127.0.0.1:7949/metrics) could not be read: no breakdown by remote API call"
+else
+	api_raw=build/bench-docker-${VXSEC_ENGINE}-api.tsv
+	echo
+	echo "vxsec's remote API calls during the $ROUNDS timed vxsec runs (from the plugin's metrics):"
+	join -a 2 -e 0 -o 0,1.2,1.3,2.2,2.3 <(printf '%s\n' "$api_before") <(printf '%s\n' "$api_after") | awk -v runs="$ROUNDS" -v med="$vx_med" -v raw="$api_raw" '
+		BEGIN { printf "method\tcalls_per_run\tms_per_run\n" > raw; printf "%-26s %14s %12s %12s\n", "method", "calls per run", "ms per call", "ms per run" }
+		{
+			n = $4 - $2; s = ($5 - $3) * 1000
+			if (n <= 0) next
+			printf "%-26s %14.1f %12.2f %12.2f\n", $1, n / runs, s / n, s / runs
+			printf "%s\t%.2f\t%.3f\n", $1, n / runs, s / runs >> raw
+			total += s / runs
+		}
+		END { printf "in all %.1f ms per run: %.1f%% of the median vxsec run (%g ms)\n", total, 100 * total / med, med }'
+	echo "raw figures: $api_raw"
+fi

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os/exec"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -132,6 +133,14 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	}
 	me, mp := median(results["encrypted"]), median(results["plain"])
 	fmt.Fprintf(w, "   throughput result: encrypted median %.1f Mbit/s, plain median %.1f Mbit/s, ratio %.3f\n", me/1e6, mp/1e6, me/mp)
+
+	espMissed, err := benchHandBuiltESP(ctx, w, c, e1, e2, evni, o)
+	if err != nil {
+		return "", fmt.Errorf("against hand-built ESP: %w", err)
+	}
+	if espMissed != "" {
+		missed = strings.TrimPrefix(missed+", "+espMissed, ", ")
+	}
 
 	// ESP in UDP against native ESP: h3 restarts asking for UDP, so its
 	// pairs (h1-h3) carry ESP in UDP while h1-h2 stays native.

@@ -61,52 +61,22 @@ func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 		return "", err
 	}
 	mtu = strings.TrimSpace(mtu)
-	base := []struct {
-		h        *lab.Host
-		ns, ip   string
-		mac      string
-		peerHost *lab.Host
-	}{
-		{h1, c.Name() + "-hb1", "10.46.0.1", "02:00:0a:2e:00:01", h2},
-		{h2, c.Name() + "-hb2", "10.46.0.2", "02:00:0a:2e:00:02", h1},
+	base := twin{vni: baseVNI, port: basePort, mtu: mtu, ends: [2]twinEnd{
+		{h1, c.Name() + "-hb1", "10.46.0.1", "02:00:0a:2e:00:01"},
+		{h2, c.Name() + "-hb2", "10.46.0.2", "02:00:0a:2e:00:02"},
+	}}
+	cleanup, err := base.build(ctx)
+	if err != nil {
+		return "", err
 	}
-	defer func() {
-		for _, b := range base {
-			sh(context.Background(), "ip", "netns", "del", b.ns)
-		}
-	}()
-	for i, b := range base {
-		peer := base[1-i]
-		for _, args := range [][]string{
-			{"ip", "-n", b.h.NS, "link", "add", "hbx", "mtu", mtu, "type", "vxlan", "id", fmt.Sprint(baseVNI), "dstport", fmt.Sprint(basePort),
-				"local", b.h.Addr.String(), "nolearning", "proxy"},
-			{"ip", "-n", b.h.NS, "link", "set", "hbx", "addrgenmode", "none"},
-			{"ip", "-n", b.h.NS, "link", "set", "hbx", "up"},
-			{"bridge", "-n", b.h.NS, "fdb", "append", peer.mac, "dev", "hbx", "dst", peer.h.Addr.String(), "self", "permanent"},
-			{"ip", "-n", b.h.NS, "neigh", "replace", peer.ip, "lladdr", peer.mac, "dev", "hbx", "nud", "permanent"},
-			{"ip", "netns", "add", b.ns},
-			{"ip", "-n", b.h.NS, "link", "add", "hbm", "link", "hbx", "mtu", mtu, "address", b.mac, "type", "macvlan", "mode", "bridge"},
-			{"ip", "-n", b.h.NS, "link", "set", "hbm", "netns", b.ns},
-			{"ip", "-n", b.ns, "link", "set", "hbm", "name", "eth0"},
-			{"ip", "-n", b.ns, "addr", "add", b.ip + "/24", "dev", "eth0"},
-			{"ip", "-n", b.ns, "link", "set", "eth0", "up"},
-			{"ip", "-n", b.ns, "link", "set", "lo", "up"},
-		} {
-			if _, err := sh(ctx, args...); err != nil {
-				return "", err
-			}
-		}
-	}
-	if out, err := sh(ctx, "ip", "netns", "exec", base[0].ns, "ping", "-c", "1", "-w", "3", base[1].ip); err != nil {
-		return "", fmt.Errorf("hand-built VXLAN does not work: %w\n%s", err, out)
-	}
+	defer cleanup()
 	dv, _ := h1.Exec(ctx, "ip", "-d", "link", "show", vxlan.LinkName(vni))
 	db, _ := h1.Exec(ctx, "ip", "-d", "link", "show", "hbx")
 	fmt.Fprintf(w, "   vxsec's device on h1:\n%s\n   hand-built device on h1:\n%s\n", indent(dv, "     "), indent(db, "     "))
 
 	sides := []pair{
 		{name: "vxsec", client: t1.NS, server: t2.NS, serverIP: t2.IP()},
-		{name: "hand-built", client: base[0].ns, server: base[1].ns, serverIP: base[1].ip},
+		base.pair("hand-built"),
 	}
 	results, err := iperfABBA(ctx, w, sides, o, gbits)
 	if err != nil {
