@@ -9,8 +9,6 @@ import (
 	"runtime"
 	"strings"
 	"time"
-
-	"github.com/vxsec/vxsec/atomicfile"
 )
 
 // Names of the benchmarks `vxlab bench` runs; each writes <name>.json.
@@ -147,7 +145,11 @@ type Encryption struct {
 	Encap      []Side `json:"encap"`
 }
 
-// Write writes v as dir/<name>.json, making dir if needed.
+// Write writes v as dir/<name>.json, making dir if needed. It writes a
+// temporary file and renames it, so that an interrupted benchmark leaves
+// the previous file or the new one, never half of one. It does not fsync
+// (atomicfile does): results need not outlive a crash of the machine, and
+// the kernel lab writes them to a 9p export.
 func Write(dir, name string, v any) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("results directory: %w", err)
@@ -156,7 +158,22 @@ func Write(dir, name string, v any) error {
 	if err != nil {
 		return fmt.Errorf("%s results: %w", name, err)
 	}
-	if err := atomicfile.Write(dir, name+".json", append(b, '\n')); err != nil {
+	tmp, err := os.CreateTemp(dir, ".tmp-"+name+"-")
+	if err != nil {
+		return fmt.Errorf("writing %s results: %w", name, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	_, err = tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, name+".json"))
+	}
+	if err != nil {
 		return fmt.Errorf("writing %s results: %w", name, err)
 	}
 	return nil
