@@ -95,7 +95,7 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts, 
 	rec.RotationS, rec.PingSent, rec.PingReceived = seconds(took), r.Sent, r.Received
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	fmt.Fprintf(w, "   rotation result: %d rotations, each complete in p50 %s, max %s; ping sent %d, received %d, lost %d\n",
-		rotations, ms(percentile(took, 0.5)), ms(took[len(took)-1]), r.Sent, r.Received, r.Sent-r.Received)
+		rotations, ms(percentile(took, 50)), ms(took[len(took)-1]), r.Sent, r.Received, r.Sent-r.Received)
 	missed := ""
 	if r.Sent != r.Received {
 		missed = fmt.Sprintf("%d packets lost across rotations", r.Sent-r.Received)
