@@ -42,7 +42,7 @@ func benchScaleRuns(ctx context.Context, w io.Writer, bin string, o benchOpts) (
 	if len(o.hostsSweep) > 0 {
 		fmt.Fprintf(w, "\n== scale sweep, %d endpoints per host: every host had every entry, from the first CreateEndpoint\n", o.perHost)
 		for _, r := range rec.Runs {
-			fmt.Fprintf(w, "   %4d hosts: %6.2f s (%.2f s after the last Join)\n", r.Hosts, r.ConvergedS, r.AfterLastJoinS)
+			fmt.Fprintf(w, "   %d hosts: %.2f s (%.2f s after the last Join)\n", r.Hosts, r.ConvergedS, r.AfterLastJoinS)
 		}
 	}
 	return rec, strings.Join(missed, "; "), nil

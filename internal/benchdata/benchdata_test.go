@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReadDocker(t *testing.T) {
@@ -42,6 +43,10 @@ func TestReadDocker(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.want.File = path
+			if got.Modified.IsZero() {
+				t.Error("no modification time")
+			}
+			got.Modified = time.Time{}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
@@ -74,7 +79,7 @@ func TestReadSwarm(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := Swarm{File: path, Mode: tc.mode, Runs: runs}
+			want := Swarm{File: path, Mode: tc.mode, Runs: runs, Modified: got.Modified}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got %+v, want %+v", got, want)
 			}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // DockerRuns is one engine's `docker run --rm` timings, as scripts/bench.sh
@@ -15,7 +16,9 @@ import (
 type DockerRuns struct {
 	Engine string
 	File   string
-	Runs   []DockerRun
+	// Modified is the file's time: the TSV holds no date of its own.
+	Modified time.Time
+	Runs     []DockerRun
 }
 
 // DockerRun is one timed `docker run --rm`.
@@ -28,7 +31,8 @@ type DockerRun struct {
 // Swarm is the swarm lab's benchmark, build/swarm-lab/logs/bench.tsv
 // (round, driver, seconds; no header).
 type Swarm struct {
-	File string
+	File     string
+	Modified time.Time
 	// Mode is "vip" or "dnsrr" as bench.txt beside the TSV says, or ""
 	// when it is not there.
 	Mode string
@@ -48,6 +52,7 @@ func ReadDocker(path string) (DockerRuns, error) {
 	d := DockerRuns{File: path}
 	base := strings.TrimSuffix(filepath.Base(path), ".tsv")
 	d.Engine = strings.TrimPrefix(base, "bench-docker-")
+	d.Modified = modified(path)
 	err := eachRow(path, func(line int, f []string) error {
 		if line == 1 && f[0] == "round" {
 			return nil // the header
@@ -69,7 +74,7 @@ func ReadDocker(path string) (DockerRuns, error) {
 // ReadSwarm reads the swarm lab's bench.tsv, and its mode from the
 // bench.txt beside it when present.
 func ReadSwarm(path string) (Swarm, error) {
-	s := Swarm{File: path}
+	s := Swarm{File: path, Modified: modified(path)}
 	if b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "bench.txt")); err == nil {
 		first, _, _ := strings.Cut(string(b), "\n")
 		switch {
@@ -92,6 +97,16 @@ func ReadSwarm(path string) (Swarm, error) {
 		return nil
 	})
 	return s, err
+}
+
+// modified is path's modification time, zero if it cannot be read (the
+// read that follows then says why).
+func modified(path string) time.Time {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime().UTC()
 }
 
 // eachRow calls f with the three fields of every non-empty line of a TSV.

@@ -39,7 +39,7 @@ func (rp *report) docker(ds []benchdata.DockerRuns) error {
 			by[r.Network] = append(by[r.Network], r.MS)
 		}
 		nets := orderedNetworks(by)
-		fmt.Fprintf(&rp.md, "### Docker %s\n\nRaw figures: `%s`.\n\n| network | n | median | p90 | max |\n| --- | ---: | ---: | ---: | ---: |\n", d.Engine, d.File)
+		fmt.Fprintf(&rp.md, "### Docker %s\n\nRaw figures: `%s` (written %s).\n\n| network | n | median | p90 | max |\n| --- | ---: | ---: | ---: | ---: |\n", d.Engine, d.File, stamp(d.Modified))
 		for _, n := range nets {
 			s := summarize(by[n])
 			fmt.Fprintf(&rp.md, "| %s | %d | %.0f ms | %.0f ms | %.0f ms |\n", n, s.n, s.med, s.p90, s.max)
@@ -113,7 +113,7 @@ func (rp *report) swarm(s *benchdata.Swarm) error {
 	}
 	fmt.Fprintf(&rp.md, "Method: in the swarm lab (three Docker engines in one kernel-lab VM, qemu TCG), from `docker service create --mode global` "+
 		"on an encrypted network to every task reaching every other, vxsec against Docker's encrypted overlay, alternating; %s. "+
-		"Raw figures: `%s`.\n\n", mode, s.File)
+		"Raw figures: `%s` (written %s).\n\n", mode, s.File, stamp(s.Modified))
 	by := map[string][]float64{}
 	var drivers []string
 	for _, r := range s.Runs {

@@ -78,7 +78,7 @@ func (rp *report) page(info Info) string {
 	if info.Note != "" {
 		fmt.Fprintf(&b, "> **%s**\n\n", info.Note)
 	}
-	fmt.Fprintf(&b, "Rendered by `vxlab report` on %s from commit `%s`, on %s. ", info.Date.UTC().Format("2006-01-02 15:04 MST"), info.Commit, machine(info.Machine))
+	fmt.Fprintf(&b, "Rendered by `vxlab report` on %s from commit `%s`, on %s. ", stamp(info.Date), info.Commit, machine(info.Machine))
 	b.WriteString("Each benchmark below says when, with which vxsec and on what machine it was measured. ")
 	b.WriteString("Benchmarks are not tests: nothing fails on a figure. `make bench` runs them all and renders this page; ")
 	b.WriteString("`make bench-report` renders it again from the results on disk.\n\n")
@@ -105,7 +105,14 @@ func machine(m benchdata.Machine) string {
 // measured is the line that says where a result comes from.
 func (rp *report) measured(m benchdata.Meta, file string) {
 	fmt.Fprintf(&rp.md, "Measured %s with vxsec `%s` on %s. Raw figures: `%s`.\n\n",
-		m.Date.UTC().Format("2006-01-02 15:04 MST"), m.VxsecVersion, machine(m.Machine), file)
+		stamp(m.Date), m.VxsecVersion, machine(m.Machine), file)
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "at an unknown time"
+	}
+	return t.UTC().Format("2006-01-02 15:04 MST")
 }
 
 func (rp *report) section(title string) {
