@@ -12,7 +12,7 @@ const convergenceGoalS = 1.0
 func (rp *report) convergence(c *benchdata.Convergence) error {
 	const title = "Convergence: Join → first reply"
 	if c == nil || len(c.JoinToReplyS) == 0 {
-		rp.notRun(title, "`"+rp.resultFile(benchdata.ConvergenceName)+"`", "vxlab bench -only convergence -results DIR")
+		rp.notRun(title, "`"+rp.resultFile(benchdata.ConvergenceName)+"`", "`vxlab bench -only convergence -results DIR`")
 		return nil
 	}
 	rp.section(title)

@@ -23,7 +23,7 @@ func networkOrder() []string { return []string{"vxsec", "overlay", "bridge"} }
 func (rp *report) docker(ds []benchdata.DockerRuns) error {
 	const title = "Container start: `docker run --rm` on vxsec, overlay and bridge"
 	if len(ds) == 0 {
-		rp.notRun(title, fmt.Sprintf("file matching `%s`", rp.src.DockerGlob), "scripts/bench.sh (make bench, per engine)")
+		rp.notRun(title, fmt.Sprintf("file matching `%s`", rp.src.DockerGlob), "`scripts/bench.sh`, one file per engine (`make bench` runs it on each)")
 		return nil
 	}
 	rp.section(title)
@@ -100,7 +100,7 @@ func orderedNetworks(by map[string][]float64) []string {
 func (rp *report) swarm(s *benchdata.Swarm) error {
 	const title = "Swarm service convergence (swarm lab)"
 	if s == nil || len(s.Runs) == 0 {
-		rp.notRun(title, fmt.Sprintf("`%s`", rp.src.SwarmTSV), "scripts/swarm-lab.sh --bench")
+		rp.notRun(title, fmt.Sprintf("`%s`", rp.src.SwarmTSV), "`scripts/swarm-lab.sh --bench`")
 		return nil
 	}
 	rp.section(title)

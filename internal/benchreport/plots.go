@@ -37,6 +37,8 @@ func save(p *plot.Plot, dir, name string) error {
 
 func newPlot(title, x, y string) *plot.Plot {
 	p := plot.New()
+	// A legend placed in a corner keeps clear of the axis and the title.
+	p.Legend.XOffs, p.Legend.YOffs = vg.Points(8), -vg.Points(6)
 	p.Title.Text = title
 	p.X.Label.Text = x
 	p.Y.Label.Text = y
@@ -50,8 +52,9 @@ func cdf(title, x string, ss []series) (*plot.Plot, error) {
 	p := newPlot(title, x, "share of samples ≤ x")
 	p.Y.Min, p.Y.Max = 0, 1
 	p.X.Min = 0 // durations: a curve far from 0 should look far from it
-	p.Legend.Top = false
-	p.Legend.Left = false
+	// Top left: the curves rise to the right of it.
+	p.Legend.Top = true
+	p.Legend.Left = true
 	for i, s := range ss {
 		if len(s.values) == 0 {
 			continue
@@ -86,7 +89,23 @@ func curves(title, x, y string, cs []curve) (*plot.Plot, error) {
 	p := newPlot(title, x, y)
 	p.Legend.Top = true
 	p.Legend.Left = true
-	p.Y.Min = 0
+	p.X.Min, p.Y.Min = 0, 0
+	// Ticks at the host counts measured, and room above the data for the
+	// legend.
+	var ticks []plot.Tick
+	top := 0.0
+	for _, c := range cs {
+		for j, x := range c.x {
+			if !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == x }) {
+				ticks = append(ticks, plot.Tick{Value: x, Label: fmt.Sprint(x)})
+			}
+			top = max(top, c.y[j])
+		}
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	if top > 0 {
+		p.Y.Max = top * 1.4
+	}
 	for i, c := range cs {
 		pts := make(plotter.XYs, len(c.x))
 		for j := range c.x {

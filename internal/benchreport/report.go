@@ -119,10 +119,11 @@ func (rp *report) section(title string) {
 	fmt.Fprintf(&rp.md, "## %s\n\n", title)
 }
 
-// notRun lists a benchmark without results, with the command that makes them.
-func (rp *report) notRun(title, what, command string) {
+// notRun lists a benchmark without results, and how to make them
+// (Markdown).
+func (rp *report) notRun(title, what, how string) {
 	rp.section(title)
-	fmt.Fprintf(&rp.md, "Not run in this report: no %s. It is made by `%s`.\n\n", what, command)
+	fmt.Fprintf(&rp.md, "Not run in this report: no %s. It is made by %s.\n\n", what, how)
 	rp.rows = append(rp.rows, summaryRow{benchmark: title, headline: "–", goal: "–", status: "not run in this report"})
 }
 

@@ -17,7 +17,7 @@ const (
 func (rp *report) scale(sc *benchdata.Scale) error {
 	const title = "Scale: hosts × endpoints"
 	if sc == nil || len(sc.Runs) == 0 {
-		rp.notRun(title, "`"+rp.resultFile(benchdata.ScaleName)+"`", "vxlab bench -only scale -results DIR (-hosts-sweep 10,50,100 for the curves)")
+		rp.notRun(title, "`"+rp.resultFile(benchdata.ScaleName)+"`", "`vxlab bench -only scale -results DIR` (with `-hosts-sweep 10,50,100` for the curves by host count)")
 		return nil
 	}
 	rp.section(title)

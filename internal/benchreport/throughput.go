@@ -12,7 +12,7 @@ const throughputGoal = 0.95
 func (rp *report) throughput(t *benchdata.Throughput) error {
 	const title = "Throughput: vxsec against a hand-built VXLAN"
 	if t == nil || len(t.Sides) == 0 {
-		rp.notRun(title, "`"+rp.resultFile(benchdata.ThroughputName)+"`", "vxlab bench -only throughput -results DIR")
+		rp.notRun(title, "`"+rp.resultFile(benchdata.ThroughputName)+"`", "`vxlab bench -only throughput -results DIR`")
 		return nil
 	}
 	rp.section(title)
@@ -41,7 +41,7 @@ func (rp *report) throughput(t *benchdata.Throughput) error {
 func (rp *report) encryption(e *benchdata.Encryption) error {
 	const title = "Encryption (kernel lab)"
 	if e == nil {
-		rp.notRun(title, "`"+rp.resultFile(benchdata.EncryptionName)+"`", "make bench (the kernel lab runs vxlab bench -only encryption)")
+		rp.notRun(title, "`"+rp.resultFile(benchdata.EncryptionName)+"`", "`make bench`, whose kernel lab runs `vxlab bench -only encryption`")
 		return nil
 	}
 	rp.section(title)
