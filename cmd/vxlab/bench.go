@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -96,12 +97,15 @@ func runBench(ctx context.Context, w io.Writer, bin string, o benchOpts) error {
 		if err != nil {
 			// A sweep's finished runs are kept: a long sweep that fails at
 			// its largest host count still has its smaller ones to show.
+			err = fmt.Errorf("%s: %w", name, err)
 			if sc, ok := record.(benchdata.Scale); ok && len(sc.Runs) > 0 && o.results != "" {
-				if werr := benchdata.Write(o.results, name, sc); werr == nil {
+				werr := benchdata.Write(o.results, name, sc)
+				if werr == nil {
 					fmt.Fprintf(w, "the %d finished scale runs: %s\n", len(sc.Runs), filepath.Join(o.results, name+".json"))
 				}
+				err = errors.Join(err, werr)
 			}
-			return fmt.Errorf("%s: %w", name, err)
+			return err
 		}
 		if o.results != "" {
 			if err := benchdata.Write(o.results, name, record); err != nil {
