@@ -8,11 +8,15 @@ VXLAB     := bin/vxlab
 GOFLAGS_B := -trimpath -tags nosystemd
 # The Docker engines `make bench` times `docker run` on (scripts/lib.sh).
 BENCH_ENGINES ?= 20.10 28
+# Where vxlab bench writes its raw figures (JSON) for vxlab report, and
+# where the report (Markdown and SVG plots) goes.
+BENCH_RESULTS ?= build/bench
+BENCH_REPORT  ?= docs/bench
 # How long `make fuzz` fuzzes each target.
 FUZZTIME  ?= 3s
 export CGO_ENABLED := 0
 
-.PHONY: all build vxlab unit fuzz integration adversarial e2e kernel-lab test plugin demo bench lint clean
+.PHONY: all build vxlab unit fuzz integration adversarial e2e kernel-lab test plugin demo bench bench-report lint clean
 
 all: build
 
@@ -76,11 +80,20 @@ demo: build vxlab
 # Encryption needs ESP: it runs in the kernel lab (TCG, so read its ratios).
 # The swarm lab's benchmark: service create to full reachability, vxsec
 # against Docker's encrypted overlay (SWARM_LAB_BENCH="--runs 5" for more).
+# Last, the report: $(BENCH_REPORT)/README.md with SVG plots, from every
+# result on disk (the encryption results come out of the VM through the
+# kernel lab's export).
 bench: build vxlab
 	for e in $(BENCH_ENGINES); do VXSEC_ENGINE=$$e scripts/bench.sh || exit 1; done
-	$(VXLAB) bench $(VXLAB_BENCH)
-	scripts/kernel-lab.sh --timeout 1800 -- $(VXLAB) bench -only encryption $(VXLAB_BENCH_ENC)
+	$(VXLAB) bench -results $(BENCH_RESULTS) $(VXLAB_BENCH)
+	scripts/kernel-lab.sh --timeout 1800 --results $(BENCH_RESULTS) -- \
+		$(VXLAB) bench -only encryption -results /run/kernel-lab/out/results $(VXLAB_BENCH_ENC)
 	scripts/swarm-lab.sh --bench $(SWARM_LAB_BENCH)
+	$(VXLAB) report -results $(BENCH_RESULTS) -out $(BENCH_REPORT)
+
+# The report again from the results on disk (after one benchmark rerun).
+bench-report: vxlab
+	$(VXLAB) report -results $(BENCH_RESULTS) -out $(BENCH_REPORT)
 
 lint:
 	@u=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$u" || { echo "gofmt wants to rewrite: $$u"; exit 1; }

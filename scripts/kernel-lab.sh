@@ -42,6 +42,9 @@ options:
   --env NAME         also pass the caller's variable NAME (repeatable)
   --kernel VERSION   boot /boot/vmlinuz-VERSION (default: the newest there)
   --keep             keep the run directory (command, env, rc) afterwards
+  --results DIR      copy what the command wrote under /run/kernel-lab/out/results
+                     (the lab's writable export) into DIR when the VM stops: the
+                     rest of the guest's writes are lost with its tmpfs
   --selftest         prove ESP transport mode with rfc4106(gcm(aes)) inside
   -h, --help         this text
 
@@ -320,7 +323,7 @@ env_names() {
 }
 
 main() {
-	local timeout=900 mem=2048 cpus=2 selftest=0 keep=0 kver=''
+	local timeout=900 mem=2048 cpus=2 selftest=0 keep=0 kver='' results=''
 	EXTRA_ENV=()
 	while (($#)); do
 		case $1 in
@@ -335,6 +338,8 @@ main() {
 		--kernel) kver=${2:?--kernel needs a version}; shift 2 ;;
 		--kernel=*) kver=${1#*=}; shift ;;
 		--keep) keep=1; shift ;;
+		--results) results=${2:?--results needs a directory}; shift 2 ;;
+		--results=*) results=${1#*=}; shift ;;
 		--selftest) selftest=1; shift ;;
 		--selftest-guest) selftest_guest; exit $? ;;
 		-h | --help) usage; exit 0 ;;
@@ -346,6 +351,8 @@ main() {
 	[[ $timeout =~ ^[0-9]+$ && $timeout -gt 0 ]] || die "--timeout wants a positive number of seconds, got '$timeout'"
 	[[ $mem =~ ^[0-9]+$ && $mem -ge 256 ]] || die "--mem wants MB (at least 256), got '$mem'"
 	[[ $cpus =~ ^[0-9]+$ && $cpus -ge 1 ]] || die "--cpus wants a positive number, got '$cpus'"
+	# The caller's relative path, fixed before anything else runs.
+	[[ -z $results ]] || results=$(realpath -m -- "$results")
 	local cmd=("$@")
 	if ((selftest)); then
 		((${#cmd[@]} == 0)) || die "--selftest takes no command"
@@ -434,6 +441,16 @@ main() {
 	local took=$(($(date +%s) - t0))
 	if [[ -n $saved_tty ]]; then
 		stty "$saved_tty" 2>/dev/null || true
+	fi
+	# Whatever the command's fate, what it wrote is kept (a failed
+	# benchmark's finished figures too).
+	if [[ -n $results && -d $run/out/results ]]; then
+		mkdir -p "$results"
+		if cp -r "$run/out/results/." "$results/"; then
+			log "the command's results copied to $results"
+		else
+			warn "could not copy the command's results to $results"
+		fi
 	fi
 	if [[ -s $run/out/rc ]]; then
 		rc=$(<"$run/out/rc")

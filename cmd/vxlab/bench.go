@@ -3,14 +3,18 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/vxsec/vxsec/internal/benchdata"
 )
 
 type benchOpts struct {
@@ -22,6 +26,11 @@ type benchOpts struct {
 	seconds    int
 	strict     bool
 	pollPeriod time.Duration
+	// results is where each benchmark writes its raw figures as JSON
+	// (package benchdata); empty writes none.
+	results string
+	// hostsSweep, when set, runs the scale benchmark once per host count.
+	hostsSweep []int
 }
 
 // benchLogLevel is the daemons' log level in benchmarks: the default, as
@@ -38,34 +47,71 @@ func benchFlags(f *flag.FlagSet) *benchOpts {
 	f.IntVar(&o.seconds, "seconds", 5, "throughput: seconds per iperf3 run")
 	f.DurationVar(&o.pollPeriod, "poll", 50*time.Millisecond, "scale: how often every host's status is polled")
 	f.BoolVar(&o.strict, "strict", false, "exit non-zero when a figure misses its goal (not only when a benchmark fails)")
+	f.StringVar(&o.results, "results", "", "write each benchmark's raw figures as JSON into this directory (make bench: build/bench), for vxlab report")
+	f.Func("hosts-sweep", "scale: run once per host count, comma-separated (10,50,100), each with -per-host endpoints per host, instead of once at -hosts", func(s string) error {
+		hosts, err := parseSweep(s)
+		o.hostsSweep = hosts
+		return err
+	})
 	return o
 }
 
 func runBench(ctx context.Context, w io.Writer, bin string, o benchOpts) error {
 	fmt.Fprintf(w, "vxsec cluster benchmarks (vxlab bench), %s, %d CPUs, vxsec binary %s\n", time.Now().Format(time.RFC3339), runtime.NumCPU(), bin)
+	version := "unknown"
 	if v, err := exec.Command(bin, "version").Output(); err == nil {
 		fmt.Fprintf(w, "vxsec version %s", v)
+		version = strings.TrimSpace(string(v))
 	}
-	var missed []string
+	var missed, written []string
 	for _, name := range strings.Split(o.only, ",") {
 		var err error
 		var goalMissed string
-		switch strings.TrimSpace(name) {
-		case "convergence":
-			goalMissed, err = benchConvergence(ctx, w, bin, o)
-		case "scale":
-			goalMissed, err = benchScale(ctx, w, bin, o)
-		case "throughput":
-			goalMissed, err = benchThroughput(ctx, w, bin, o)
-		case "encryption":
-			goalMissed, err = benchEncryption(ctx, w, bin, o)
+		// record is what the benchmark measured, for -results.
+		var record any
+		name = strings.TrimSpace(name)
+		meta := benchdata.NewMeta(name, version)
+		switch name {
+		case benchdata.ConvergenceName:
+			rec := &benchdata.Convergence{Meta: meta}
+			goalMissed, err = benchConvergence(ctx, w, bin, o, rec)
+			record = rec
+		case benchdata.ScaleName:
+			var rec benchdata.Scale
+			rec, goalMissed, err = benchScaleRuns(ctx, w, bin, o)
+			rec.Meta = meta
+			record = rec
+		case benchdata.ThroughputName:
+			rec := &benchdata.Throughput{Meta: meta}
+			goalMissed, err = benchThroughput(ctx, w, bin, o, rec)
+			record = rec
+		case benchdata.EncryptionName:
+			rec := &benchdata.Encryption{Meta: meta}
+			goalMissed, err = benchEncryption(ctx, w, bin, o, rec)
+			record = rec
 		case "":
 			continue
 		default:
 			return fmt.Errorf("unknown benchmark %q (convergence, scale, throughput, encryption)", name)
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			// A sweep's finished runs are kept: a long sweep that fails at
+			// its largest host count still has its smaller ones to show.
+			err = fmt.Errorf("%s: %w", name, err)
+			if sc, ok := record.(benchdata.Scale); ok && len(sc.Runs) > 0 && o.results != "" {
+				werr := benchdata.Write(o.results, name, sc)
+				if werr == nil {
+					fmt.Fprintf(w, "the %d finished scale runs: %s\n", len(sc.Runs), filepath.Join(o.results, name+".json"))
+				}
+				err = errors.Join(err, werr)
+			}
+			return err
+		}
+		if o.results != "" {
+			if err := benchdata.Write(o.results, name, record); err != nil {
+				return err
+			}
+			written = append(written, filepath.Join(o.results, name+".json"))
 		}
 		if goalMissed != "" {
 			missed = append(missed, name+": "+goalMissed)
@@ -79,6 +125,9 @@ func runBench(ctx context.Context, w io.Writer, bin string, o benchOpts) error {
 		}
 	} else {
 		fmt.Fprintln(w, "every goal met")
+	}
+	if len(written) > 0 {
+		fmt.Fprintf(w, "raw figures (vxlab report renders them): %s\n", strings.Join(written, " "))
 	}
 	return nil
 }

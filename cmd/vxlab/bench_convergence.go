@@ -11,12 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/benchdata"
 	"github.com/vxsec/vxsec/lab"
 )
 
 var pingReply = regexp.MustCompile(`^\[(\d+)\.(\d+)\] \d+ bytes from`)
 
-func benchConvergence(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
+// benchConvergence fills rec with every sample.
+func benchConvergence(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *benchdata.Convergence) (string, error) {
 	const vni = 1100
 	fmt.Fprintf(w, "\n== convergence: Join on host A → first reply from a container on host B (3 hosts, %d endpoints)\n", o.endpoints)
 	fmt.Fprintln(w, `   method: a 3-host cluster, one network (same vni on each host); one prober container per host
@@ -76,6 +78,8 @@ func benchConvergence(ctx context.Context, w io.Writer, bin string, o benchOpts)
 		}
 		samples = append(samples, replyAt.Sub(ct.JoinedAt))
 	}
+	rec.Hosts, rec.Endpoints = len(c.hosts), o.endpoints
+	rec.JoinToReplyS, rec.PlumbingS = seconds(samples), seconds(plumbing)
 	s := sortedCopy(samples)
 	p50, p90, p99 := percentile(s, 50), percentile(s, 90), percentile(s, 99)
 	fmt.Fprintf(w, "   result: n=%d  min %s  p50 %s  p90 %s  p99 %s  max %s   (goal: p99 < 1 s)\n",

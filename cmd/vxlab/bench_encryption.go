@@ -10,14 +10,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/benchdata"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/lab"
 )
 
 // benchEncryption needs a kernel with ESP and GCM: `make bench` runs it in
 // the kernel lab (TCG), whose emulated CPU makes every figure slower than
-// real hardware; ratios measured in one run are what carries over.
-func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
+// real hardware; ratios measured in one run are what carries over. It
+// fills rec with the rotations, the join and every throughput run.
+func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *benchdata.Encryption) (string, error) {
 	const evni, pvni = 1400, 1401
 	fmt.Fprintf(w, "\n== encryption: rotation loss, time to encrypted reachability for a new host, encrypted vs plain throughput, ESP in UDP vs native ESP\n")
 	if err := ipsec.Probe(); err != nil {
@@ -91,9 +93,10 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if err != nil {
 		return "", err
 	}
+	rec.RotationS, rec.PingSent, rec.PingReceived = seconds(took), r.Sent, r.Received
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	fmt.Fprintf(w, "   rotation result: %d rotations, each complete in p50 %s, max %s; ping sent %d, received %d, lost %d\n",
-		rotations, ms(percentile(took, 0.5)), ms(took[len(took)-1]), r.Sent, r.Received, r.Sent-r.Received)
+		rotations, ms(percentile(took, 50)), ms(took[len(took)-1]), r.Sent, r.Received, r.Sent-r.Received)
 	missed := ""
 	if r.Sent != r.Received {
 		missed = fmt.Sprintf("%d packets lost across rotations", r.Sent-r.Received)
@@ -116,7 +119,9 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if err := waitReply(ctx, e3, e1.IP(), 60*time.Second); err != nil {
 		return "", err
 	}
-	fmt.Fprintf(w, "   join result: first encrypted reply %s after the new host created the network\n", ms(time.Since(start)))
+	joined := time.Since(start)
+	rec.JoinS = joined.Seconds()
+	fmt.Fprintf(w, "   join result: first encrypted reply %s after the new host created the network\n", ms(joined))
 
 	// Throughput, encrypted vs plain, same hosts, alternating.
 	fmt.Fprintf(w, `   throughput method: iperf3 -t %d -O 1 (one TCP stream) container h1 → container h2, on the
@@ -131,6 +136,8 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if err != nil {
 		return "", err
 	}
+	rec.Seconds, rec.Runs = o.seconds, o.runs
+	rec.Throughput = sidesOf(sides, results)
 	me, mp := median(results["encrypted"]), median(results["plain"])
 	fmt.Fprintf(w, "   throughput result: encrypted median %.1f Mbit/s, plain median %.1f Mbit/s, ratio %.3f\n", me/1e6, mp/1e6, me/mp)
 
@@ -178,6 +185,7 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if err != nil {
 		return "", err
 	}
+	rec.Encap = sidesOf(sides, results)
 	mn, mu := median(results["esp"]), median(results["esp-in-udp"])
 	fmt.Fprintf(w, "   ESP-in-UDP result: native ESP median %.1f Mbit/s, ESP in UDP median %.1f Mbit/s, ratio %.3f\n", mn/1e6, mu/1e6, mu/mn)
 	return missed, nil

@@ -13,10 +13,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/benchdata"
 	"github.com/vxsec/vxsec/lab"
 )
 
-func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
+// benchScale fills rec with the run's figures (benchScaleRuns).
+func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *benchdata.ScaleRun) (string, error) {
 	const vni = 1200
 	total := o.hosts * o.perHost
 	fmt.Fprintf(w, "\n== scale: %d hosts, %d endpoints (%d per host)\n", o.hosts, total, o.perHost)
@@ -154,6 +156,17 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts) (stri
 	fmt.Fprintf(w, "   RSS per daemon, idle cluster:      median %s, max %s (peak VmHWM max %s)\n", mib(idle.median), mib(idle.max), mib(idle.hwmMax))
 	fmt.Fprintf(w, "   RSS per daemon, %d endpoints:    median %s, max %s (peak VmHWM max %s)   (goal: < 40 MiB)\n", total, mib(busy.median), mib(busy.max), mib(busy.hwmMax))
 	fmt.Fprintf(w, "   result: convergence %s (goal < 5 s), RSS max %s (goal < 40 MiB)\n", ms(conv), mib(busy.max))
+	// The run's figures for -results, all at once here so that the
+	// measurement above stays as it is.
+	*rec = benchdata.ScaleRun{Hosts: o.hosts, PerHost: o.perHost, Endpoints: total,
+		FormedS: formed.Seconds(), JoinedS: lastJoin.Sub(t0).Seconds(),
+		ConvergedS: conv.Seconds(), AfterLastJoinS: max(0, t0.Add(conv).Sub(lastJoin)).Seconds(),
+		CallsS: seconds(calls), CPUS: seconds(used),
+		RSSIdle: benchdata.RSS{Median: idle.median, Max: idle.max, HWMMax: idle.hwmMax},
+		RSSBusy: benchdata.RSS{Median: busy.median, Max: busy.max, HWMMax: busy.hwmMax}}
+	for _, h := range c.hosts {
+		rec.PerHostS = append(rec.PerHostS, at[h].Seconds())
+	}
 	var missed []string
 	if conv >= 5*time.Second {
 		missed = append(missed, fmt.Sprintf("convergence %s ≥ 5 s", ms(conv)))

@@ -8,11 +8,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/benchdata"
 	"github.com/vxsec/vxsec/lab"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
-func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts) (string, error) {
+// benchThroughput fills rec with every run of both sides.
+func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *benchdata.Throughput) (string, error) {
 	const vni, baseVNI, basePort = 1300, 1301, 4803
 	fmt.Fprintf(w, "\n== data path: TCP throughput container → container across 2 hosts, vxsec vs a hand-built VXLAN\n")
 	fmt.Fprintf(w, `   method: 2 hosts of one cluster. vxsec side: a network (vni %d), one container per host made
@@ -82,6 +84,8 @@ func benchThroughput(ctx context.Context, w io.Writer, bin string, o benchOpts) 
 	if err != nil {
 		return "", err
 	}
+	rec.Seconds, rec.Runs = o.seconds, o.runs
+	rec.Sides = sidesOf(sides, results)
 	mv, mb := median(results["vxsec"]), median(results["hand-built"])
 	ratio := mv / mb
 	fmt.Fprintf(w, "   result: vxsec median %.2f Gbit/s, hand-built median %.2f Gbit/s, ratio %.3f (goal ≥ 0.95)\n", mv/1e9, mb/1e9, ratio)

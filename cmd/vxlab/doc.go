@@ -5,8 +5,11 @@
 //
 //	vxlab demo    a 3-host cluster, one network, pings across hosts, a host
 //	              dying and coming back, all narrated, then torn down
-//	vxlab bench   convergence, scale and data-path figures, with method
+//	vxlab bench   convergence, scale and data-path figures, with method;
+//	              -results DIR also writes them as JSON (internal/benchdata)
+//	vxlab report  the results as Markdown with SVG plots (internal/benchreport)
 //
-// It needs root (network namespaces) and a built vxsec binary (`make build`).
+// demo and bench need root (network namespaces) and a built vxsec binary
+// (`make build`); report needs neither.
 // Flags take one dash or two (-only or --only).
 package main

@@ -18,6 +18,8 @@ commands:
           a host dying and returning, narrated, then torn down
   bench   cluster benchmarks: convergence (Join to first reply), scale (hosts ×
           endpoints, RSS per daemon), data path (iperf3, vxsec vs hand-built VXLAN)
+  report  render the benchmarks' results (vxlab bench -results, scripts/bench.sh,
+          the swarm lab) as Markdown with SVG plots; needs neither root nor a lab
 
 "vxlab <command> -h" lists a command's flags.
 `
@@ -39,12 +41,18 @@ func main() {
 	fs.StringVar(bin, "bin", *bin, "the vxsec binary every lab host runs")
 	fs.BoolVar(&keepLogs, "keep-logs", false, "keep the lab directory (daemon logs) even on success")
 	var run func() error
+	// Only the lab's commands need root and the vxsec binary.
+	needsLab := true
 	switch cmd {
 	case "demo":
 		run = func() error { return runDemo(ctx, os.Stdout, *bin, keepLogs) }
 	case "bench":
 		o := benchFlags(fs)
 		run = func() error { return runBench(ctx, os.Stdout, *bin, *o) }
+	case "report":
+		o := reportFlags(fs)
+		run = func() error { return runReport(os.Stdout, *o) }
+		needsLab = false
 	default:
 		fmt.Fprintf(os.Stderr, "vxlab: unknown command %q\n\n", cmd)
 		top.Usage()
@@ -55,7 +63,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "vxlab %s: unexpected arguments %q\n", cmd, fs.Args())
 		os.Exit(2)
 	}
-	err := prepare(bin)
+	var err error
+	if needsLab {
+		err = prepare(bin)
+	}
 	if err == nil {
 		err = run()
 	}

@@ -1,0 +1,196 @@
+package benchdata
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Names of the benchmarks `vxlab bench` runs; each writes <name>.json.
+const (
+	ConvergenceName = "convergence"
+	ScaleName       = "scale"
+	ThroughputName  = "throughput"
+	EncryptionName  = "encryption"
+)
+
+// Meta says what measured a result, when and where.
+type Meta struct {
+	Benchmark    string    `json:"benchmark"`
+	Date         time.Time `json:"date"`
+	VxsecVersion string    `json:"vxsec_version"`
+	Machine      Machine   `json:"machine"`
+}
+
+// Machine is the machine a benchmark ran on.
+type Machine struct {
+	CPUs     int    `json:"cpus"`
+	CPUModel string `json:"cpu_model,omitempty"`
+	Kernel   string `json:"kernel,omitempty"`
+}
+
+// ThisMachine describes the machine the caller runs on; what it cannot
+// read stays empty, since a report without the CPU's model is still a report.
+func ThisMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// NewMeta is the Meta of a benchmark measured now on this machine.
+func NewMeta(benchmark, vxsecVersion string) Meta {
+	return Meta{Benchmark: benchmark, Date: time.Now().UTC(), VxsecVersion: vxsecVersion, Machine: ThisMachine()}
+}
+
+// Convergence is Join on one host to the first reply from a container on
+// another, for every endpoint timed.
+type Convergence struct {
+	Meta
+	Hosts     int `json:"hosts"`
+	Endpoints int `json:"endpoints"`
+	// JoinToReplyS is every sample, in the order measured.
+	JoinToReplyS []float64 `json:"join_to_reply_s"`
+	// PlumbingS is the part of each sample spent in Join and the
+	// container's plumbing (Join sent → device up in the container).
+	PlumbingS []float64 `json:"plumbing_s"`
+}
+
+// Scale is one or more runs of the scale benchmark (several with a sweep of
+// host counts).
+type Scale struct {
+	Meta
+	PollS float64    `json:"poll_s"`
+	Runs  []ScaleRun `json:"runs"`
+}
+
+// ScaleRun is one cluster of Hosts hosts making PerHost endpoints each.
+type ScaleRun struct {
+	Hosts     int `json:"hosts"`
+	PerHost   int `json:"per_host"`
+	Endpoints int `json:"endpoints"`
+	// FormedS: from the daemons' start to every host seeing every member.
+	FormedS float64 `json:"formed_s"`
+	// JoinedS: from the first CreateEndpoint to the last Join's answer.
+	JoinedS float64 `json:"joined_s"`
+	// PerHostS: when each host had every remote entry, from the first
+	// CreateEndpoint, in host order (h1, h2, …).
+	PerHostS []float64 `json:"per_host_s"`
+	// ConvergedS is the slowest host's; AfterLastJoinS the same from the
+	// last Join's answer (0 if every host had everything before it).
+	ConvergedS     float64 `json:"converged_s"`
+	AfterLastJoinS float64 `json:"after_last_join_s"`
+	// CallsS: every CreateEndpoint+Join pair's latency.
+	CallsS []float64 `json:"calls_s"`
+	// CPUS: each daemon's CPU time from the first CreateEndpoint to
+	// convergence, in host order.
+	CPUS []float64 `json:"cpu_s"`
+	// WireBytes is every byte the daemons sent over the same window; null
+	// until the benchmark measures it.
+	WireBytes *int64 `json:"wire_bytes"`
+	RSSIdle   RSS    `json:"rss_idle"`
+	RSSBusy   RSS    `json:"rss_busy"`
+}
+
+// RSS is the daemons' resident memory, in bytes.
+type RSS struct {
+	Median int64 `json:"median"`
+	Max    int64 `json:"max"`
+	HWMMax int64 `json:"hwm_max"`
+}
+
+// Side is one side of a throughput comparison: the receiver's bits/s of
+// every run, in run order.
+type Side struct {
+	Name          string    `json:"name"`
+	BitsPerSecond []float64 `json:"bits_per_second"`
+}
+
+// Throughput is TCP throughput through vxsec against a hand-built VXLAN.
+type Throughput struct {
+	Meta
+	Seconds int    `json:"seconds"`
+	Runs    int    `json:"runs"`
+	Sides   []Side `json:"sides"`
+}
+
+// Encryption is the encrypted path's benchmark (kernel lab).
+type Encryption struct {
+	Meta
+	Seconds int `json:"seconds"`
+	Runs    int `json:"runs"`
+	// RotationS: how long each forced rotation took to complete.
+	RotationS    []float64 `json:"rotation_s"`
+	PingSent     int       `json:"ping_sent"`
+	PingReceived int       `json:"ping_received"`
+	// JoinS: a new host's network create to its first encrypted reply.
+	JoinS float64 `json:"join_s"`
+	// Throughput: encrypted against plain; Encap: native ESP against ESP
+	// in UDP.
+	Throughput []Side `json:"throughput"`
+	Encap      []Side `json:"encap"`
+}
+
+// Write writes v as dir/<name>.json, making dir if needed. It writes a
+// temporary file and renames it, so that an interrupted benchmark leaves
+// the previous file or the new one, never half of one. It does not fsync
+// (atomicfile does): results need not outlive a crash of the machine, and
+// the kernel lab writes them to a 9p export.
+func Write(dir, name string, v any) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("results directory: %w", err)
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("%s results: %w", name, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-"+name+"-")
+	if err != nil {
+		return fmt.Errorf("writing %s results: %w", name, err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	_, err = tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, name+".json"))
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s results: %w", name, err)
+	}
+	return nil
+}
+
+// read fills v from dir/<name>.json; it reports false when there is none.
+func read(dir, name string, v any) (bool, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name+".json"))
+	if os.IsNotExist(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	if err := d.Decode(v); err != nil {
+		return false, fmt.Errorf("%s: %w", filepath.Join(dir, name+".json"), err)
+	}
+	return true, nil
+}
