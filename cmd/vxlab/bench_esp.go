@@ -139,7 +139,7 @@ func iperfWindow(ctx context.Context, p pair, act func(context.Context) error) (
 	time.Sleep(300 * time.Millisecond)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cli := exec.CommandContext(cctx, "ip", "netns", "exec", p.client, "iperf3", "-c", p.serverIP, "-p", "5202", "-t", "600", "-i", "1", "-f", "m")
+	cli := exec.CommandContext(cctx, "ip", "netns", "exec", p.client, "iperf3", "-c", p.serverIP, "-p", "5202", "-t", "600", "-i", "1", "-f", "m", "--forceflush")
 	out, err := cli.StdoutPipe()
 	if err != nil {
 		return 0, err

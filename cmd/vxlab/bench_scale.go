@@ -132,11 +132,11 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *
 		sumC.tables += d.tables
 		sumC.passes += d.passes
 		sumC.pullsServed += d.pullsServed
-		sumC.linkBytes += d.linkBytes
+		sumC.sent += d.sent
 	}
 	n := float64(len(c.hosts))
-	fmt.Fprintf(w, "   per host, from the first CreateEndpoint to convergence (counters): %.0f tables installed, %.0f passes over the kernel, %.0f pulls served, %.1f KiB on its link (sent and received)\n",
-		sumC.tables/n, sumC.passes/n, sumC.pullsServed/n, sumC.linkBytes/n/1024)
+	fmt.Fprintf(w, "   per host, from the first CreateEndpoint to convergence (counters): %.0f tables installed, %.0f passes over the kernel, %.0f pulls served, %.1f KiB sent on its link (%.1f MiB by all hosts)\n",
+		sumC.tables/n, sumC.passes/n, sumC.pullsServed/n, sumC.sent/n/1024, sumC.sent/(1<<20))
 	// The kernel agrees with the status on a few hosts.
 	for _, h := range []*lab.Host{c.hosts[0], c.hosts[len(c.hosts)/2], c.hosts[len(c.hosts)-1]} {
 		fdb, err := h.FDB(ctx, vni)
@@ -167,6 +167,10 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *
 	for _, h := range c.hosts {
 		rec.PerHostS = append(rec.PerHostS, at[h].Seconds())
 	}
+	wire := int64(sumC.sent)
+	rec.WireBytes = &wire
+	rec.IdleCPUs = idleCPU.Seconds() / idleWall.Seconds()
+	rec.TablesPerHost, rec.PassesPerHost, rec.PullsPerHost = sumC.tables/n, sumC.passes/n, sumC.pullsServed/n
 	var missed []string
 	if conv >= 5*time.Second {
 		missed = append(missed, fmt.Sprintf("convergence %s ≥ 5 s", ms(conv)))

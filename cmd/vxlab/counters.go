@@ -18,11 +18,12 @@ import (
 // the bytes its underlay link carried.
 type hostCounters struct {
 	tables, passes, pullsServed float64
-	linkBytes                   float64
+	// sent is what the host's underlay link sent, in bytes.
+	sent float64
 }
 
 func (a hostCounters) sub(b hostCounters) hostCounters {
-	return hostCounters{a.tables - b.tables, a.passes - b.passes, a.pullsServed - b.pullsServed, a.linkBytes - b.linkBytes}
+	return hostCounters{a.tables - b.tables, a.passes - b.passes, a.pullsServed - b.pullsServed, a.sent - b.sent}
 }
 
 // readCounters scrapes every host's metrics (the default metrics address,
@@ -39,7 +40,7 @@ func readCounters(ctx context.Context, hosts []*lab.Host) ([]hostCounters, error
 		out[i].tables = m["vxsec_tables_taken_total"]
 		out[i].passes = m["vxsec_peer_passes_total"]
 		out[i].pullsServed = m[`vxsec_gossip_accepted_total{kind="pull"}`]
-		out[i].linkBytes, err = linkBytes(ctx, h.NS, "eth0")
+		out[i].sent, err = linkSent(ctx, h.NS, "eth0")
 		return err
 	})
 	return out, err
@@ -74,20 +75,19 @@ func parseMetrics(raw []byte) map[string]float64 {
 	return m
 }
 
-// linkBytes is what dev in namespace ns sent and received, in bytes.
-func linkBytes(ctx context.Context, ns, dev string) (float64, error) {
+// linkSent is what dev in namespace ns sent, in bytes.
+func linkSent(ctx context.Context, ns, dev string) (float64, error) {
 	raw, err := exec.CommandContext(ctx, "ip", "-n", ns, "-s", "-j", "link", "show", dev).Output()
 	if err != nil {
 		return 0, fmt.Errorf("ip -n %s -s link show %s: %w", ns, dev, err)
 	}
 	var links []struct {
 		Stats64 struct {
-			RX struct{ Bytes float64 } `json:"rx"`
 			TX struct{ Bytes float64 } `json:"tx"`
 		} `json:"stats64"`
 	}
 	if err := json.Unmarshal(raw, &links); err != nil || len(links) != 1 {
 		return 0, fmt.Errorf("ip -s -j link show %s in %s: %v", dev, ns, err)
 	}
-	return links[0].Stats64.RX.Bytes + links[0].Stats64.TX.Bytes, nil
+	return links[0].Stats64.TX.Bytes, nil
 }

@@ -99,11 +99,19 @@ type ScaleRun struct {
 	// CPUS: each daemon's CPU time from the first CreateEndpoint to
 	// convergence, in host order.
 	CPUS []float64 `json:"cpu_s"`
-	// WireBytes is every byte the daemons sent over the same window; null
-	// until the benchmark measures it.
+	// WireBytes is every byte the hosts' underlay links sent over the same
+	// window; null in results from before it was measured.
 	WireBytes *int64 `json:"wire_bytes"`
-	RSSIdle   RSS    `json:"rss_idle"`
-	RSSBusy   RSS    `json:"rss_busy"`
+	// IdleCPUs is what the idle cluster's daemons used, in CPUs, before
+	// any endpoint: the floor under CPUS.
+	IdleCPUs float64 `json:"idle_cpus"`
+	// Per host over the window, from the daemons' metrics: tables
+	// installed, passes over the kernel, table pulls served.
+	TablesPerHost float64 `json:"tables_per_host"`
+	PassesPerHost float64 `json:"passes_per_host"`
+	PullsPerHost  float64 `json:"pulls_per_host"`
+	RSSIdle       RSS     `json:"rss_idle"`
+	RSSBusy       RSS     `json:"rss_busy"`
 }
 
 // RSS is the daemons' resident memory, in bytes.
