@@ -141,7 +141,7 @@ func benchEncryption(ctx context.Context, w io.Writer, bin string, o benchOpts, 
 	me, mp := median(results["encrypted"]), median(results["plain"])
 	fmt.Fprintf(w, "   throughput result: encrypted median %.1f Mbit/s, plain median %.1f Mbit/s, ratio %.3f\n", me/1e6, mp/1e6, me/mp)
 
-	espMissed, err := benchHandBuiltESP(ctx, w, c, e1, e2, evni, o)
+	espMissed, err := benchHandBuiltESP(ctx, w, c, e1, e2, evni, o, rec)
 	if err != nil {
 		return "", fmt.Errorf("against hand-built ESP: %w", err)
 	}

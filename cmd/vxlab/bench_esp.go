@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vxsec/vxsec/internal/benchdata"
 	"github.com/vxsec/vxsec/lab"
 )
 
@@ -19,7 +20,7 @@ import (
 // data path made by hand (VXLAN in ESP transport mode, ip xfrm) between the
 // same two host namespaces, and an encrypted network's throughput while
 // its keys rotate against its throughput at rest.
-func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab.Container, evni int, o benchOpts) (string, error) {
+func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab.Container, evni int, o benchOpts, rec *benchdata.Encryption) (string, error) {
 	const baseVNI, basePort = 1402, 4803
 	h1, h2 := c.hosts[0], c.hosts[1]
 	mtu, err := h1.Exec(ctx, "cat", fmt.Sprintf("/sys/class/net/vxsec-%d/mtu", evni))
@@ -45,8 +46,8 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 	// The twin's packets are ESP on the wire: its SAs count them.
 	before, _ := h1.Exec(ctx, "ip", "-s", "xfrm", "state", "get", "src", h1.Addr.String(), "dst", h2.Addr.String(), "proto", "esp", "spi", "0x7e570001")
 	sides := []pair{
-		{name: "vxsec", client: e1.NS, server: e2.NS, serverIP: e2.IP()},
-		base.pair("hand-built"),
+		{name: "vxsec-encrypted", client: e1.NS, server: e2.NS, serverIP: e2.IP()},
+		base.pair("hand-built-esp"),
 	}
 	results, err := iperfABBA(ctx, w, sides, o, mbits)
 	if err != nil {
@@ -56,7 +57,8 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 	if sent := saBytes(after) - saBytes(before); sent <= 0 {
 		return "", fmt.Errorf("the hand-built SA h1 → h2 carried nothing: the twin did not run in ESP\n%s", after)
 	}
-	mv, mb := median(results["vxsec"]), median(results["hand-built"])
+	rec.HandBuilt = sidesOf(sides, results)
+	mv, mb := median(results["vxsec-encrypted"]), median(results["hand-built-esp"])
 	ratio := mv / mb
 	fmt.Fprintf(w, "   hand-built ESP result: vxsec median %.1f Mbit/s, hand-built ESP median %.1f Mbit/s, ratio %.3f (goal ≥ 0.95)\n", mv/1e6, mb/1e6, ratio)
 	var missed []string
@@ -65,35 +67,40 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 	}
 
 	// Throughput while the keys rotate, against at rest.
-	const rotations = 10
+	const rotations, every = 10, 2 * time.Second
 	fmt.Fprintf(w, `   rotation throughput method: one TCP stream (iperf3, 1 s intervals) container h1 → container h2
-   on the encrypted network; at rest for 10 s, then while %d forced rotations run back to back
+   on the encrypted network; at rest for 20 s, then while %d forced rotations run, one every %s
    (vxsec rotate on h1 and h2 alternately, each awaited until both send with the new epoch and
-   the old one is erased). Each figure is the mean of the intervals that ended inside the window.
-`, rotations)
+   the old one is erased). Each figure is the mean of the intervals that ended inside the window;
+   the segments TCP retransmitted and the CPU the two daemons used in it are shown beside it.
+`, rotations, every)
 	p := sides[0]
-	rest, err := iperfWindow(ctx, p, func(ctx context.Context) error {
+	hosts := c.hosts[:2]
+	rest, err := iperfWindow(ctx, p, hosts, func(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Duration(rotations) * every):
 			return nil
 		}
 	})
 	if err != nil {
 		return "", fmt.Errorf("at rest: %w", err)
 	}
-	var took time.Duration
-	during, err := iperfWindow(ctx, p, func(ctx context.Context) error {
-		start := time.Now()
-		defer func() { took = time.Since(start) }()
+	during, err := iperfWindow(ctx, p, hosts, func(ctx context.Context) error {
 		for i := 0; i < rotations; i++ {
+			next := time.Now().Add(every)
 			h := c.hosts[i%2]
 			if err := h.Client().Call(ctx, "VxSec.Rotate", struct{}{}, nil); err != nil {
 				return err
 			}
-			if err := lab.WaitKeyed(ctx, c.hosts[:2], 60*time.Second); err != nil {
+			if err := lab.WaitKeyed(ctx, hosts, 60*time.Second); err != nil {
 				return fmt.Errorf("rotation %d: %w", i+1, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Until(next)):
 			}
 		}
 		return nil
@@ -101,9 +108,18 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 	if err != nil {
 		return "", fmt.Errorf("during rotations: %w", err)
 	}
-	r := during / rest
-	fmt.Fprintf(w, "   rotation throughput result: at rest %.1f Mbit/s, during %d rotations (%s) %.1f Mbit/s, ratio %.3f (goal ≥ 0.9)\n",
-		rest/1e6, rotations, ms(took), during/1e6, r)
+	for _, x := range []struct {
+		name string
+		w    window
+	}{{"at rest", rest}, {fmt.Sprintf("during %d rotations", rotations), during}} {
+		fmt.Fprintf(w, "   %-20s %s over %d intervals (%s), %d segments retransmitted, daemons' CPU %.2f s (%.0f %% of a CPU)\n",
+			x.name, mbits(x.w.bps), x.w.intervals, ms(x.w.took), x.w.retrans, x.w.daemons.Seconds(), 100*x.w.daemons.Seconds()/x.w.took.Seconds())
+	}
+	rec.Rotating = &benchdata.Rotating{Rotations: rotations, RestBps: rest.bps, DuringBps: during.bps,
+		RestRetrans: rest.retrans, DuringRetrans: during.retrans,
+		RestDaemonsS: rest.daemons.Seconds(), DuringDaemonsS: during.daemons.Seconds()}
+	r := during.bps / rest.bps
+	fmt.Fprintf(w, "   rotation throughput result: during/at rest %.3f (goal ≥ 0.9)\n", r)
 	if r < 0.9 {
 		missed = append(missed, fmt.Sprintf("throughput during rotations %.3f of at rest < 0.9", r))
 	}
@@ -122,15 +138,26 @@ func saBytes(out string) int64 {
 
 // intervalLine is iperf3's per-second report on the client, in Mbit/s
 // (-f m); the closing sender and receiver lines are left out.
-var intervalLine = regexp.MustCompile(`sec\s+[\d.]+\s+\w?Bytes\s+([\d.]+)\s+Mbits/sec`)
+var intervalLine = regexp.MustCompile(`sec\s+[\d.]+\s+\w?Bytes\s+([\d.]+)\s+Mbits/sec\s+(\d+)`)
+
+// window is what one TCP stream did while something ran: its mean bits/s
+// over the 1 s intervals inside, the segments it retransmitted, and the
+// CPU time the hosts' daemons used meanwhile.
+type window struct {
+	bps       float64
+	retrans   int
+	intervals int
+	took      time.Duration
+	daemons   time.Duration
+}
 
 // iperfWindow runs one TCP stream from p's client for as long as it takes,
-// starts act after 3 s, and returns the mean bits/s of the 1 s intervals
-// that ended inside act's run (at least two).
-func iperfWindow(ctx context.Context, p pair, act func(context.Context) error) (float64, error) {
+// starts act after 3 s, and returns what the stream did in the 1 s
+// intervals that ended inside act's run (at least two).
+func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(context.Context) error) (window, error) {
 	srv := exec.CommandContext(ctx, "ip", "netns", "exec", p.server, "iperf3", "-s", "-1", "-p", "5202")
 	if err := srv.Start(); err != nil {
-		return 0, err
+		return window{}, err
 	}
 	defer func() {
 		srv.Process.Kill()
@@ -142,14 +169,15 @@ func iperfWindow(ctx context.Context, p pair, act func(context.Context) error) (
 	cli := exec.CommandContext(cctx, "ip", "netns", "exec", p.client, "iperf3", "-c", p.serverIP, "-p", "5202", "-t", "600", "-i", "1", "-f", "m", "--forceflush")
 	out, err := cli.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return window{}, err
 	}
 	if err := cli.Start(); err != nil {
-		return 0, err
+		return window{}, err
 	}
 	type sample struct {
-		at  time.Time
-		bps float64
+		at      time.Time
+		bps     float64
+		retrans int
 	}
 	var mu sync.Mutex
 	var samples []sample
@@ -164,8 +192,9 @@ func iperfWindow(ctx context.Context, p pair, act func(context.Context) error) (
 			}
 			if m := intervalLine.FindStringSubmatch(line); m != nil {
 				v, _ := strconv.ParseFloat(m[1], 64)
+				r, _ := strconv.Atoi(m[2])
 				mu.Lock()
-				samples = append(samples, sample{time.Now(), v * 1e6})
+				samples = append(samples, sample{time.Now(), v * 1e6, r})
 				mu.Unlock()
 			}
 		}
@@ -178,33 +207,37 @@ func iperfWindow(ctx context.Context, p pair, act func(context.Context) error) (
 	select {
 	case <-ctx.Done():
 		stop()
-		return 0, ctx.Err()
+		return window{}, ctx.Err()
 	case <-time.After(3 * time.Second):
 	}
+	cpu0 := sumDurations(cpuTimes(hosts))
 	from := time.Now()
 	actErr := act(ctx)
 	to := time.Now()
+	daemons := sumDurations(cpuTimes(hosts)) - cpu0
 	// The interval that ends just after the window still holds a second
 	// of it at most; wait for it, then stop.
 	time.Sleep(1500 * time.Millisecond)
 	stop()
 	if actErr != nil {
-		return 0, actErr
+		return window{}, actErr
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	wd := window{took: to.Sub(from), daemons: daemons}
 	var sum float64
-	var n int
 	for _, s := range samples {
 		// A line reports the second before it: it lies inside the
 		// window if that second does.
 		if s.at.Add(-time.Second).After(from) && !s.at.After(to.Add(200*time.Millisecond)) {
 			sum += s.bps
-			n++
+			wd.retrans += s.retrans
+			wd.intervals++
 		}
 	}
-	if n < 2 {
-		return 0, fmt.Errorf("only %d iperf3 intervals inside a window of %s (%d reported in all)", n, ms(to.Sub(from)), len(samples))
+	if wd.intervals < 2 {
+		return window{}, fmt.Errorf("only %d iperf3 intervals inside a window of %s (%d reported in all)", wd.intervals, ms(wd.took), len(samples))
 	}
-	return sum / float64(n), nil
+	wd.bps = sum / float64(wd.intervals)
+	return wd, nil
 }

@@ -151,6 +151,23 @@ type Encryption struct {
 	// in UDP.
 	Throughput []Side `json:"throughput"`
 	Encap      []Side `json:"encap"`
+	// HandBuilt: the encrypted network ("vxsec-encrypted") against VXLAN
+	// in ESP made by hand between the same hosts ("hand-built-esp").
+	HandBuilt []Side `json:"hand_built,omitempty"`
+	// Rotating: one TCP stream at rest and while keys rotate.
+	Rotating *Rotating `json:"rotating,omitempty"`
+}
+
+// Rotating is one TCP stream's throughput at rest and while Rotations
+// forced rotations ran, with the segments it retransmitted in each.
+type Rotating struct {
+	Rotations      int     `json:"rotations"`
+	RestBps        float64 `json:"rest_bps"`
+	DuringBps      float64 `json:"during_bps"`
+	RestRetrans    int     `json:"rest_retrans"`
+	DuringRetrans  int     `json:"during_retrans"`
+	RestDaemonsS   float64 `json:"rest_daemons_cpu_s"`
+	DuringDaemonsS float64 `json:"during_daemons_cpu_s"`
 }
 
 // Write writes v as dir/<name>.json, making dir if needed. It writes a
