@@ -308,7 +308,7 @@ func skewFindings(in Input, answered []string) []Finding {
 			dir, d = "behind", -d
 		}
 		out = append(out, Finding{Severity: Fault, Where: name,
-			What: fmt.Sprintf("its clock is %s %s the cluster's (%d of %d members agree within %s)", d.Round(100*time.Millisecond), dir, best, len(answered), MaxSkew),
+			What: fmt.Sprintf("its clock is %s %s the cluster's (%d of %d members agree within %s)", d.Round(time.Second), dir, best, len(answered), MaxSkew),
 			Fix:  "synchronise its clock (NTP: chrony or systemd-timesyncd): host certificates, swarm's TLS and table versions are checked against it"})
 	}
 	return out
