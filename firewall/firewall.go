@@ -434,9 +434,10 @@ func addGuard(conn *nftables.Conn, ports, secure, encap []uint16, members []neti
 	fwd := chain("forward", nftables.ChainHookForward)
 	// The one exception to the local-injection lock: this host's own path
 	// probes, which carry vxsec's socket mark (setting one needs
-	// CAP_NET_ADMIN: no unprivileged user or default container can) and
-	// VXLAN's VNI 0, which no network uses, so no receiver's VXLAN device
-	// takes them in. Plain data ports only.
+	// CAP_NET_ADMIN, or CAP_NET_RAW since Linux 5.17: no unprivileged user
+	// can) and VXLAN's VNI 0, which no network uses, so no receiver's VXLAN
+	// device takes them in: whoever else sends one puts no frame into any
+	// network. Plain data ports only.
 	for _, port := range plainPorts(ports, secure) {
 		for _, magic := range []uint32{pathprobe.MagicSmall, pathprobe.MagicFull} {
 			exprs := append(udpDport(port), probeShape(magic)...)

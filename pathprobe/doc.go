@@ -8,5 +8,6 @@
 // receiver's kernel VXLAN device drops it after its firewall saw it; a magic
 // after the VXLAN header says which probe it is. Probes leave from a socket
 // carrying Mark, which is how the sender's own local-injection lock tells
-// them from a tenant's hand-made VXLAN (setting a mark needs CAP_NET_ADMIN).
+// them from a tenant's hand-made VXLAN (setting a mark needs CAP_NET_ADMIN,
+// or CAP_NET_RAW since Linux 5.17; never an unprivileged user).
 package pathprobe

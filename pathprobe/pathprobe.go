@@ -107,7 +107,7 @@ func Send(local, self netip.Addr, port, mtu int, peers []netip.Addr) error {
 	}
 	defer unix.Close(fd)
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, Mark); err != nil {
-		return fmt.Errorf("marking the path probe socket (needs CAP_NET_ADMIN): %w", err)
+		return fmt.Errorf("marking the path probe socket (needs CAP_NET_ADMIN or CAP_NET_RAW): %w", err)
 	}
 	// DF set, whatever the kernel learnt of the path's MTU: the probe
 	// tests the path, not the cache.
