@@ -152,6 +152,51 @@ func TestDoctor(t *testing.T) {
 	}
 	t.Logf("vxsec doctor on h1, healthy (exit %d):\n%s", code, out)
 
+	t.Run("captures-leave-probes-out", func(t *testing.T) {
+		// What the wire checks count (lab.NotPathProbe, the swarm lab's
+		// filter, and Packets.UDPTo) is the networks' VXLAN, never the
+		// probes; the control, a capture of everything to the data port,
+		// holds probes, so the filter had some to leave out.
+		ids := map[*lab.Host]string{h1: "doc-h1", h2: "doc-h2"}
+		a := mustRun(t, h1, "cap1", ids[h1], "10.71.0.11/24")
+		b := mustRun(t, h2, "cap2", ids[h2], "10.71.0.12/24")
+		waitCounts(t, h1, 7971, 1, 1, 10*time.Second)
+		filtered, err := c.lab.Capture(ctx, "udp port 4800 and "+lab.NotPathProbe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := c.lab.Capture(ctx, "udp port 4800")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Longer than a probe round (pathprobe.Every).
+		r, err := a.Ping(ctx, b.IP(), "-c", "12", "-i", "0.5", "-W", "1")
+		if err != nil || r.Received != 12 {
+			t.Fatalf("ping across: %+v %v", r, err)
+		}
+		fp, err := filtered.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ap, err := all.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inFiltered := len(fp.Where(func(p lab.Packet) bool { return p.Proto == lab.ProtoUDP && p.DstPort == 4800 }))
+		probes := ap.PathProbes()
+		t.Logf("6 s of the wire: everything to 4800 %d datagrams (%d probes, %d VXLAN by UDPTo); filtered by lab.NotPathProbe %d, %d of them probes",
+			len(ap), len(probes), ap.CountUDP(4800), inFiltered, len(fp.PathProbes()))
+		if len(probes) < 4 {
+			t.Errorf("the unfiltered capture holds %d probes, want at least a round's (3 hosts): the check proves nothing", len(probes))
+		}
+		if n := len(fp.PathProbes()); n != 0 || inFiltered < 24 {
+			t.Errorf("filtered: %d probes (want 0), %d datagrams (want the 24 of the pings and replies at least)", n, inFiltered)
+		}
+		if ap.CountUDP(4800) != len(ap)-len(probes) {
+			t.Errorf("UDPTo counted %d of %d datagrams with %d probes", ap.CountUDP(4800), len(ap), len(probes))
+		}
+	})
+
 	t.Run("data-port-closed", func(t *testing.T) {
 		// Another firewall of h3's, before vxsec's (priority -100 <
 		// -10), drops h2's UDP to the data port.
