@@ -113,6 +113,20 @@ func (d *Docker) NetworkServices(ctx context.Context, id string) (map[string]net
 	return nw.Services, nil
 }
 
+// SwarmActive reports whether the engine is an active swarm node (its
+// `docker info` says so), whatever the plugin sees of the swarm directory.
+func (d *Docker) SwarmActive(ctx context.Context) (bool, error) {
+	c, err := d.client()
+	if err != nil {
+		return false, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("asking the engine whether it is a swarm node: %w", err)
+	}
+	return info.Swarm.LocalNodeState == swarm.LocalNodeStateActive, nil
+}
+
 // ErrNotLeader: only the swarm's leader answers SwarmNodes.
 var ErrNotLeader = errors.New("this engine is not the swarm's leader")
 

@@ -14,6 +14,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
+	"github.com/vxsec/vxsec/pathprobe"
 	"github.com/vxsec/vxsec/vxlan"
 )
 
@@ -55,6 +56,24 @@ const (
 // espprobe.Every).
 const ESPSeenFor = 20 * time.Second
 
+// PathSeenFor is how long a member stays in the sets of members whose path
+// probes (package pathprobe, one round every pathprobe.Every) reached this
+// host's data port, after the last one.
+const PathSeenFor = 20 * time.Second
+
+// pathSetName names the sets of members whose small (full false) or
+// full-size path probes arrived.
+func pathSetName(full, v6 bool) string {
+	name := "path"
+	if full {
+		name = "pathfull"
+	}
+	if v6 {
+		return name + "6"
+	}
+	return name + "4"
+}
+
 func espSetName(v6 bool) string {
 	if v6 {
 		return "esp6"
@@ -68,9 +87,9 @@ type Firewall struct {
 	// ports is the DataPorts of the tables this process built; nil until
 	// it built them, so the first Apply of every run rebuilds.
 	ports, secure, encap []uint16
-	// espSince is when the tables holding the ESP sets were built: a
-	// younger record than ESPSeenFor has not heard every member yet.
-	espSince time.Time
+	// builtAt is when the tables holding the ESP and path sets were built:
+	// a younger record than ESPSeenFor has not heard every member yet.
+	builtAt time.Time
 }
 
 // New returns a Firewall.
@@ -140,7 +159,7 @@ func (f *Firewall) Apply(s State) error {
 		return fmt.Errorf("programming nftables table %s: %w", TableName, err)
 	}
 	f.ports, f.secure, f.encap = nil, nil, nil
-	f.espSince = time.Now()
+	f.builtAt = time.Now()
 	if s.Active {
 		f.ports, f.secure, f.encap = slices.Clone(s.DataPorts), slices.Clone(s.SecurePorts), slices.Clone(s.EncapPorts)
 		if f.ports == nil {
@@ -185,7 +204,7 @@ func setAddrs(conn *nftables.Conn, name func(v6 bool) string) ([]netip.Addr, err
 // missing from them may just not have been heard yet.
 func (f *Firewall) ESPSeen() ([]netip.Addr, time.Time, error) {
 	f.mu.Lock()
-	since := f.espSince
+	since := f.builtAt
 	f.mu.Unlock()
 	conn, err := nftables.New()
 	if err != nil {
@@ -194,6 +213,40 @@ func (f *Firewall) ESPSeen() ([]netip.Addr, time.Time, error) {
 	// No set: no encrypted network, or a table of an older release.
 	addrs, err := setAddrs(conn, espSetName)
 	return addrs, since, err
+}
+
+// PathRecord is what this host's firewall recorded of members' path
+// probes (package pathprobe).
+type PathRecord struct {
+	// Recording is true while the sets exist: while a vxsec network does.
+	Recording bool
+	// Since is when the sets were made: until PathSeenFor after it, a
+	// member missing from them may just not have been heard yet.
+	Since time.Time
+	// Small and Full are the members whose small and full-size probes
+	// arrived in the last PathSeenFor.
+	Small, Full []netip.Addr
+}
+
+// PathSeen returns the record of members' path probes.
+func (f *Firewall) PathSeen() (PathRecord, error) {
+	f.mu.Lock()
+	rec := PathRecord{Since: f.builtAt, Recording: f.ports != nil}
+	f.mu.Unlock()
+	if !rec.Recording {
+		return rec, nil
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		return rec, fmt.Errorf("opening nftables: %w", err)
+	}
+	if rec.Small, err = setAddrs(conn, func(v6 bool) string { return pathSetName(false, v6) }); err != nil {
+		return rec, err
+	}
+	if rec.Full, err = setAddrs(conn, func(v6 bool) string { return pathSetName(true, v6) }); err != nil {
+		return rec, err
+	}
+	return rec, nil
 }
 
 // Members returns the member addresses the kernel holds, for status and tests.
@@ -364,6 +417,13 @@ func addGuard(conn *nftables.Conn, ports, secure, encap []uint16, members []neti
 			add(in, LockNonMember, nfproto(v6), udpDport(port), saddrIn(v6, sets[v6], true))
 		}
 	}
+	// Path probes from members (package pathprobe) to the plain data
+	// ports: no verdict, only dynamic sets each probe refreshes
+	// (PathSeen). After the drops above, so that neither a stranger nor a
+	// container forging a member's address is recorded.
+	if err := addPathRecord(conn, inet, in, plainPorts(ports, secure), sets); err != nil {
+		return err
+	}
 	add(in, LockOverlayDevice, onIf(expr.MetaKeyIIFNAME))
 
 	// What leaves: the kernel's VXLAN devices write with no socket of this
@@ -372,6 +432,20 @@ func addGuard(conn *nftables.Conn, ports, secure, encap []uint16, members []neti
 	// was written by a process here, whatever its user or socket type.
 	out := chain("output", nftables.ChainHookOutput)
 	fwd := chain("forward", nftables.ChainHookForward)
+	// The one exception to the local-injection lock: this host's own path
+	// probes, which carry vxsec's socket mark (setting one needs
+	// CAP_NET_ADMIN, or CAP_NET_RAW since Linux 5.17: no unprivileged user
+	// can) and VXLAN's VNI 0, which no network uses, so no receiver's VXLAN
+	// device takes them in: whoever else sends one puts no frame into any
+	// network. Plain data ports only.
+	for _, port := range plainPorts(ports, secure) {
+		for _, magic := range []uint32{pathprobe.MagicSmall, pathprobe.MagicFull} {
+			exprs := append(udpDport(port), probeShape(magic)...)
+			exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictAccept})
+			conn.AddRule(&nftables.Rule{Table: inet, Chain: out, Exprs: exprs,
+				UserData: userdata.AppendString(nil, userdata.TypeComment, "path-probe")})
+		}
+	}
 	for _, port := range ports {
 		for _, v6 := range []bool{false, true} {
 			add(out, LockLocalInjection, nfproto(v6), udpDport(port), daddrIn(v6, sets[v6]), hasLocalSocket())
@@ -394,6 +468,71 @@ func addGuard(conn *nftables.Conn, ports, secure, encap []uint16, members []neti
 	conn.AddRule(&nftables.Rule{Table: arp, Chain: arpIn, Exprs: countedDrop(onIf(expr.MetaKeyIIFNAME)),
 		UserData: userdata.AppendString(nil, userdata.TypeComment, LockOverlayDevice)})
 	return nil
+}
+
+// plainPorts are the data ports that are not secure: where path probes go.
+func plainPorts(ports, secure []uint16) []uint16 {
+	var out []uint16
+	for _, p := range ports {
+		if !slices.Contains(secure, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// addPathRecord adds the dynamic sets of members whose path probes arrived
+// and the input rules that fill them: UDP to a plain data port, from a
+// member, shaped as a probe (`@th,64,64 0x0800000000000000 @th,128,32
+// MAGIC update @pathN { ip saddr }`).
+func addPathRecord(conn *nftables.Conn, inet *nftables.Table, in *nftables.Chain, ports []uint16, members map[bool]*nftables.Set) error {
+	for _, v6 := range []bool{false, true} {
+		for _, full := range []bool{false, true} {
+			seen := &nftables.Set{Table: inet, Name: pathSetName(full, v6), KeyType: nftables.TypeIPAddr,
+				Dynamic: true, HasTimeout: true, Timeout: PathSeenFor}
+			if v6 {
+				seen.KeyType = nftables.TypeIP6Addr
+			}
+			if err := conn.AddSet(seen, nil); err != nil {
+				return fmt.Errorf("adding path probe set: %w", err)
+			}
+			magic := pathprobe.MagicSmall
+			if full {
+				magic = pathprobe.MagicFull
+			}
+			for _, port := range ports {
+				exprs := append(append(nfproto(v6), udpDport(port)...), payloadIs(pathprobe.VXLANHeader(), 8)...)
+				exprs = append(exprs, payloadIs(binary.BigEndian.AppendUint32(nil, magic), 16)...)
+				// The source last: the set update takes register 1.
+				exprs = append(exprs, saddrIn(v6, members[v6], false)...)
+				exprs = append(exprs, &expr.Dynset{SrcRegKey: 1, SetName: seen.Name, SetID: seen.ID,
+					Operation: uint32(unix.NFT_DYNSET_OP_UPDATE), Timeout: PathSeenFor})
+				conn.AddRule(&nftables.Rule{Table: inet, Chain: in, Exprs: exprs,
+					UserData: userdata.AppendString(nil, userdata.TypeComment, "path-seen")})
+			}
+		}
+	}
+	return nil
+}
+
+// probeShape matches this host's path probe as it leaves: vxsec's socket
+// mark, VXLAN's header with VNI 0, and the magic.
+func probeShape(magic uint32) []expr.Any {
+	exprs := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, pathprobe.Mark)},
+	}
+	exprs = append(exprs, payloadIs(pathprobe.VXLANHeader(), 8)...)
+	return append(exprs, payloadIs(binary.BigEndian.AppendUint32(nil, magic), 16)...)
+}
+
+// payloadIs is `@th,OFF*8,len(want)*8 == want`: raw bytes of the transport
+// header and what follows (a UDP datagram's payload starts at 8).
+func payloadIs(want []byte, off uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: uint32(len(want))},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: want},
+	}
 }
 
 // nfproto is `meta nfproto ipv4|ipv6`.

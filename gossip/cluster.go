@@ -98,6 +98,10 @@ type Config struct {
 	// while a cluster moves to identities, host by host).
 	RequireSigned bool
 
+	// Queries answers the cluster's queries (Ask): a member's `vxsec
+	// doctor` asking every member what it sees. Nil answers none.
+	Queries QueryHandler
+
 	// timing shortens the cluster's timers in this package's tests; it is
 	// zero everywhere else.
 	timing timing
@@ -254,6 +258,8 @@ type Cluster struct {
 	// untrusted are members whose table was refused for its identity
 	// (none, another host's, revoked): they are no VXLAN source either.
 	untrusted map[string]bool
+	// querySlots holds a token per query being answered (answer).
+	querySlots chan struct{}
 	// repairs counts the anti-entropy passes done (tests wait on it).
 	repairs atomic.Int64
 
@@ -318,6 +324,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		dirty:          make(chan struct{}, 1),
 		resnap:         make(chan struct{}, 1),
 		signers:        map[string]string{},
+		querySlots:     make(chan struct{}, queriesAtOnce),
 		untrusted:      map[string]bool{},
 		cancel:         cancel,
 		secret:         cfg.Secret,

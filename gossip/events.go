@@ -25,6 +25,12 @@ func (c *Cluster) eventLoop(ctx context.Context, events <-chan serf.Event) {
 		case <-ctx.Done():
 			return
 		case ev := <-events:
+			if q, ok := ev.(*serf.Query); ok {
+				// Answered apart: the loop must not wait on a
+				// handler (nor a handler on the loop).
+				c.answer(q)
+				continue
+			}
 			me, ok := ev.(serf.MemberEvent)
 			if !ok {
 				continue

@@ -22,27 +22,37 @@ const (
 // CONFIG_CRYPTO_GCM). It adds a state that can match no traffic and
 // removes it at once. The error names every missing feature.
 func Probe() error {
+	esp, gcm := ProbeFeatures()
 	var missing []string
-	gcm := probeState(&netlink.XfrmStateAlgo{Name: "rfc4106(gcm(aes))", Key: make([]byte, KeyMaterial), ICVLen: ICVBits}, nil, nil)
-	esp := gcm
-	if gcm != nil {
-		// The kernel checks the AEAD before the protocol: test ESP alone,
-		// with algorithms every kernel has, to tell which is missing.
-		esp = probeState(nil, &netlink.XfrmStateAlgo{Name: "cbc(aes)", Key: make([]byte, 16)},
-			&netlink.XfrmStateAlgo{Name: "hmac(sha256)", Key: make([]byte, 32), TruncateLen: 128})
-	}
 	if esp != nil {
 		missing = append(missing, fmt.Sprintf("IPsec ESP (CONFIG_INET_ESP, module esp4: %v)", esp))
 	}
-	// GCM is missing when its probe failed for another reason than ESP's
-	// absence (or failed though ESP is there).
-	if gcm != nil && (esp == nil || !errors.Is(gcm, unix.EPROTONOSUPPORT)) {
+	if gcm != nil {
 		missing = append(missing, fmt.Sprintf("AES-GCM for ESP (rfc4106(gcm(aes)), CONFIG_CRYPTO_GCM: %v)", gcm))
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("this kernel lacks %s", strings.Join(missing, " and "))
 	}
 	return nil
+}
+
+// ProbeFeatures is Probe's answer feature by feature: why ESP, and why
+// AES-GCM for ESP, cannot be used (nil: it can).
+func ProbeFeatures() (esp, gcm error) {
+	gcm = probeState(&netlink.XfrmStateAlgo{Name: "rfc4106(gcm(aes))", Key: make([]byte, KeyMaterial), ICVLen: ICVBits}, nil, nil)
+	esp = gcm
+	if gcm != nil {
+		// The kernel checks the AEAD before the protocol: test ESP alone,
+		// with algorithms every kernel has, to tell which is missing.
+		esp = probeState(nil, &netlink.XfrmStateAlgo{Name: "cbc(aes)", Key: make([]byte, 16)},
+			&netlink.XfrmStateAlgo{Name: "hmac(sha256)", Key: make([]byte, 32), TruncateLen: 128})
+	}
+	// GCM is missing when its probe failed for another reason than ESP's
+	// absence (or failed though ESP is there).
+	if gcm != nil && esp != nil && errors.Is(gcm, unix.EPROTONOSUPPORT) {
+		gcm = nil
+	}
+	return esp, gcm
 }
 
 func probeState(aead, crypt, auth *netlink.XfrmStateAlgo) error {

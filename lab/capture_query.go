@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vxsec/vxsec/pathprobe"
 )
 
 // Packets decodes what the capture has seen so far; it may be called while
@@ -214,9 +216,29 @@ func (ps Packets) Where(f func(Packet) bool) Packets {
 }
 
 // UDPTo keeps the UDP datagrams to port (VXLAN on vxsec's data port, 4800
-// by default, or gossip on 7946).
+// by default, or gossip on 7946), but for vxsec's path probes: they are
+// no network's traffic (PathProbes keeps them).
 func (ps Packets) UDPTo(port uint16) Packets {
-	return ps.Where(func(p Packet) bool { return p.Proto == ProtoUDP && p.DstPort == port })
+	return ps.Where(func(p Packet) bool { return p.Proto == ProtoUDP && p.DstPort == port && !p.PathProbe() })
+}
+
+// NotPathProbe is a tcpdump filter (IPv4) that leaves out vxsec's path
+// probes: VXLAN with VNI 0 (bytes 4..6 after the UDP header) and a probe's
+// magic (bytes 8..11).
+var NotPathProbe = fmt.Sprintf("not (udp[12:4] & 0xffffff00 = 0 and (udp[16:4] = 0x%08x or udp[16:4] = 0x%08x))",
+	pathprobe.MagicSmall, pathprobe.MagicFull)
+
+// PathProbes keeps vxsec's path probes (package pathprobe).
+func (ps Packets) PathProbes() Packets { return ps.Where(Packet.PathProbe) }
+
+// PathProbe reports whether p is one of vxsec's path probes: UDP whose
+// payload is VXLAN with VNI 0 and a probe's magic.
+func (p Packet) PathProbe() bool {
+	if p.Proto != ProtoUDP || len(p.Payload) < pathprobe.HeaderLen || !bytes.Equal(p.Payload[:8], pathprobe.VXLANHeader()) {
+		return false
+	}
+	m := binary.BigEndian.Uint32(p.Payload[8:12])
+	return m == pathprobe.MagicSmall || m == pathprobe.MagicFull
 }
 
 // ESP keeps the ESP packets from src to dst; an invalid address matches

@@ -42,6 +42,8 @@ type API struct {
 	loadCRL func(context.Context, []byte) (any, error)
 	// evict answers VxSec.Evict.
 	evict func(context.Context, []string) (any, error)
+	// doctor answers VxSec.Doctor.
+	doctor func(context.Context) (any, error)
 	// scope is the data scope GetCapabilities reports.
 	scope string
 	// observe, if set, hears every call: its method, how long it took,
@@ -105,6 +107,10 @@ type EvictRequest struct {
 	// Nodes are swarm node IDs (`docker node ls`).
 	Nodes []string `json:"nodes"`
 }
+
+// SetDoctor installs what VxSec.Doctor does: its report is returned to
+// the caller.
+func (a *API) SetDoctor(f func(context.Context) (any, error)) { a.doctor = f }
 
 // SetRotateSecret installs what VxSec.RotateSecret does; its answer is
 // returned to the caller.

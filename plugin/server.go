@@ -46,6 +46,8 @@ const (
 	loadCRLPath = "/VxSec.LoadCRL"
 	// evictPath cuts swarm nodes off the cluster (a swarm manager).
 	evictPath = "/VxSec.Evict"
+	// doctorPath checks this host and every path between members.
+	doctorPath = "/VxSec.Doctor"
 )
 
 // Listen opens the unix socket at path, replacing a stale one. Docker waits
@@ -213,6 +215,13 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 			ctx, cancel := api.call("VxSec.Evict")
 			defer cancel()
 			return api.evict(ctx, req.Nodes)
+		}))
+	}
+	if api.doctor != nil {
+		mux.HandleFunc(doctorPath, handle(func(*struct{}) (any, error) {
+			ctx, cancel := api.call("VxSec.Doctor")
+			defer cancel()
+			return api.doctor(ctx)
 		}))
 	}
 	if api.loadCRL != nil {

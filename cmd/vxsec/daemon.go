@@ -33,6 +33,7 @@ import (
 	"github.com/vxsec/vxsec/ipam"
 	"github.com/vxsec/vxsec/ipsec"
 	"github.com/vxsec/vxsec/metrics"
+	"github.com/vxsec/vxsec/pathprobe"
 	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/swarmtrust"
 	"github.com/vxsec/vxsec/vip"
@@ -211,6 +212,12 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		}()
 	}
 	run(func() { d.Run(runCtx) })
+	// Path probes to every alive member's data port, for the doctor (what
+	// members recorded of them is what it reads).
+	run(func() {
+		pathprobe.Run(runCtx, pathprobe.Config{Local: under.Local, Self: under.Addr, Port: s.DataPort, MTU: under.MTU,
+			Peers: alivePeers(cl), Log: log.With("component", "pathprobe")})
+	})
 	if services != nil {
 		run(func() { services.Run(runCtx) })
 	}
@@ -224,6 +231,15 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			}
 		})
 	}
+	// What this host answers a doctor, on any member (the query), and the
+	// doctor run from this host.
+	clock := now
+	if clock == nil {
+		clock = time.Now
+	}
+	facts := &doctorHost{fw: fw, keys: keys, d: d, docker: docker, swarmDir: s.SwarmDir, encap: s.ESPEncap, mtu: under.MTU,
+		now: clock, log: log.With("component", "doctor")}
+	doc := newDoctorRunner(cl, under.Addr, s, clock)
 	// The cluster starts once there is a secret: at once with VXSEC_SECRET,
 	// after the first agreement in swarm mode. The API serves meanwhile
 	// (Docker gives a plugin seconds to answer, not minutes).
@@ -247,7 +263,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		gcfg := gossip.Config{
 			Addr: under.Addr, Bind: under.Local, Port: s.GossipPort, Secret: secret, Accept: accept,
 			SnapshotPath: s.Snapshot, EpochFile: epochFile(s),
-			Seeds: seeds, Sink: d, Local: d, Log: log,
+			Seeds: seeds, Sink: d, Local: d, Log: log, Queries: facts.answerQuery,
 		}
 		switch {
 		case self != nil:
@@ -362,6 +378,8 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			writeStatus(w, status().(daemonStatus), time.Now())
 		})
+		mux.HandleFunc("/doctor", doc.serveDoctor(false))
+		mux.HandleFunc("/doctor.json", doc.serveDoctor(true))
 		mux.HandleFunc("/status.json", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)
@@ -385,6 +403,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		return c.Leave()
 	})
 	api.SetRotate(d.Rotate)
+	api.SetDoctor(func(ctx context.Context) (any, error) { return doc.run(ctx) })
 	api.SetReconcile(d.Reconcile)
 	api.SetLoadCRL(func(_ context.Context, raw []byte) (any, error) {
 		if verifier == nil {

@@ -26,7 +26,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(daemonCmd(), secretCmd(), caCmd(), leaveCmd(), rotateCmd(), rotateSecretCmd(), evictCmd(), reconcileCmd(), statusCmd(), versionCmd())
+	root.AddCommand(daemonCmd(), secretCmd(), caCmd(), leaveCmd(), rotateCmd(), rotateSecretCmd(), evictCmd(), reconcileCmd(), statusCmd(), doctorCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "vxsec:", err)
 		os.Exit(1)

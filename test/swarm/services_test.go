@@ -24,6 +24,11 @@ import (
 
 // loadTasks finds the running task of svc on each node, with its address on
 // network net.
+// wireFilter is what the wire check captures: ESP, and UDP to the data
+// ports that is no path probe (those go to 4800 every 5 s and carry no
+// network's traffic).
+var wireFilter = "esp or ((udp port 4800 or udp port 4801) and " + lab.NotPathProbe + ")"
+
 func (l *swarmLab) loadTasks(svc, net string, nodes ...int) (map[int]lab.Task, error) {
 	tasks := map[int]lab.Task{}
 	var errs []error
@@ -197,7 +202,7 @@ func phaseServices(l *swarmLab, t testing.TB) {
 
 	// The wire, while 10 MB cross and DF pings go: ESP only.
 	pcap := filepath.Join(env.run, "wire.pcap")
-	capt, err := lab.CaptureDevice(l.ctx, "", bridge, "esp or udp port 4800 or udp port 4801", 96, pcap)
+	capt, err := lab.CaptureDevice(l.ctx, "", bridge, wireFilter, 96, pcap)
 	if err != nil {
 		t.Errorf("tcpdump on %s: %v", bridge, err)
 	}
@@ -239,8 +244,8 @@ func phaseServices(l *swarmLab, t testing.TB) {
 		fmt.Fprintf(&b, "(%d packets)\n%s", len(pk), capt.Stderr())
 		os.WriteFile(filepath.Join(env.logs, "wire.txt"), []byte(b.String()), 0o644)
 	}
-	// The capture filter kept only ESP and UDP to 4800/4801, so any UDP in
-	// it is cleartext VXLAN.
+	// The capture filter kept only ESP and UDP to 4800/4801 that is no path
+	// probe, so any UDP in it is cleartext VXLAN.
 	var esp, clear, big, frag int
 	for _, p := range pk {
 		switch p.Proto {
