@@ -169,7 +169,7 @@ api_after=$(api_totals)
 if [[ -z $api_after ]]; then
 	warn "the plugin's metrics (127.0.0.1:7949/metrics) could not be read: no breakdown by remote API call"
 else
-	api_raw=build/bench-docker-${VXSEC_ENGINE}-api.tsv
+	api_raw=build/bench-calls-${VXSEC_ENGINE}.tsv
 	echo
 	echo "vxsec's remote API calls during the $ROUNDS timed vxsec runs (from the plugin's metrics):"
 	join -a 2 -e 0 -o 0,1.2,1.3,2.2,2.3 <(printf '%s\n' "$api_before") <(printf '%s\n' "$api_after") | awk -v runs="$ROUNDS" -v med="$vx_med" -v raw="$api_raw" '

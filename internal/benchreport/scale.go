@@ -65,7 +65,13 @@ func (rp *report) scale(sc *benchdata.Scale) error {
 		cdfs = append(cdfs, series{hostsLabel(r), r.PerHostS})
 	}
 	rp.md.WriteString("\nThe goals are issue 16's, stated for 50 hosts × 1000 endpoints in 5 of 5 runs; smaller runs are judged against them for reference.\n\n")
+	// The summary shows the goal's size, 50 hosts, when a run has it.
 	last := sc.Runs[len(sc.Runs)-1]
+	for _, r := range sc.Runs {
+		if r.Hosts == 50 {
+			last = r
+		}
+	}
 	rp.rows = append(rp.rows, summaryRow{title,
 		fmt.Sprintf("%s: %s from the first CreateEndpoint, %s after the last Join", hostsLabel(last), sf(last.ConvergedS), sf(last.AfterLastJoinS)),
 		"< 5 s, < 2 s after the last Join, RSS < 40 MiB", status(allMet)})
