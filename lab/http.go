@@ -17,7 +17,19 @@ import (
 // namespace, as a tool on that host would: the daemon's metrics and
 // status (VXSEC_METRICS_ADDR, on the namespace's loopback).
 func (h *Host) HTTPGet(ctx context.Context, addr, path string) ([]byte, error) {
-	conn, err := dialIn(h.NS, addr)
+	return httpGetIn(ctx, h.NS, h.Name, addr, path)
+}
+
+// HTTPGet fetches path from addr inside the engine's network namespace, as
+// a tool on that node would: the plugin's metrics, status and doctor.
+func (e *Engine) HTTPGet(ctx context.Context, addr, path string) ([]byte, error) {
+	return httpGetIn(ctx, e.Name, e.Name, addr, path)
+}
+
+// httpGetIn is a GET of path from addr, dialled inside namespace ns; name
+// says whose namespace in errors.
+func httpGetIn(ctx context.Context, ns, name, addr, path string) ([]byte, error) {
+	conn, err := dialIn(ns, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -33,19 +45,19 @@ func (h *Host) HTTPGet(ctx context.Context, addr, path string) ([]byte, error) {
 	}
 	req.Close = true
 	if err := req.Write(conn); err != nil {
-		return nil, fmt.Errorf("lab: GET %s on %s: %w", path, h.Name, err)
+		return nil, fmt.Errorf("lab: GET %s on %s: %w", path, name, err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
 	if err != nil {
-		return nil, fmt.Errorf("lab: GET %s on %s: %w", path, h.Name, err)
+		return nil, fmt.Errorf("lab: GET %s on %s: %w", path, name, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("lab: GET %s on %s: %w", path, h.Name, err)
+		return nil, fmt.Errorf("lab: GET %s on %s: %w", path, name, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return body, fmt.Errorf("lab: GET %s on %s: %s", path, h.Name, resp.Status)
+		return body, fmt.Errorf("lab: GET %s on %s: %s", path, name, resp.Status)
 	}
 	return body, nil
 }

@@ -4,6 +4,7 @@ package swarm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -278,6 +279,11 @@ func phaseServices(l *swarmLab, t testing.TB) {
 	for _, i := range all() {
 		s, p := l.xfrm(i)
 		t.Logf("info [3.xfrm.e%d]: sl-e%d: %d SAs, %d policies", i, i, countLines(s, "src"), countLines(p, "src"))
+	}
+	// The doctor, as an operator runs it on a node: every path of the
+	// swarm checked, the swarm directory seen, nothing named.
+	for _, i := range all() {
+		l.check(t, fmt.Sprintf("3.doctor.e%d", i), func(t testing.TB) { l.doctorClean(t, i) })
 	}
 
 	l.dnsChecks(t)
@@ -631,4 +637,34 @@ func (l *swarmLab) vipChecks(t testing.TB) {
 		}
 		t.Logf("ok: docker service rm sl-vip: its VIP %s answers no more %s after the removal", addr, secs(time.Since(removed)))
 	})
+}
+
+// doctorClean wants sl-eN's doctor (127.0.0.1:7949/doctor.json on the node,
+// as `curl` there) to check all 6 paths of the 3 nodes and name nothing.
+// Paths are judged once each firewall has recorded probes for
+// doctor.Settle: the check waits up to 30 s for that.
+func (l *swarmLab) doctorClean(t testing.TB, i int) {
+	var rep struct {
+		Members, Answered, Paths int
+		Findings                 []struct{ Severity, Where, What string }
+	}
+	var raw []byte
+	var err error
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		raw, err = l.e[i].HTTPGet(l.ctx, "127.0.0.1:7949", "/doctor.json")
+		if err == nil {
+			err = json.Unmarshal(raw, &rep)
+		}
+		if (err == nil && rep.Paths == 6 && len(rep.Findings) == 0) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	text, _ := l.e[i].HTTPGet(l.ctx, "127.0.0.1:7949", "/doctor")
+	if err != nil || rep.Members != 3 || rep.Answered != 3 || rep.Paths != 6 || len(rep.Findings) != 0 {
+		t.Errorf("curl -s 127.0.0.1:7949/doctor on sl-e%d (%v): want 3 members answering, 6 paths, nothing named:\n%s", i, err, text)
+		return
+	}
+	t.Logf("ok: curl -s 127.0.0.1:7949/doctor on sl-e%d:\n%s", i, text)
 }
