@@ -8,7 +8,7 @@ import (
 // WriteText prints the report for people: a header line, then faults and
 // notes, each with where, what and the fix.
 func (r Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "vxsec doctor on %s: %d members, %d paths checked\n", r.Host, r.Members, r.Paths)
+	fmt.Fprintf(w, "vxsec doctor on %s: %s, %s checked\n", r.Host, count(r.Members, "member"), count(r.Paths, "path"))
 	if r.Answered != r.Members {
 		fmt.Fprintf(w, "(%d of %d members answered)\n", r.Answered, r.Members)
 	}
@@ -38,4 +38,12 @@ func (r Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  %s %s: %s\n      fix: %s\n", sec.mark, f.Where, f.What, f.Fix)
 		}
 	}
+}
+
+// count is "1 member", "3 members".
+func count(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }

@@ -20,6 +20,8 @@ func TestWriteText(t *testing.T) {
 			{Fault, h3, "not alive", "start it"}, {Note, h2, "left", "nothing"}}},
 			[]string{"(2 of 3 members answered)", "Faults: 1\n  ✗ 198.18.0.3: not alive\n      fix: start it", "Notes: 1\n  - 198.18.0.2: left\n      fix: nothing"},
 			[]string{"No problems"}},
+		{"one host", Report{Host: h1, Members: 1, Answered: 1},
+			[]string{"vxsec doctor on 198.18.0.1: 1 member, 0 paths checked\n", "No problems found."}, []string{"1 members"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
