@@ -7,6 +7,7 @@ import (
 	"io"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,8 +113,12 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 		name string
 		w    window
 	}{{"at rest", rest}, {fmt.Sprintf("during %d rotations", rotations), during}} {
-		fmt.Fprintf(w, "   %-20s %s over %d intervals (%s), %d segments retransmitted, daemons' CPU %.2f s (%.0f %% of a CPU)\n",
-			x.name, mbits(x.w.bps), x.w.intervals, ms(x.w.took), x.w.retrans, x.w.daemons.Seconds(), 100*x.w.daemons.Seconds()/x.w.took.Seconds())
+		xs := "none"
+		if len(x.w.xfrm) > 0 {
+			xs = strings.Join(x.w.xfrm, ", ")
+		}
+		fmt.Fprintf(w, "   %-20s %s over %d intervals (%s), %d segments retransmitted, daemons' CPU %.2f s (%.0f %% of a CPU), xfrm errors: %s\n",
+			x.name, mbits(x.w.bps), x.w.intervals, ms(x.w.took), x.w.retrans, x.w.daemons.Seconds(), 100*x.w.daemons.Seconds()/x.w.took.Seconds(), xs)
 	}
 	rec.Rotating = &benchdata.Rotating{Rotations: rotations, RestBps: rest.bps, DuringBps: during.bps,
 		RestRetrans: rest.retrans, DuringRetrans: during.retrans,
@@ -149,6 +154,28 @@ type window struct {
 	intervals int
 	took      time.Duration
 	daemons   time.Duration
+	// xfrm are the kernel's xfrm error counters that grew on the hosts
+	// over the window ("h1 XfrmInNoStates +3").
+	xfrm []string
+}
+
+// xfrmStats reads every host's /proc/net/xfrm_stat.
+func xfrmStats(ctx context.Context, hosts []*lab.Host) map[string]int64 {
+	out := map[string]int64{}
+	for _, h := range hosts {
+		raw, err := h.Exec(ctx, "cat", "/proc/net/xfrm_stat")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(raw, "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				out[h.Name+" "+f[0]] = n
+			}
+		}
+	}
+	return out
 }
 
 // iperfWindow runs one TCP stream from p's client for as long as it takes,
@@ -211,10 +238,18 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 	case <-time.After(3 * time.Second):
 	}
 	cpu0 := sumDurations(cpuTimes(hosts))
+	x0 := xfrmStats(ctx, hosts)
 	from := time.Now()
 	actErr := act(ctx)
 	to := time.Now()
 	daemons := sumDurations(cpuTimes(hosts)) - cpu0
+	var grew []string
+	for k, v := range xfrmStats(ctx, hosts) {
+		if v > x0[k] {
+			grew = append(grew, fmt.Sprintf("%s +%d", k, v-x0[k]))
+		}
+	}
+	slices.Sort(grew)
 	// The interval that ends just after the window still holds a second
 	// of it at most; wait for it, then stop.
 	time.Sleep(1500 * time.Millisecond)
@@ -224,7 +259,7 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	wd := window{took: to.Sub(from), daemons: daemons}
+	wd := window{took: to.Sub(from), daemons: daemons, xfrm: grew}
 	var sum float64
 	for _, s := range samples {
 		// A line reports the second before it: it lies inside the
