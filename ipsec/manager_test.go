@@ -1319,3 +1319,82 @@ func TestUpgradePinsInboundWithoutLoss(t *testing.T) {
 		t.Fatalf("after the upgrades, forged UDP under the foreign SA: %v, want %v", err, errTmplMismatch)
 	}
 }
+
+// TestOutboundGrace: after a rotation moves a sender to a new outbound SA,
+// the superseded one stays in the kernel for OutboundGrace (packets bound
+// to it before the switch still leave through it), no policy selects it
+// meanwhile, and it is gone after. A third rotation inside the grace reuses
+// the first SA's reqid slot, whose waiting SA then goes first, so the
+// kernel never holds two SAs of one slot.
+func TestOutboundGrace(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	s := newSim(t, 2, 11)
+	// The timers run when the test says: the sim reads the kernels
+	// between steps, with no timer running meanwhile.
+	var pending []func()
+	for _, h := range s.hosts {
+		h.m.cfg.OutboundGrace = grace
+		h.m.cfg.AfterFunc = func(d time.Duration, f func()) func() bool {
+			if d != grace {
+				t.Errorf("a timer of %v, want the grace %v", d, grace)
+			}
+			stopped := false
+			pending = append(pending, func() {
+				if !stopped {
+					f()
+				}
+			})
+			return func() bool { stopped = true; return true }
+		}
+	}
+	s.converge("start")
+	a, b := s.hosts[0], s.hosts[1]
+	own := func(h *simHost) (n int, slots map[[2]any]int) {
+		slots = map[[2]any]int{}
+		for id, sa := range h.k.sas {
+			if IsOwnReqid(sa.reqid) {
+				n++
+				if id.src == h.addr {
+					slots[[2]any{id.dst, sa.reqid}]++
+				}
+			}
+		}
+		return n, slots
+	}
+	oldOut, _, _ := a.k.outbound(b.addr)
+	if err := a.m.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	s.now = s.now.Add(time.Second)
+	s.converge("rotated") // also checks that a sends on an SA b delivers
+	newOut, _, ok := a.k.outbound(b.addr)
+	if !ok || newOut == oldOut {
+		t.Fatalf("a did not move to a new outbound SA: %v → %v", oldOut, newOut)
+	}
+	if _, still := a.k.sas[oldOut]; !still {
+		t.Fatalf("the superseded outbound SA %v was removed at once, within the grace", oldOut)
+	}
+	if n, _ := own(a); n != 3 {
+		t.Fatalf("a holds %d SAs during the grace, want 3 (in, out, the superseded out)", n)
+	}
+	// Two more rotations inside the grace: slots A and B are each reused.
+	for i := 0; i < 2; i++ {
+		if err := a.m.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+		s.now = s.now.Add(time.Second)
+		s.converge(fmt.Sprint("rotated again ", i))
+		if _, slots := own(a); slots[[2]any{b.addr, Reqid(slotOutA)}] > 1 || slots[[2]any{b.addr, Reqid(slotOutB)}] > 1 {
+			t.Fatalf("a holds two outbound SAs of one reqid slot: %v", slots)
+		}
+	}
+	for _, f := range pending {
+		f()
+	}
+	for _, h := range s.hosts {
+		if n, _ := own(h); n != 2 {
+			t.Fatalf("%s holds %d SAs after the grace, want 2: %v", h.addr, n, h.k.sas)
+		}
+	}
+	s.steady("after the grace")
+}
