@@ -129,21 +129,7 @@ type ManagerConfig struct {
 	// say, since a NAT passes UDP and may not pass ESP; announced, so that
 	// peers ask for it too, and with keepalives (NATKeepalives).
 	BehindNAT bool
-	// OutboundGrace is how long a superseded outbound SA stays in the
-	// kernel after the policy moved to its successor; zero removes it at
-	// once. See retireOutboundLocked.
-	OutboundGrace time.Duration
-	// AfterFunc runs f once d has passed and returns what cancels it, as
-	// time.AfterFunc (nil); tests run the timers when they choose.
-	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 }
-
-// DefaultOutboundGrace is the daemon's OutboundGrace. Packets bound to an
-// SA before the policy moved (a TCP segment on its way out, a route cached
-// by the VXLAN device) leave within microseconds; an SA removed under them
-// drops them (XfrmOutStateInvalid): 2 packets in 10 rotations of a full
-// TCP stream in the kernel lab. Half a second is far past any of them.
-const DefaultOutboundGrace = 500 * time.Millisecond
 
 // encapSwitchEvery bounds how often a change of the native ESP seen
 // (SetNativeESP) may start an epoch: a path that flaps costs one
@@ -183,10 +169,7 @@ type Manager struct {
 	rotations    uint64
 	lastRotation time.Time
 	rekeys       map[netip.Addr]uint64
-	// retiring are superseded outbound SAs waiting out OutboundGrace, each
-	// with the timer that removes it.
-	retiring  map[retiringKey]func() bool
-	refuseLog struct {
+	refuseLog    struct {
 		last       time.Time
 		suppressed int
 	}
@@ -268,9 +251,6 @@ func NewManager(cfg ManagerConfig) *Manager {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
-	}
-	if cfg.AfterFunc == nil {
-		cfg.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 	}
 	return &Manager{cfg: cfg, log: cfg.Log.With("component", "ipsec")}
 }
@@ -374,7 +354,6 @@ func (m *Manager) Deactivate() error {
 		e.kp.Erase()
 	}
 	m.epochs, m.in, m.out, m.policies, m.legacy = nil, nil, nil, nil, nil
-	m.stopRetiringLocked(func(retiringKey) bool { return true })
 	m.active = false
 	return m.cfg.Kernel.RemoveAll()
 }

@@ -77,17 +77,6 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 			}
 			sa.UDP = &UDPEncap{SrcPort: src, DstPort: p.UDP}
 		}
-		// A superseded SA still waiting in this slot goes first: the
-		// kernel must find one SA of the slot's reqid to send with.
-		m.stopRetiringLocked(func(k retiringKey) bool {
-			if k.peer != p.Host || k.reqid != reqid {
-				return false
-			}
-			if err := m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, k.spi); err != nil {
-				m.log.Warn("removing superseded outbound SA", "peer", p.Host, "err", err)
-			}
-			return true
-		})
 		if err := m.cfg.Kernel.AddSA(sa); err != nil {
 			m.burnLocked(p.Host, best.SPI)
 			return err
@@ -99,7 +88,9 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 		}
 		m.policies[p.Host] = true
 		if cur != nil && cur.spi != 0 && cur.spi != best.SPI {
-			m.retireOutboundLocked(p.Host, cur.spi, cur.reqid)
+			if err := m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, cur.spi); err != nil {
+				m.log.Warn("removing superseded outbound SA", "peer", p.Host, "err", err)
+			}
 		}
 		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid,
 			bound: boundTo(e.kp, p.keyID(best.Epoch)), udp: best.UDP, why: m.encapWhy(p, best.UDP), since: now}

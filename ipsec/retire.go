@@ -43,15 +43,6 @@ func (m *Manager) dropPeer(peer netip.Addr) error {
 		}
 	}
 	delete(m.out, peer)
-	m.stopRetiringLocked(func(k retiringKey) bool {
-		if k.peer != peer {
-			return false
-		}
-		if err := m.cfg.Kernel.DelSA(m.cfg.Local, peer, k.spi); err != nil {
-			errs = append(errs, err)
-		}
-		return true
-	})
 	for k, sa := range m.in {
 		if k.peer == peer {
 			if err := m.cfg.Kernel.DelSA(peer, m.cfg.Local, sa.spi); err != nil {

@@ -125,7 +125,6 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		Local: under.Addr, Kernel: xfrm, Log: log,
 		Identity: keyIdentity(self, trust), UDPPort: uint16(s.ESPUDPPort), UDPAlways: s.ESPEncap == config.EncapUDP,
 		UDPAuto: s.ESPEncap == config.EncapAuto, BehindNAT: under.BehindNAT(),
-		OutboundGrace: ipsec.DefaultOutboundGrace,
 	})
 	fw := firewall.New()
 	now, err := testClock(log)
