@@ -131,9 +131,12 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 	return strings.Join(missed, ", "), nil
 }
 
+// saBytesLine is the bytes an SA carried, in `ip -s xfrm state`.
+var saBytesLine = regexp.MustCompile(`(\d+)\(bytes\)`)
+
 // saBytes reads the bytes an SA carried from `ip -s xfrm state`.
 func saBytes(out string) int64 {
-	m := regexp.MustCompile(`(\d+)\(bytes\)`).FindStringSubmatch(out)
+	m := saBytesLine.FindStringSubmatch(out)
 	if m == nil {
 		return 0
 	}

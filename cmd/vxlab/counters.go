@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,7 +32,7 @@ func (a hostCounters) sub(b hostCounters) hostCounters {
 func readCounters(ctx context.Context, hosts []*lab.Host) ([]hostCounters, error) {
 	out := make([]hostCounters, len(hosts))
 	err := eachHost(hosts, 8, func(h *lab.Host) error {
-		i := indexOf(hosts, h)
+		i := slices.Index(hosts, h)
 		raw, err := h.HTTPGet(ctx, "127.0.0.1:7949", "/metrics")
 		if err != nil {
 			return err
@@ -44,15 +45,6 @@ func readCounters(ctx context.Context, hosts []*lab.Host) ([]hostCounters, error
 		return err
 	})
 	return out, err
-}
-
-func indexOf(hosts []*lab.Host, h *lab.Host) int {
-	for i, x := range hosts {
-		if x == h {
-			return i
-		}
-	}
-	return -1
 }
 
 // parseMetrics reads Prometheus' text format into series → value.
