@@ -129,6 +129,10 @@ type Driver struct {
 
 	// peersDirty asks applyPeers (run by Run) for a pass.
 	peersDirty chan struct{}
+	// ipsecDue is when the keys next owe a Sync (Keys.Due), and
+	// ipsecDueChanged tells Run, which owns the timer, that it changed.
+	ipsecDue        time.Time
+	ipsecDueChanged chan struct{}
 	// changed tells the cluster that Snapshot changed.
 	changed chan struct{}
 }
@@ -157,7 +161,7 @@ func New(cfg Config) (*Driver, error) {
 	d := &Driver{
 		cfg: cfg, log: log, now: now, op: make(chan struct{}, 1), nets: nets, allocated: map[string]uint32{},
 		remote: map[netip.Addr]announce.Table{}, dropped: map[netip.Addr]bool{}, otherFamily: map[netip.Addr]bool{}, started: now(),
-		peersDirty: make(chan struct{}, 1), changed: make(chan struct{}, 1), bootMembers: boot,
+		peersDirty: make(chan struct{}, 1), changed: make(chan struct{}, 1), bootMembers: boot, ipsecDueChanged: make(chan struct{}, 1),
 		seen: map[claim]time.Time{}, ignored: map[claim]bool{},
 	}
 	d.seedClaims()
@@ -289,10 +293,28 @@ func (d *Driver) Run(ctx context.Context) {
 		defer pt.Stop()
 		probe = pt.C
 	}
+	// due fires when the keys owe a Sync: an SA's grace has passed.
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	defer due.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-d.ipsecDueChanged:
+			d.mu.Lock()
+			at := d.ipsecDue
+			d.mu.Unlock()
+			due.Stop()
+			if !at.IsZero() {
+				due.Reset(max(time.Until(at), 0))
+			}
+		case <-due.C:
+			if d.lock(ctx) != nil {
+				return
+			}
+			d.syncIPsecOp()
+			d.unlock()
 		case <-t.C:
 			if err := d.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				d.log.Error("periodic reconcile failed", "err", err)

@@ -539,6 +539,7 @@ func (k *fakeKernel) SetNativeESP(peers []netip.Addr, complete bool) bool {
 
 // NATKeepalives implements Keys: the fake's host is never behind NAT.
 func (k *fakeKernel) NATKeepalives() []netip.AddrPort { return nil }
+func (k *fakeKernel) Due() time.Time                  { return time.Time{} }
 
 // ESPSeen implements Firewall.
 func (k *fakeKernel) ESPSeen() ([]netip.Addr, time.Time, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"time"
 
 	"github.com/vxsec/vxsec/announce"
 	"github.com/vxsec/vxsec/firewall"
@@ -100,6 +101,21 @@ func (d *Driver) syncIPsecOp() {
 		d.log.Error("programming IPsec SAs", "err", err)
 	}
 	d.setAnnounced(a)
+	d.setIPsecDue(d.cfg.IPsec.Due())
+}
+
+// setIPsecDue tells Run when the keys next owe a Sync.
+func (d *Driver) setIPsecDue(at time.Time) {
+	d.mu.Lock()
+	same := at.Equal(d.ipsecDue)
+	d.ipsecDue = at
+	d.mu.Unlock()
+	if !same {
+		select {
+		case d.ipsecDueChanged <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // probeESP sends a round of native ESP probes to the peers with keys, and

@@ -62,6 +62,9 @@ type Keys interface {
 	SetNativeESP(peers []netip.Addr, complete bool) bool
 	// NATKeepalives is where this host, behind NAT, sends keepalives.
 	NATKeepalives() []netip.AddrPort
+	// Due is when a Sync next owes removals that wait for their grace
+	// (zero: none waits).
+	Due() time.Time
 }
 
 var (

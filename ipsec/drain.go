@@ -26,13 +26,24 @@ func (m *Manager) drainInbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 		if sa.unwanted.IsZero() {
 			sa.unwanted = now
 		}
-		inUse := using != nil && using.SPI == sa.spi
-		if (using != nil && !inUse) || now.Sub(sa.unwanted) > m.cfg.DrainMax {
-			if err := m.cfg.Kernel.DelSA(p.Host, m.cfg.Local, sa.spi); err != nil {
-				return err
+		switch {
+		case now.Sub(sa.unwanted) > m.cfg.DrainMax:
+		case using != nil && using.SPI != sa.spi:
+			// The peer sends on another: packets it bound to this one may
+			// still be on their way (see ManagerConfig.Grace).
+			if sa.replaced.IsZero() {
+				sa.replaced = now
 			}
-			delete(m.in, k)
+			if now.Sub(sa.replaced) < m.cfg.Grace {
+				continue
+			}
+		default:
+			continue
 		}
+		if err := m.cfg.Kernel.DelSA(p.Host, m.cfg.Local, sa.spi); err != nil {
+			return err
+		}
+		delete(m.in, k)
 	}
 	return nil
 }

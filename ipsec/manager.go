@@ -129,7 +129,20 @@ type ManagerConfig struct {
 	// say, since a NAT passes UDP and may not pass ESP; announced, so that
 	// peers ask for it too, and with keepalives (NATKeepalives).
 	BehindNAT bool
+	// Grace is how long an SA stays in the kernel after the switch away
+	// from it: packets already bound to it (past the policy lookup, or
+	// queued) still leave on it and are still received. Both ends wait,
+	// the receiver from the moment it learns of the switch, so it holds
+	// the SA at least as long as the sender may use it. Removals happen at
+	// Syncs: Due says when the next one is owed. Zero removes at once.
+	Grace time.Duration
 }
+
+// DefaultGrace: see ManagerConfig.Grace. Under a full TCP stream, removing
+// the old SA at once lost about 2 packets per 10 rotations (the kernel's
+// XfrmOutStateInvalid, then XfrmInNoStates with the sender alone waiting);
+// packets in flight in the stack take microseconds, so a second is ample.
+const DefaultGrace = time.Second
 
 // encapSwitchEvery bounds how often a change of the native ESP seen
 // (SetNativeESP) may start an epoch: a path that flaps costs one
@@ -156,6 +169,8 @@ type Manager struct {
 	legacySince time.Time
 	// burned are outbound SPIs never to be used again (see burnLocked).
 	burned map[burnKey]bool
+	// retiring are superseded outbound SAs, kept for the grace.
+	retiring []retiringOut
 	// native are the peers whose native ESP reached this host lately
 	// (SetNativeESP); peerEncap what each peer last said of ESP in UDP;
 	// encapSwitched when a change of them last started an epoch.
@@ -189,6 +204,17 @@ type epoch struct {
 	sent    map[sentKey][]byte // the peer's public key of its epoch
 	refused map[sentKey]bool
 	inSPIs  map[uint32]bool
+	// unneeded is when it was first found needed by nobody (zero while
+	// needed): it is erased a grace later.
+	unneeded time.Time
+}
+
+// retiringOut is an outbound SA the policy no longer selects, and since
+// when.
+type retiringOut struct {
+	peer       netip.Addr
+	spi, reqid uint32
+	since      time.Time
 }
 
 // sentKey names an outbound SA's key under one own epoch. The peer's public
@@ -214,6 +240,9 @@ type inSA struct {
 	// with its clock set back may reuse an epoch number, never a key.
 	peerPublic []byte
 	unwanted   time.Time // when it stopped being wanted; zero while wanted
+	// replaced is when the peer was first seen sending on another SA
+	// (zero until then): it goes a grace later.
+	replaced time.Time
 }
 
 // peerEncap is what a peer announces of ESP in UDP.
@@ -279,7 +308,7 @@ func (m *Manager) Activate() error {
 		return err
 	}
 	m.in, m.out, m.policies, m.legacy = map[inKey]*inSA{}, map[netip.Addr]*outSA{}, map[netip.Addr]bool{}, map[KernelSA]bool{}
-	m.burned, m.peerEncap = map[burnKey]bool{}, map[netip.Addr]peerEncap{}
+	m.burned, m.peerEncap, m.retiring = map[burnKey]bool{}, map[netip.Addr]peerEncap{}, nil
 	if m.rekeys == nil {
 		m.rekeys = map[netip.Addr]uint64{}
 	}
@@ -353,7 +382,7 @@ func (m *Manager) Deactivate() error {
 	for _, e := range m.epochs {
 		e.kp.Erase()
 	}
-	m.epochs, m.in, m.out, m.policies, m.legacy = nil, nil, nil, nil, nil
+	m.epochs, m.in, m.out, m.policies, m.legacy, m.retiring = nil, nil, nil, nil, nil, nil
 	m.active = false
 	return m.cfg.Kernel.RemoveAll()
 }
@@ -461,6 +490,7 @@ func (m *Manager) Sync(peers []PeerInfo, settled bool) (announce.IPsec, error) {
 		return announce.IPsec{}, nil
 	}
 	now := m.cfg.Now()
+	m.dropRetiring(now) // first: a switch may wait for a slot (syncOutbound)
 	var errs []error
 	present := map[netip.Addr]bool{}
 	for _, p := range peers {
@@ -483,7 +513,35 @@ func (m *Manager) Sync(peers []PeerInfo, settled bool) (announce.IPsec, error) {
 		}
 	}
 	m.dropLegacy(peers, settled, now)
+	m.dropRetiring(now)
 	return m.announcementLocked(), errors.Join(errs...)
+}
+
+// Due is when a Sync next owes a removal that waits for its grace (an
+// outbound SA switched away from, an inbound SA or an epoch the peers
+// moved past); zero if none waits. Until a Sync runs, what waits stays.
+func (m *Manager) Due() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.active || m.cfg.Grace <= 0 {
+		return time.Time{}
+	}
+	var due time.Time
+	at := func(since time.Time) {
+		if !since.IsZero() && (due.IsZero() || since.Add(m.cfg.Grace).Before(due)) {
+			due = since.Add(m.cfg.Grace)
+		}
+	}
+	for _, r := range m.retiring {
+		at(r.since)
+	}
+	for _, sa := range m.in {
+		at(sa.replaced)
+	}
+	for _, e := range m.epochs {
+		at(e.unneeded)
+	}
+	return due
 }
 
 // syncPeer runs the negotiation with one peer, its three steps in the

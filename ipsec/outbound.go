@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/vxsec/vxsec/announce"
@@ -53,6 +54,15 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 			best = nil
 		}
 	}
+	// The kernel picks among the SAs of the policy's reqid by their age in
+	// whole seconds: while the SA superseded last time still holds the
+	// slot the next one would take (its grace), the pair in use stays,
+	// which the peer keeps receiving on as long as this host says it
+	// sends on it. The Sync that removes it (Due) makes the switch.
+	if best != nil && !current(best) && m.slotHeld(p.Host, nextSlot(cur), now) {
+		m.log.Debug("outbound switch waits for the superseded SA's grace", "peer", p.Host)
+		best = nil
+	}
 	switch {
 	case best != nil && !current(best):
 		e := m.epochByNumber(best.PeerEpoch)
@@ -61,10 +71,7 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 			return err
 		}
 		e.sent[sentKey{p.Host, best.Epoch, best.SPI}] = keys[best.Epoch] // before the kernel has it: an attempt counts
-		reqid := Reqid(slotOutA)
-		if cur != nil && cur.reqid == reqid {
-			reqid = Reqid(slotOutB)
-		}
+		reqid := nextSlot(cur)
 		// An SPI is used for one SA only, ever: a second SA under it would
 		// start its sequence numbers, and so GCM's nonces, again under the
 		// same key. A step that fails half-way burns the SPI, and a new
@@ -88,9 +95,7 @@ func (m *Manager) syncOutbound(p PeerInfo, keys map[uint64][]byte, now time.Time
 		}
 		m.policies[p.Host] = true
 		if cur != nil && cur.spi != 0 && cur.spi != best.SPI {
-			if err := m.cfg.Kernel.DelSA(m.cfg.Local, p.Host, cur.spi); err != nil {
-				m.log.Warn("removing superseded outbound SA", "peer", p.Host, "err", err)
-			}
+			m.retireOutLocked(p.Host, cur.spi, cur.reqid, now)
 		}
 		m.out[p.Host] = &outSA{epoch: best.PeerEpoch, peerEpoch: best.Epoch, peerPublic: keys[best.Epoch], spi: best.SPI, reqid: reqid,
 			bound: boundTo(e.kp, p.keyID(best.Epoch)), udp: best.UDP, why: m.encapWhy(p, best.UDP), since: now}
@@ -198,4 +203,43 @@ func (m *Manager) burnLocked(peer netip.Addr, spi uint32) {
 	if err := m.newEpochLocked(); err != nil {
 		m.log.Error("starting a new epoch after an SA was lost", "err", err)
 	}
+}
+
+// retireOutLocked removes an outbound SA the policy no longer selects, a
+// grace after the switch (ManagerConfig.Grace).
+func (m *Manager) retireOutLocked(peer netip.Addr, spi, reqid uint32, now time.Time) {
+	m.retiring = append(m.retiring, retiringOut{peer: peer, spi: spi, reqid: reqid, since: now})
+	m.dropRetiring(now)
+}
+
+// nextSlot is the reqid the next outbound SA after cur takes.
+func nextSlot(cur *outSA) uint32 {
+	if cur != nil && cur.reqid == Reqid(slotOutA) {
+		return Reqid(slotOutB)
+	}
+	return Reqid(slotOutA)
+}
+
+// slotHeld reports whether a superseded outbound SA to peer of reqid is
+// still in its grace.
+func (m *Manager) slotHeld(peer netip.Addr, reqid uint32, now time.Time) bool {
+	for _, r := range m.retiring {
+		if r.peer == peer && r.reqid == reqid && now.Sub(r.since) < m.cfg.Grace {
+			return true
+		}
+	}
+	return false
+}
+
+// dropRetiring removes the superseded outbound SAs whose grace has passed.
+func (m *Manager) dropRetiring(now time.Time) {
+	m.retiring = slices.DeleteFunc(m.retiring, func(r retiringOut) bool {
+		if now.Sub(r.since) < m.cfg.Grace {
+			return false
+		}
+		if err := m.cfg.Kernel.DelSA(m.cfg.Local, r.peer, r.spi); err != nil {
+			m.log.Warn("removing superseded outbound SA", "peer", r.peer, "err", err)
+		}
+		return true
+	})
 }

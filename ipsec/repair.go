@@ -3,6 +3,7 @@ package ipsec
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Repair compares the kernel with what the Manager installed and forgets
@@ -50,6 +51,8 @@ func (m *Manager) Repair() error {
 			delete(m.policies, peer)
 		}
 	}
+	// A superseded SA removed early costs nothing more than its packets.
+	m.retiring = slices.DeleteFunc(m.retiring, func(r retiringOut) bool { return !have[id{m.cfg.Local, r.peer, r.spi}] })
 	for sa := range m.legacy {
 		if !have[id{sa.Src, sa.Dst, sa.SPI}] {
 			delete(m.legacy, sa)

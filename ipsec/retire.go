@@ -11,8 +11,19 @@ import (
 func (m *Manager) retireEpochs(peers []PeerInfo, now time.Time) {
 	newest := m.newest()
 	for _, e := range slices.Clone(m.epochs[:len(m.epochs)-1]) {
-		if now.Sub(e.superseded) <= m.cfg.DrainMax && m.epochNeeded(e, newest, peers) {
-			continue
+		if now.Sub(e.superseded) <= m.cfg.DrainMax {
+			if m.epochNeeded(e, newest, peers) {
+				e.unneeded = time.Time{}
+				continue
+			}
+			// Nobody sends to it any more, as they say: what they sent
+			// just before saying so may still be on its way.
+			if e.unneeded.IsZero() {
+				e.unneeded = now
+			}
+			if now.Sub(e.unneeded) < m.cfg.Grace {
+				continue
+			}
 		}
 		for k, sa := range m.in {
 			if k.epoch == e.kp.Epoch {
@@ -43,6 +54,15 @@ func (m *Manager) dropPeer(peer netip.Addr) error {
 		}
 	}
 	delete(m.out, peer)
+	m.retiring = slices.DeleteFunc(m.retiring, func(r retiringOut) bool {
+		if r.peer != peer {
+			return false
+		}
+		if err := m.cfg.Kernel.DelSA(m.cfg.Local, peer, r.spi); err != nil {
+			errs = append(errs, err)
+		}
+		return true
+	})
 	for k, sa := range m.in {
 		if k.peer == peer {
 			if err := m.cfg.Kernel.DelSA(peer, m.cfg.Local, sa.spi); err != nil {

@@ -124,7 +124,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 	keys := ipsec.NewManager(ipsec.ManagerConfig{
 		Local: under.Addr, Kernel: xfrm, Log: log,
 		Identity: keyIdentity(self, trust), UDPPort: uint16(s.ESPUDPPort), UDPAlways: s.ESPEncap == config.EncapUDP,
-		UDPAuto: s.ESPEncap == config.EncapAuto, BehindNAT: under.BehindNAT(),
+		UDPAuto: s.ESPEncap == config.EncapAuto, BehindNAT: under.BehindNAT(), Grace: ipsec.DefaultGrace,
 	})
 	fw := firewall.New()
 	now, err := testClock(log)

@@ -47,6 +47,15 @@ func (l *swarmLab) loadTasks(svc, net string, nodes ...int) (map[int]lab.Task, e
 // mesh: the tasks on the nodes ping each other by address, every ordered
 // pair at once; one check per pair, named <id>.eI-eJ.
 func (l *swarmLab) mesh(t testing.TB, id string, tasks map[int]lab.Task, nodes ...int) {
+	l.meshWithin(t, id, tasks, 0, nodes...)
+}
+
+// meshWithin is mesh where the tasks may be new: a pair that does not
+// answer at first is tried again until within has passed (the cluster
+// still spreading the new endpoints and keys). A pair that needed more
+// than one try says how long it took, and what both nodes' vxsec saw at
+// its first miss.
+func (l *swarmLab) meshWithin(t testing.TB, id string, tasks map[int]lab.Task, within time.Duration, nodes ...int) {
 	type pair struct{ i, j int }
 	var pairs []pair
 	for _, i := range nodes {
@@ -63,14 +72,30 @@ func (l *swarmLab) mesh(t testing.TB, id string, tasks map[int]lab.Task, nodes .
 		if !ok1 || !ok2 {
 			return fmt.Errorf("no task known on sl-e%d or sl-e%d", p.i, p.j)
 		}
-		r, err := src.Ping(l.ctx, dst.IP, "-c", "3", "-i", "0.3", "-W", "5")
-		if err == nil && r.Received == 0 {
-			err = fmt.Errorf("no answer: %s", strings.TrimSpace(r.Output))
+		start := time.Now()
+		var missed []string
+		for try := 1; ; try++ {
+			r, err := src.Ping(l.ctx, dst.IP, "-c", "3", "-i", "0.3", "-W", "5")
+			if err == nil && r.Received == 0 {
+				err = fmt.Errorf("no answer: %s", strings.TrimSpace(r.Output))
+			}
+			if err == nil || time.Since(start) >= within || l.ctx.Err() != nil {
+				if err == nil && try > 1 {
+					r.Output = fmt.Sprintf("answered at try %d, %s after the first (at the first miss: %s)", try, since(start), strings.Join(missed, "; "))
+				}
+				l.statusMu.Lock()
+				res[p] = r
+				l.statusMu.Unlock()
+				if err != nil && len(missed) > 0 {
+					err = fmt.Errorf("%w (tried for %s; at the first miss: %s)", err, since(start), strings.Join(missed, "; "))
+				}
+				return err
+			}
+			if try == 1 {
+				missed = []string{l.viewOf(p.i, p.j), l.viewOf(p.j, p.i)}
+			}
+			time.Sleep(time.Second)
 		}
-		l.statusMu.Lock()
-		res[p] = r
-		l.statusMu.Unlock()
-		return err
 	})
 	for k, p := range pairs {
 		l.check(t, fmt.Sprintf("%s.e%d-e%d", id, p.i, p.j), func(t testing.TB) {
@@ -80,6 +105,9 @@ func (l *swarmLab) mesh(t testing.TB, id string, tasks map[int]lab.Task, nodes .
 				return
 			}
 			t.Logf("ok: task on sl-e%d pings task on sl-e%d by address (%s): %d of %d answered", p.i, p.j, dst, res[p].Received, res[p].Sent)
+			if strings.HasPrefix(res[p].Output, "answered at try") {
+				t.Logf("note: %s", res[p].Output)
+			}
 		})
 	}
 }
@@ -667,4 +695,22 @@ func (l *swarmLab) doctorClean(t testing.TB, i int) {
 		return
 	}
 	t.Logf("ok: curl -s 127.0.0.1:7949/doctor on sl-e%d:\n%s", i, text)
+}
+
+// viewOf is, in one line, what node i's vxsec says of its networks and of
+// its keys with node j.
+func (l *swarmLab) viewOf(i, j int) string {
+	st, err := l.vstatus(i)
+	if err != nil {
+		return fmt.Sprintf("sl-e%d: no status (%v)", i, err)
+	}
+	var nets []string
+	for _, n := range st.Networks {
+		nets = append(nets, fmt.Sprintf("vni %d: %d local, %d remote", n.VNI, n.Local, n.Remote))
+	}
+	keys := "no keys with it"
+	if p, ok := st.Peer(addr(j)); ok {
+		keys = fmt.Sprintf("keys with it: epochs %d/%d spi %#x, %d inbound", p.Epoch, p.PeerEpoch, p.SPI, p.Inbound)
+	}
+	return fmt.Sprintf("sl-e%d: %s; of sl-e%d: %s", i, strings.Join(nets, ", "), j, keys)
 }
