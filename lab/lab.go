@@ -266,6 +266,14 @@ func randomHex(n int) string {
 
 // waitFor polls cond until it holds or ctx or the timeout ends.
 func waitFor(ctx context.Context, timeout time.Duration, cond func() error) error {
+	return WaitForEvery(ctx, timeout, pollEvery, cond)
+}
+
+// pollEvery is how often waitFor asks.
+const pollEvery = 20 * time.Millisecond
+
+// WaitForEvery is WaitFor asking every poll.
+func WaitForEvery(ctx context.Context, timeout, poll time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
@@ -276,7 +284,7 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() error) erro
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("after %s: %w", timeout, err)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(poll):
 		}
 	}
 }
