@@ -50,6 +50,8 @@ type fakeKernel struct {
 	// keysActive is the process's Keys being active; xfrm is vxsec's
 	// xfrm state (the guard, SAs) being in the kernel.
 	keysActive bool
+	// due is what Due answers (setDue).
+	due time.Time
 	xfrm       bool
 	epoch      uint64
 
@@ -539,7 +541,32 @@ func (k *fakeKernel) SetNativeESP(peers []netip.Addr, complete bool) bool {
 
 // NATKeepalives implements Keys: the fake's host is never behind NAT.
 func (k *fakeKernel) NATKeepalives() []netip.AddrPort { return nil }
-func (k *fakeKernel) Due() time.Time                  { return time.Time{} }
+
+// Due implements Keys: what the test set with setDue.
+func (k *fakeKernel) Due() time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.due
+}
+
+func (k *fakeKernel) setDue(at time.Time) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.due = at
+}
+
+// syncs counts the keys' Syncs so far.
+func (k *fakeKernel) syncs() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, c := range k.calls {
+		if strings.HasPrefix(c, "keys.Sync(") {
+			n++
+		}
+	}
+	return n
+}
 
 // ESPSeen implements Firewall.
 func (k *fakeKernel) ESPSeen() ([]netip.Addr, time.Time, error) {

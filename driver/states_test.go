@@ -912,3 +912,52 @@ func TestRunAppliesTablesAndRepairs(t *testing.T) {
 		t.Fatalf("promises broken: %q", v)
 	}
 }
+
+// TestRunSyncsKeysWhenDue: a removal the keys owe after a grace (Keys.Due)
+// gets its Sync when the time comes, from Run's timer, though no table
+// arrives and the periodic reconcile is far off; a Due moved later waits.
+func TestRunSyncsKeysWhenDue(t *testing.T) {
+	h := newHarness(t)
+	h.d.cfg.ReconcileEvery = time.Hour
+	if err := encNet("n2", 200, sub2).do(h); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Run's first pass (the network's peers) syncs too: wait it out.
+	before := h.k.syncs()
+	for settle := time.Now().Add(5 * time.Second); time.Now().Before(settle); {
+		time.Sleep(150 * time.Millisecond)
+		n := h.k.syncs()
+		if n == before {
+			break
+		}
+		before = n
+	}
+	h.k.setDue(time.Now().Add(200 * time.Millisecond))
+	h.d.lock(ctxb())
+	h.d.syncIPsecOp() // the Sync that made a removal wait
+	h.d.unlock()
+	if n := h.k.syncs() - before; n != 1 {
+		t.Fatalf("%d Syncs right after, want the one", n)
+	}
+	h.k.setDue(time.Time{}) // that Sync will leave nothing owed
+	testutil.Eventually(t, 5*time.Second, "a Sync when Due comes", func() bool { return h.k.syncs()-before == 2 })
+	time.Sleep(300 * time.Millisecond)
+	if n := h.k.syncs() - before; n != 2 {
+		t.Fatalf("%d Syncs once nothing is owed, want 2", n)
+	}
+
+	// The control: a Due far off brings no Sync meanwhile.
+	h.k.setDue(time.Now().Add(time.Hour))
+	h.d.lock(ctxb())
+	h.d.syncIPsecOp()
+	h.d.unlock()
+	time.Sleep(300 * time.Millisecond)
+	if n := h.k.syncs() - before; n != 3 {
+		t.Fatalf("%d Syncs with nothing due for an hour, want 3", n)
+	}
+}
