@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vxsec/vxsec/announce"
@@ -129,6 +130,10 @@ type Driver struct {
 
 	// peersDirty asks applyPeers (run by Run) for a pass.
 	peersDirty chan struct{}
+	// reap takes the devices of deleted endpoints to reapLoop, while
+	// reaping says it runs (see DeleteEndpoint).
+	reap    chan string
+	reaping atomic.Bool
 	// ipsecDue is when the keys next owe a Sync (Keys.Due), and
 	// ipsecDueChanged tells Run, which owns the timer, that it changed.
 	ipsecDue        time.Time
@@ -162,6 +167,7 @@ func New(cfg Config) (*Driver, error) {
 		cfg: cfg, log: log, now: now, op: make(chan struct{}, 1), nets: nets, allocated: map[string]uint32{},
 		remote: map[netip.Addr]announce.Table{}, dropped: map[netip.Addr]bool{}, otherFamily: map[netip.Addr]bool{}, started: now(),
 		peersDirty: make(chan struct{}, 1), changed: make(chan struct{}, 1), bootMembers: boot, ipsecDueChanged: make(chan struct{}, 1),
+		reap: make(chan string, reapQueue),
 		seen: map[claim]time.Time{}, ignored: map[claim]bool{},
 	}
 	d.seedClaims()
@@ -274,6 +280,12 @@ func (d *Driver) Run(ctx context.Context) {
 		d.applyPeers(ctx)
 	}()
 	defer func() { <-done }()
+	reaped := make(chan struct{})
+	go func() {
+		defer close(reaped)
+		d.reapLoop(ctx)
+	}()
+	defer func() { <-reaped }()
 	if d.cfg.ReconcileEvery <= 0 {
 		<-ctx.Done()
 		return
@@ -763,7 +775,49 @@ func (d *Driver) DeleteEndpoint(ctx context.Context, netID, epID string) error {
 	}
 	d.setNetwork(netID, next)
 	d.peersChanged()
+	// Removing a device waits for the kernel's RCU grace period (15–25 ms
+	// here), which `docker run --rm` would wait for: while Run runs, the
+	// device goes just after the answer (reapLoop). No endpoint will have
+	// its name again, and the desired state no longer holds it, so any
+	// Reconcile meanwhile removes it too.
+	if d.reaping.Load() {
+		select {
+		case d.reap <- epID:
+			return nil
+		default: // a burst: this one waits
+		}
+	}
 	return d.cfg.DataPath.DeleteEndpoint(epID)
+}
+
+// reapQueue bounds the devices waiting for reapLoop.
+const reapQueue = 256
+
+// reapLoop removes the devices of deleted endpoints (DeleteEndpoint), with
+// no lock held, until ctx ends; it removes what is queued then too.
+func (d *Driver) reapLoop(ctx context.Context) {
+	d.reaping.Store(true)
+	remove := func(id string) {
+		if err := d.cfg.DataPath.DeleteEndpoint(id); err != nil {
+			d.log.Warn("removing a deleted endpoint's device (the next reconcile tries again)", "endpoint", short(id), "err", err)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			d.reaping.Store(false)
+			for {
+				select {
+				case id := <-d.reap:
+					remove(id)
+				default:
+					return
+				}
+			}
+		case id := <-d.reap:
+			remove(id)
+		}
+	}
 }
 
 // EndpointInfo is what `docker network inspect` shows of an endpoint.

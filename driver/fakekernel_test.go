@@ -52,8 +52,10 @@ type fakeKernel struct {
 	keysActive bool
 	// due is what Due answers (setDue).
 	due time.Time
-	xfrm       bool
-	epoch      uint64
+	// holdDeletes, when set, holds every DeleteEndpoint until closed.
+	holdDeletes chan struct{}
+	xfrm        bool
+	epoch       uint64
 
 	calls      []string
 	violations []string
@@ -280,6 +282,12 @@ func (k *fakeKernel) EnsureEndpoint(n vxlan.Network, ep vxlan.Endpoint) (string,
 
 // DeleteEndpoint implements DataPath; a missing link is no error.
 func (k *fakeKernel) DeleteEndpoint(id string) error {
+	k.mu.Lock()
+	hold := k.holdDeletes
+	k.mu.Unlock()
+	if hold != nil {
+		<-hold // a slow removal (the kernel's RCU grace period)
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.logLocked("dp.DeleteEndpoint(%s)", id)

@@ -961,3 +961,66 @@ func TestRunSyncsKeysWhenDue(t *testing.T) {
 		t.Fatalf("%d Syncs with nothing due for an hour, want 3", n)
 	}
 }
+
+// TestDeleteEndpointAnswersFirst: while Run runs, DeleteEndpoint answers
+// Docker before the endpoint's device is removed (removing a device waits
+// for the kernel's RCU grace period, which `docker run --rm` would wait
+// for), and the device goes just after. The control: without Run (no one to
+// remove it later) the answer waits for the removal.
+func TestDeleteEndpointAnswersFirst(t *testing.T) {
+	h := newHarness(t)
+	h.d.cfg.ReconcileEvery = time.Hour
+	for _, o := range []op{plainNet("n1", 100, sub1),
+		createEP("n1", "e1", "10.1.0.2/24"), join("n1", "e1"), leave("n1", "e1"),
+		createEP("n1", "e2", "10.1.0.3/24"), join("n1", "e2"), leave("n1", "e2")} {
+		if err := o.do(h); err != nil {
+			t.Fatalf("%s: %v", o.what, err)
+		}
+	}
+	// Docker moves an endpoint's device back to the host at Leave, and
+	// deletes the endpoint after.
+	h.k.addLink("e1", 100)
+	h.k.addLink("e2", 100)
+	links := func() []string { return h.state().Links }
+
+	if err := deleteEP("n1", "e2").do(h); err != nil {
+		t.Fatal(err)
+	}
+	if got := links(); !reflect.DeepEqual(got, []string{"e1 on vni100"}) {
+		t.Fatalf("control, without Run: links %v after DeleteEndpoint answered, want e2's gone", got)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	testutil.Eventually(t, 5*time.Second, "Run's reaper to start", h.d.reaping.Load)
+
+	hold := make(chan struct{})
+	h.k.mu.Lock()
+	h.k.holdDeletes = hold
+	h.k.mu.Unlock()
+	answered := make(chan error, 1)
+	go func() { answered <- h.d.DeleteEndpoint(ctxb(), "n1", "e1") }()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("DeleteEndpoint waited for the device's removal")
+	}
+	if got := links(); !reflect.DeepEqual(got, []string{"e1 on vni100"}) {
+		t.Fatalf("links %v while the removal is held, want e1's still there", got)
+	}
+	if got := h.stored(); !reflect.DeepEqual(got, []string{"n1 vni100"}) {
+		t.Fatalf("stored %v after DeleteEndpoint answered, want the endpoint gone", got)
+	}
+	close(hold)
+	testutil.Eventually(t, 5*time.Second, "e1's device removed after the answer", func() bool { return len(links()) == 0 })
+	cancel()
+	<-done
+	if v := h.k.takeViolations(); len(v) > 0 {
+		t.Fatalf("promises broken: %q", v)
+	}
+}

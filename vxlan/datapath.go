@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Device names and the aliases that mark a device as vxsec's. The alias,
@@ -246,10 +247,16 @@ func (d *DataPath) DeleteEndpoint(endpointID string) error {
 	if link.Attrs().Alias != aliasEndpoint+endpointID {
 		return nil
 	}
-	if err := d.h.LinkDel(link); err != nil {
+	if err := d.h.LinkDel(link); err != nil && !gone(err) {
 		return fmt.Errorf("removing %s: %w", name, err)
 	}
 	return nil
+}
+
+// gone: the device a removal was for is no longer there (another removal
+// came first, or its lower device took it along).
+func gone(err error) bool {
+	return errors.As(err, &netlink.LinkNotFoundError{}) || errors.Is(err, unix.ENODEV)
 }
 
 // Reconcile brings the host namespace to the desired state: every desired
@@ -279,7 +286,7 @@ func (d *DataPath) Reconcile(nets []Network, joined map[string]bool) error {
 				continue // EnsureNetwork below checks the rest
 			}
 			d.log.Info("removing VXLAN device no network needs", "device", link.Attrs().Name, "alias", alias)
-			if err := d.h.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+			if err := d.h.LinkDel(link); err != nil && !gone(err) {
 				errs = append(errs, fmt.Errorf("removing %s: %w", link.Attrs().Name, err))
 			}
 		case strings.HasPrefix(alias, aliasEndpoint):
@@ -288,7 +295,7 @@ func (d *DataPath) Reconcile(nets []Network, joined map[string]bool) error {
 				continue
 			}
 			d.log.Info("removing endpoint device no endpoint needs", "device", link.Attrs().Name, "alias", alias)
-			if err := d.h.LinkDel(link); err != nil && !errors.As(err, &netlink.LinkNotFoundError{}) {
+			if err := d.h.LinkDel(link); err != nil && !gone(err) {
 				errs = append(errs, fmt.Errorf("removing %s: %w", link.Attrs().Name, err))
 			}
 		}
