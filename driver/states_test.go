@@ -104,6 +104,15 @@ func (h *harness) restart() error {
 }
 
 // peersPass is one pass of applyPeers (which Run runs).
+// run runs the driver's Run until the returned stop is called (again is
+// a no-op).
+func (h *harness) run() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.d.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
 func (h *harness) peersPass() {
 	h.d.syncPeers()
 	if err := h.d.lock(context.Background()); err != nil {
@@ -891,10 +900,8 @@ func TestRunAppliesTablesAndRepairs(t *testing.T) {
 	if err := encNet("n2", 200, sub2).do(h); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	stop := h.run()
+	defer stop()
 
 	h.d.SetRemote(remoteTable(h2, 1, 100, sub1, "10.1.0.7"))
 	testutil.Eventually(t, 5*time.Second, "the table's endpoint to become a peer", func() bool {
@@ -906,8 +913,7 @@ func TestRunAppliesTablesAndRepairs(t *testing.T) {
 	})
 	epoch := h.k.Status().Epochs
 	testutil.Eventually(t, 5*time.Second, "a scheduled rotation", func() bool { return !reflect.DeepEqual(h.k.Status().Epochs, epoch) })
-	cancel()
-	<-done
+	stop()
 	if v := h.k.takeViolations(); len(v) > 0 {
 		t.Fatalf("promises broken: %q", v)
 	}
@@ -922,10 +928,7 @@ func TestRunSyncsKeysWhenDue(t *testing.T) {
 	if err := encNet("n2", 200, sub2).do(h); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer h.run()()
 
 	// Run's first pass (the network's peers) syncs too: wait it out.
 	before := h.k.syncs()
@@ -990,10 +993,8 @@ func TestDeleteEndpointAnswersFirst(t *testing.T) {
 		t.Fatalf("control, without Run: links %v after DeleteEndpoint answered, want e2's gone", got)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); h.d.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	stop := h.run()
+	defer stop()
 	testutil.Eventually(t, 5*time.Second, "Run's reaper to start", h.d.reaping.Load)
 
 	hold := make(chan struct{})
@@ -1018,8 +1019,7 @@ func TestDeleteEndpointAnswersFirst(t *testing.T) {
 	}
 	close(hold)
 	testutil.Eventually(t, 5*time.Second, "e1's device removed after the answer", func() bool { return len(links()) == 0 })
-	cancel()
-	<-done
+	stop()
 	if v := h.k.takeViolations(); len(v) > 0 {
 		t.Fatalf("promises broken: %q", v)
 	}
