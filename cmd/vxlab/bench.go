@@ -31,6 +31,10 @@ type benchOpts struct {
 	results string
 	// hostsSweep, when set, runs the scale benchmark once per host count.
 	hostsSweep []int
+	// simHosts are the host counts of the simulation, simPace the time
+	// between two endpoints of one host there.
+	simHosts []int
+	simPace  time.Duration
 }
 
 // benchLogLevel is the daemons' log level in benchmarks: the default, as
@@ -39,7 +43,7 @@ const benchLogLevel = "info"
 
 func benchFlags(f *flag.FlagSet) *benchOpts {
 	o := &benchOpts{}
-	f.StringVar(&o.only, "only", "convergence,scale,throughput", "which benchmarks to run, comma-separated (encryption needs an ESP kernel: the kernel lab)")
+	f.StringVar(&o.only, "only", "convergence,scale,sim,throughput", "which benchmarks to run, comma-separated (encryption needs an ESP kernel: the kernel lab)")
 	f.IntVar(&o.endpoints, "endpoints", 100, "convergence: endpoints to time (3 hosts)")
 	f.IntVar(&o.hosts, "hosts", 50, "scale: hosts")
 	f.IntVar(&o.perHost, "per-host", 20, "scale: endpoints per host (at most 60)")
@@ -53,6 +57,13 @@ func benchFlags(f *flag.FlagSet) *benchOpts {
 		o.hostsSweep = hosts
 		return err
 	})
+	o.simHosts = []int{10, 50, 100, 200}
+	f.Func("sim-hosts", "sim: the host counts to simulate, comma-separated (default 10,50,100,200)", func(s string) error {
+		hosts, err := parseSweep(s)
+		o.simHosts = hosts
+		return err
+	})
+	f.DurationVar(&o.simPace, "sim-pace", 100*time.Millisecond, "sim: time between two endpoints of one host")
 	return o
 }
 
@@ -89,10 +100,14 @@ func runBench(ctx context.Context, w io.Writer, bin string, o benchOpts) error {
 			rec := &benchdata.Encryption{Meta: meta}
 			goalMissed, err = benchEncryption(ctx, w, bin, o, rec)
 			record = rec
+		case benchdata.SimName:
+			rec := &benchdata.Sim{Meta: meta}
+			goalMissed, err = benchSim(ctx, w, o, rec)
+			record = rec
 		case "":
 			continue
 		default:
-			return fmt.Errorf("unknown benchmark %q (convergence, scale, throughput, encryption)", name)
+			return fmt.Errorf("unknown benchmark %q (convergence, scale, throughput, encryption, sim)", name)
 		}
 		if err != nil {
 			// A sweep's finished runs are kept: a long sweep that fails at

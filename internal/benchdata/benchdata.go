@@ -17,6 +17,7 @@ const (
 	ScaleName       = "scale"
 	ThroughputName  = "throughput"
 	EncryptionName  = "encryption"
+	SimName         = "sim"
 )
 
 // Meta says what measured a result, when and where.
@@ -68,6 +69,33 @@ type Convergence struct {
 	// PlumbingS is the part of each sample spent in Join and the
 	// container's plumbing (Join sent → device up in the container).
 	PlumbingS []float64 `json:"plumbing_s"`
+}
+
+// Sim is the simulation of the gossip layer at several host counts, in
+// one process (vxlab bench -only sim).
+type Sim struct {
+	Meta
+	PerHost int      `json:"per_host"`
+	PaceS   float64  `json:"pace_s"`
+	Runs    []SimRun `json:"runs"`
+}
+
+// SimRun is one simulated cluster of Hosts hosts.
+type SimRun struct {
+	Hosts int `json:"hosts"`
+	// ConvergedS: from the first endpoint added to every host holding
+	// every other host's; AfterLastS the same from the last one added.
+	ConvergedS float64 `json:"converged_s"`
+	AfterLastS float64 `json:"after_last_s"`
+	// CPUS is the process's CPU time over that window; IdleCPUs what the
+	// cluster cost before any endpoint, in CPUs.
+	CPUS     float64 `json:"cpu_s"`
+	IdleCPUs float64 `json:"idle_cpus"`
+	// TablesPerHost and PullsPerHost: tables installed and pulls served,
+	// per host, over the window; LoopbackBytes what the loopback carried.
+	TablesPerHost float64 `json:"tables_per_host"`
+	PullsPerHost  float64 `json:"pulls_per_host"`
+	LoopbackBytes int64   `json:"loopback_bytes"`
 }
 
 // Scale is one or more runs of the scale benchmark (several with a sweep of

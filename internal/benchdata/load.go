@@ -26,6 +26,7 @@ type Results struct {
 	Scale       *Scale
 	Throughput  *Throughput
 	Encryption  *Encryption
+	Sim         *Sim
 	// Docker: one entry per engine, in the order of the file names.
 	Docker []DockerRuns
 	Swarm  *Swarm
@@ -42,6 +43,7 @@ func Load(src Sources) (Results, error) {
 		r.Scale = load[Scale](src.Dir, ScaleName, &errs)
 		r.Throughput = load[Throughput](src.Dir, ThroughputName, &errs)
 		r.Encryption = load[Encryption](src.Dir, EncryptionName, &errs)
+		r.Sim = load[Sim](src.Dir, SimName, &errs)
 	}
 	if src.DockerGlob != "" {
 		files, err := filepath.Glob(src.DockerGlob)

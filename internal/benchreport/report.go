@@ -53,6 +53,7 @@ func Render(dir string, r benchdata.Results, info Info) ([]string, error) {
 	for _, section := range []func() error{
 		func() error { return rp.convergence(r.Convergence) },
 		func() error { return rp.scale(r.Scale) },
+		func() error { return rp.sim(r.Sim) },
 		func() error { return rp.throughput(r.Throughput) },
 		func() error { return rp.docker(r.Docker) },
 		func() error { return rp.encryption(r.Encryption) },

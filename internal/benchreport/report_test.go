@@ -32,7 +32,7 @@ func TestRender(t *testing.T) {
 	}
 	// Results with some benchmarks gone: the page must say so of each.
 	partial := full
-	partial.Scale, partial.Encryption, partial.Swarm, partial.Docker = nil, nil, nil, nil
+	partial.Scale, partial.Sim, partial.Encryption, partial.Swarm, partial.Docker = nil, nil, nil, nil, nil
 	noWire := full
 	sc := *full.Scale
 	sc.Runs = slices.Clone(sc.Runs)
@@ -41,7 +41,7 @@ func TestRender(t *testing.T) {
 	}
 	noWire.Scale = &sc
 
-	allPlots := []string{"convergence-cdf.svg", "scale-cdf.svg", "scale-convergence.svg", "scale-cpu.svg", "scale-bytes.svg",
+	allPlots := []string{"convergence-cdf.svg", "scale-cdf.svg", "scale-convergence.svg", "scale-cpu.svg", "scale-bytes.svg", "sim-convergence.svg", "sim-cost.svg",
 		"throughput.svg", "docker-runs.svg", "encryption-throughput.svg", "swarm.svg"}
 	for _, tc := range []struct {
 		name    string
@@ -56,8 +56,8 @@ func TestRender(t *testing.T) {
 			name:    "every benchmark",
 			results: full,
 			plots:   allPlots,
-			present: []string{"Convergence", "Scale", "Throughput", "Container start", "Encryption", "Swarm service convergence"},
-			also: []string{"Docker 20.10", "Docker 28", "bench-docker-28.tsv", "vxsec/overlay", "dnsrr",
+			present: []string{"Convergence", "Scale", "Scale, simulated", "Throughput", "Container start", "Encryption", "Swarm service convergence"},
+			also: []string{"| 200 | 41.00 s |", "Docker 20.10", "Docker 28", "bench-docker-28.tsv", "vxsec/overlay", "dnsrr",
 				"| 10 | 200 (20) |", "| 100 | 2000 (20) |", "ratio", "Sample CPU", "commit `abc1234`", "SMOKE RUN",
 				"vxsec/hand-built: **0.961**", "during rotations / at rest: **0.948**", "| during 10 rotations | 55.0 | 3 |"},
 		},
@@ -66,12 +66,12 @@ func TestRender(t *testing.T) {
 			results: partial,
 			plots:   []string{"convergence-cdf.svg", "throughput.svg"},
 			present: []string{"Convergence", "Throughput"},
-			absent:  []string{"Scale", "Container start", "Encryption", "Swarm service convergence"},
+			absent:  []string{"Scale", "Scale, simulated", "Container start", "Encryption", "Swarm service convergence"},
 		},
 		{
 			name:    "nothing",
 			results: benchdata.Results{},
-			absent:  []string{"Convergence", "Scale", "Throughput", "Container start", "Encryption", "Swarm service convergence"},
+			absent:  []string{"Convergence", "Scale", "Scale, simulated", "Throughput", "Container start", "Encryption", "Swarm service convergence"},
 		},
 		{
 			name:    "scale without bytes on the wire",
