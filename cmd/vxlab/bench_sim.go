@@ -41,7 +41,9 @@ const (
 
 // simAddr is host i's loopback address (127/8 is the loopback's: no
 // device to configure).
-func simAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{127, 77, byte(i / 250), byte(1 + i%250)}) }
+func simAddr(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{127, 77, byte(i / 250), byte(1 + i%250)})
+}
 
 // simLocal is a host's side: its table, grown one endpoint at a time.
 type simLocal struct {
