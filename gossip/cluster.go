@@ -170,8 +170,16 @@ const (
 	// is set at once, the wait only confirms, and a long one would stall
 	// shutdown (and with it a restarting plugin).
 	broadcastWait = 500 * time.Millisecond
-	// pushPull bounds how long a missed membership broadcast goes unrepaired.
-	pushPull    = 10 * time.Second
+	// pushPull bounds how long a missed membership broadcast goes
+	// unrepaired, a new table version included: memberlist's broadcasts
+	// miss some members when many hosts change at once, and only the
+	// state exchange tells them. In the simulation of 50 hosts adding 20
+	// endpoints each (vxlab bench -only sim), every host held every entry
+	// 20–22 s after the first with 10 s (memberlist doubles it past 32
+	// members), 3.6 s with 3 s. An exchange is one connection and about
+	// 120 bytes a member, every 3 s per host (6 s past 32 members, 12 s
+	// past 128).
+	pushPull    = 3 * time.Second
 	pullWorkers = 4
 	// legacyPullFor is how long a member found serving only version 1
 	// pulls is pulled with version 1 before version 2 is tried again (it

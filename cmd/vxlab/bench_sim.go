@@ -171,7 +171,8 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	warnings := &countingHandler{counts: map[string]int{}}
+	log := slog.New(warnings)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	hs := make([]*simHost, n)
@@ -245,7 +246,21 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 	wg.Wait()
 	lastAdd := time.Now()
 	var converged time.Time
+	lastTrace := time.Now()
 	err = waitUntil(ctx, 300*time.Second, func() error {
+		if os.Getenv("VXLAB_SIM_TRACE") != "" && time.Since(lastTrace) >= time.Second {
+			lastTrace = time.Now()
+			missing, hostsBehind := 0, 0
+			for _, h := range hs {
+				h.sink.mu.Lock()
+				if h.sink.total < h.sink.want {
+					hostsBehind++
+					missing += h.sink.want - h.sink.total
+				}
+				h.sink.mu.Unlock()
+			}
+			fmt.Fprintf(w, "   trace %5.1fs: %d hosts behind, %d entries missing in all\n", time.Since(t0).Seconds(), hostsBehind, missing)
+		}
 		behind := 0
 		for _, h := range hs {
 			done, _ := h.sink.state()
@@ -277,6 +292,18 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 	r.PullsPerHost = float64(pullsServed(hs)-pulls0) / float64(n)
 	fmt.Fprintf(w, "   %d hosts: every host held all %d remote endpoints %s after the first was added (%s after the last); CPU %.1f s\n",
 		n, want, ms(converged.Sub(t0)), ms(max(converged.Sub(lastAdd), 0)), r.CPUS)
+	refused := map[string]uint64{}
+	for _, h := range hs {
+		for k, v := range h.c.Stats().Refused {
+			refused[k] += v
+		}
+	}
+	if len(refused) > 0 {
+		fmt.Fprintf(w, "   %d hosts: connections refused by the gossip port's limits, by reason: %v\n", n, refused)
+	}
+	if ws := warnings.top(5); ws != "" {
+		fmt.Fprintf(w, "   %d hosts: warnings the hosts logged (the 5 most frequent): %s\n", n, ws)
+	}
 	return r, nil
 }
 
@@ -313,6 +340,42 @@ func loopbackBytes() int64 {
 	}
 	n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	return n
+}
+
+// countingHandler counts the messages of warnings and errors the
+// simulated hosts log, and drops everything.
+type countingHandler struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (h *countingHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	h.counts[r.Message]++
+	h.mu.Unlock()
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+func (h *countingHandler) top(n int) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	type kv struct {
+		msg string
+		n   int
+	}
+	var all []kv
+	for m, c := range h.counts {
+		all = append(all, kv{m, c})
+	}
+	slices.SortFunc(all, func(a, b kv) int { return b.n - a.n })
+	var out []string
+	for _, x := range all[:min(n, len(all))] {
+		out = append(out, fmt.Sprintf("%q ×%d", x.msg, x.n))
+	}
+	return strings.Join(out, ", ")
 }
 
 // waitUntil polls cond every 100 ms until it holds or timeout passes.
