@@ -205,6 +205,9 @@ type timing struct {
 	// leavePropagate is serf's LeavePropagateDelay: how long Leave stays
 	// up after its broadcast, answering probes.
 	leavePropagate time.Duration
+	// failPulls, if set, makes that many of this member's next pulls fail
+	// on the way, as a member refusing connections would (retryPull).
+	failPulls *atomic.Int32
 }
 
 // withDefaults fills the zero fields this package has defaults for; the
@@ -246,6 +249,9 @@ type Cluster struct {
 	// that announces many versions in a burst is pulled once more after
 	// the running pull, not once per version.
 	pulling map[string]bool
+	// retrying holds the members whose failed pull waits to be tried
+	// again (retryPull).
+	retrying map[string]bool
 	// refusedVersion is the version of a member's table last refused for
 	// breaking the bounds: not pulled again until it changes.
 	refusedVersion map[string]announce.Version
@@ -326,6 +332,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		known:          map[string]announce.Version{},
 		failed:         map[string]time.Time{},
 		pulling:        map[string]bool{},
+		retrying:       map[string]bool{},
 		refusedVersion: map[string]announce.Version{},
 		legacyUntil:    map[string]time.Time{},
 		pulls:          make(chan string, 256),

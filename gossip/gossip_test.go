@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -554,5 +555,51 @@ func TestEpochSurvivesAClockSteppedBack(t *testing.T) {
 	c.mu.Unlock()
 	if v.Epoch <= time.Now().Add(59*time.Minute).UnixNano() {
 		t.Fatalf("Start's version %v ignores the kept epoch an hour ahead of the clock", v)
+	}
+}
+
+// TestFailedPullRetried: a pull that fails on the way (the member refused
+// the connection: too many waiting to authenticate when every member pulls
+// one new version at once) is tried again within a second, not at the
+// next anti-entropy pass, here an hour away; the control: with the retry's
+// one failure spent too, the table comes only then.
+func TestFailedPullRetried(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	for _, tc := range []struct {
+		name    string
+		ip, ipB string
+		failing int32
+		within  time.Duration // 0: the control
+	}{
+		{"one-failure-retried", "127.0.0.61", "127.0.0.62", 1, 5 * time.Second},
+		{"control-every-try-fails", "127.0.0.63", "127.0.0.64", 1 << 20, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ip, ipB := tc.ip, tc.ipB
+			a, _, portA := startNodeConfig(t, Config{Addr: netip.MustParseAddr(ip), Secret: secret, timing: timing{antiEntropy: time.Hour}})
+			fail := &atomic.Int32{}
+			_, recB, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(ipB), Secret: secret,
+				Seeds: []string{net.JoinHostPort(ip, strconv.Itoa(portA))}, timing: timing{antiEntropy: time.Hour, failPulls: fail}})
+			hostA := netip.MustParseAddr(ip)
+			testutil.Eventually(t, 10*time.Second, "B installs A's first table", func() bool { _, ok := recB.table(hostA); return ok })
+			fail.Store(tc.failing)
+			ep := announce.Endpoint{VNI: 7, IP: netip.MustParseAddr("10.0.0.2"), MAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, Created: time.Now()}
+			publish(a, announce.Table{Endpoints: []announce.Endpoint{ep}})
+			has := func() bool { tb, _ := recB.table(hostA); return len(tb.Endpoints) == 1 }
+			if tc.within > 0 {
+				testutil.Eventually(t, tc.within, "B installs A's new table after one failed pull", has)
+				if n := fail.Load(); n >= 0 {
+					t.Fatalf("the failure left to spend: %d; the table came without the failed pull", n)
+				}
+				return
+			}
+			time.Sleep(3 * time.Second)
+			if has() {
+				t.Fatal("control: B installed A's table although every pull failed")
+			}
+			if n := tc.failing - fail.Load(); n < 2 || n > 12 {
+				t.Fatalf("control: %d pulls tried in 3 s, want a few retries (one at a time, 250 ms to 1 s apart)", n)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -42,10 +43,13 @@ func (c *Cluster) pullLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case name := <-c.pulls:
-			ok := c.pullMember(ctx, name)
+			ok, retry := c.pullMember(ctx, name)
 			c.mu.Lock()
 			delete(c.pulling, name)
 			c.mu.Unlock()
+			if retry {
+				c.retryPull(ctx, name)
+			}
 			// Versions announced while the pull ran. The tags are read
 			// after the pull is no longer marked running, so an
 			// announcement is either seen here or pulls on its own.
@@ -56,12 +60,51 @@ func (c *Cluster) pullLoop(ctx context.Context) {
 	}
 }
 
+// retryPull tries a failed pull again a moment later (250 ms to 1 s,
+// at random): a member refuses connections while too many wait to
+// authenticate (many members pulling one new version at once), and the
+// anti-entropy pass would come back only after antiEntropy. One retry
+// waits per member; a table the member refused on its merits (stale, its
+// identity, over the bounds) is not retried.
+func (c *Cluster) retryPull(ctx context.Context, name string) {
+	c.mu.Lock()
+	if c.retrying[name] {
+		c.mu.Unlock()
+		return
+	}
+	c.retrying[name] = true
+	c.mu.Unlock()
+	wait := pullRetryMin + rand.N(pullRetryMax-pullRetryMin)
+	c.spawn(func() {
+		defer func() {
+			c.mu.Lock()
+			delete(c.retrying, name)
+			c.mu.Unlock()
+		}()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if m, alive := c.aliveMember(name); alive {
+			c.maybePull(m)
+		}
+	})
+}
+
+// The bounds of retryPull's wait.
+const (
+	pullRetryMin = 250 * time.Millisecond
+	pullRetryMax = time.Second
+)
+
 // pullMember installs the member's table if it is newer than the one
-// installed, and reports whether the pull succeeded.
-func (c *Cluster) pullMember(ctx context.Context, name string) bool {
-	member, ok := c.aliveMember(name)
-	if !ok {
-		return false
+// installed, and reports whether the pull succeeded, and if not, whether
+// it failed on the way (worth trying again soon) rather than on the table.
+func (c *Cluster) pullMember(ctx context.Context, name string) (ok, retry bool) {
+	member, alive := c.aliveMember(name)
+	if !alive {
+		return false, false
 	}
 	addr := net.JoinHostPort(member.Addr.String(), strconv.Itoa(int(member.Port)))
 	host, _ := netip.AddrFromSlice(member.Addr)
@@ -71,7 +114,7 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 	if errors.Is(err, errStale) {
 		c.stats.add("table-stale")
 		c.lim.Log(slog.LevelWarn, "table stale", "refusing a member's table older than the version it announced (replayed?)", "member", name, "err", err)
-		return false
+		return false, false
 	}
 	if errors.Is(err, errIdentity) {
 		c.stats.add("table-identity")
@@ -83,17 +126,17 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 		if !was {
 			c.updateMembers()
 		}
-		return false
+		return false, false
 	}
 	overLimits := announce.IsLimit(err)
 	if err != nil && !overLimits {
 		c.log.Warn("pulling member's table", "member", name, "err", err)
-		return false
+		return false, ctx.Err() == nil
 	}
 	// A table refused for its size was not decoded, and names no host.
 	if (err == nil || t.Host.IsValid()) && t.Host.String() != name {
 		c.log.Warn("member sent another host's table", "member", name, "host", t.Host)
-		return false
+		return false, false
 	}
 	if overLimits {
 		c.stats.add("table-limits")
@@ -101,7 +144,7 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 		c.mu.Lock()
 		c.refusedVersion[name] = t.Version
 		c.mu.Unlock()
-		return false
+		return false, false
 	}
 	c.mu.Lock()
 	delete(c.refusedVersion, name)
@@ -115,7 +158,7 @@ func (c *Cluster) pullMember(ctx context.Context, name string) bool {
 		c.log.Debug("installing member's table", "member", name, "version", t.Version.String(), "endpoints", len(t.Endpoints))
 		c.cfg.Sink.SetRemote(t)
 	}
-	return true
+	return true, false
 }
 
 func (c *Cluster) aliveMember(name string) (serf.Member, bool) {
@@ -175,6 +218,9 @@ var errStale = errors.New("table older than announced")
 // the pull, or version 1 from a member found serving only that. A table
 // older than announced is refused (errStale).
 func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announced announce.Version) (announce.Table, error) {
+	if f := c.cfg.timing.failPulls; f != nil && f.Add(-1) >= 0 {
+		return announce.Table{}, errors.New("test: the member refused the connection")
+	}
 	plain, err := c.pullPlain(ctx, addr, c.servesEphemeral(host))
 	if err != nil {
 		return announce.Table{}, err
