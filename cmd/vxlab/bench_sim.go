@@ -21,6 +21,7 @@ import (
 	"github.com/vxsec/vxsec/gossip"
 	"github.com/vxsec/vxsec/identity"
 	"github.com/vxsec/vxsec/internal/benchdata"
+	"github.com/vxsec/vxsec/lab"
 )
 
 // The simulation: the control plane of N hosts in this one process, to
@@ -201,7 +202,7 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 		defer h.c.Close()
 		hs[i] = h
 	}
-	if err := waitUntil(ctx, 180*time.Second, func() error {
+	if err := lab.WaitForEvery(ctx, 180*time.Second, 100*time.Millisecond, func() error {
 		for _, h := range hs {
 			if m := alive(h.c); m != n {
 				return fmt.Errorf("%s sees %d of %d members alive", h.addr, m, n)
@@ -247,7 +248,7 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 	lastAdd := time.Now()
 	var converged time.Time
 	lastTrace := time.Now()
-	err = waitUntil(ctx, 300*time.Second, func() error {
+	err = lab.WaitForEvery(ctx, 300*time.Second, 100*time.Millisecond, func() error {
 		if os.Getenv("VXLAB_SIM_TRACE") != "" && time.Since(lastTrace) >= time.Second {
 			lastTrace = time.Now()
 			missing, hostsBehind := 0, 0
@@ -376,23 +377,4 @@ func (h *countingHandler) top(n int) string {
 		out = append(out, fmt.Sprintf("%q ×%d", x.msg, x.n))
 	}
 	return strings.Join(out, ", ")
-}
-
-// waitUntil polls cond every 100 ms until it holds or timeout passes.
-func waitUntil(ctx context.Context, timeout time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %s: %w", timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
