@@ -43,13 +43,27 @@ func claimsOf(t announce.Table) map[claim]bool {
 // noteClaimsLocked records when this host first saw each claim of t, and
 // forgets the claims t's host no longer makes (a claim made again later
 // counts from then).
-func (d *Driver) noteClaimsLocked(t announce.Table) {
+// old is the host's table held before t, if any: the claims to forget are
+// then among its own, and the rest of what was seen (every host's) is not
+// walked for each table that arrives.
+func (d *Driver) noteClaimsLocked(old *announce.Table, t announce.Table) {
 	now := d.now()
 	current := claimsOf(t)
-	for c := range d.seen {
+	forget := func(c claim) {
 		if c.host == t.Host && !current[c] {
 			delete(d.seen, c)
 			delete(d.ignored, c)
+		}
+	}
+	if old != nil {
+		for c := range claimsOf(*old) {
+			forget(c)
+		}
+	} else {
+		// The first table of the host: claims seeded from the kernel at
+		// start may be its.
+		for c := range d.seen {
+			forget(c)
 		}
 	}
 	for c := range current {
@@ -128,9 +142,15 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 		mac  net.HardwareAddr
 		seen time.Time
 	}
-	var cands []cand
-	byIP := map[netip.Addr]cand{}
-	byMAC := map[string]cand{}
+	// Sized once: a pass runs after every batch of tables, over every
+	// entry of the network, and growing these maps was most of its cost.
+	total := 0
+	for _, t := range d.remote {
+		total += len(t.Endpoints)
+	}
+	cands := make([]cand, 0, total)
+	byIP := make(map[netip.Addr]cand, total)
+	byMAC := make(map[string]cand, total)
 	for host, t := range d.remote {
 		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
 			continue
@@ -155,7 +175,7 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 		}
 	}
 	out := make([]vxlan.Peer, 0, len(cands))
-	done := map[claim]bool{}
+	done := make(map[claim]bool, len(cands))
 	for _, k := range cands {
 		switch {
 		case done[k.c]: // a table that lists an endpoint twice

@@ -37,11 +37,16 @@ func (d *Driver) SetRemote(t announce.Table) {
 		}
 		return
 	}
-	if old, ok := d.remote[t.Host]; ok && !old.Version.Less(t.Version) {
+	old, had := d.remote[t.Host]
+	if had && !old.Version.Less(t.Version) {
 		return
 	}
 	d.remote[t.Host] = t
-	d.noteClaimsLocked(t)
+	if had {
+		d.noteClaimsLocked(&old, t)
+	} else {
+		d.noteClaimsLocked(nil, t)
+	}
 	d.counts.tables.Add(1)
 	if d.pendingSince.IsZero() {
 		d.pendingSince = time.Now()

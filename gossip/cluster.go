@@ -111,6 +111,9 @@ type Config struct {
 // to a member it pulls from (package identity).
 type TableSigner interface {
 	SignTable(table []byte) ([]byte, error)
+	// SignRaw is the signature SignTable makes, alone: what a delta of
+	// the table carries (the receiver holds the rest from its last pull).
+	SignRaw(table []byte) ([]byte, error)
 	// SignPeer returns the identity block that proves this host signed
 	// msg.
 	SignPeer(msg []byte) ([]byte, error)
@@ -179,7 +182,11 @@ const (
 	// members), 3.6 s with 3 s. An exchange is one connection and about
 	// 120 bytes a member, every 3 s per host (6 s past 32 members, 12 s
 	// past 128).
-	pushPull    = 3 * time.Second
+	pushPull = 3 * time.Second
+	// deltaWait is how long a member that announced a new version is
+	// given for its delta to arrive before it is pulled: the delta and the
+	// version tag travel in gossip apart, and either may come first.
+	deltaWait   = 300 * time.Millisecond
 	pullWorkers = 4
 	// legacyPullFor is how long a member found serving only version 1
 	// pulls is pulled with version 1 before version 2 is tried again (it
@@ -208,6 +215,11 @@ type timing struct {
 	// failPulls, if set, makes that many of this member's next pulls fail
 	// on the way, as a member refusing connections would (retryPull).
 	failPulls *atomic.Int32
+	// deltaWait is how long a pull waits for the delta of the version
+	// announced (deltaWait below).
+	deltaWait time.Duration
+	// noDeltas: this member sends no deltas (the tests' control).
+	noDeltas bool
 }
 
 // withDefaults fills the zero fields this package has defaults for; the
@@ -224,6 +236,7 @@ func (t timing) withDefaults() timing {
 	def(&t.antiEntropy, antiEntropy)
 	def(&t.preauthTimeout, preauthTimeout)
 	def(&t.broadcastWait, broadcastWait)
+	def(&t.deltaWait, deltaWait)
 	return t
 }
 
@@ -241,10 +254,24 @@ type Cluster struct {
 	mu       sync.Mutex
 	local    announce.Table
 	localRaw []byte
-	// served is what pulls get: localRaw, signed when there is a Signer.
+	// signed is localRaw, signed when there is a Signer. served is what
+	// pulls get: signed as of the last announcement, so that every member
+	// holds an announced version, which the next delta is from.
+	signed []byte
 	served []byte
 	known  map[string]announce.Version // member name → version of its table installed
-	failed map[string]time.Time        // member name → when its entries go
+	// held are the tables installed, by member name, with what signed
+	// them: what a delta applies to and is checked with.
+	held map[string]heldTable
+	// announced is this host's table as last announced: what its next
+	// delta is from.
+	announced announce.Table
+	// deferred holds the members whose pull waits a moment for the delta
+	// of the version they announced (maybePull).
+	deferred map[string]bool
+	// early are deltas kept from versions not held yet, by member name.
+	early  map[string][]pendingDelta
+	failed map[string]time.Time // member name → when its entries go
 	// pulling holds the members with a pull queued or running: a member
 	// that announces many versions in a burst is pulled once more after
 	// the running pull, not once per version.
@@ -267,6 +294,9 @@ type Cluster struct {
 	// resign makes the next snapshot a new version even if the table is
 	// the same (Resign: the signature changes).
 	resign atomic.Bool
+	// resigned: Resign was called since the last announcement, whose
+	// version then goes without a delta.
+	resigned atomic.Bool
 	// signers are the signers of the tables installed, by member name.
 	signers map[string]string
 	// untrusted are members whose table was refused for its identity
@@ -330,6 +360,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		log:            cfg.Log.With("component", "gossip"),
 		stats:          newCounters(),
 		known:          map[string]announce.Version{},
+		held:           map[string]heldTable{},
+		deferred:       map[string]bool{},
+		early:          map[string][]pendingDelta{},
 		failed:         map[string]time.Time{},
 		pulling:        map[string]bool{},
 		retrying:       map[string]bool{},
@@ -353,6 +386,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c.local.Host, c.local.Version = cfg.Addr, announce.Version{Epoch: epoch}
+	c.announced = c.local
 	if c.localRaw, err = announce.Encode(c.local); err != nil {
 		cancel()
 		return nil, err
@@ -365,6 +399,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.served = c.localRaw
 		c.resign.Store(true)
 	}
+	c.signed = c.served
 
 	if cfg.Secret != nil {
 		c.period.Store(keyPeriod(time.Now(), cfg.KeyPeriod))
@@ -454,6 +489,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.spawn(func() { c.eventLoop(ctx, events) })
 	c.spawn(func() { c.snapshotLoop(ctx) })
 	c.spawn(func() { c.publishLoop(ctx) })
+	c.spawn(func() { c.deltaLoop(ctx) })
 	for i := 0; i < pullWorkers; i++ {
 		c.spawn(func() { c.pullLoop(ctx) })
 	}

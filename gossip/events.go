@@ -76,6 +76,8 @@ func (c *Cluster) drop(name string) {
 	c.mu.Lock()
 	_, had := c.known[name]
 	delete(c.known, name)
+	delete(c.held, name)
+	delete(c.early, name)
 	delete(c.failed, name)
 	c.mu.Unlock()
 	addr, err := netip.ParseAddr(name)

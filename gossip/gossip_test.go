@@ -576,7 +576,8 @@ func TestFailedPullRetried(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ip, ipB := tc.ip, tc.ipB
-			a, _, portA := startNodeConfig(t, Config{Addr: netip.MustParseAddr(ip), Secret: secret, timing: timing{antiEntropy: time.Hour}})
+			// A sends no deltas: the table must come by a pull.
+			a, _, portA := startNodeConfig(t, Config{Addr: netip.MustParseAddr(ip), Secret: secret, timing: timing{antiEntropy: time.Hour, noDeltas: true}})
 			fail := &atomic.Int32{}
 			_, recB, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(ipB), Secret: secret,
 				Seeds: []string{net.JoinHostPort(ip, strconv.Itoa(portA))}, timing: timing{antiEntropy: time.Hour, failPulls: fail}})

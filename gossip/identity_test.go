@@ -139,14 +139,14 @@ func TestAttackForgedTables(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mitm := fakeServer(t, "127.0.0.95", secretA, tc.raw)
-			got, err := c1.pull(context.Background(), mitm, h2, announce.Version{})
+			got, _, err := c1.pull(context.Background(), mitm, h2, announce.Version{})
 			if !errors.Is(err, errIdentity) || (tc.why != nil && !errors.Is(err, tc.why)) {
 				t.Fatalf("h1 took the forged table (%+v, err %v)", got, err)
 			}
 			t.Logf("h1 refused it: %v", err)
 			// The control: the secret alone lets the forged "h2" through.
 			if tc.name == "unsigned" {
-				got, err := open.pull(context.Background(), mitm, h2, announce.Version{})
+				got, _, err := open.pull(context.Background(), mitm, h2, announce.Version{})
 				if err != nil || got.Host != h2 || !bytes.Equal(got.Keys[0].Public, evilKey) {
 					t.Fatalf("control: a host without identities did not take the forged table: %+v %v", got, err)
 				}
@@ -156,13 +156,13 @@ func TestAttackForgedTables(t *testing.T) {
 	}
 	// The genuine table, relayed by the same server: accepted.
 	mitm := fakeServer(t, "127.0.0.95", secretA, genuineSigned)
-	got, err := c1.pull(context.Background(), mitm, h2, genuine.Version)
+	got, _, err := c1.pull(context.Background(), mitm, h2, genuine.Version)
 	if err != nil || got.Version != genuine.Version {
 		t.Fatalf("h1 refused h2's genuine table relayed: %+v %v", got, err)
 	}
 	// A replay: h2 has since published 5.2 (announced in its tags), and
 	// the server answers with the genuine, signed 5.1 it recorded.
-	got, err = c1.pull(context.Background(), mitm, h2, announce.Version{Epoch: 5, Seq: 2})
+	got, _, err = c1.pull(context.Background(), mitm, h2, announce.Version{Epoch: 5, Seq: 2})
 	if !errors.Is(err, errStale) {
 		t.Fatalf("h1 took h2's older table replayed after 5.2 was announced: %+v %v", got, err)
 	}
@@ -198,7 +198,7 @@ func TestAttackKeysBoundToAnotherIdentity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := c1.pull(context.Background(), fakeServer(t, a3, secretA, signed), h3, announce.Version{})
+			got, _, err := c1.pull(context.Background(), fakeServer(t, a3, secretA, signed), h3, announce.Version{})
 			switch {
 			case tc.taken && (err != nil || got.Keys[0].ID != tc.id):
 				t.Fatalf("control: h1 refused h3's own table (%+v, err %v)", got, err)
@@ -307,7 +307,7 @@ func TestAttackRevokedHost(t *testing.T) {
 	}
 	// Nor does h3 read the others' tables any more; before, it did.
 	testutil.Eventually(t, 10*time.Second, "h2 refuses h3's pulls", func() bool {
-		_, err := c3.pull(context.Background(), net.JoinHostPort(a2, strconv.Itoa(c2.cfg.Port)), netip.MustParseAddr(a2), announce.Version{})
+		_, _, err := c3.pull(context.Background(), net.JoinHostPort(a2, strconv.Itoa(c2.cfg.Port)), netip.MustParseAddr(a2), announce.Version{})
 		return err != nil && c2.Stats().Refused["pull-identity"] > 0
 	})
 }

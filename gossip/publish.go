@@ -9,10 +9,12 @@ import (
 	"github.com/vxsec/vxsec/announce"
 )
 
-// snapshotLoop makes every change of the local state this host's table at
-// once, with a new version: a member that pulls, for whatever version it
-// heard of, gets the newest table. Only the announcement is spaced
-// (publishLoop), never the table.
+// snapshotLoop makes every change of the local state this host's next
+// table at once, with a new version; publishLoop announces it, spaced,
+// and from then on pulls get it. Pulls get the version announced last,
+// not a newer one: a member then holds a version the next delta is from
+// (a table newer than announced would leave it off the chain of deltas,
+// pulling every version after).
 func (c *Cluster) snapshotLoop(ctx context.Context) {
 	for {
 		select {
@@ -49,8 +51,16 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 		}
 		last = time.Now()
 		c.mu.Lock()
-		v := c.local.Version
+		prev, next, nextRaw := c.announced, c.local, c.localRaw
+		c.announced, c.served = next, c.signed
 		c.mu.Unlock()
+		v := next.Version
+		// The delta goes first: a member that sees the tag before it
+		// waits deltaWait for it. None after a new signature: members
+		// check a delta with the chain they hold, which is the old one.
+		if !c.resigned.Swap(false) {
+			c.sendDelta(prev, next, nextRaw)
+		}
 		if err := c.serf.SetTags(tableTags(v)); err != nil {
 			// The tag is set; only the confirmation of its broadcast timed
 			// out. The repair pass covers any member that missed it.
@@ -94,7 +104,7 @@ func (c *Cluster) takeSnapshot() (announce.Version, bool) {
 		c.resign.Store(true)
 		return t.Version, false
 	}
-	c.local, c.localRaw, c.served = t, raw, served
+	c.local, c.localRaw, c.signed = t, raw, served
 	return t.Version, true
 }
 
@@ -102,6 +112,7 @@ func (c *Cluster) takeSnapshot() (announce.Version, bool) {
 // the identity it is signed with changed (in swarm mode, a new manager's
 // pass), and members that refused or hold the older signature pull it.
 func (c *Cluster) Resign() {
+	c.resigned.Store(true)
 	c.resign.Store(true)
 	select {
 	case c.resnap <- struct{}{}:

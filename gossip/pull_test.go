@@ -224,7 +224,7 @@ func TestPullFromOldServer(t *testing.T) {
 	old := startOldServer(t, secretA, want, false)
 	addr := old.l.Addr().String()
 	for i, wantConns := range []int32{2, 3} {
-		got, err := c.pull(context.Background(), addr, want.Host, announce.Version{})
+		got, _, err := c.pull(context.Background(), addr, want.Host, announce.Version{})
 		if err != nil {
 			t.Fatalf("pull %d: %v", i, err)
 		}
@@ -238,7 +238,7 @@ func TestPullFromOldServer(t *testing.T) {
 
 	openC, _, _ := startNode(t, "127.0.0.73", nil, nil)
 	oldOpen := startOldServer(t, nil, want, true)
-	if got, err := openC.pull(context.Background(), oldOpen.l.Addr().String(), want.Host, announce.Version{}); err != nil || got.Version != want.Version {
+	if got, _, err := openC.pull(context.Background(), oldOpen.l.Addr().String(), want.Host, announce.Version{}); err != nil || got.Version != want.Version {
 		t.Fatalf("open cluster: pull = %v, %v", got.Version, err)
 	}
 }

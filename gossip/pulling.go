@@ -18,8 +18,15 @@ import (
 	"github.com/vxsec/vxsec/internal/limit"
 )
 
-// maybePull queues a pull when m announces a newer table than installed.
-func (c *Cluster) maybePull(m serf.Member) {
+// maybePull queues a pull when m announces a newer table than installed:
+// deltaWait later when its delta may still come, at once otherwise.
+func (c *Cluster) maybePull(m serf.Member) { c.pullIfBehind(m, true) }
+
+// queuePull queues a pull when m announces a newer table than installed,
+// at once.
+func (c *Cluster) queuePull(m serf.Member) { c.pullIfBehind(m, false) }
+
+func (c *Cluster) pullIfBehind(m serf.Member, mayWait bool) {
 	v, err := announce.ParseVersion(m.Tags[tagVersion])
 	if err != nil {
 		c.log.Warn("member announces no valid table version", "member", m.Name, "err", err)
@@ -28,6 +35,9 @@ func (c *Cluster) maybePull(m serf.Member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.known[m.Name].Less(v) || c.pulling[m.Name] || c.refusedVersion[m.Name] == v {
+		return
+	}
+	if mayWait && c.deferPull(m.Name, v) {
 		return
 	}
 	select {
@@ -110,7 +120,7 @@ func (c *Cluster) pullMember(ctx context.Context, name string) (ok, retry bool) 
 	host, _ := netip.AddrFromSlice(member.Addr)
 	// What the member announced: a table older than that is a replay.
 	announced, _ := announce.ParseVersion(member.Tags[tagVersion])
-	t, err := c.pull(ctx, addr, host.Unmap(), announced)
+	t, h, err := c.pull(ctx, addr, host.Unmap(), announced)
 	if errors.Is(err, errStale) {
 		c.stats.add("table-stale")
 		c.lim.Log(slog.LevelWarn, "table stale", "refusing a member's table older than the version it announced (replayed?)", "member", name, "err", err)
@@ -152,11 +162,14 @@ func (c *Cluster) pullMember(ctx context.Context, name string) (ok, retry bool) 
 	newer := have.Less(t.Version)
 	if newer {
 		c.known[name] = t.Version
+		h.table = t
+		c.held[name] = h
 	}
 	c.mu.Unlock()
 	if newer {
 		c.log.Debug("installing member's table", "member", name, "version", t.Version.String(), "endpoints", len(t.Endpoints))
 		c.cfg.Sink.SetRemote(t)
+		c.drainDeltas(name)
 	}
 	return true, false
 }
@@ -216,22 +229,30 @@ var errStale = errors.New("table older than announced")
 
 // pull fetches and decodes a member's table, with version 2 of
 // the pull, or version 1 from a member found serving only that. A table
-// older than announced is refused (errStale).
-func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announced announce.Version) (announce.Table, error) {
+// older than announced is refused (errStale). The heldTable returned says
+// what signed the table (its table field is left unset).
+func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announced announce.Version) (announce.Table, heldTable, error) {
 	if f := c.cfg.timing.failPulls; f != nil && f.Add(-1) >= 0 {
-		return announce.Table{}, errors.New("test: the member refused the connection")
+		return announce.Table{}, heldTable{}, errors.New("test: the member refused the connection")
 	}
 	plain, err := c.pullPlain(ctx, addr, c.servesEphemeral(host))
 	if err != nil {
-		return announce.Table{}, err
+		return announce.Table{}, heldTable{}, err
 	}
 	raw, signer, err := c.unwrap(host, plain)
 	if err != nil {
-		return announce.Table{}, err
+		return announce.Table{}, heldTable{}, err
+	}
+	var h heldTable
+	if signer != "" {
+		// What a delta of this table is checked with.
+		if s, err := announce.DecodeSigned(plain); err == nil {
+			h = heldTable{signed: true, signer: signer, chain: s.Chain, pass: s.Pass}
+		}
 	}
 	t, err := announce.Decode(raw)
 	if err == nil && t.Version.Less(announced) {
-		return announce.Table{}, fmt.Errorf("%w: %s serves version %s, and announced %s", errStale, host, t.Version, announced)
+		return announce.Table{}, heldTable{}, fmt.Errorf("%w: %s serves version %s, and announced %s", errStale, host, t.Version, announced)
 	}
 	if err == nil && signer != "" {
 		err = c.checkKeyNames(t, signer)
@@ -246,7 +267,7 @@ func (c *Cluster) pull(ctx context.Context, addr string, host netip.Addr, announ
 			c.updateMembers()
 		}
 	}
-	return t, err
+	return t, h, err
 }
 
 // checkKeyNames refuses a table whose IPsec epochs are bound to an

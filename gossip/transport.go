@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -109,6 +110,8 @@ type transport struct {
 	udp     *net.UDPConn
 	packets chan *memberlist.Packet
 	streams chan net.Conn
+	// deltas are the table deltas that arrived (deltaPacket), opened.
+	deltas chan []byte
 	// pull serves a table pull, its magic byte read; it releases the
 	// ticket once the client proved itself.
 	pull func(net.Conn, *limit.Ticket)
@@ -159,7 +162,8 @@ func newTransport(addr netip.Addr, port int, pull, pullV1 func(net.Conn, *limit.
 	t := &transport{
 		tcp: tcp, udp: udp,
 		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn),
-		pull: pull, pullV1: pullV1, auth: auth, preauth: preauth,
+		deltas: make(chan []byte, deltaQueue),
+		pull:   pull, pullV1: pullV1, auth: auth, preauth: preauth,
 		strangers: limit.NewGate(strangerLimits), known: limit.NewGate(memberLimits),
 		packetBucket: limit.Bucket{Rate: strangerPacketRate, Burst: strangerPacketBurst},
 		stats:        stats, log: log, slog: sl,
@@ -426,6 +430,10 @@ func (t *transport) readLoop() {
 			}
 			from := ua.AddrPort()
 			p := m.Buffers[0][:m.N]
+			if len(p) > 0 && p[0] == deltaPacket && m.Flags&unix.MSG_TRUNC == 0 {
+				t.takeDelta(p[1:], from, ts, scratch)
+				continue
+			}
 			reason, err := t.checkPacket(p, from.Addr(), ts, scratch)
 			if reason == "" && m.Flags&unix.MSG_TRUNC != 0 {
 				reason, err = "packet-malformed", errTruncated
@@ -448,6 +456,81 @@ func (t *transport) readLoop() {
 // batchReader reads many datagrams at once (ipv4 and ipv6 PacketConn).
 type batchReader interface {
 	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// A table delta (announce.Delta) travels in a UDP packet of its own, sent
+// by its author to each member: deltaPacket, then (with a secret) the
+// delta sealed like memberlist's packets (version 1, nonce, AES-GCM under
+// the primary gossip key) but with deltaAAD, so that neither is ever taken
+// for the other. memberlist's packets open with a version byte (0 or 1)
+// with a secret, or a message type below deltaPacket without.
+const (
+	deltaPacket = 0xd7
+	deltaAAD    = "vxsec table delta v1"
+	// deltaQueue bounds the deltas waiting for the cluster; more are
+	// dropped (their tables are pulled).
+	deltaQueue = 1024
+)
+
+// sealDelta is the packet that carries wire, sealed under key (nil: an
+// open cluster).
+func sealDelta(key, wire []byte) ([]byte, error) {
+	out := []byte{deltaPacket}
+	if key == nil {
+		return append(out, wire...), nil
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	g, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, 1)
+	nonce := make([]byte, g.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	out = append(out, nonce...)
+	return g.Seal(out, nonce, wire, []byte(deltaAAD)), nil
+}
+
+// sendDelta sends wire, sealed under key, to each address.
+func (t *transport) sendDelta(key, wire []byte, to []netip.AddrPort) error {
+	p, err := sealDelta(key, wire)
+	if err != nil {
+		return err
+	}
+	var first error
+	for _, ap := range to {
+		if _, err := t.udp.WriteToUDPAddrPort(p, ap); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// takeDelta opens a delta packet (its first byte taken off) and queues the
+// delta for the cluster, or refuses it.
+func (t *transport) takeDelta(p []byte, from netip.AddrPort, now time.Time, scratch []byte) {
+	if t.auth != nil {
+		if !t.isMember(from.Addr()) && !t.packetBucket.Take(now) {
+			t.refuse("packet-rate", from, errPacketRate)
+			return
+		}
+		plain, ok := t.auth.openPlain(p, []byte(deltaAAD), scratch)
+		if !ok {
+			t.refuse("packet-unauthentic", from, errNotAuthentic)
+			return
+		}
+		p = plain
+	}
+	select {
+	case t.deltas <- bytes.Clone(p):
+	default:
+		t.stats.add("delta-dropped")
+	}
 }
 
 // checkPacket says why a packet is refused, or "" when it authenticated.
@@ -601,16 +684,23 @@ func (a *authenticator) setKeys(keys [][]byte) error {
 // with aad under one of the keys. scratch, if large enough, holds the
 // plaintext, which is thrown away: memberlist decrypts again.
 func (a *authenticator) open(msg, aad, scratch []byte) bool {
+	_, ok := a.openPlain(msg, aad, scratch)
+	return ok
+}
+
+// openPlain is open, returning the plaintext (in scratch when it is
+// large enough).
+func (a *authenticator) openPlain(msg, aad, scratch []byte) ([]byte, bool) {
 	if len(msg) < minEncrypted || msg[0] > 1 || msg[0] == 0 && len(msg) < minEncryptedV0 {
-		return false
+		return nil, false
 	}
 	nonce, ct := msg[1:1+gcmNonce], msg[1+gcmNonce:]
 	for _, g := range *a.aeads.Load() {
-		if _, err := g.Open(scratch[:0], nonce, ct, aad); err == nil {
-			return true
+		if plain, err := g.Open(scratch[:0], nonce, ct, aad); err == nil {
+			return plain, true
 		}
 	}
-	return false
+	return nil, false
 }
 
 // counters count what the gossip port accepted and refused, by reason.
@@ -639,14 +729,18 @@ func (c *counters) accept(what string) {
 // Stats is what the gossip port let through and refused since start.
 type Stats struct {
 	// Accepted counts by kind: "stream" (to memberlist), "pull" (tables
-	// served), "packet".
+	// served), "packet", "delta" (members' tables installed from a
+	// delta), "delta-early" (deltas kept for the version before them),
+	// "delta-sent".
 	Accepted map[string]uint64 `json:"Accepted"`
 	// Refused counts by reason: "busy", "source-busy", "rate",
 	// "source-rate", "sources", "memory" (the limits of connections
 	// waiting to authenticate), "timeout", "closed", "frame-size",
 	// "not-encrypted", "unauthentic", "pull-v1", "pull-proof", "pull-identity" (a pull without the host identity the cluster requires),
-	// "packet-rate", "packet-unauthentic", "packet-malformed", and
-	// "table-limits" for pulled tables over the member bounds.
+	// "packet-rate", "packet-unauthentic", "packet-malformed",
+	// "table-limits" for pulled tables over the member bounds, and for
+	// deltas "delta-gap" (not from the version held: pulled instead),
+	// "delta-identity", "delta-mismatch", "delta-malformed".
 	Refused map[string]uint64 `json:"Refused"`
 }
 

@@ -142,6 +142,20 @@ func (id *Identity) SignTable(table []byte) ([]byte, error) {
 	return announce.EncodeSigned(announce.Signed{Chain: chain, Sig: sig, CRL: crl, Table: table})
 }
 
+// SignRaw is the signature alone that SignTable puts in front of a
+// table's encoding, with no chain or list: what a table delta carries
+// (announce.Delta), checked by OpenTable with the chain of the last table
+// the receiver pulled from this host.
+func (id *Identity) SignRaw(table []byte) ([]byte, error) {
+	_, key := id.signer()
+	digest := sha256.Sum256(announce.SignedMessage(table))
+	sig, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("signing the table delta: %w", err)
+	}
+	return sig, nil
+}
+
 // Errors of OpenTable, for counting refusals by kind.
 var (
 	ErrNotForHost = errors.New("the certificate does not name the host's address")

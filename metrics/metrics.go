@@ -158,7 +158,7 @@ var (
 	descTables    = prometheus.NewDesc("vxsec_tables_taken_total", "Members' tables taken (newer than the one held).", nil, nil)
 	descPasses    = prometheus.NewDesc("vxsec_peer_passes_total", "Passes that applied members' tables to the kernel (FDB and neighbour entries, SAs).", nil, nil)
 	descApplyLag  = prometheus.NewDesc("vxsec_table_apply_lag_seconds", "How long the oldest table of the last pass waited from its arrival until its entries were in the kernel.", nil, nil)
-	descAccepted  = prometheus.NewDesc("vxsec_gossip_accepted_total", "What the gossip port let through, by kind (stream, pull, packet).", []string{"kind"}, nil)
+	descAccepted  = prometheus.NewDesc("vxsec_gossip_accepted_total", "What the gossip port let through, by kind (stream, pull, packet; delta: members' tables installed from a delta).", []string{"kind"}, nil)
 	descRefusedG  = prometheus.NewDesc("vxsec_gossip_refused_total", "What the gossip port refused, by reason.", []string{"reason"}, nil)
 )
 

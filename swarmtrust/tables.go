@@ -31,6 +31,22 @@ func (t *Tables) SignTable(table []byte) ([]byte, error) {
 	return t.sign(announce.SignedMessage(table), table)
 }
 
+// SignRaw is SignTable's signature alone, without the chain, the pass
+// or the eviction list: what a table delta carries (announce.Delta),
+// checked with those of the last table the receiver pulled from this
+// node.
+func (t *Tables) SignRaw(table []byte) ([]byte, error) {
+	creds, _ := t.a.identityNow()
+	if creds == nil {
+		return nil, errNoCredentials
+	}
+	sig, err := creds.sign(announce.SignedMessage(table))
+	if err != nil {
+		return nil, fmt.Errorf("signing with the swarm node key: %w", err)
+	}
+	return sig, nil
+}
+
 // SignPeer proves this node's identity to a member it pulls from: the
 // same block with no table.
 func (t *Tables) SignPeer(msg []byte) ([]byte, error) { return t.sign(msg, nil) }

@@ -155,6 +155,29 @@ func TestAttackSwarmTables(t *testing.T) {
 		t.Fatalf("the attacker's own table from its own address: signer %q, %v", signer, err)
 	}
 
+	// A table delta (gossip carries its signature alone; the receiver
+	// checks it with the chain and pass of w2's table it holds): w2's
+	// opens, the attacker's under w2's chain and pass does not.
+	body := []byte("\x00VXD a delta's body")
+	w2Sig, err := w2.Tables().SignRaw(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilSig, err := evil.Tables().SignRaw(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []struct {
+		name string
+		sig  []byte
+		ok   bool
+	}{{"w2's delta", w2Sig, true}, {"the attacker's delta with w2's chain and pass", evilSig, false}} {
+		wrapped, _ := announce.EncodeSigned(announce.Signed{Chain: w2Signed.Chain, Pass: w2Signed.Pass, Sig: d.sig, Table: body})
+		if _, signer, _, err := w3.Tables().OpenTable(s.addr(2), wrapped); (err == nil) != d.ok || (d.ok && signer != "w2") {
+			t.Fatalf("%s: signer %q, %v", d.name, signer, err)
+		}
+	}
+
 	// Pulls: the attacker proves itself from its own address, not w2's.
 	msg := []byte("both nonces")
 	block, err := evil.Tables().SignPeer(msg)

@@ -151,10 +151,10 @@ func benchSim(ctx context.Context, w io.Writer, o benchOpts, rec *benchdata.Sim)
 		}
 		rec.Runs = append(rec.Runs, r)
 	}
-	fmt.Fprintf(w, "   hosts  converged  after the last endpoint  CPU s  tables/host  pulls/host  loopback MiB  idle CPUs\n")
+	fmt.Fprintf(w, "   hosts  converged  after the last endpoint  CPU s  tables/host  deltas/host  pulls/host  loopback MiB  idle CPUs\n")
 	for _, r := range rec.Runs {
-		fmt.Fprintf(w, "   %5d  %8.2fs  %22.2fs  %5.1f  %11.1f  %10.1f  %12.1f  %9.2f\n",
-			r.Hosts, r.ConvergedS, r.AfterLastS, r.CPUS, r.TablesPerHost, r.PullsPerHost, float64(r.LoopbackBytes)/(1<<20), r.IdleCPUs)
+		fmt.Fprintf(w, "   %5d  %8.2fs  %22.2fs  %5.1f  %11.1f  %11.1f  %10.1f  %12.1f  %9.2f\n",
+			r.Hosts, r.ConvergedS, r.AfterLastS, r.CPUS, r.TablesPerHost, r.DeltasPerHost, r.PullsPerHost, float64(r.LoopbackBytes)/(1<<20), r.IdleCPUs)
 	}
 	return "", nil
 }
@@ -222,7 +222,7 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 	for _, h := range hs {
 		h.sink.expect(want)
 	}
-	pulls0 := pullsServed(hs)
+	pulls0, deltas0 := accepted(hs, "pull"), accepted(hs, "delta")
 	lo0 := loopbackBytes()
 	cpu0 = processCPU()
 	t0 := time.Now()
@@ -290,7 +290,8 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 		tables += t
 	}
 	r.TablesPerHost = float64(tables) / float64(n)
-	r.PullsPerHost = float64(pullsServed(hs)-pulls0) / float64(n)
+	r.PullsPerHost = float64(accepted(hs, "pull")-pulls0) / float64(n)
+	r.DeltasPerHost = float64(accepted(hs, "delta")-deltas0) / float64(n)
 	fmt.Fprintf(w, "   %d hosts: every host held all %d remote endpoints %s after the first was added (%s after the last); CPU %.1f s\n",
 		n, want, ms(converged.Sub(t0)), ms(max(converged.Sub(lastAdd), 0)), r.CPUS)
 	refused := map[string]uint64{}
@@ -300,7 +301,7 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 		}
 	}
 	if len(refused) > 0 {
-		fmt.Fprintf(w, "   %d hosts: connections refused by the gossip port's limits, by reason: %v\n", n, refused)
+		fmt.Fprintf(w, "   %d hosts: refused (connections by the gossip port's limits; deltas with a gap, pulled instead), by reason: %v\n", n, refused)
 	}
 	if ws := warnings.top(5); ws != "" {
 		fmt.Fprintf(w, "   %d hosts: warnings the hosts logged (the 5 most frequent): %s\n", n, ws)
@@ -318,10 +319,12 @@ func alive(c *gossip.Cluster) int {
 	return m
 }
 
-func pullsServed(hs []*simHost) uint64 {
+// accepted sums a count of the hosts' gossip: "pull" (pulls served),
+// "delta" (tables installed from a delta).
+func accepted(hs []*simHost, what string) uint64 {
 	var n uint64
 	for _, h := range hs {
-		n += h.c.Stats().Accepted["pull"]
+		n += h.c.Stats().Accepted[what]
 	}
 	return n
 }

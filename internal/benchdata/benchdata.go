@@ -96,6 +96,9 @@ type SimRun struct {
 	TablesPerHost float64 `json:"tables_per_host"`
 	PullsPerHost  float64 `json:"pulls_per_host"`
 	LoopbackBytes int64   `json:"loopback_bytes"`
+	// DeltasPerHost: of the tables installed, those made from a delta
+	// rather than pulled.
+	DeltasPerHost float64 `json:"deltas_per_host,omitempty"`
 }
 
 // Scale is one or more runs of the scale benchmark (several with a sweep of

@@ -1,0 +1,279 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/vxsec/vxsec/announce"
+)
+
+// Deltas: a new version of a host's table that changes only its endpoints
+// (containers started and stopped, the common case) is also sent as the
+// change from the version announced before, a serf user event signed by
+// the host's identity (announce.Delta). A member holding that previous
+// version installs the new one from it, with no pull: no connection, no
+// key exchange, one signature checked. Everything else is as before: the
+// version tag is still set on every change, and a member that did not get
+// the delta (lost, a gap, a restart, a change to networks or keys) pulls
+// the table when it sees the tag, deltaWait later. A delta gets no more
+// trust than a pull: it is checked with the certificate chain (and pass,
+// in swarm mode) of the table it applies to, by the same Verifier, it must
+// name that table's version as its base, and the table it makes must hash
+// to what the host signed.
+
+// heldTable is a member's table installed, with what signed it.
+type heldTable struct {
+	table announce.Table
+	// signed: the table came signed; then signer, chain and pass are
+	// what OpenTable checked it with.
+	signed bool
+	signer string
+	chain  [][]byte
+	pass   []byte
+}
+
+// sendDelta sends the delta from prev, the table announced last, to next
+// (encoded nextRaw), if only endpoints changed and it fits one event.
+func (c *Cluster) sendDelta(prev, next announce.Table, nextRaw []byte) {
+	if c.cfg.timing.noDeltas {
+		return
+	}
+	d, ok := announce.Diff(prev, next, nextRaw, 72)
+	if !ok {
+		return
+	}
+	if c.cfg.Signer != nil {
+		body, err := d.Body()
+		if err == nil {
+			d.Sig, err = c.cfg.Signer.SignRaw(body)
+		}
+		if err != nil {
+			// No identity to sign with yet: members pull.
+			c.log.Debug("not sending a delta", "version", next.Version.String(), "err", err)
+			return
+		}
+	}
+	wire, err := announce.EncodeDelta(d)
+	if err != nil {
+		return // a signature longer than planned for: members pull
+	}
+	var key []byte
+	if c.keyring != nil {
+		key = c.keyring.GetPrimaryKey()
+	}
+	self := c.serf.LocalMember().Name
+	var to []netip.AddrPort
+	for _, m := range c.serf.Members() {
+		if a, ok := netip.AddrFromSlice(m.Addr); ok && m.Name != self && m.Status == serf.StatusAlive {
+			to = append(to, netip.AddrPortFrom(a.Unmap(), m.Port))
+		}
+	}
+	if err := c.tr.sendDelta(key, wire, to); err != nil {
+		c.log.Debug("sending a delta", "version", next.Version.String(), "err", err)
+	}
+	c.stats.accept("delta-sent")
+}
+
+// deltaLoop takes the deltas the transport received.
+func (c *Cluster) deltaLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-c.tr.deltas:
+			c.onDelta(p)
+		}
+	}
+}
+
+// onDelta installs a member's table from a delta, if this host holds the
+// version the delta is from and the delta proves its host. UDP does not
+// keep order, so a delta from a version not held yet is kept for the one
+// before it.
+func (c *Cluster) onDelta(payload []byte) {
+	d, body, err := announce.DecodeDelta(payload)
+	if err != nil {
+		c.stats.add("delta-malformed")
+		c.lim.Log(slog.LevelWarn, "delta malformed", "refusing a malformed table delta", "err", err)
+		return
+	}
+	name := d.Host.String()
+	if name == c.serf.LocalMember().Name {
+		return
+	}
+	if _, alive := c.aliveMember(name); !alive {
+		return
+	}
+	c.mu.Lock()
+	_, held := c.held[name]
+	base := c.known[name]
+	usable := held && !c.untrusted[name] && d.Prev.Epoch == base.Epoch && base.Less(d.Next)
+	early := usable && base != d.Prev
+	if early {
+		c.keepDelta(name, pendingDelta{d, body})
+	}
+	c.mu.Unlock()
+	switch {
+	case !usable:
+		// Older than the table held, or from another run of its host:
+		// the version tag leads to a pull if one is needed.
+		c.stats.add("delta-gap")
+	case early:
+		c.stats.accept("delta-early")
+	default:
+		c.installDelta(name, pendingDelta{d, body})
+		c.drainDeltas(name)
+	}
+}
+
+// pendingDelta is a delta kept until the version it is from is held.
+type pendingDelta struct {
+	d    announce.Delta
+	body []byte
+}
+
+// maxPending bounds the deltas kept per member.
+const maxPending = 8
+
+// keepDelta keeps a delta from a version not held yet; under c.mu.
+func (c *Cluster) keepDelta(name string, p pendingDelta) {
+	list := c.early[name]
+	if len(list) >= maxPending {
+		list = list[1:]
+	}
+	c.early[name] = append(list, p)
+}
+
+// drainDeltas installs the kept deltas that follow the version now held,
+// in order, and forgets those it went past.
+func (c *Cluster) drainDeltas(name string) {
+	for {
+		c.mu.Lock()
+		base := c.known[name]
+		var next *pendingDelta
+		kept := c.early[name][:0]
+		for _, p := range c.early[name] {
+			switch {
+			case p.d.Prev == base && next == nil:
+				next = &p
+			case base.Less(p.d.Next) && p.d.Prev.Epoch == base.Epoch:
+				kept = append(kept, p)
+			}
+		}
+		if len(kept) == 0 {
+			delete(c.early, name)
+		} else {
+			c.early[name] = kept
+		}
+		c.mu.Unlock()
+		if next == nil || !c.installDelta(name, *next) {
+			return
+		}
+	}
+}
+
+// installDelta checks a delta from the version held and installs the table
+// it makes, and reports whether it did.
+func (c *Cluster) installDelta(name string, p pendingDelta) bool {
+	d := p.d
+	c.mu.Lock()
+	h, held := c.held[name]
+	ok := held && c.known[name] == d.Prev && !c.untrusted[name]
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if err := c.checkDelta(d, p.body, h); err != nil {
+		c.stats.add("delta-identity")
+		c.lim.Log(slog.LevelWarn, "delta identity", "refusing a table delta: it does not prove its host with the identity of its table held; pulling the table", "member", name, "err", err)
+		return false
+	}
+	t, _, err := d.Install(h.table)
+	if err != nil {
+		c.stats.add("delta-mismatch")
+		c.lim.Log(slog.LevelWarn, "delta mismatch", "a table delta does not rebuild the table its host signed; pulling it", "member", name, "err", err)
+		return false
+	}
+	c.mu.Lock()
+	if c.known[name] != d.Prev || c.untrusted[name] {
+		c.mu.Unlock()
+		return false // a pull or a drop came first
+	}
+	c.known[name] = d.Next
+	h.table = t
+	c.held[name] = h
+	c.mu.Unlock()
+	c.stats.accept("delta")
+	c.log.Debug("installing member's table from a delta", "member", name, "version", d.Next.String(), "endpoints", len(t.Endpoints))
+	c.cfg.Sink.SetRemote(t)
+	return true
+}
+
+// errDeltaUnsigned: a delta without a signature, for a table that had
+// one (or in a cluster that requires them).
+var errDeltaUnsigned = errors.New("the delta is not signed, and the table it changes was")
+
+// checkDelta checks a delta's signature as its table's would be: with the
+// chain (and pass) of the table it applies to, by the Verifier, now
+// (revocation, expiry, the pass's validity included).
+func (c *Cluster) checkDelta(d announce.Delta, body []byte, h heldTable) error {
+	if c.cfg.Verifier == nil {
+		return nil
+	}
+	if !h.signed {
+		if c.cfg.RequireSigned {
+			return errDeltaUnsigned
+		}
+		return nil
+	}
+	if len(d.Sig) == 0 {
+		return errDeltaUnsigned
+	}
+	wrapped, err := announce.EncodeSigned(announce.Signed{Chain: h.chain, Pass: h.pass, Sig: d.Sig, Table: body})
+	if err != nil {
+		return err
+	}
+	_, signer, _, err := c.cfg.Verifier.OpenTable(d.Host, wrapped)
+	if err != nil {
+		return err
+	}
+	if signer != h.signer {
+		return errors.New("the delta's signer is not its table's")
+	}
+	return nil
+}
+
+// deferPull pulls name after deltaWait, unless its delta installed the
+// version it announced meanwhile. It reports false when the member is not
+// one a delta can reach (nothing held from its current run), and the
+// pull should go at once.
+func (c *Cluster) deferPull(name string, v announce.Version) bool {
+	// Under c.mu (maybePull).
+	h, held := c.held[name]
+	if !held || h.table.Version.Epoch != v.Epoch {
+		return false
+	}
+	if c.deferred[name] {
+		return true
+	}
+	c.deferred[name] = true
+	c.spawn(func() {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(c.cfg.timing.deltaWait):
+		}
+		c.mu.Lock()
+		delete(c.deferred, name)
+		c.mu.Unlock()
+		if m, alive := c.aliveMember(name); alive {
+			c.queuePull(m)
+		}
+	})
+	return true
+}

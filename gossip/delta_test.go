@@ -1,0 +1,379 @@
+package gossip
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vxsec/vxsec/announce"
+	"github.com/vxsec/vxsec/identity"
+	"github.com/vxsec/vxsec/internal/testutil"
+)
+
+func testEndpoint(i int) announce.Endpoint {
+	return announce.Endpoint{
+		VNI: 7, IP: netip.AddrFrom4([4]byte{10, 0, byte(i / 250), byte(1 + i%250)}),
+		MAC:     net.HardwareAddr{2, 0, 0, 0, byte(i / 250), byte(1 + i%250)},
+		Created: time.Date(2026, 12, 2, 10, 0, 0, i, time.UTC),
+	}
+}
+
+// heldOf is what c holds of member name's table.
+func heldOf(c *Cluster, name string) (heldTable, announce.Version) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.held[name], c.known[name]
+}
+
+// TestDeltasReplacePulls: endpoint changes reach the other members as
+// deltas, signed and checked, with no pull served; each member ends with
+// exactly the table its author has. The control: the same changes from a
+// member that sends no deltas are pulled, by every other member, each
+// time.
+func TestDeltasReplacePulls(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ips      [3]string
+		noDeltas bool
+	}{
+		{"deltas", [3]string{"127.0.0.121", "127.0.0.122", "127.0.0.123"}, false},
+		{"control-no-deltas", [3]string{"127.0.0.124", "127.0.0.125", "127.0.0.126"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ids, vs, _ := testIdentitiesCA(t, map[string]string{"h1": tc.ips[0], "h2": tc.ips[1], "h3": tc.ips[2]})
+			var cs []*Cluster
+			var recs []*recorder
+			var seed []string
+			for i, name := range []string{"h1", "h2", "h3"} {
+				c, rec, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(tc.ips[i]), Secret: secretA, Signer: ids[name], Verifier: vs[name],
+					RequireSigned: true, Seeds: seed, timing: timing{antiEntropy: time.Hour, noDeltas: tc.noDeltas}})
+				if i == 0 {
+					seed = []string{net.JoinHostPort(tc.ips[0], strconv.Itoa(port))}
+				}
+				cs, recs = append(cs, c), append(recs, rec)
+			}
+			h1 := netip.MustParseAddr(tc.ips[0])
+			testutil.Eventually(t, 10*time.Second, "h2 and h3 install h1's first table", func() bool {
+				_, ok2 := recs[1].table(h1)
+				_, ok3 := recs[2].table(h1)
+				return ok2 && ok3
+			})
+			pullsBefore := cs[0].Stats().Accepted["pull"]
+			const changes = 6
+			var eps []announce.Endpoint
+			for i := range changes {
+				if i == 3 {
+					eps = slices.Delete(eps, 0, 1) // one removed on the way
+				}
+				eps = append(eps, testEndpoint(i))
+				publish(cs[0], announce.Table{Endpoints: slices.Clone(eps)})
+				testutil.Eventually(t, 10*time.Second, "h2 and h3 hold h1's change "+strconv.Itoa(i), func() bool {
+					for _, r := range recs[1:] {
+						if tb, _ := r.table(h1); !slices.EqualFunc(tb.Endpoints, eps, func(a, b announce.Endpoint) bool { return a.IP == b.IP }) {
+							return false
+						}
+					}
+					return true
+				})
+			}
+			// Exactly h1's table, byte for byte.
+			cs[0].mu.Lock()
+			want := cs[0].localRaw
+			cs[0].mu.Unlock()
+			for i, r := range recs[1:] {
+				tb, _ := r.table(h1)
+				if got, _ := announce.Encode(tb); !bytes.Equal(got, want) {
+					t.Fatalf("h%d holds\n%s\nh1 has\n%s", i+2, got, want)
+				}
+			}
+			pulls := cs[0].Stats().Accepted["pull"] - pullsBefore
+			deltas := cs[1].Stats().Accepted["delta"] + cs[2].Stats().Accepted["delta"]
+			t.Logf("%d changes of h1: %d pulls served, %d deltas installed by h2 and h3", changes, pulls, deltas)
+			if tc.noDeltas {
+				if pulls < 2*changes || deltas != 0 {
+					t.Fatalf("control: %d pulls and %d deltas; want every change pulled by both", pulls, deltas)
+				}
+				return
+			}
+			if pulls != 0 || deltas != 2*changes {
+				t.Fatalf("%d pulls served and %d deltas installed; want none and %d", pulls, deltas, 2*changes)
+			}
+			for _, c := range cs[1:] {
+				if st := c.Stats(); st.Refused["delta-identity"]+st.Refused["delta-mismatch"]+st.Refused["delta-malformed"] != 0 {
+					t.Fatalf("deltas refused: %v", st.Refused)
+				}
+			}
+		})
+	}
+}
+
+// TestDeltaGapPulls: a member that does not hold the version a delta is
+// from (it missed one) keeps the delta for a while, and pulls the table
+// its author announced deltaWait later; nothing is lost.
+func TestDeltaGapPulls(t *testing.T) {
+	const a1, a2 = "127.0.0.131", "127.0.0.132"
+	c1, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
+	c2, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a2), Secret: secretA, Seeds: []string{net.JoinHostPort(a1, strconv.Itoa(port))}, timing: timing{antiEntropy: time.Hour}})
+	h1 := netip.MustParseAddr(a1)
+	testutil.Eventually(t, 10*time.Second, "h2 installs h1's first table", func() bool { _, ok := rec2.table(h1); return ok })
+	publish(c1, announce.Table{Endpoints: []announce.Endpoint{testEndpoint(1)}})
+	testutil.Eventually(t, 10*time.Second, "h2 installs h1's change", func() bool { tb, _ := rec2.table(h1); return len(tb.Endpoints) == 1 })
+	pulls := c1.Stats().Accepted["pull"]
+	// h2 goes back to h1's first table, as if it had missed the delta
+	// to the second.
+	c2.mu.Lock()
+	h := c2.held[a1]
+	h.table.Version.Seq, h.table.Endpoints = 0, nil
+	c2.held[a1], c2.known[a1] = h, announce.Version{Epoch: h.table.Version.Epoch}
+	c2.mu.Unlock()
+	publish(c1, announce.Table{Endpoints: []announce.Endpoint{testEndpoint(1), testEndpoint(2)}})
+	testutil.Eventually(t, 10*time.Second, "h2 holds h1's newest table", func() bool {
+		tb, _ := rec2.table(h1)
+		return len(tb.Endpoints) == 2
+	})
+	if early, pulled := c2.Stats().Accepted["delta-early"], c1.Stats().Accepted["pull"]-pulls; early != 1 || pulled != 1 {
+		t.Fatalf("h2 kept %d deltas from a version it did not hold, and pulled %d times; want one of each", early, pulled)
+	}
+}
+
+// TestDeltasOutOfOrder: gossip may deliver a host's deltas newest first; a
+// delta from a version not held yet is kept, and installed once the one
+// before it is, with no pull.
+func TestDeltasOutOfOrder(t *testing.T) {
+	const a1, a2, a3 = "127.0.0.135", "127.0.0.136", "127.0.0.137"
+	c1, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
+	seed := []string{net.JoinHostPort(a1, strconv.Itoa(port))}
+	c2, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a2), Secret: secretA, Seeds: seed, timing: timing{antiEntropy: time.Hour}})
+	c3, rec3, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a3), Secret: secretA, Seeds: seed, timing: timing{antiEntropy: time.Hour}})
+	h1 := netip.MustParseAddr(a1)
+	testutil.Eventually(t, 10*time.Second, "h2 and h3 install h1's first table", func() bool {
+		_, ok2 := rec2.table(h1)
+		_, ok3 := rec3.table(h1)
+		return ok2 && ok3
+	})
+	pulls := c1.Stats().Accepted["pull"]
+	h, _ := heldOf(c2, a1)
+	var wires [][]byte
+	prev := h.table
+	for i := range 3 {
+		next := prev
+		next.Version.Seq++
+		next.Endpoints = append(slices.Clone(prev.Endpoints), testEndpoint(i))
+		raw, _ := announce.Encode(next)
+		d, ok := announce.Diff(prev, next, raw, 0)
+		if !ok {
+			t.Fatal("no delta")
+		}
+		wire, _ := announce.EncodeDelta(d)
+		wires = append(wires, wire)
+		prev = next
+	}
+	// Newest first: the last two wait for the first.
+	for _, i := range []int{2, 1, 0} {
+		if err := c3.tr.sendDelta(c3.keyring.GetPrimaryKey(), wires[i], []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr(a2), uint16(c2.cfg.Port))}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	testutil.Eventually(t, 10*time.Second, "h2 holds h1's table with all three endpoints", func() bool {
+		tb, _ := rec2.table(h1)
+		return len(tb.Endpoints) == 3 && tb.Version == prev.Version
+	})
+	st := c2.Stats()
+	if st.Accepted["delta"] != 3 || st.Accepted["delta-early"] != 2 || c1.Stats().Accepted["pull"] != pulls {
+		t.Fatalf("h2 installed %d deltas, kept %d early, and h1 served %d pulls; want 3, 2 and none", st.Accepted["delta"], st.Accepted["delta-early"], c1.Stats().Accepted["pull"]-pulls)
+	}
+}
+
+// TestAttackForgedDelta: h3, a member holding the cluster secret and an
+// identity of its own, sends deltas of h1's table to h2's gossip port to
+// put its own endpoint in h2's view of h1 (to draw h1's traffic for that
+// address). h2 refuses each one and counts it, and its view of h1 is
+// unchanged: signed by h3, unsigned, h1's genuine delta with an endpoint
+// changed, and h1's genuine delta replayed once installed. The controls:
+// the channel works (a delta h1 signed, sent the same way by h3, is
+// installed), and a member without identities (the secret alone) installs
+// the forged delta: the attack the signatures stop.
+func TestAttackForgedDelta(t *testing.T) {
+	const a1, a2, a3 = "127.0.0.141", "127.0.0.142", "127.0.0.143"
+	ids, vs, _ := testIdentitiesCA(t, map[string]string{"h1": a1, "h2": a2, "h3": a3})
+	start := func(name, addr string, seeds []string, verify bool) (*Cluster, *recorder, int) {
+		cfg := Config{Addr: netip.MustParseAddr(addr), Secret: secretA, Signer: ids[name], Seeds: seeds, timing: timing{antiEntropy: time.Hour}}
+		if verify {
+			cfg.Verifier, cfg.RequireSigned = vs[name], true
+		}
+		return startNodeConfig(t, cfg)
+	}
+	c1, _, port := start("h1", a1, nil, true)
+	seed := []string{net.JoinHostPort(a1, strconv.Itoa(port))}
+	c2, rec2, _ := start("h2", a2, seed, true)
+	c3, _, _ := start("h3", a3, seed, true)
+	h1 := netip.MustParseAddr(a1)
+	testutil.Eventually(t, 10*time.Second, "h2 installs h1's table", func() bool { _, ok := rec2.table(h1); return ok })
+	_ = c1
+
+	evil := announce.Endpoint{VNI: 7, IP: netip.MustParseAddr("10.0.0.66"), MAC: net.HardwareAddr{2, 0xba, 0xd, 0, 0, 0x66}, Created: time.Now().UTC()}
+	// deltaOf makes the delta from what c holds of h1 to that table with
+	// ep added, signed by id (nil: unsigned).
+	deltaOf := func(c *Cluster, ep announce.Endpoint, id *identity.Identity) announce.Delta {
+		t.Helper()
+		h, _ := heldOf(c, a1)
+		next := h.table
+		next.Version.Seq++
+		next.Endpoints = append(slices.Clone(next.Endpoints), ep)
+		raw, err := announce.Encode(next)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, ok := announce.Diff(h.table, next, raw, 72)
+		if !ok {
+			t.Fatal("no delta")
+		}
+		if id != nil {
+			body, _ := d.Body()
+			if d.Sig, err = id.SignRaw(body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	send := func(d announce.Delta) {
+		t.Helper()
+		wire, err := announce.EncodeDelta(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c3.tr.sendDelta(c3.keyring.GetPrimaryKey(), wire, []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr(a2), uint16(c2.cfg.Port))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hasEvil := func(r *recorder) bool {
+		tb, _ := r.table(h1)
+		return slices.ContainsFunc(tb.Endpoints, func(e announce.Endpoint) bool { return e.IP == evil.IP })
+	}
+
+	altered := deltaOf(c2, testEndpoint(9), ids["h1"])
+	altered.Added[0].Endpoint = evil
+	for i, tc := range []struct {
+		name string
+		d    announce.Delta
+	}{
+		{"signed by h3", deltaOf(c2, evil, ids["h3"])},
+		{"unsigned", deltaOf(c2, evil, nil)},
+		{"h1's delta with h3's endpoint in it", altered},
+	} {
+		send(tc.d)
+		testutil.Eventually(t, 10*time.Second, "h2 refuses the delta "+tc.name, func() bool {
+			return c2.Stats().Refused["delta-identity"] == uint64(i+1)
+		})
+		if hasEvil(rec2) {
+			t.Fatalf("h2 installed the delta %s", tc.name)
+		}
+		t.Logf("h2 refused the delta %s", tc.name)
+	}
+
+	// The control: h1's own delta, sent by h3 the same way, is installed.
+	genuine := deltaOf(c2, testEndpoint(8), ids["h1"])
+	send(genuine)
+	testutil.Eventually(t, 10*time.Second, "h2 installs h1's genuine delta", func() bool {
+		tb, _ := rec2.table(h1)
+		return len(tb.Endpoints) == 1 && tb.Endpoints[0].IP == testEndpoint(8).IP
+	})
+	// Replayed, it is a gap: it is not from the version held.
+	gaps := c2.Stats().Refused["delta-gap"]
+	send(genuine)
+	testutil.Eventually(t, 10*time.Second, "h2 counts the replay as a gap", func() bool { return c2.Stats().Refused["delta-gap"] > gaps })
+	if _, v := heldOf(c2, a1); v != genuine.Next {
+		t.Fatalf("after the replay h2 holds h1 at %s, want %s", v, genuine.Next)
+	}
+
+	// The control: with the secret alone, h3's delta in h1's name goes in.
+	const o1, o2, o3 = "127.0.0.144", "127.0.0.145", "127.0.0.146"
+	_, _, oport := start("h1", o1, nil, false)
+	oseed := []string{net.JoinHostPort(o1, strconv.Itoa(oport))}
+	o2c, orec2, _ := start("h2", o2, oseed, false)
+	o3c, _, _ := start("h3", o3, oseed, false)
+	oh1 := netip.MustParseAddr(o1)
+	testutil.Eventually(t, 10*time.Second, "open h2 installs h1's table", func() bool { _, ok := orec2.table(oh1); return ok })
+	h, _ := heldOf(o2c, o1)
+	next := h.table
+	next.Version.Seq++
+	next.Endpoints = append(slices.Clone(next.Endpoints), evil)
+	raw, _ := announce.Encode(next)
+	d, _ := announce.Diff(h.table, next, raw, 72)
+	wire, _ := announce.EncodeDelta(d)
+	if err := o3c.tr.sendDelta(o3c.keyring.GetPrimaryKey(), wire, []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr(o2), uint16(o2c.cfg.Port))}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, "control: open h2 installs h3's delta in h1's name", func() bool {
+		tb, _ := orec2.table(oh1)
+		return slices.ContainsFunc(tb.Endpoints, func(e announce.Endpoint) bool { return e.IP == evil.IP })
+	})
+}
+
+// TestAttackStrangerDeltas: someone without the cluster secret sends h2 a
+// delta of h1's table with an endpoint of its own, to its gossip port:
+// sealed under another cluster's gossip key, not sealed, and sealed under
+// nothing but with memberlist's framing. Each is refused before it is
+// read, and counted; h2's view of h1 is unchanged. The control: the same
+// delta sealed under this cluster's key, from the same address, is
+// installed: what the seal keeps out.
+func TestAttackStrangerDeltas(t *testing.T) {
+	const a1, a2 = "127.0.0.151", "127.0.0.152"
+	_, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
+	c2, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a2), Secret: secretA, Seeds: []string{net.JoinHostPort(a1, strconv.Itoa(port))}, timing: timing{antiEntropy: time.Hour}})
+	h1 := netip.MustParseAddr(a1)
+	testutil.Eventually(t, 10*time.Second, "h2 installs h1's first table", func() bool { _, ok := rec2.table(h1); return ok })
+	h, _ := heldOf(c2, a1)
+	next := h.table
+	next.Version.Seq++
+	next.Endpoints = append(slices.Clone(next.Endpoints), testEndpoint(66))
+	raw, _ := announce.Encode(next)
+	d, ok := announce.Diff(h.table, next, raw, 0)
+	if !ok {
+		t.Fatal("no delta")
+	}
+	wire, _ := announce.EncodeDelta(d)
+	otherKey, err := GossipKey([]byte("another cluster's secret, 32 by."), keyPeriod(time.Now(), DefaultKeyPeriod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ourKey, err := GossipKey(secretA, keyPeriod(time.Now(), DefaultKeyPeriod))
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, _ := sealDelta(otherKey, wire)
+	plain, _ := sealDelta(nil, wire)
+	genuine, _ := sealDelta(ourKey, wire)
+	// memberlist's framing: sealed without the delta's label.
+	block, _ := aes.NewCipher(ourKey)
+	g, _ := cipher.NewGCM(block)
+	nonce := make([]byte, gcmNonce)
+	unlabelled := g.Seal(append([]byte{deltaPacket, 1}, nonce...), nonce, wire, nil)
+
+	conn, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.159")}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(a2), uint16(c2.cfg.Port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i, p := range [][]byte{foreign, plain, unlabelled} {
+		conn.Write(p)
+		testutil.Eventually(t, 5*time.Second, "h2 refuses stranger's delta "+strconv.Itoa(i), func() bool {
+			return c2.Stats().Refused["packet-unauthentic"] == uint64(i+1)
+		})
+	}
+	if tb, _ := rec2.table(h1); len(tb.Endpoints) != 0 || c2.Stats().Accepted["delta"] != 0 {
+		t.Fatalf("h2 took a stranger's delta: h1 has %d endpoints", len(tb.Endpoints))
+	}
+	conn.Write(genuine)
+	testutil.Eventually(t, 5*time.Second, "control: h2 installs the delta sealed with the cluster's key", func() bool {
+		tb, _ := rec2.table(h1)
+		return len(tb.Endpoints) == 1 && c2.Stats().Accepted["delta"] == 1
+	})
+}
