@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -13,9 +14,10 @@ import (
 )
 
 // A delta is a host's table given as the change from its previous
-// version, when only endpoints changed (containers started and stopped):
-// small enough to ride the gossip layer, so receivers that hold the
-// previous version need no pull. It names the SHA-256 of the new table's
+// version, when only endpoints and IPsec state changed (containers started
+// and stopped, keys rotated): small enough for one UDP packet, so
+// receivers that hold the previous version need no pull. Endpoints travel
+// as edits; the IPsec part, when it changed, whole. It names the SHA-256 of the new table's
 // encoding, and a receiver installs the result only if its own encoding
 // of it hashes the same, so a delta can never make a table the author did
 // not publish; anything else (a gap, a mismatch) is left to the pull.
@@ -30,6 +32,8 @@ import (
 //	added: count (uvarint), then each its index among the next
 //	  endpoints, ascending (uvarint), VNI (uvarint), IP (length (1),
 //	  bytes), MAC (length (1), bytes), created (length (1), RFC 3339 text)
+//	IPsec: length (uvarint; 0: unchanged), then the JSON encoding of the
+//	  next table's IPsec part, which replaces the previous one whole
 //	--- the body ends here: the signature covers SignedContext + body
 //	signature: length (uvarint, 0: none), bytes
 //
@@ -38,9 +42,10 @@ import (
 // other way round.
 const (
 	deltaMagic = "\x00VXD"
-	// MaxDeltaBytes bounds a delta's wire form: it travels as one serf
-	// user event in one gossip packet.
-	MaxDeltaBytes = 1024
+	// MaxDeltaBytes bounds a delta's wire form: it travels in one UDP
+	// packet, which with its seal (30 bytes) and IPv6 and UDP headers
+	// fits a 1500-byte MTU.
+	MaxDeltaBytes = 1400
 )
 
 // Delta is the change from a host's table Prev to its table Next.
@@ -54,6 +59,9 @@ type Delta struct {
 	// Added are the endpoints of Next that Prev lacks, at their index
 	// among Next's endpoints, ascending.
 	Added []Inserted
+	// IPsec is the JSON encoding of Next's IPsec part when it differs
+	// from Prev's; nil when it does not.
+	IPsec []byte
 	// Sig is the author's signature of SignedMessage(Body()); nil where
 	// tables are not signed.
 	Sig []byte
@@ -66,9 +74,9 @@ type Inserted struct {
 }
 
 // Diff is the delta from prev to next, where next's encoding is nextRaw.
-// It reports false when next differs from prev in more than its endpoints
-// and its version's seq (that is pulled), or the delta would not fit
-// MaxDeltaBytes with a signature of sigRoom bytes.
+// It reports false when next differs from prev in more than its
+// endpoints, its IPsec part and its version's seq (that is pulled), or the
+// delta would not fit MaxDeltaBytes with a signature of sigRoom bytes.
 func Diff(prev, next Table, nextRaw []byte, sigRoom int) (Delta, bool) {
 	if prev.Host != next.Host || prev.Version.Epoch != next.Version.Epoch || !prev.Version.Less(next.Version) {
 		return Delta{}, false
@@ -77,6 +85,14 @@ func Diff(prev, next Table, nextRaw []byte, sigRoom int) (Delta, bool) {
 		return Delta{}, false
 	}
 	d := Delta{Host: next.Host, Prev: prev.Version, Next: next.Version, Hash: sha256.Sum256(nextRaw)}
+	was, err1 := json.Marshal(prev.IPsec)
+	now, err2 := json.Marshal(next.IPsec)
+	if err1 != nil || err2 != nil {
+		return Delta{}, false
+	}
+	if !bytes.Equal(was, now) {
+		d.IPsec = now
+	}
 	inNext := make(map[string]int, len(next.Endpoints))
 	for _, ep := range next.Endpoints {
 		inNext[endpointKey(ep)]++
@@ -122,9 +138,10 @@ func Diff(prev, next Table, nextRaw []byte, sigRoom int) (Delta, bool) {
 }
 
 // sameButEndpoints tells whether two tables differ in nothing but their
-// endpoints and version.
+// endpoints, IPsec part and version.
 func sameButEndpoints(a, b Table) bool {
 	a.Endpoints, b.Endpoints = nil, nil
+	a.IPsec, b.IPsec = IPsec{}, IPsec{}
 	a.Version, b.Version = Version{}, Version{}
 	ra, err1 := Encode(a)
 	rb, err2 := Encode(b)
@@ -185,6 +202,13 @@ func (d Delta) Apply(prev Table) (Table, error) {
 	next := prev
 	next.Version = d.Next
 	next.Endpoints = out
+	if d.IPsec != nil {
+		var ip IPsec
+		if err := json.Unmarshal(d.IPsec, &ip); err != nil {
+			return Table{}, fmt.Errorf("%w: its IPsec part: %w", ErrDeltaMismatch, err)
+		}
+		next.IPsec = ip
+	}
 	return next, nil
 }
 
@@ -242,7 +266,8 @@ func (d Delta) Body() ([]byte, error) {
 		out = append(out, byte(len(created)))
 		out = append(out, created...)
 	}
-	return out, nil
+	out = binary.AppendUvarint(out, uint64(len(d.IPsec)))
+	return append(out, d.IPsec...), nil
 }
 
 // EncodeDelta is a delta's wire form: its body, then its signature.
@@ -319,6 +344,9 @@ func DecodeDelta(b []byte) (Delta, []byte, error) {
 		}
 		in.Endpoint.Created = created
 		d.Added = append(d.Added, in)
+	}
+	if ip := r.bytes(r.count()); len(ip) > 0 {
+		d.IPsec = bytes.Clone(ip)
 	}
 	body := b[:r.off]
 	if sig := r.bytes(int(r.count())); len(sig) > 0 {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -54,6 +55,10 @@ func TestDelta(t *testing.T) {
 	otherNet.Networks = otherNet.Networks[:1]
 	otherKeys := withEndpoints(base, 8, 1, 2, 3)
 	otherKeys.Keys = []Key{{Epoch: 9, Public: bytes.Repeat([]byte{9}, 32)}}
+	otherCRL := withEndpoints(base, 8, 1, 2, 3)
+	otherCRL.CRL = 4
+	keysAndEndpoints := withEndpoints(base, 8, 2, 3, 4)
+	keysAndEndpoints.Using = nil
 	restarted := withEndpoints(base, 8, 1, 2, 3)
 	restarted.Version.Epoch++
 	for _, c := range []struct {
@@ -72,7 +77,9 @@ func TestDelta(t *testing.T) {
 		// The author sorts its endpoints; one that did not is pulled.
 		{"kept endpoints reordered", withEndpoints(base, 7, 1, 2, 3), withEndpoints(base, 8, 3, 1, 2), false, 0, 0},
 		{"a network changed", withEndpoints(base, 7, 1, 2, 3), otherNet, false, 0, 0},
-		{"the keys changed", withEndpoints(base, 7, 1, 2, 3), otherKeys, false, 0, 0},
+		{"the keys changed", withEndpoints(base, 7, 1, 2, 3), otherKeys, true, 0, 0},
+		{"IPsec and endpoints changed", withEndpoints(base, 7, 1, 2, 3), keysAndEndpoints, true, 1, 1},
+		{"the revocation list changed", withEndpoints(base, 7, 1, 2, 3), otherCRL, false, 0, 0},
 		{"a restart (another epoch)", withEndpoints(base, 7, 1, 2, 3), restarted, false, 0, 0},
 		{"an older version", withEndpoints(base, 9, 1, 2), withEndpoints(base, 8, 1, 2, 3), false, 0, 0},
 		{"too many to fit", withEndpoints(base, 7, 1), withEndpoints(base, 8, append([]int{1}, many...)...), false, 0, 0},
@@ -92,6 +99,9 @@ func TestDelta(t *testing.T) {
 			}
 			if len(d.Removed) != c.removed || len(d.Added) != c.added {
 				t.Fatalf("removed %v, added %d; want %d and %d", d.Removed, len(d.Added), c.removed, c.added)
+			}
+			if sameIPsec := reflect.DeepEqual(c.prev.IPsec, c.next.IPsec); sameIPsec != (d.IPsec == nil) {
+				t.Fatalf("IPsec part carried: %q; the IPsec parts are the same: %v", d.IPsec, sameIPsec)
 			}
 			d.Sig = bytes.Repeat([]byte{0x30}, 72)
 			wire, err := EncodeDelta(d)
@@ -179,6 +189,9 @@ func TestDeltaRandom(t *testing.T) {
 		}
 		prev, _ := roundTrip(t, withEndpoints(base, 7, a...))
 		next := withEndpoints(base, 8+uint64(round), b...)
+		if round%3 == 0 {
+			next.UDP = uint16(round) // the IPsec part changes too
+		}
 		nextRaw, _ := Encode(next)
 		d, ok := Diff(prev, next, nextRaw, 72)
 		if !ok {
@@ -216,9 +229,17 @@ func TestDeltaWireForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "\x00VXD\x04\xc6\x12\x00\x02" + "\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03" + "\xaa" + string(make([]byte, 30)) + "\xbb" +
-		"\x01\x01" + "\x01\x00\xac\x02\x04\x0a\x00\x00\x01\x02\x02\x01\x142026-01-02T03:04:05Z" + "\x01\x51"
+		"\x01\x01" + "\x01\x00\xac\x02\x04\x0a\x00\x00\x01\x02\x02\x01\x142026-01-02T03:04:05Z" + "\x00" + "\x01\x51"
 	if string(b) != want {
 		t.Fatalf("wire form\n%q\nwant\n%q", b, want)
+	}
+	d.IPsec = []byte(`{"udp":4500}`)
+	b, err = EncodeDelta(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := want[:len(want)-3] + "\x0c" + `{"udp":4500}` + "\x01\x51"; string(b) != want {
+		t.Fatalf("wire form with an IPsec part\n%q\nwant\n%q", b, want)
 	}
 	if !IsDelta(b) || IsDelta([]byte("{}")) || IsSigned(b) {
 		t.Fatal("IsDelta")
@@ -239,6 +260,15 @@ func FuzzDecodeDelta(f *testing.F) {
 	good, _ := EncodeDelta(d)
 	f.Add(good)
 	f.Add(good[:40])
+	rekeyed := next
+	rekeyed.Version.Seq++
+	rekeyed.Keys = []Key{{Epoch: 9, Public: bytes.Repeat([]byte{9}, 32), ID: "h1"}}
+	rekeyedRaw, _ := Encode(rekeyed)
+	if dk, ok := Diff(next, rekeyed, rekeyedRaw, 72); ok {
+		dk.Sig = bytes.Repeat([]byte{0x30}, 70)
+		b, _ := EncodeDelta(dk)
+		f.Add(b)
+	}
 	v6 := d
 	v6.Host = netip.MustParseAddr("fd00::2")
 	if b, err := EncodeDelta(v6); err == nil {

@@ -13,18 +13,23 @@ import (
 )
 
 // Deltas: a new version of a host's table that changes only its endpoints
-// (containers started and stopped, the common case) is also sent as the
-// change from the version announced before, a serf user event signed by
-// the host's identity (announce.Delta). A member holding that previous
-// version installs the new one from it, with no pull: no connection, no
-// key exchange, one signature checked. Everything else is as before: the
+// and IPsec state (containers started and stopped, keys rotated: the
+// common cases) is also sent as the change from the version announced
+// before, signed by the host's identity (announce.Delta), in a UDP packet
+// of its own to each member, sealed with the gossip key
+// (transport.sendDelta). Sent to each member once, a delta costs the
+// cluster N-1 packets; gossiped, it would cost several times that, in the
+// queue membership news waits in. A member holding that previous version
+// installs the new one from it, with no pull: no connection, no key
+// exchange, one signature checked. Everything else is as before: the
 // version tag is still set on every change, and a member that did not get
-// the delta (lost, a gap, a restart, a change to networks or keys) pulls
-// the table when it sees the tag, deltaWait later. A delta gets no more
-// trust than a pull: it is checked with the certificate chain (and pass,
-// in swarm mode) of the table it applies to, by the same Verifier, it must
-// name that table's version as its base, and the table it makes must hash
-// to what the host signed.
+// the delta (lost, a gap, a restart, a change to its networks or
+// revocation list, a change too large for a packet) pulls the table when
+// it sees the tag, deltaWait later. A delta gets no more trust than a
+// pull: it is checked with the certificate chain (and pass, in swarm mode)
+// of the table it applies to, by the same Verifier, its IPsec epochs must
+// be bound to that signer, it must name that table's version as its base,
+// and the table it makes must hash to what the host signed.
 
 // heldTable is a member's table installed, with what signed it.
 type heldTable struct {
@@ -194,6 +199,15 @@ func (c *Cluster) installDelta(name string, p pendingDelta) bool {
 		return false
 	}
 	t, _, err := d.Install(h.table)
+	if err == nil && d.IPsec != nil && h.signed {
+		// As for a pulled table: its IPsec epochs are bound to its
+		// signer's name.
+		if err = c.checkKeyNames(t, h.signer); err != nil {
+			c.stats.add("delta-identity")
+			c.lim.Log(slog.LevelWarn, "delta identity", "refusing a table delta: it does not prove its host with the identity of its table held; pulling the table", "member", name, "err", err)
+			return false
+		}
+	}
 	if err != nil {
 		c.stats.add("delta-mismatch")
 		c.lim.Log(slog.LevelWarn, "delta mismatch", "a table delta does not rebuild the table its host signed; pulling it", "member", name, "err", err)

@@ -31,8 +31,8 @@ func heldOf(c *Cluster, name string) (heldTable, announce.Version) {
 	return c.held[name], c.known[name]
 }
 
-// TestDeltasReplacePulls: endpoint changes reach the other members as
-// deltas, signed and checked, with no pull served; each member ends with
+// TestDeltasReplacePulls: endpoint changes and key rotations reach the
+// other members as deltas, signed and checked, with no pull served; each member ends with
 // exactly the table its author has. The control: the same changes from a
 // member that sends no deltas are pulled, by every other member, each
 // time.
@@ -72,7 +72,11 @@ func TestDeltasReplacePulls(t *testing.T) {
 					eps = slices.Delete(eps, 0, 1) // one removed on the way
 				}
 				eps = append(eps, testEndpoint(i))
-				publish(cs[0], announce.Table{Endpoints: slices.Clone(eps)})
+				tb := announce.Table{Endpoints: slices.Clone(eps)}
+				if i >= 4 { // a key rotation: the IPsec part changes too
+					tb.Keys = []announce.Key{{Epoch: uint64(i), Public: bytes.Repeat([]byte{byte(i)}, 32), ID: "h1"}}
+				}
+				publish(cs[0], tb)
 				testutil.Eventually(t, 10*time.Second, "h2 and h3 hold h1's change "+strconv.Itoa(i), func() bool {
 					for _, r := range recs[1:] {
 						if tb, _ := r.table(h1); !slices.EqualFunc(tb.Endpoints, eps, func(a, b announce.Endpoint) bool { return a.IP == b.IP }) {
@@ -196,7 +200,8 @@ func TestDeltasOutOfOrder(t *testing.T) {
 // put its own endpoint in h2's view of h1 (to draw h1's traffic for that
 // address). h2 refuses each one and counts it, and its view of h1 is
 // unchanged: signed by h3, unsigned, h1's genuine delta with an endpoint
-// changed, and h1's genuine delta replayed once installed. The controls:
+// changed, a delta signed by h1 binding its IPsec epoch to h3's name, and
+// h1's genuine delta replayed once installed. The controls:
 // the channel works (a delta h1 signed, sent the same way by h3, is
 // installed), and a member without identities (the secret alone) installs
 // the forged delta: the attack the signatures stop.
@@ -260,6 +265,22 @@ func TestAttackForgedDelta(t *testing.T) {
 
 	altered := deltaOf(c2, testEndpoint(9), ids["h1"])
 	altered.Added[0].Endpoint = evil
+	// h1's own delta (signed by h1), binding its IPsec epoch to h3's
+	// name: SA keys with h1 would be derived under another identity.
+	boundElsewhere := func() announce.Delta {
+		h, _ := heldOf(c2, a1)
+		next := h.table
+		next.Version.Seq++
+		next.Keys = []announce.Key{{Epoch: 1, Public: bytes.Repeat([]byte{0xee}, 32), ID: "h3"}}
+		raw, _ := announce.Encode(next)
+		d, ok := announce.Diff(h.table, next, raw, 72)
+		if !ok {
+			t.Fatal("no delta")
+		}
+		body, _ := d.Body()
+		d.Sig, _ = ids["h1"].SignRaw(body)
+		return d
+	}()
 	for i, tc := range []struct {
 		name string
 		d    announce.Delta
@@ -267,6 +288,7 @@ func TestAttackForgedDelta(t *testing.T) {
 		{"signed by h3", deltaOf(c2, evil, ids["h3"])},
 		{"unsigned", deltaOf(c2, evil, nil)},
 		{"h1's delta with h3's endpoint in it", altered},
+		{"h1's delta binding its IPsec epoch to h3", boundElsewhere},
 	} {
 		send(tc.d)
 		testutil.Eventually(t, 10*time.Second, "h2 refuses the delta "+tc.name, func() bool {
