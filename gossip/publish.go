@@ -130,12 +130,13 @@ func (c *Cluster) sign(raw []byte) ([]byte, error) {
 }
 
 // publishSpacing is the least time between two announcements of this
-// host's table. Every member pulls every version it hears of, so a member
-// is asked for members × versions pulls: spacing the versions in
-// proportion to the cluster's size keeps what each member pulls per
-// second flat as the cluster grows (a burst of changes, like a host
-// starting many containers, becomes a few versions), while a small
-// cluster still hears of a change within tens of milliseconds.
+// host's table. Every member installs every version it hears of (from a
+// delta, or pulled), so a member's versions cost the cluster members ×
+// versions installs: spacing the versions in proportion to the cluster's
+// size keeps what each member installs per second flat as the cluster
+// grows (a burst of changes, like a host starting many containers,
+// becomes a few versions), while a small cluster still hears of a change
+// within tens of milliseconds.
 func publishSpacing(members int) time.Duration {
 	return min(max(time.Duration(members)*20*time.Millisecond, 50*time.Millisecond), time.Second)
 }

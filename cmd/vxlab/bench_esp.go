@@ -171,24 +171,35 @@ type window struct {
 	xfrm []string
 }
 
-// xfrmStats reads every host's /proc/net/xfrm_stat.
-func xfrmStats(ctx context.Context, hosts []*lab.Host) map[string]int64 {
-	out := map[string]int64{}
+// errorCounts reads every host's /proc/net/xfrm_stat and its probe
+// counter (probeTable; hosts without one are left out of probes), both in
+// one command per host: read apart (a second apart under TCG), a probe
+// arriving between the two reads was counted by the kernel in a window
+// and not by the probe counter, and looked like a lost packet.
+func errorCounts(ctx context.Context, hosts []*lab.Host) (xfrm, probes map[string]int64) {
+	xfrm, probes = map[string]int64{}, map[string]int64{}
 	for _, h := range hosts {
-		raw, err := h.Exec(ctx, "cat", "/proc/net/xfrm_stat")
+		raw, err := h.Exec(ctx, "sh", "-c", "cat /proc/net/xfrm_stat; echo "+probeMark+"; nft list chain inet "+probeTable+" in 2>/dev/null || true")
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(raw, "\n") {
+		stat, rules, _ := strings.Cut(raw, probeMark)
+		for _, line := range strings.Split(stat, "\n") {
 			f := strings.Fields(line)
 			if len(f) == 2 {
 				n, _ := strconv.ParseInt(f[1], 10, 64)
-				out[h.Name+" "+f[0]] = n
+				xfrm[h.Name+" "+f[0]] = n
 			}
 		}
+		if m := probeCountLine.FindStringSubmatch(rules); m != nil {
+			probes[h.Name], _ = strconv.ParseInt(m[1], 10, 64)
+		}
 	}
-	return out
+	return xfrm, probes
 }
+
+// probeMark separates the two parts of errorCounts' output.
+const probeMark = "--- vxbench probes ---"
 
 // probeTable counts, on a lab host, the native ESP probes that arrive
 // (espprobe.SPI): the kernel counts each as XfrmInNoStates too.
@@ -213,22 +224,6 @@ func countProbes(ctx context.Context, hosts []*lab.Host) error {
 
 // probeCountLine is the probe counter in `nft list chain`.
 var probeCountLine = regexp.MustCompile(`counter packets (\d+)`)
-
-// probeCounts reads each host's probe counter (hosts without one are left
-// out).
-func probeCounts(ctx context.Context, hosts []*lab.Host) map[string]int64 {
-	out := map[string]int64{}
-	for _, h := range hosts {
-		raw, err := h.Exec(ctx, "nft", "list", "chain", "inet", probeTable, "in")
-		if err != nil {
-			continue
-		}
-		if m := probeCountLine.FindStringSubmatch(raw); m != nil {
-			out[h.Name], _ = strconv.ParseInt(m[1], 10, 64)
-		}
-	}
-	return out
-}
 
 // iperfWindow runs one TCP stream from p's client for as long as it takes,
 // starts act after 3 s, and returns what the stream did in the 1 s
@@ -290,14 +285,14 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 	case <-time.After(3 * time.Second):
 	}
 	cpu0 := sumDurations(cpuTimes(hosts))
-	x0, p0 := xfrmStats(ctx, hosts), probeCounts(ctx, hosts)
+	x0, p0 := errorCounts(ctx, hosts)
 	from := time.Now()
 	actErr := act(ctx)
 	to := time.Now()
 	daemons := sumDurations(cpuTimes(hosts)) - cpu0
 	var grew []string
-	p1 := probeCounts(ctx, hosts)
-	for k, v := range xfrmStats(ctx, hosts) {
+	x1, p1 := errorCounts(ctx, hosts)
+	for k, v := range x1 {
 		if v > x0[k] {
 			g := fmt.Sprintf("%s +%d", k, v-x0[k])
 			// The ESP probes (SPI 1, which no SA has) are counted as
