@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/serf/serf"
@@ -84,42 +85,59 @@ func (c *Cluster) sendDelta(prev, next announce.Table, nextRaw []byte) {
 	c.stats.accept("delta-sent")
 }
 
-// deltaLoop takes the deltas the transport received.
+// deltaLoop takes the deltas the transport received. It takes what has
+// queued up at once, then installs each member's run of deltas together
+// (installChain): a host that falls behind, as when many hosts change at
+// once on a busy machine, catches up with one signature checked per
+// member, not one per version.
 func (c *Cluster) deltaLoop(ctx context.Context) {
 	for {
+		var first []byte
 		select {
 		case <-ctx.Done():
 			return
-		case p := <-c.tr.deltas:
-			c.onDelta(p)
+		case first = <-c.tr.deltas:
+		}
+		ready := map[string]bool{}
+		for p, more := first, true; more; {
+			if name, ok := c.onDelta(p); ok {
+				ready[name] = true
+			}
+			select {
+			case p = <-c.tr.deltas:
+			default:
+				more = false
+			}
+		}
+		for name := range ready {
+			c.drainDeltas(name)
 		}
 	}
 }
 
-// onDelta installs a member's table from a delta, if this host holds the
-// version the delta is from and the delta proves its host. UDP does not
-// keep order, so a delta from a version not held yet is kept for the one
-// before it.
-func (c *Cluster) onDelta(payload []byte) {
+// onDelta keeps a member's delta, if this host holds the version the delta
+// is from or one before it, and reports the member. UDP does not keep
+// order, so a delta from a version not held yet waits for the one before
+// it; drainDeltas installs them.
+func (c *Cluster) onDelta(payload []byte) (string, bool) {
 	d, body, err := announce.DecodeDelta(payload)
 	if err != nil {
 		c.stats.add("delta-malformed")
 		c.lim.Log(slog.LevelWarn, "delta malformed", "refusing a malformed table delta", "err", err)
-		return
+		return "", false
 	}
 	name := d.Host.String()
 	if name == c.serf.LocalMember().Name {
-		return
+		return "", false
 	}
 	if _, alive := c.aliveMember(name); !alive {
-		return
+		return "", false
 	}
 	c.mu.Lock()
 	_, held := c.held[name]
 	base := c.known[name]
 	usable := held && !c.untrusted[name] && d.Prev.Epoch == base.Epoch && base.Less(d.Next)
-	early := usable && base != d.Prev
-	if early {
+	if usable {
 		c.keepDelta(name, pendingDelta{d, body})
 	}
 	c.mu.Unlock()
@@ -128,12 +146,11 @@ func (c *Cluster) onDelta(payload []byte) {
 		// Older than the table held, or from another run of its host:
 		// the version tag leads to a pull if one is needed.
 		c.stats.add("delta-gap")
-	case early:
+		return "", false
+	case base != d.Prev:
 		c.stats.accept("delta-early")
-	default:
-		c.installDelta(name, pendingDelta{d, body})
-		c.drainDeltas(name)
 	}
+	return name, true
 }
 
 // pendingDelta is a delta kept until the version it is from is held.
@@ -155,8 +172,12 @@ func (c *Cluster) keepDelta(name string, p pendingDelta) {
 }
 
 // drainDeltas installs the kept deltas that follow the version now held,
-// in order, and forgets those it went past.
+// in order, and forgets those it went past: a run of them at once
+// (installChain), or, if that fails, one at a time, each checked.
 func (c *Cluster) drainDeltas(name string) {
+	if c.installChain(name) {
+		return
+	}
 	for {
 		c.mu.Lock()
 		base := c.known[name]
@@ -180,6 +201,75 @@ func (c *Cluster) drainDeltas(name string) {
 			return
 		}
 	}
+}
+
+// installChain installs the run of two or more kept deltas that follows
+// the version held, checking only the last one's signature and the hash
+// of the table the run makes: that table is exactly the one its host
+// signed, whatever the deltas before it were, and none of the tables in
+// between is installed. It reports whether it installed the run; when it
+// did not (no run, or one that does not check: a forged delta in it), the
+// deltas stay kept for drainDeltas to try one at a time.
+func (c *Cluster) installChain(name string) bool {
+	c.mu.Lock()
+	h, held := c.held[name]
+	base := c.known[name]
+	var chain []pendingDelta
+	for at := base; held && !c.untrusted[name]; {
+		i := slices.IndexFunc(c.early[name], func(p pendingDelta) bool { return p.d.Prev == at })
+		if i < 0 {
+			break
+		}
+		chain = append(chain, c.early[name][i])
+		at = c.early[name][i].d.Next
+	}
+	c.mu.Unlock()
+	if len(chain) < 2 {
+		return false
+	}
+	t, rekeyed := h.table, false
+	var err error
+	for i, p := range chain {
+		rekeyed = rekeyed || p.d.IPsec != nil
+		if i < len(chain)-1 {
+			t, err = p.d.Apply(t)
+		} else {
+			t, _, err = p.d.Install(t)
+		}
+		if err != nil {
+			return false
+		}
+	}
+	last := chain[len(chain)-1]
+	if err := c.checkDelta(last.d, last.body, h); err != nil {
+		return false
+	}
+	if rekeyed && h.signed && c.checkKeyNames(t, h.signer) != nil {
+		return false
+	}
+	c.mu.Lock()
+	if c.known[name] != base || c.untrusted[name] {
+		c.mu.Unlock()
+		return true // a pull or a drop came first
+	}
+	c.known[name] = last.d.Next
+	h.table = t
+	c.held[name] = h
+	kept := c.early[name][:0]
+	for _, p := range c.early[name] {
+		if last.d.Next.Less(p.d.Next) {
+			kept = append(kept, p)
+		}
+	}
+	c.early[name] = kept
+	c.mu.Unlock()
+	for range chain {
+		c.stats.accept("delta")
+	}
+	c.stats.accept("delta-run")
+	c.log.Debug("installing member's table from deltas", "member", name, "version", last.d.Next.String(), "deltas", len(chain))
+	c.cfg.Sink.SetRemote(t)
+	return true
 }
 
 // installDelta checks a delta from the version held and installs the table

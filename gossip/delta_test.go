@@ -24,6 +24,34 @@ func testEndpoint(i int) announce.Endpoint {
 	}
 }
 
+// startPair starts h1 and h2 on a1 and a2 with the test secret and no
+// repair pass, and waits until h2 holds h1's first table.
+func startPair(t *testing.T, a1, a2 string) (c1, c2 *Cluster, rec2 *recorder) {
+	t.Helper()
+	c1, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
+	c2, rec2, _ = startNodeConfig(t, Config{Addr: netip.MustParseAddr(a2), Secret: secretA, Seeds: []string{net.JoinHostPort(a1, strconv.Itoa(port))}, timing: timing{antiEntropy: time.Hour}})
+	testutil.Eventually(t, 10*time.Second, "h2 installs h1's first table", func() bool { _, ok := rec2.table(netip.MustParseAddr(a1)); return ok })
+	return c1, c2, rec2
+}
+
+// deltaAdding is the delta from prev to prev with ep added, unsigned, and
+// that table.
+func deltaAdding(t *testing.T, prev announce.Table, ep announce.Endpoint) (announce.Delta, announce.Table) {
+	t.Helper()
+	next := prev
+	next.Version.Seq++
+	next.Endpoints = append(slices.Clone(prev.Endpoints), ep)
+	raw, err := announce.Encode(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := announce.Diff(prev, next, raw, 72)
+	if !ok {
+		t.Fatal("no delta")
+	}
+	return d, next
+}
+
 // heldOf is what c holds of member name's table.
 func heldOf(c *Cluster, name string) (heldTable, announce.Version) {
 	c.mu.Lock()
@@ -122,10 +150,8 @@ func TestDeltasReplacePulls(t *testing.T) {
 // its author announced deltaWait later; nothing is lost.
 func TestDeltaGapPulls(t *testing.T) {
 	const a1, a2 = "127.0.0.131", "127.0.0.132"
-	c1, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
-	c2, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a2), Secret: secretA, Seeds: []string{net.JoinHostPort(a1, strconv.Itoa(port))}, timing: timing{antiEntropy: time.Hour}})
+	c1, c2, rec2 := startPair(t, a1, a2)
 	h1 := netip.MustParseAddr(a1)
-	testutil.Eventually(t, 10*time.Second, "h2 installs h1's first table", func() bool { _, ok := rec2.table(h1); return ok })
 	publish(c1, announce.Table{Endpoints: []announce.Endpoint{testEndpoint(1)}})
 	testutil.Eventually(t, 10*time.Second, "h2 installs h1's change", func() bool { tb, _ := rec2.table(h1); return len(tb.Endpoints) == 1 })
 	pulls := c1.Stats().Accepted["pull"]
@@ -146,9 +172,10 @@ func TestDeltaGapPulls(t *testing.T) {
 	}
 }
 
-// TestDeltasOutOfOrder: gossip may deliver a host's deltas newest first; a
-// delta from a version not held yet is kept, and installed once the one
-// before it is, with no pull.
+// TestDeltasOutOfOrder: UDP may deliver a host's deltas newest first; a
+// delta from a version not held yet is kept, and the run is installed
+// once the one before it comes, at once (one signature checked), with no
+// pull.
 func TestDeltasOutOfOrder(t *testing.T) {
 	const a1, a2, a3 = "127.0.0.135", "127.0.0.136", "127.0.0.137"
 	c1, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
@@ -166,17 +193,10 @@ func TestDeltasOutOfOrder(t *testing.T) {
 	var wires [][]byte
 	prev := h.table
 	for i := range 3 {
-		next := prev
-		next.Version.Seq++
-		next.Endpoints = append(slices.Clone(prev.Endpoints), testEndpoint(i))
-		raw, _ := announce.Encode(next)
-		d, ok := announce.Diff(prev, next, raw, 0)
-		if !ok {
-			t.Fatal("no delta")
-		}
+		var d announce.Delta
+		d, prev = deltaAdding(t, prev, testEndpoint(i))
 		wire, _ := announce.EncodeDelta(d)
 		wires = append(wires, wire)
-		prev = next
 	}
 	// Newest first: the last two wait for the first.
 	for _, i := range []int{2, 1, 0} {
@@ -190,8 +210,9 @@ func TestDeltasOutOfOrder(t *testing.T) {
 		return len(tb.Endpoints) == 3 && tb.Version == prev.Version
 	})
 	st := c2.Stats()
-	if st.Accepted["delta"] != 3 || st.Accepted["delta-early"] != 2 || c1.Stats().Accepted["pull"] != pulls {
-		t.Fatalf("h2 installed %d deltas, kept %d early, and h1 served %d pulls; want 3, 2 and none", st.Accepted["delta"], st.Accepted["delta-early"], c1.Stats().Accepted["pull"]-pulls)
+	if st.Accepted["delta"] != 3 || st.Accepted["delta-early"] != 2 || st.Accepted["delta-run"] != 1 || c1.Stats().Accepted["pull"] != pulls {
+		t.Fatalf("h2 installed %d deltas (%d runs), kept %d early, and h1 served %d pulls; want 3 (1 run), 2 and none",
+			st.Accepted["delta"], st.Accepted["delta-run"], st.Accepted["delta-early"], c1.Stats().Accepted["pull"]-pulls)
 	}
 }
 
@@ -229,18 +250,9 @@ func TestAttackForgedDelta(t *testing.T) {
 	deltaOf := func(c *Cluster, ep announce.Endpoint, id *identity.Identity) announce.Delta {
 		t.Helper()
 		h, _ := heldOf(c, a1)
-		next := h.table
-		next.Version.Seq++
-		next.Endpoints = append(slices.Clone(next.Endpoints), ep)
-		raw, err := announce.Encode(next)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, ok := announce.Diff(h.table, next, raw, 72)
-		if !ok {
-			t.Fatal("no delta")
-		}
+		d, _ := deltaAdding(t, h.table, ep)
 		if id != nil {
+			var err error
 			body, _ := d.Body()
 			if d.Sig, err = id.SignRaw(body); err != nil {
 				t.Fatal(err)
@@ -324,11 +336,7 @@ func TestAttackForgedDelta(t *testing.T) {
 	oh1 := netip.MustParseAddr(o1)
 	testutil.Eventually(t, 10*time.Second, "open h2 installs h1's table", func() bool { _, ok := orec2.table(oh1); return ok })
 	h, _ := heldOf(o2c, o1)
-	next := h.table
-	next.Version.Seq++
-	next.Endpoints = append(slices.Clone(next.Endpoints), evil)
-	raw, _ := announce.Encode(next)
-	d, _ := announce.Diff(h.table, next, raw, 72)
+	d, _ := deltaAdding(t, h.table, evil)
 	wire, _ := announce.EncodeDelta(d)
 	if err := o3c.tr.sendDelta(o3c.keyring.GetPrimaryKey(), wire, []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr(o2), uint16(o2c.cfg.Port))}); err != nil {
 		t.Fatal(err)
@@ -348,19 +356,10 @@ func TestAttackForgedDelta(t *testing.T) {
 // installed: what the seal keeps out.
 func TestAttackStrangerDeltas(t *testing.T) {
 	const a1, a2 = "127.0.0.151", "127.0.0.152"
-	_, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
-	c2, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(a2), Secret: secretA, Seeds: []string{net.JoinHostPort(a1, strconv.Itoa(port))}, timing: timing{antiEntropy: time.Hour}})
+	_, c2, rec2 := startPair(t, a1, a2)
 	h1 := netip.MustParseAddr(a1)
-	testutil.Eventually(t, 10*time.Second, "h2 installs h1's first table", func() bool { _, ok := rec2.table(h1); return ok })
 	h, _ := heldOf(c2, a1)
-	next := h.table
-	next.Version.Seq++
-	next.Endpoints = append(slices.Clone(next.Endpoints), testEndpoint(66))
-	raw, _ := announce.Encode(next)
-	d, ok := announce.Diff(h.table, next, raw, 0)
-	if !ok {
-		t.Fatal("no delta")
-	}
+	d, _ := deltaAdding(t, h.table, testEndpoint(66))
 	wire, _ := announce.EncodeDelta(d)
 	otherKey, err := GossipKey([]byte("another cluster's secret, 32 by."), keyPeriod(time.Now(), DefaultKeyPeriod))
 	if err != nil {
@@ -397,5 +396,80 @@ func TestAttackStrangerDeltas(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "control: h2 installs the delta sealed with the cluster's key", func() bool {
 		tb, _ := rec2.table(h1)
 		return len(tb.Endpoints) == 1 && c2.Stats().Accepted["delta"] == 1
+	})
+}
+
+// TestAttackForgedDeltaInRun: h3, a member with an identity of its own,
+// slips a delta of h1's table signed by itself into the middle of a run
+// of h1's genuine deltas that h2 installs at once (checking only the
+// last's signature, and the hash of the table the run makes). The run
+// does not rebuild what h1 signed, so h2 takes the deltas one at a time:
+// it installs h1's first, refuses h3's (counted), and never holds h3's
+// endpoint. The control: h1's genuine middle delta, sent after, completes
+// the run, installed at once.
+func TestAttackForgedDeltaInRun(t *testing.T) {
+	const a1, a2, a3 = "127.0.0.161", "127.0.0.162", "127.0.0.163"
+	ids, vs, _ := testIdentitiesCA(t, map[string]string{"h1": a1, "h2": a2, "h3": a3})
+	var seed []string
+	var cs []*Cluster
+	var recs []*recorder
+	for i, name := range []string{"h1", "h2", "h3"} {
+		addr := []string{a1, a2, a3}[i]
+		c, rec, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(addr), Secret: secretA, Signer: ids[name], Verifier: vs[name],
+			RequireSigned: true, Seeds: seed, timing: timing{antiEntropy: time.Hour}})
+		if i == 0 {
+			seed = []string{net.JoinHostPort(a1, strconv.Itoa(port))}
+		}
+		cs, recs = append(cs, c), append(recs, rec)
+	}
+	h1 := netip.MustParseAddr(a1)
+	testutil.Eventually(t, 10*time.Second, "h2 and h3 install h1's table", func() bool {
+		_, ok2 := recs[1].table(h1)
+		_, ok3 := recs[2].table(h1)
+		return ok2 && ok3
+	})
+	sign := func(d announce.Delta, id *identity.Identity) []byte {
+		body, _ := d.Body()
+		var err error
+		if d.Sig, err = id.SignRaw(body); err != nil {
+			t.Fatal(err)
+		}
+		wire, err := announce.EncodeDelta(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire
+	}
+	h, _ := heldOf(cs[1], a1)
+	d1, v1 := deltaAdding(t, h.table, testEndpoint(1))
+	d2, v2 := deltaAdding(t, v1, testEndpoint(2))
+	d3, _ := deltaAdding(t, v2, testEndpoint(3))
+	evil := announce.Endpoint{VNI: 7, IP: netip.MustParseAddr("10.0.0.66"), MAC: net.HardwareAddr{2, 0xba, 0xd, 0, 0, 0x66}, Created: time.Now().UTC()}
+	forged, _ := deltaAdding(t, v1, evil)
+	to := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr(a2), uint16(cs[1].cfg.Port))}
+	send := func(wire []byte) {
+		t.Helper()
+		if err := cs[2].tr.sendDelta(cs[2].keyring.GetPrimaryKey(), wire, to); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Newest first: the run waits for its first delta.
+	send(sign(d3, ids["h1"]))
+	send(sign(forged, ids["h3"]))
+	send(sign(d1, ids["h1"]))
+	testutil.Eventually(t, 10*time.Second, "h2 refuses h3's delta in the run", func() bool { return cs[1].Stats().Refused["delta-identity"] == 1 })
+	tb, _ := recs[1].table(h1)
+	if slices.ContainsFunc(tb.Endpoints, func(e announce.Endpoint) bool { return e.IP == evil.IP }) || tb.Version != v1.Version {
+		t.Fatalf("h2 holds h1 at %s with %d endpoints; want h1's first delta alone installed (%s)", tb.Version, len(tb.Endpoints), v1.Version)
+	}
+	if n := cs[1].Stats().Accepted["delta-run"]; n != 0 {
+		t.Fatalf("h2 installed %d runs with the forged delta in them", n)
+	}
+	// The control: h1's own second delta completes the run.
+	send(sign(d2, ids["h1"]))
+	testutil.Eventually(t, 10*time.Second, "h2 installs h1's run", func() bool {
+		tb, _ := recs[1].table(h1)
+		return len(tb.Endpoints) == 3 && cs[1].Stats().Accepted["delta-run"] == 1
 	})
 }

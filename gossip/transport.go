@@ -731,7 +731,7 @@ type Stats struct {
 	// Accepted counts by kind: "stream" (to memberlist), "pull" (tables
 	// served), "packet", "delta" (members' tables installed from a
 	// delta), "delta-early" (deltas kept for the version before them),
-	// "delta-sent".
+	// "delta-run" (runs of deltas installed at once), "delta-sent".
 	Accepted map[string]uint64 `json:"Accepted"`
 	// Refused counts by reason: "busy", "source-busy", "rate",
 	// "source-rate", "sources", "memory" (the limits of connections
@@ -740,7 +740,8 @@ type Stats struct {
 	// "packet-rate", "packet-unauthentic", "packet-malformed",
 	// "table-limits" for pulled tables over the member bounds, and for
 	// deltas "delta-gap" (not from the version held: pulled instead),
-	// "delta-identity", "delta-mismatch", "delta-malformed".
+	// "delta-identity", "delta-mismatch", "delta-malformed" and
+	// "delta-dropped" (the queue to the cluster full).
 	Refused map[string]uint64 `json:"Refused"`
 }
 
