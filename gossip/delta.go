@@ -247,28 +247,7 @@ func (c *Cluster) installChain(name string) bool {
 	if rekeyed && h.signed && c.checkKeyNames(t, h.signer) != nil {
 		return false
 	}
-	c.mu.Lock()
-	if c.known[name] != base || c.untrusted[name] {
-		c.mu.Unlock()
-		return true // a pull or a drop came first
-	}
-	c.known[name] = last.d.Next
-	h.table = t
-	c.held[name] = h
-	kept := c.early[name][:0]
-	for _, p := range c.early[name] {
-		if last.d.Next.Less(p.d.Next) {
-			kept = append(kept, p)
-		}
-	}
-	c.early[name] = kept
-	c.mu.Unlock()
-	for range chain {
-		c.stats.accept("delta")
-	}
-	c.stats.accept("delta-run")
-	c.log.Debug("installing member's table from deltas", "member", name, "version", last.d.Next.String(), "deltas", len(chain))
-	c.cfg.Sink.SetRemote(t)
+	c.commitDelta(name, base, h, t, len(chain))
 	return true
 }
 
@@ -284,36 +263,60 @@ func (c *Cluster) installDelta(name string, p pendingDelta) bool {
 		return false
 	}
 	if err := c.checkDelta(d, p.body, h); err != nil {
-		c.stats.add("delta-identity")
-		c.lim.Log(slog.LevelWarn, "delta identity", "refusing a table delta: it does not prove its host with the identity of its table held; pulling the table", "member", name, "err", err)
+		c.refuseDelta(name, err)
 		return false
 	}
 	t, _, err := d.Install(h.table)
-	if err == nil && d.IPsec != nil && h.signed {
-		// As for a pulled table: its IPsec epochs are bound to its
-		// signer's name.
-		if err = c.checkKeyNames(t, h.signer); err != nil {
-			c.stats.add("delta-identity")
-			c.lim.Log(slog.LevelWarn, "delta identity", "refusing a table delta: it does not prove its host with the identity of its table held; pulling the table", "member", name, "err", err)
-			return false
-		}
-	}
 	if err != nil {
 		c.stats.add("delta-mismatch")
 		c.lim.Log(slog.LevelWarn, "delta mismatch", "a table delta does not rebuild the table its host signed; pulling it", "member", name, "err", err)
 		return false
 	}
-	c.mu.Lock()
-	if c.known[name] != d.Prev || c.untrusted[name] {
-		c.mu.Unlock()
-		return false // a pull or a drop came first
+	// As for a pulled table: its IPsec epochs are bound to its signer's
+	// name.
+	if d.IPsec != nil && h.signed {
+		if err := c.checkKeyNames(t, h.signer); err != nil {
+			c.refuseDelta(name, err)
+			return false
+		}
 	}
-	c.known[name] = d.Next
+	return c.commitDelta(name, d.Prev, h, t, 1)
+}
+
+// refuseDelta counts and logs a delta that does not prove its host.
+func (c *Cluster) refuseDelta(name string, err error) {
+	c.stats.add("delta-identity")
+	c.lim.Log(slog.LevelWarn, "delta identity", "refusing a table delta: it does not prove its host with the identity of its table held; pulling the table", "member", name, "err", err)
+}
+
+// commitDelta records t, made from the table held at version base by n
+// deltas, as name's table, forgets the kept deltas it went past, and hands
+// t to the driver. It reports false, changing nothing, when a pull or a
+// drop came first.
+func (c *Cluster) commitDelta(name string, base announce.Version, h heldTable, t announce.Table, n int) bool {
+	c.mu.Lock()
+	if c.known[name] != base || c.untrusted[name] {
+		c.mu.Unlock()
+		return false
+	}
+	c.known[name] = t.Version
 	h.table = t
 	c.held[name] = h
+	kept := c.early[name][:0]
+	for _, p := range c.early[name] {
+		if t.Version.Less(p.d.Next) {
+			kept = append(kept, p)
+		}
+	}
+	c.early[name] = kept
 	c.mu.Unlock()
-	c.stats.accept("delta")
-	c.log.Debug("installing member's table from a delta", "member", name, "version", d.Next.String(), "endpoints", len(t.Endpoints))
+	for range n {
+		c.stats.accept("delta")
+	}
+	if n > 1 {
+		c.stats.accept("delta-run")
+	}
+	c.log.Debug("installing member's table from deltas", "member", name, "version", t.Version.String(), "deltas", n, "endpoints", len(t.Endpoints))
 	c.cfg.Sink.SetRemote(t)
 	return true
 }
