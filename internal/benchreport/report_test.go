@@ -57,7 +57,7 @@ func TestRender(t *testing.T) {
 			results: full,
 			plots:   allPlots,
 			present: []string{"Convergence", "Scale", "Scale, simulated", "Throughput", "Container start", "Encryption", "Swarm service convergence"},
-			also: []string{"| 200 | 41.00 s |", "Docker 20.10", "Docker 28", "bench-docker-28.tsv", "vxsec/overlay", "dnsrr",
+			also: []string{"| 200 | 41.00 s |", "Docker 20.10", "Docker 28", "bench-docker-28.tsv", "vxsec/overlay", "vxsec-internal/bridge-local", "dnsrr",
 				"| 10 | 200 (20) |", "| 100 | 2000 (20) |", "ratio", "Sample CPU", "commit `abc1234`", "SMOKE RUN",
 				"vxsec/hand-built: **0.961**", "during rotations / at rest: **0.948**", "| during 10 rotations | 55.0 | 3 |"},
 		},
