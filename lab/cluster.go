@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vxsec/vxsec/ipsec"
+	"github.com/vxsec/vxsec/plugin"
 	"github.com/vxsec/vxsec/swarmtrust"
 	"github.com/vxsec/vxsec/vxlan"
 )
@@ -103,6 +104,14 @@ type NetworkStatus struct {
 func (h *Host) Status(ctx context.Context) (Status, error) {
 	var st Status
 	err := h.Client().Call(ctx, "VxSec.Status", struct{}{}, &st)
+	return st, err
+}
+
+// BriefStatus is Status without the firewall's drop counters, which cost
+// the daemon a dump of every rule: what a loop waiting for a state asks.
+func (h *Host) BriefStatus(ctx context.Context) (Status, error) {
+	var st Status
+	err := h.Client().Call(ctx, "VxSec.Status", plugin.StatusRequest{Brief: true}, &st)
 	return st, err
 }
 

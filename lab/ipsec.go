@@ -29,7 +29,7 @@ func keyed(ctx context.Context, hosts []*Host) func() error {
 			if !h.Running() {
 				continue
 			}
-			st, err := h.Status(ctx)
+			st, err := h.BriefStatus(ctx)
 			if err != nil {
 				return err
 			}
@@ -63,7 +63,7 @@ func WaitEncap(ctx context.Context, hosts []*Host, want string, timeout time.Dur
 			if !h.Running() {
 				continue
 			}
-			st, err := h.Status(ctx)
+			st, err := h.BriefStatus(ctx)
 			if err != nil {
 				return err
 			}

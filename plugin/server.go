@@ -187,7 +187,7 @@ func newMux(api *API, ipam *IPAM) *http.ServeMux {
 		mux.HandleFunc("/IpamDriver."+path, h)
 	}
 	if api.status != nil {
-		mux.HandleFunc(statusPath, handle(func(*struct{}) (any, error) { return api.status(), nil }))
+		mux.HandleFunc(statusPath, handle(func(r *StatusRequest) (any, error) { return api.status(*r), nil }))
 	}
 	if api.rotate != nil {
 		mux.HandleFunc(rotatePath, handle(func(*struct{}) (any, error) {

@@ -29,7 +29,13 @@ func serveEngineTest(t *testing.T) (string, *Engine) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	api := NewAPI(ctx, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, func() any { return map[string]int{"ok": 1} })
+	api := NewAPI(ctx, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, func(r StatusRequest) any {
+		st := map[string]int{"ok": 1}
+		if r.Brief {
+			st["brief"] = 1
+		}
+		return st
+	})
 	done := make(chan error, 1)
 	engine := &Engine{}
 	go func() { done <- Serve(ctx, l, api, &IPAM{}, engine) }()
@@ -103,6 +109,31 @@ func TestOversizedBodyRefused(t *testing.T) {
 	var st map[string]int
 	if err := NewClient(sock).Call(context.Background(), "VxSec.Status", struct{}{}, &st); err != nil || st["ok"] != 1 {
 		t.Fatalf("status = %v, %v", st, err)
+	}
+}
+
+// TestStatusRequest: VxSec.Status hands its body to status: an empty one
+// (what older clients send) asks for everything, Brief for the brief form.
+func TestStatusRequest(t *testing.T) {
+	sock := serveTest(t)
+	for _, tc := range []struct {
+		name      string
+		req       any
+		wantBrief int
+	}{
+		{"empty", struct{}{}, 0},
+		{"full", StatusRequest{}, 0},
+		{"brief", StatusRequest{Brief: true}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var st map[string]int
+			if err := NewClient(sock).Call(context.Background(), "VxSec.Status", tc.req, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st["ok"] != 1 || st["brief"] != tc.wantBrief {
+				t.Fatalf("status = %v, want brief %d", st, tc.wantBrief)
+			}
+		})
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vxsec/vxsec/espprobe"
@@ -95,6 +96,8 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 		return "", fmt.Errorf("at rest: %w", err)
 	}
 	during, err := iperfWindow(ctx, p, hosts, func(ctx context.Context) error {
+		profile(hosts, syscall.SIGUSR1)
+		defer profile(hosts, syscall.SIGUSR2)
 		for i := 0; i < rotations; i++ {
 			next := time.Now().Add(every)
 			h := c.hosts[i%2]

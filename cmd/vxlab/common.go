@@ -124,7 +124,7 @@ func (c *cluster) waitAlive(ctx context.Context, timeout time.Duration) (time.Du
 	want := len(c.hosts)
 	err := eachHost(c.hosts, 16, func(h *lab.Host) error {
 		return lab.WaitFor(ctx, timeout, func() error {
-			st, err := h.Status(ctx)
+			st, err := h.BriefStatus(ctx)
 			if err != nil {
 				return err
 			}
@@ -148,7 +148,7 @@ func waitRemote(ctx context.Context, hosts []*lab.Host, vni int, want func(*lab.
 		defer cancel()
 		var last error
 		for {
-			st, err := h.Status(ctx)
+			st, err := h.BriefStatus(ctx)
 			if err == nil {
 				n, ok := st.Network(vni)
 				if ok && n.Remote == want(h) {

@@ -341,7 +341,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		}
 	}
 	var api *plugin.API // status shows its refusals
-	status := func() any {
+	status := func(req plugin.StatusRequest) any {
 		st := daemonStatus{Status: d.Status()}
 		if c := cl.get(); c != nil {
 			st.Members = c.Members()
@@ -356,7 +356,9 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			st.Identity = &identityStatus{Name: self.Name, Expires: self.Expires(), Serial: hex.EncodeToString(self.Serial().Bytes()),
 				Mode: s.Identity, CRL: verifier.CRLNumber()}
 		}
-		st.Drops = lockDrops(fw, log)
+		if !req.Brief {
+			st.Drops = lockDrops(fw, log)
+		}
 		if services != nil {
 			vs := services.Status()
 			st.Services = &vs
@@ -376,7 +378,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 		mux.Handle("/metrics", m.Handler())
 		mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			writeStatus(w, status().(daemonStatus), time.Now())
+			writeStatus(w, status(plugin.StatusRequest{}).(daemonStatus), time.Now())
 		})
 		mux.HandleFunc("/doctor", doc.serveDoctor(false))
 		mux.HandleFunc("/doctor.json", doc.serveDoctor(true))
@@ -384,7 +386,7 @@ func runDaemon(ctx context.Context, s config.Settings, log *slog.Logger) error {
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
-			enc.Encode(status())
+			enc.Encode(status(plugin.StatusRequest{}))
 		})
 		run(func() {
 			// Metrics are for operators: a port taken is logged, the

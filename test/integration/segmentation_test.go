@@ -84,7 +84,8 @@ func segmentationInjectors(t *testing.T, h1, h2 *lab.Host, encrypted bool) []inj
 	}
 }
 
-// drops reads one lock's drop count from the host daemon's status.
+// drops reads one lock's drop count from the host daemon's status. The
+// brief status, which pollers ask for, must leave the counters out.
 func drops(t *testing.T, h *lab.Host, lock string) uint64 {
 	t.Helper()
 	st, err := h.Status(ctxT(t))
@@ -94,6 +95,13 @@ func drops(t *testing.T, h *lab.Host, lock string) uint64 {
 	n, ok := st.Drops[lock]
 	if !ok {
 		t.Fatalf("%s: status counts no lock %q: %v", h.Name, lock, st.Drops)
+	}
+	brief, err := h.BriefStatus(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if brief.Drops != nil || len(brief.Members) != len(st.Members) {
+		t.Fatalf("%s: brief status has drops %v and %d members, want none and %d", h.Name, brief.Drops, len(brief.Members), len(st.Members))
 	}
 	return n
 }
