@@ -14,10 +14,12 @@ import (
 )
 
 // A delta is a host's table given as the change from its previous
-// version, when only endpoints and IPsec state changed (containers started
-// and stopped, keys rotated): small enough for one UDP packet, so
-// receivers that hold the previous version need no pull. Endpoints travel
-// as edits; the IPsec part, when it changed, whole. It names the SHA-256 of the new table's
+// version, when only endpoints, networks and IPsec state changed
+// (containers started and stopped, networks made and removed, keys
+// rotated): small enough for one UDP packet, so receivers that hold the
+// previous version need no pull. Endpoints travel as edits; the networks
+// and the IPsec part, when they changed, whole. A new revocation list is
+// still pulled: the pull carries the list. It names the SHA-256 of the new table's
 // encoding, and a receiver installs the result only if its own encoding
 // of it hashes the same, so a delta can never make a table the author did
 // not publish; anything else (a gap, a mismatch) is left to the pull.
@@ -34,6 +36,8 @@ import (
 //	  bytes), MAC (length (1), bytes), created (length (1), RFC 3339 text)
 //	IPsec: length (uvarint; 0: unchanged), then the JSON encoding of the
 //	  next table's IPsec part, which replaces the previous one whole
+//	networks: length (uvarint; 0: unchanged), then the JSON encoding of
+//	  the next table's networks, which replace the previous ones whole
 //	--- the body ends here: the signature covers SignedContext + body
 //	signature: length (uvarint, 0: none), bytes
 //
@@ -62,6 +66,9 @@ type Delta struct {
 	// IPsec is the JSON encoding of Next's IPsec part when it differs
 	// from Prev's; nil when it does not.
 	IPsec []byte
+	// Networks is the JSON encoding of Next's networks when they differ
+	// from Prev's; nil when they do not.
+	Networks []byte
 	// Sig is the author's signature of SignedMessage(Body()); nil where
 	// tables are not signed.
 	Sig []byte
@@ -75,23 +82,22 @@ type Inserted struct {
 
 // Diff is the delta from prev to next, where next's encoding is nextRaw.
 // It reports false when next differs from prev in more than its
-// endpoints, its IPsec part and its version's seq (that is pulled), or the
+// endpoints, networks, IPsec part and version's seq (that is pulled), or the
 // delta would not fit MaxDeltaBytes with a signature of sigRoom bytes.
 func Diff(prev, next Table, nextRaw []byte, sigRoom int) (Delta, bool) {
 	if prev.Host != next.Host || prev.Version.Epoch != next.Version.Epoch || !prev.Version.Less(next.Version) {
 		return Delta{}, false
 	}
-	if !sameButEndpoints(prev, next) {
+	if !sameButParts(prev, next) {
 		return Delta{}, false
 	}
 	d := Delta{Host: next.Host, Prev: prev.Version, Next: next.Version, Hash: sha256.Sum256(nextRaw)}
-	was, err1 := json.Marshal(prev.IPsec)
-	now, err2 := json.Marshal(next.IPsec)
-	if err1 != nil || err2 != nil {
+	var ok bool
+	if d.IPsec, ok = changed(prev.IPsec, next.IPsec); !ok {
 		return Delta{}, false
 	}
-	if !bytes.Equal(was, now) {
-		d.IPsec = now
+	if d.Networks, ok = changed(prev.Networks, next.Networks); !ok {
+		return Delta{}, false
 	}
 	inNext := make(map[string]int, len(next.Endpoints))
 	for _, ep := range next.Endpoints {
@@ -137,10 +143,25 @@ func Diff(prev, next Table, nextRaw []byte, sigRoom int) (Delta, bool) {
 	return d, true
 }
 
-// sameButEndpoints tells whether two tables differ in nothing but their
-// endpoints, IPsec part and version.
-func sameButEndpoints(a, b Table) bool {
+// changed is next's JSON encoding when it differs from prev's, nil when
+// it does not; false if either does not encode.
+func changed[T any](prev, next T) ([]byte, bool) {
+	was, err1 := json.Marshal(prev)
+	now, err2 := json.Marshal(next)
+	if err1 != nil || err2 != nil {
+		return nil, false
+	}
+	if bytes.Equal(was, now) {
+		return nil, true
+	}
+	return now, true
+}
+
+// sameButParts tells whether two tables differ in nothing but their
+// endpoints, networks, IPsec part and version.
+func sameButParts(a, b Table) bool {
 	a.Endpoints, b.Endpoints = nil, nil
+	a.Networks, b.Networks = nil, nil
 	a.IPsec, b.IPsec = IPsec{}, IPsec{}
 	a.Version, b.Version = Version{}, Version{}
 	ra, err1 := Encode(a)
@@ -209,6 +230,13 @@ func (d Delta) Apply(prev Table) (Table, error) {
 		}
 		next.IPsec = ip
 	}
+	if d.Networks != nil {
+		var nets []Network
+		if err := json.Unmarshal(d.Networks, &nets); err != nil {
+			return Table{}, fmt.Errorf("%w: its networks: %w", ErrDeltaMismatch, err)
+		}
+		next.Networks = nets
+	}
 	return next, nil
 }
 
@@ -267,7 +295,9 @@ func (d Delta) Body() ([]byte, error) {
 		out = append(out, created...)
 	}
 	out = binary.AppendUvarint(out, uint64(len(d.IPsec)))
-	return append(out, d.IPsec...), nil
+	out = append(out, d.IPsec...)
+	out = binary.AppendUvarint(out, uint64(len(d.Networks)))
+	return append(out, d.Networks...), nil
 }
 
 // EncodeDelta is a delta's wire form: its body, then its signature.
@@ -347,6 +377,9 @@ func DecodeDelta(b []byte) (Delta, []byte, error) {
 	}
 	if ip := r.bytes(r.count()); len(ip) > 0 {
 		d.IPsec = bytes.Clone(ip)
+	}
+	if nets := r.bytes(r.count()); len(nets) > 0 {
+		d.Networks = bytes.Clone(nets)
 	}
 	body := b[:r.off]
 	if sig := r.bytes(int(r.count())); len(sig) > 0 {

@@ -53,6 +53,11 @@ func TestDelta(t *testing.T) {
 	}
 	otherNet := withEndpoints(base, 8, 1, 2, 3)
 	otherNet.Networks = otherNet.Networks[:1]
+	addedNet := withEndpoints(base, 8, 1, 2, 3, 4)
+	addedNet.Networks = append(slices.Clone(addedNet.Networks), Network{ID: "n-new", VNI: 4242,
+		Subnets: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}, Created: time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC)})
+	noNets := withEndpoints(base, 8)
+	noNets.Networks = nil
 	otherKeys := withEndpoints(base, 8, 1, 2, 3)
 	otherKeys.Keys = []Key{{Epoch: 9, Public: bytes.Repeat([]byte{9}, 32)}}
 	otherCRL := withEndpoints(base, 8, 1, 2, 3)
@@ -76,7 +81,9 @@ func TestDelta(t *testing.T) {
 		{"nothing but the version", withEndpoints(base, 7, 1, 2), withEndpoints(base, 9, 1, 2), true, 0, 0},
 		// The author sorts its endpoints; one that did not is pulled.
 		{"kept endpoints reordered", withEndpoints(base, 7, 1, 2, 3), withEndpoints(base, 8, 3, 1, 2), false, 0, 0},
-		{"a network changed", withEndpoints(base, 7, 1, 2, 3), otherNet, false, 0, 0},
+		{"a network removed", withEndpoints(base, 7, 1, 2, 3), otherNet, true, 0, 0},
+		{"a network and an endpoint added", withEndpoints(base, 7, 1, 2, 3), addedNet, true, 0, 1},
+		{"the last network removed", withEndpoints(base, 7), noNets, true, 0, 0},
 		{"the keys changed", withEndpoints(base, 7, 1, 2, 3), otherKeys, true, 0, 0},
 		{"IPsec and endpoints changed", withEndpoints(base, 7, 1, 2, 3), keysAndEndpoints, true, 1, 1},
 		{"the revocation list changed", withEndpoints(base, 7, 1, 2, 3), otherCRL, false, 0, 0},
@@ -102,6 +109,9 @@ func TestDelta(t *testing.T) {
 			}
 			if sameIPsec := reflect.DeepEqual(c.prev.IPsec, c.next.IPsec); sameIPsec != (d.IPsec == nil) {
 				t.Fatalf("IPsec part carried: %q; the IPsec parts are the same: %v", d.IPsec, sameIPsec)
+			}
+			if sameNets := reflect.DeepEqual(c.prev.Networks, c.next.Networks); sameNets != (d.Networks == nil) {
+				t.Fatalf("networks carried: %q; the networks are the same: %v", d.Networks, sameNets)
 			}
 			d.Sig = bytes.Repeat([]byte{0x30}, 72)
 			wire, err := EncodeDelta(d)
@@ -192,6 +202,9 @@ func TestDeltaRandom(t *testing.T) {
 		if round%3 == 0 {
 			next.UDP = uint16(round) // the IPsec part changes too
 		}
+		if round%5 == 0 {
+			next.Networks = next.Networks[:round%len(next.Networks)] // and the networks
+		}
 		nextRaw, _ := Encode(next)
 		d, ok := Diff(prev, next, nextRaw, 72)
 		if !ok {
@@ -229,7 +242,7 @@ func TestDeltaWireForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "\x00VXD\x04\xc6\x12\x00\x02" + "\x00\x00\x00\x00\x00\x00\x00\x01\x02\x03" + "\xaa" + string(make([]byte, 30)) + "\xbb" +
-		"\x01\x01" + "\x01\x00\xac\x02\x04\x0a\x00\x00\x01\x02\x02\x01\x142026-01-02T03:04:05Z" + "\x00" + "\x01\x51"
+		"\x01\x01" + "\x01\x00\xac\x02\x04\x0a\x00\x00\x01\x02\x02\x01\x142026-01-02T03:04:05Z" + "\x00" + "\x00" + "\x01\x51"
 	if string(b) != want {
 		t.Fatalf("wire form\n%q\nwant\n%q", b, want)
 	}
@@ -238,8 +251,17 @@ func TestDeltaWireForm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := want[:len(want)-3] + "\x0c" + `{"udp":4500}` + "\x01\x51"; string(b) != want {
-		t.Fatalf("wire form with an IPsec part\n%q\nwant\n%q", b, want)
+	withIPsec := want[:len(want)-4] + "\x0c" + `{"udp":4500}` + "\x00" + "\x01\x51"
+	if string(b) != withIPsec {
+		t.Fatalf("wire form with an IPsec part\n%q\nwant\n%q", b, withIPsec)
+	}
+	d.Networks = []byte(`null`)
+	b, err = EncodeDelta(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := withIPsec[:len(withIPsec)-3] + "\x04null" + "\x01\x51"; string(b) != want {
+		t.Fatalf("wire form with networks\n%q\nwant\n%q", b, want)
 	}
 	if !IsDelta(b) || IsDelta([]byte("{}")) || IsSigned(b) {
 		t.Fatal("IsDelta")
@@ -267,6 +289,15 @@ func FuzzDecodeDelta(f *testing.F) {
 	if dk, ok := Diff(next, rekeyed, rekeyedRaw, 72); ok {
 		dk.Sig = bytes.Repeat([]byte{0x30}, 70)
 		b, _ := EncodeDelta(dk)
+		f.Add(b)
+	}
+	netted := rekeyed
+	netted.Version.Seq++
+	netted.Networks = netted.Networks[:1]
+	nettedRaw, _ := Encode(netted)
+	if dn, ok := Diff(rekeyed, netted, nettedRaw, 72); ok {
+		dn.Sig = bytes.Repeat([]byte{0x30}, 70)
+		b, _ := EncodeDelta(dn)
 		f.Add(b)
 	}
 	v6 := d

@@ -13,10 +13,10 @@ import (
 	"github.com/vxsec/vxsec/announce"
 )
 
-// Deltas: a new version of a host's table that changes only its endpoints
-// and IPsec state (containers started and stopped, keys rotated: the
-// common cases) is also sent as the change from the version announced
-// before, signed by the host's identity (announce.Delta), in a UDP packet
+// Deltas: a new version of a host's table that changes only its
+// endpoints, networks and IPsec state (containers started and stopped,
+// networks made, keys rotated: the common cases) is also sent as the
+// change from the version announced before, signed by the host's identity (announce.Delta), in a UDP packet
 // of its own to each member, sealed with the gossip key
 // (transport.sendDelta). Sent to each member once, a delta costs the
 // cluster N-1 packets; gossiped, it would cost several times that, in the
@@ -24,8 +24,8 @@ import (
 // installs the new one from it, with no pull: no connection, no key
 // exchange, one signature checked. Everything else is as before: the
 // version tag is still set on every change, and a member that did not get
-// the delta (lost, a gap, a restart, a change to its networks or
-// revocation list, a change too large for a packet) pulls the table when
+// the delta (lost, a gap, a restart, a change to its revocation list, a
+// change too large for a packet) pulls the table when
 // it sees the tag, deltaWait later. A delta gets no more trust than a
 // pull: it is checked with the certificate chain (and pass, in swarm mode)
 // of the table it applies to, by the same Verifier, its IPsec epochs must

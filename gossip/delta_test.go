@@ -59,7 +59,7 @@ func heldOf(c *Cluster, name string) (heldTable, announce.Version) {
 	return c.held[name], c.known[name]
 }
 
-// TestDeltasReplacePulls: endpoint changes and key rotations reach the
+// TestDeltasReplacePulls: endpoint changes, a network made and key rotations reach the
 // other members as deltas, signed and checked, with no pull served; each member ends with
 // exactly the table its author has. The control: the same changes from a
 // member that sends no deltas are pulled, by every other member, each
@@ -95,12 +95,17 @@ func TestDeltasReplacePulls(t *testing.T) {
 			pullsBefore := cs[0].Stats().Accepted["pull"]
 			const changes = 6
 			var eps []announce.Endpoint
+			var nets []announce.Network
 			for i := range changes {
 				if i == 3 {
 					eps = slices.Delete(eps, 0, 1) // one removed on the way
 				}
+				if i == 2 { // a network made: the networks change too
+					nets = []announce.Network{{ID: "n7", VNI: 7, Subnets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")},
+						Created: time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC)}}
+				}
 				eps = append(eps, testEndpoint(i))
-				tb := announce.Table{Endpoints: slices.Clone(eps)}
+				tb := announce.Table{Endpoints: slices.Clone(eps), Networks: nets}
 				if i >= 4 { // a key rotation: the IPsec part changes too
 					tb.Keys = []announce.Key{{Epoch: uint64(i), Public: bytes.Repeat([]byte{byte(i)}, 32), ID: "h1"}}
 				}

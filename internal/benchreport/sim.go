@@ -34,7 +34,7 @@ func (rp *report) sim(s *benchdata.Sim) error {
 	}
 	rp.md.WriteString("\nNo goal: the simulation shows how the gossip layer's cost grows with the cluster where the lab cannot go. " +
 		"A change of endpoints alone travels as a delta, signed, in one UDP packet to every member; a host pulls another's " +
-		"table when it missed a delta, or when more than endpoints and IPsec state changed. Every host still installs every version of every " +
+		"table when it missed a delta, or when more than endpoints, networks and IPsec state changed. Every host still installs every version of every " +
 		"other host's table, so tables per host grow with the hosts, and the whole cluster's work with their square; a delta " +
 		"costs a receiver one signature checked, a pull a connection, a key exchange and three.\n\n")
 	last := s.Runs[len(s.Runs)-1]
