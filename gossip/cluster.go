@@ -22,7 +22,10 @@ import (
 // Sink is how the cluster feeds the driver: the narrow interface between
 // them. Calls come from the cluster's goroutines, one at a time.
 type Sink interface {
-	// SetRemote replaces all that is known of t.Host with t.
+	// SetRemote replaces all that is known of t.Host with t. Calls for
+	// one host may come out of order (a pull and a delta race, each
+	// handing its table over without the cluster's lock): a table older
+	// than the one held is to be ignored.
 	SetRemote(t announce.Table)
 	// DropRemote forgets a host that failed or left.
 	DropRemote(host netip.Addr)
@@ -186,7 +189,14 @@ const (
 	// deltaWait is how long a member that announced a new version is
 	// given for its delta to arrive before it is pulled: the delta and the
 	// version tag travel in gossip apart, and either may come first.
-	deltaWait   = 300 * time.Millisecond
+	deltaWait = 300 * time.Millisecond
+	// behindWait is how long a member waits in all for a delta while
+	// deltas are still queued for it to install: it is behind, the delta
+	// awaited may be among them, and a pull would cost more than catching
+	// up (a connection, a key exchange, three signatures), more so on a
+	// host already short of CPU. With 100 lab hosts on 2 CPUs each host
+	// served 194-210 pulls while it fell behind.
+	behindWait  = 3 * time.Second
 	pullWorkers = 4
 	// legacyPullFor is how long a member found serving only version 1
 	// pulls is pulled with version 1 before version 2 is tried again (it
@@ -218,6 +228,9 @@ type timing struct {
 	// deltaWait is how long a pull waits for the delta of the version
 	// announced (deltaWait below).
 	deltaWait time.Duration
+	// behindWait bounds how long that wait grows while deltas are queued
+	// (behindWait below); the tests' control sets it to deltaWait.
+	behindWait time.Duration
 	// noDeltas: this member sends no deltas (the tests' control).
 	noDeltas bool
 }
@@ -237,6 +250,7 @@ func (t timing) withDefaults() timing {
 	def(&t.preauthTimeout, preauthTimeout)
 	def(&t.broadcastWait, broadcastWait)
 	def(&t.deltaWait, deltaWait)
+	def(&t.behindWait, behindWait)
 	return t
 }
 

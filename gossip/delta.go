@@ -356,7 +356,8 @@ func (c *Cluster) checkDelta(d announce.Delta, body []byte, h heldTable) error {
 }
 
 // deferPull pulls name after deltaWait, unless its delta installed the
-// version it announced meanwhile. It reports false when the member is not
+// version it announced meanwhile; longer (up to behindWait) while deltas
+// are still queued here: this host is behind, not the delta lost. It reports false when the member is not
 // one a delta can reach (nothing held from its current run), and the
 // pull should go at once.
 func (c *Cluster) deferPull(name string, v announce.Version) bool {
@@ -370,10 +371,17 @@ func (c *Cluster) deferPull(name string, v announce.Version) bool {
 	}
 	c.deferred[name] = true
 	c.spawn(func() {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-time.After(c.cfg.timing.deltaWait):
+		for waited := time.Duration(0); ; {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(c.cfg.timing.deltaWait):
+			}
+			waited += c.cfg.timing.deltaWait
+			if len(c.tr.deltas) == 0 || waited >= c.cfg.timing.behindWait {
+				break
+			}
+			c.stats.accept("delta-behind")
 		}
 		c.mu.Lock()
 		delete(c.deferred, name)

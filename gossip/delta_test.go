@@ -177,6 +177,55 @@ func TestDeltaGapPulls(t *testing.T) {
 	}
 }
 
+// TestBehindWaitsForDeltas: a member that is behind (deltas queued that
+// it has not installed yet, as on a host short of CPU) waits for them
+// rather than pulling the versions announced meanwhile. The control waits
+// only deltaWait, as before, and pulls.
+func TestBehindWaitsForDeltas(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		a1, a2    string
+		behind    time.Duration
+		wantPulls bool
+	}{
+		{"waits", "127.0.0.141", "127.0.0.142", 0, false},
+		{"control-waits-deltaWait-only", "127.0.0.143", "127.0.0.144", deltaWait, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c1, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(tc.a1), Secret: secretA, timing: timing{antiEntropy: time.Hour}})
+			c2, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(tc.a2), Secret: secretA,
+				Seeds: []string{net.JoinHostPort(tc.a1, strconv.Itoa(port))}, timing: timing{antiEntropy: time.Hour, behindWait: tc.behind}})
+			h1 := netip.MustParseAddr(tc.a1)
+			testutil.Eventually(t, 10*time.Second, "h2 installs h1's first table", func() bool { _, ok := rec2.table(h1); return ok })
+			pulls := c1.Stats().Accepted["pull"]
+			rec2.hold.Lock() // h2's installs stop; its deltas queue
+			var eps []announce.Endpoint
+			for i := range 4 {
+				eps = append(eps, testEndpoint(i))
+				publish(c1, announce.Table{Endpoints: slices.Clone(eps)})
+				time.Sleep(150 * time.Millisecond) // a version each
+			}
+			time.Sleep(time.Second) // past deltaWait, short of behindWait
+			rec2.hold.Unlock()
+			testutil.Eventually(t, 10*time.Second, "h2 holds h1's newest table", func() bool {
+				tb, _ := rec2.table(h1)
+				return len(tb.Endpoints) == len(eps)
+			})
+			pulled, behind := c1.Stats().Accepted["pull"]-pulls, c2.Stats().Accepted["delta-behind"]
+			t.Logf("h1 served %d pulls; h2 waited longer %d times", pulled, behind)
+			if tc.wantPulls {
+				if pulled == 0 {
+					t.Fatal("control: h2 did not pull while it was behind; the test would prove nothing")
+				}
+				return
+			}
+			if pulled != 0 || behind == 0 {
+				t.Fatalf("h1 served %d pulls and h2 waited longer %d times; want none and some", pulled, behind)
+			}
+		})
+	}
+}
+
 // TestDeltasOutOfOrder: UDP may deliver a host's deltas newest first; a
 // delta from a version not held yet is kept, and the run is installed
 // once the one before it comes, at once (one signature checked), with no

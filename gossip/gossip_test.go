@@ -50,6 +50,9 @@ func TestSeal(t *testing.T) {
 // recorder is the driver's side of the interface, recording what the
 // cluster tells it.
 type recorder struct {
+	// hold, write-locked by a test, stops every SetRemote until
+	// released: the member's installs wait, as on a host short of CPU.
+	hold    sync.RWMutex
 	mu      sync.Mutex
 	tables  map[netip.Addr]announce.Table
 	history []announce.Table
@@ -58,10 +61,15 @@ type recorder struct {
 }
 
 func (r *recorder) SetRemote(t announce.Table) {
+	r.hold.RLock()
+	r.hold.RUnlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.tables[t.Host] = t
 	r.history = append(r.history, t)
+	if old, ok := r.tables[t.Host]; ok && !old.Version.Less(t.Version) {
+		return // as the driver does (Sink)
+	}
+	r.tables[t.Host] = t
 }
 
 func (r *recorder) DropRemote(h netip.Addr) {

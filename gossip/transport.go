@@ -731,7 +731,8 @@ type Stats struct {
 	// Accepted counts by kind: "stream" (to memberlist), "pull" (tables
 	// served), "packet", "delta" (members' tables installed from a
 	// delta), "delta-early" (deltas kept for the version before them),
-	// "delta-run" (runs of deltas installed at once), "delta-sent".
+	// "delta-run" (runs of deltas installed at once), "delta-sent",
+	// "delta-behind" (a wait for a delta made longer: deltas were queued).
 	Accepted map[string]uint64 `json:"Accepted"`
 	// Refused counts by reason: "busy", "source-busy", "rate",
 	// "source-rate", "sources", "memory" (the limits of connections

@@ -79,6 +79,7 @@ func (l *simLocal) add(ep announce.Endpoint) {
 type simSink struct {
 	mu     sync.Mutex
 	eps    map[netip.Addr]int
+	ver    map[netip.Addr]announce.Version
 	total  int
 	want   int
 	tables int
@@ -88,6 +89,10 @@ type simSink struct {
 func (s *simSink) SetRemote(t announce.Table) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if v, ok := s.ver[t.Host]; ok && !v.Less(t.Version) {
+		return // an older table after a newer one (Sink)
+	}
+	s.ver[t.Host] = t.Version
 	n := 0
 	for _, ep := range t.Endpoints {
 		if ep.VNI == simVNI {
@@ -107,6 +112,7 @@ func (s *simSink) DropRemote(host netip.Addr) {
 	defer s.mu.Unlock()
 	s.total -= s.eps[host]
 	delete(s.eps, host)
+	delete(s.ver, host)
 }
 
 func (s *simSink) SetMembers([]netip.Addr) {}
@@ -188,7 +194,7 @@ func simRun(ctx context.Context, w io.Writer, n int, o benchOpts) (benchdata.Sim
 		if err != nil {
 			return r, err
 		}
-		h := &simHost{addr: addr, sink: &simSink{eps: map[netip.Addr]int{}},
+		h := &simHost{addr: addr, sink: &simSink{eps: map[netip.Addr]int{}, ver: map[netip.Addr]announce.Version{}},
 			local: &simLocal{changed: make(chan struct{}, 1), t: announce.Table{Host: addr, Networks: []announce.Network{{
 				ID: "sim", VNI: simVNI, Subnets: []netip.Prefix{netip.MustParsePrefix("10.44.0.0/16")}, Created: start.UTC()}}}}}
 		cfg := gossip.Config{Addr: addr, Port: simPort, Secret: secret, Sink: h.sink, Local: h.local, Log: log,
