@@ -50,7 +50,11 @@ if ! docker plugin inspect "$PLUGIN_NAME" >/dev/null 2>&1; then
 	log "plugin $PLUGIN_NAME is not installed: installing it (scripts/plugin.sh)"
 	PLUGIN_NAME=$PLUGIN_NAME "$VXSEC_REPO_ROOT/scripts/plugin.sh"
 fi
-[[ $(docker plugin inspect -f '{{.Enabled}}' "$PLUGIN_NAME") == true ]] || die "plugin $PLUGIN_NAME is installed but disabled: docker plugin enable $PLUGIN_NAME"
+if [[ $(docker plugin inspect -f '{{.Enabled}}' "$PLUGIN_NAME") != true ]]; then
+	log "plugin $PLUGIN_NAME is installed but disabled: docker plugin enable $PLUGIN_NAME"
+	docker plugin enable "$PLUGIN_NAME" >/dev/null ||
+		die "plugin $PLUGIN_NAME is installed but disabled, and docker plugin enable $PLUGIN_NAME failed (its output is in the dockerd log); reinstall it: PLUGIN_NAME=$PLUGIN_NAME scripts/plugin.sh"
+fi
 log "benchmarking plugin $PLUGIN_NAME (id $(docker plugin inspect -f '{{.Id}}' "$PLUGIN_NAME" | cut -c1-12))"
 
 swarm_initialised=0

@@ -356,12 +356,15 @@ stop_engine() {
 # _vxsec_reap_shims: dockerd stops its plugins at shutdown only if it started
 # without live-restore (the setting is read once, at start), so after a full
 # stop the harness ends what is left of its own containerd's tasks: the shims
-# whose -address is the harness's containerd socket, and their children.
+# whose -address is a containerd socket under the harness's run directory, and
+# their children. Any of its engines': the engine stopped may be the other
+# version's (VXSEC_ENGINE=20.10 stopping a Docker 28 the harness started), and
+# a plugin left running would hold the ports the next engine's plugin needs.
 _vxsec_reap_shims() {
-	local sock=$VXSEC_E2E_EXEC_ROOT/containerd/containerd.sock p cmd shims=() children=()
+	local p cmd shims=() children=()
 	for p in /proc/[0-9]*; do
 		cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
-		if [[ $cmd == *containerd-shim*" -address $sock"* ]]; then
+		if [[ $cmd == *containerd-shim*" -address $VXSEC_E2E_RUN_DIR/"*"/containerd/containerd.sock"* ]]; then
 			shims+=("${p#/proc/}")
 		fi
 	done
