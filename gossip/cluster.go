@@ -284,8 +284,10 @@ type Cluster struct {
 	// of the version they announced (maybePull).
 	deferred map[string]bool
 	// early are deltas kept from versions not held yet, by member name.
-	early  map[string][]pendingDelta
-	failed map[string]time.Time // member name → when its entries go
+	early map[string][]pendingDelta
+	// installing is set while deltaLoop installs a batch (deferPull).
+	installing atomic.Bool
+	failed     map[string]time.Time // member name → when its entries go
 	// pulling holds the members with a pull queued or running: a member
 	// that announces many versions in a burst is pulled once more after
 	// the running pull, not once per version.

@@ -16,8 +16,9 @@ import (
 // Deltas: a new version of a host's table that changes only its
 // endpoints, networks and IPsec state (containers started and stopped,
 // networks made, keys rotated: the common cases) is also sent as the
-// change from the version announced before, signed by the host's identity (announce.Delta), in a UDP packet
-// of its own to each member, sealed with the gossip key
+// change from the version announced before, signed by the host's
+// identity (announce.Delta), in a UDP packet of its own to each member,
+// sealed with the gossip key
 // (transport.sendDelta). Sent to each member once, a delta costs the
 // cluster N-1 packets; gossiped, it would cost several times that, in the
 // queue membership news waits in. A member holding that previous version
@@ -25,8 +26,8 @@ import (
 // exchange, one signature checked. Everything else is as before: the
 // version tag is still set on every change, and a member that did not get
 // the delta (lost, a gap, a restart, a change to its revocation list, a
-// change too large for a packet) pulls the table when
-// it sees the tag, deltaWait later. A delta gets no more trust than a
+// change too large for a packet) pulls the table when it sees the tag,
+// deltaWait later. A delta gets no more trust than a
 // pull: it is checked with the certificate chain (and pass, in swarm mode)
 // of the table it applies to, by the same Verifier, its IPsec epochs must
 // be bound to that signer, it must name that table's version as its base,
@@ -98,6 +99,7 @@ func (c *Cluster) deltaLoop(ctx context.Context) {
 			return
 		case first = <-c.tr.deltas:
 		}
+		c.installing.Store(true)
 		ready := map[string]bool{}
 		for p, more := first, true; more; {
 			if name, ok := c.onDelta(p); ok {
@@ -112,6 +114,7 @@ func (c *Cluster) deltaLoop(ctx context.Context) {
 		for name := range ready {
 			c.drainDeltas(name)
 		}
+		c.installing.Store(false)
 	}
 }
 
@@ -356,10 +359,11 @@ func (c *Cluster) checkDelta(d announce.Delta, body []byte, h heldTable) error {
 }
 
 // deferPull pulls name after deltaWait, unless its delta installed the
-// version it announced meanwhile; longer (up to behindWait) while deltas
-// are still queued here: this host is behind, not the delta lost. It reports false when the member is not
-// one a delta can reach (nothing held from its current run), and the
-// pull should go at once.
+// version it announced meanwhile; longer (up to behindWait) while this
+// host still has deltas to install (queued, or a batch being installed):
+// it is behind, and the delta is more likely late than lost. It reports
+// false when the member is not one a delta can reach (nothing held from
+// its current run), and the pull should go at once.
 func (c *Cluster) deferPull(name string, v announce.Version) bool {
 	// Under c.mu (maybePull).
 	h, held := c.held[name]
@@ -378,7 +382,8 @@ func (c *Cluster) deferPull(name string, v announce.Version) bool {
 			case <-time.After(c.cfg.timing.deltaWait):
 			}
 			waited += c.cfg.timing.deltaWait
-			if len(c.tr.deltas) == 0 || waited >= c.cfg.timing.behindWait {
+			behind := len(c.tr.deltas) > 0 || c.installing.Load()
+			if !behind || waited >= c.cfg.timing.behindWait {
 				break
 			}
 			c.stats.accept("delta-behind")
