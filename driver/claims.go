@@ -1,7 +1,7 @@
 package driver
 
 import (
-	"cmp"
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -28,14 +28,37 @@ type claim struct {
 	vni  uint32
 	host netip.Addr
 	ip   netip.Addr
-	mac  string
+	mac  mac48
+}
+
+// mac48 is an Ethernet MAC as a map key: a pass keys every entry of a
+// network by it, and keyed by the MAC's text, formatting and hashing
+// strings was a third of a pass's cost. An endpoint whose MAC is not 6
+// bytes can have no FDB entry, and makes no claim.
+type mac48 [6]byte
+
+func toMAC48(hw net.HardwareAddr) (mac48, bool) {
+	if len(hw) != len(mac48{}) {
+		return mac48{}, false
+	}
+	return mac48(hw), true
+}
+
+func (m mac48) String() string { return net.HardwareAddr(m[:]).String() }
+
+// claimOf is the claim host makes with ep, if its MAC can make one.
+func claimOf(host netip.Addr, ep announce.Endpoint) (claim, bool) {
+	m, ok := toMAC48(ep.MAC)
+	return claim{vni: ep.VNI, host: host, ip: ep.IP, mac: m}, ok
 }
 
 // claimsOf lists what a table claims.
 func claimsOf(t announce.Table) map[claim]bool {
-	out := map[claim]bool{}
+	out := make(map[claim]bool, len(t.Endpoints))
 	for _, ep := range t.Endpoints {
-		out[claim{vni: ep.VNI, host: t.Host, ip: ep.IP, mac: ep.MAC.String()}] = true
+		if c, ok := claimOf(t.Host, ep); ok {
+			out[c] = true
+		}
 	}
 	return out
 }
@@ -93,7 +116,9 @@ func (d *Driver) seedClaims() {
 			continue // no device yet: Reconcile makes it, with no entries
 		}
 		for _, p := range peers {
-			d.seen[claim{vni: n.VNI, host: p.Host, ip: p.IP, mac: p.MAC.String()}] = before
+			if m, ok := toMAC48(p.MAC); ok {
+				d.seen[claim{vni: n.VNI, host: p.Host, ip: p.IP, mac: m}] = before
+			}
 		}
 	}
 }
@@ -120,7 +145,7 @@ func olderClaim(a, b claim, aSeen, bSeen time.Time) bool {
 	if c := a.ip.Compare(b.ip); c != 0 {
 		return c < 0
 	}
-	return cmp.Less(a.mac, b.mac)
+	return bytes.Compare(a.mac[:], b.mac[:]) < 0
 }
 
 // peersLocked lists the remote endpoints of a network that hold their
@@ -131,11 +156,13 @@ func olderClaim(a, b claim, aSeen, bSeen time.Time) bool {
 // no entry: an FDB entry is by MAC and a neighbour entry by address, and
 // either one would divert the holder's traffic.
 func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
-	localIP := map[netip.Addr]bool{}
-	localMAC := map[string]bool{}
+	localIP := make(map[netip.Addr]bool, len(n.Endpoints))
+	localMAC := make(map[mac48]bool, len(n.Endpoints))
 	for _, ep := range n.Endpoints {
 		localIP[ep.Address.Addr()] = true
-		localMAC[ep.MAC.String()] = true
+		if m, ok := toMAC48(ep.MAC); ok {
+			localMAC[m] = true
+		}
 	}
 	type cand struct {
 		c    claim
@@ -150,7 +177,7 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 	}
 	cands := make([]cand, 0, total)
 	byIP := make(map[netip.Addr]cand, total)
-	byMAC := make(map[string]cand, total)
+	byMAC := make(map[mac48]cand, total)
 	for host, t := range d.remote {
 		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
 			continue
@@ -159,7 +186,10 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 			if ep.VNI != n.VNI {
 				continue
 			}
-			c := claim{vni: n.VNI, host: host, ip: ep.IP, mac: ep.MAC.String()}
+			c, ok := claimOf(host, ep)
+			if !ok {
+				continue // its MAC cannot have an FDB entry
+			}
 			if localIP[c.ip] || localMAC[c.mac] {
 				d.ignoreLocked(c, "an endpoint of this host")
 				continue
@@ -199,7 +229,7 @@ func (d *Driver) ignoreLocked(c claim, holder string) {
 	}
 	d.ignored[c] = true
 	d.log.Warn("ignoring an endpoint claim: its address or MAC is held by an earlier endpoint in the network",
-		"host", c.host, "vni", c.vni, "ip", c.ip, "mac", c.mac, "holder", holder)
+		"host", c.host, "vni", c.vni, "ip", c.ip, "mac", c.mac.String(), "holder", holder)
 }
 
 // addressConflict refuses a local endpoint's address or MAC that a remote
@@ -213,10 +243,13 @@ func (d *Driver) addressConflict(n *Network, addr netip.Addr, mac net.HardwareAd
 			continue
 		}
 		for _, ep := range t.Endpoints {
-			if ep.VNI != n.VNI || (ep.IP != addr && ep.MAC.String() != mac.String()) {
+			if ep.VNI != n.VNI || (ep.IP != addr && !bytes.Equal(ep.MAC, mac)) {
 				continue
 			}
-			c := claim{vni: n.VNI, host: host, ip: ep.IP, mac: ep.MAC.String()}
+			c, ok := claimOf(host, ep)
+			if !ok {
+				continue
+			}
 			if created.Before(d.seenLocked(c)) {
 				continue
 			}

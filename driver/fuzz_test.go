@@ -348,12 +348,14 @@ func FuzzRemoteTables(f *testing.F) {
 			}
 			for _, ep := range tbl.Endpoints {
 				if ep.VNI == n.VNI {
-					all = append(all, claim{vni: n.VNI, host: host, ip: ep.IP, mac: ep.MAC.String()})
+					if c, ok := claimOf(host, ep); ok {
+						all = append(all, c)
+					}
 				}
 			}
 		}
 		beaten := func(c claim) bool {
-			if c.ip == local.Address.Addr() || c.mac == local.MAC.String() {
+			if c.ip == local.Address.Addr() || bytes.Equal(c.mac[:], local.MAC) {
 				return true
 			}
 			for _, o := range all {
@@ -364,9 +366,10 @@ func FuzzRemoteTables(f *testing.F) {
 			return false
 		}
 		entries := map[claim]bool{}
-		byIP, byMAC := map[netip.Addr]bool{}, map[string]bool{}
+		byIP, byMAC := map[netip.Addr]bool{}, map[mac48]bool{}
 		for _, p := range peers {
-			c := claim{vni: n.VNI, host: p.Host, ip: p.IP, mac: p.MAC.String()}
+			m, _ := toMAC48(p.MAC)
+			c := claim{vni: n.VNI, host: p.Host, ip: p.IP, mac: m}
 			if byIP[p.IP] || byMAC[c.mac] {
 				t.Fatalf("two entries for %s or %s: %+v", p.IP, p.MAC, peers)
 			}

@@ -70,6 +70,7 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *
 		return "", err
 	}
 	cpu0 := cpuTimes(c.hosts)
+	self0 := selfCPU()
 	profile(c.hosts, syscall.SIGUSR1)
 	t0 := time.Now()
 	err = eachHost(c.hosts, len(c.hosts), func(h *lab.Host) error {
@@ -107,6 +108,7 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *
 		return "", fmt.Errorf("not every host got every entry: %w", err)
 	}
 	cpu1 := cpuTimes(c.hosts)
+	self1 := selfCPU()
 	profile(c.hosts, syscall.SIGUSR2)
 	counters1, err := readCounters(ctx, c.hosts)
 	if err != nil {
@@ -133,6 +135,7 @@ func benchScale(ctx context.Context, w io.Writer, bin string, o benchOpts, rec *
 	us := sortedCopy(used)
 	fmt.Fprintf(w, "   daemon CPU time from the first CreateEndpoint to convergence: %.1f s in all (%.1f CPUs busy on average), per daemon p50 %s, max %s\n",
 		sum.Seconds(), sum.Seconds()/t0.Add(conv).Sub(t0).Seconds(), ms(percentile(us, 50)), ms(us[len(us)-1]))
+	fmt.Fprintf(w, "   the harness itself (API calls, polls) used %.1f s of CPU meanwhile\n", (self1 - self0).Seconds())
 	var sumC hostCounters
 	for i := range counters1 {
 		d := counters1[i].sub(counters0[i])
@@ -213,6 +216,16 @@ func sumDurations(ds []time.Duration) time.Duration {
 }
 
 type rss struct{ median, max, hwmMax int64 }
+
+// selfCPU is the CPU time this process has used: the harness shares the
+// machine with the daemons it measures.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
 
 func cpuTimes(hosts []*lab.Host) []time.Duration {
 	out := make([]time.Duration, len(hosts))
