@@ -233,6 +233,9 @@ type timing struct {
 	behindWait time.Duration
 	// noDeltas: this member sends no deltas (the tests' control).
 	noDeltas bool
+	// tagSpacing, if set, replaces tagSpacing(members); negative: none
+	// (the tests' control, a tag at every version).
+	tagSpacing time.Duration
 }
 
 // withDefaults fills the zero fields this package has defaults for; the
@@ -304,6 +307,10 @@ type Cluster struct {
 	pulls       chan string
 	// dirty asks publishLoop to announce the newest version.
 	dirty chan struct{}
+	// tagDirty asks tagLoop to tag the version announced; tagNow, to do
+	// it without waiting for tagSpacing.
+	tagDirty chan struct{}
+	tagNow   atomic.Bool
 	// resnap asks snapshotLoop for a new table although the local state
 	// did not change (a newer revocation list to spread).
 	resnap chan struct{}
@@ -386,6 +393,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		legacyUntil:    map[string]time.Time{},
 		pulls:          make(chan string, 256),
 		dirty:          make(chan struct{}, 1),
+		tagDirty:       make(chan struct{}, 1),
 		resnap:         make(chan struct{}, 1),
 		signers:        map[string]string{},
 		querySlots:     make(chan struct{}, queriesAtOnce),
@@ -505,6 +513,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.spawn(func() { c.eventLoop(ctx, events) })
 	c.spawn(func() { c.snapshotLoop(ctx) })
 	c.spawn(func() { c.publishLoop(ctx) })
+	c.spawn(func() { c.tagLoop(ctx) })
 	c.spawn(func() { c.deltaLoop(ctx) })
 	for i := 0; i < pullWorkers; i++ {
 		c.spawn(func() { c.pullLoop(ctx) })

@@ -46,13 +46,13 @@ type heldTable struct {
 
 // sendDelta sends the delta from prev, the table announced last, to next
 // (encoded nextRaw), if only endpoints changed and it fits one event.
-func (c *Cluster) sendDelta(prev, next announce.Table, nextRaw []byte) {
+func (c *Cluster) sendDelta(prev, next announce.Table, nextRaw []byte) bool {
 	if c.cfg.timing.noDeltas {
-		return
+		return false
 	}
 	d, ok := announce.Diff(prev, next, nextRaw, 72)
 	if !ok {
-		return
+		return false
 	}
 	if c.cfg.Signer != nil {
 		body, err := d.Body()
@@ -62,12 +62,12 @@ func (c *Cluster) sendDelta(prev, next announce.Table, nextRaw []byte) {
 		if err != nil {
 			// No identity to sign with yet: members pull.
 			c.log.Debug("not sending a delta", "version", next.Version.String(), "err", err)
-			return
+			return false
 		}
 	}
 	wire, err := announce.EncodeDelta(d)
 	if err != nil {
-		return // a signature longer than planned for: members pull
+		return false // a signature longer than planned for: members pull
 	}
 	var key []byte
 	if c.keyring != nil {
@@ -82,8 +82,10 @@ func (c *Cluster) sendDelta(prev, next announce.Table, nextRaw []byte) {
 	}
 	if err := c.tr.sendDelta(key, wire, to); err != nil {
 		c.log.Debug("sending a delta", "version", next.Version.String(), "err", err)
+		return false
 	}
 	c.stats.accept("delta-sent")
+	return true
 }
 
 // deltaLoop takes the deltas the transport received. It takes what has

@@ -527,3 +527,69 @@ func TestAttackForgedDeltaInRun(t *testing.T) {
 		return len(tb.Endpoints) == 3 && cs[1].Stats().Accepted["delta-run"] == 1
 	})
 }
+
+// TestTagTrailsDeltas: a burst of versions, each carried by its delta,
+// changes the version tag (a membership broadcast every member relays)
+// far fewer times than there are versions, and the tag still ends at the
+// newest version. The control tags every version, as before tagLoop.
+func TestTagTrailsDeltas(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		ips     [2]string
+		spacing time.Duration
+	}{
+		{"trailing", [2]string{"127.0.0.141", "127.0.0.142"}, 1500 * time.Millisecond},
+		{"control-every-version", [2]string{"127.0.0.143", "127.0.0.144"}, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c1, _, port := startNodeConfig(t, Config{Addr: netip.MustParseAddr(tc.ips[0]), Secret: secretA,
+				timing: timing{antiEntropy: time.Hour, tagSpacing: tc.spacing}})
+			c2, rec2, _ := startNodeConfig(t, Config{Addr: netip.MustParseAddr(tc.ips[1]), Secret: secretA,
+				Seeds: []string{net.JoinHostPort(tc.ips[0], strconv.Itoa(port))}, timing: timing{antiEntropy: time.Hour}})
+			h1 := netip.MustParseAddr(tc.ips[0])
+			testutil.Eventually(t, 10*time.Second, "h2 installs h1's first table", func() bool {
+				_, ok := rec2.table(h1)
+				return ok
+			})
+			// Let the first table's tag go, then count from here.
+			time.Sleep(2 * time.Second)
+			tags0, sent0 := c1.Stats().Accepted["tag-set"], c1.Stats().Accepted["delta-sent"]
+			const versions = 6
+			var eps []announce.Endpoint
+			for i := range versions {
+				eps = append(eps, testEndpoint(i))
+				publish(c1, announce.Table{Endpoints: slices.Clone(eps)})
+				testutil.Eventually(t, 10*time.Second, "h2 holds h1's version "+strconv.Itoa(i), func() bool {
+					tb, _ := rec2.table(h1)
+					return len(tb.Endpoints) == len(eps)
+				})
+			}
+			c1.mu.Lock()
+			newest := c1.announced.Version.String()
+			c1.mu.Unlock()
+			testutil.Eventually(t, 10*time.Second, "h2 sees h1's tag at the newest version", func() bool {
+				for _, m := range c2.serf.Members() {
+					if m.Name == c1.serf.LocalMember().Name {
+						return m.Tags[tagVersion] == newest
+					}
+				}
+				return false
+			})
+			tags := c1.Stats().Accepted["tag-set"] - tags0
+			sent := c1.Stats().Accepted["delta-sent"] - sent0
+			t.Logf("%d versions: %d deltas sent, %d tags set", versions, sent, tags)
+			if sent != versions {
+				t.Fatalf("%d deltas sent for %d versions", sent, versions)
+			}
+			if tc.spacing < 0 {
+				if tags <= versions/2 {
+					t.Fatalf("control: %d tags set for %d versions; want more than %d", tags, versions, versions/2)
+				}
+				return
+			}
+			if tags > versions/2 {
+				t.Fatalf("%d tags set for %d versions carried by deltas; want at most %d", tags, versions, versions/2)
+			}
+		})
+	}
+}

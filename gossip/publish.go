@@ -33,9 +33,8 @@ func (c *Cluster) snapshotLoop(ctx context.Context) {
 }
 
 // publishLoop announces the newest version: at once after a quiet spell,
-// and at most once per publishSpacing during a burst of changes. It runs
-// apart from snapshotLoop because SetTags waits (up to broadcastWait) for
-// the broadcast, and the table must not wait with it.
+// and at most once per publishSpacing during a burst of changes. The
+// delta goes to every member; the version tag follows from tagLoop.
 func (c *Cluster) publishLoop(ctx context.Context) {
 	var last time.Time
 	for {
@@ -54,13 +53,63 @@ func (c *Cluster) publishLoop(ctx context.Context) {
 		prev, next, nextRaw := c.announced, c.local, c.localRaw
 		c.announced, c.served = next, c.signed
 		c.mu.Unlock()
-		v := next.Version
 		// The delta goes first: a member that sees the tag before it
 		// waits deltaWait for it. None after a new signature: members
 		// check a delta with the chain they hold, which is the old one.
+		sent := false
 		if !c.resigned.Swap(false) {
-			c.sendDelta(prev, next, nextRaw)
+			sent = c.sendDelta(prev, next, nextRaw)
 		}
+		if !sent {
+			// Members learn of this version from the tag alone, and pull.
+			c.tagNow.Store(true)
+		}
+		select {
+		case c.tagDirty <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// tagLoop sets the version tag to the version announced last. After a
+// delta it waits tagSpacing since the last tag: every member got the
+// delta, and the tag is for those that missed it (lost, or joined since),
+// while each change of it is a membership broadcast that every member
+// relays several times (memberlist's retransmits). In the 50-host
+// benchmark, tags set at every version were most of memberlist's CPU. A
+// version no delta carried is tagged at once. It runs apart from
+// publishLoop because SetTags waits (up to broadcastWait) for the
+// broadcast, and the deltas must not wait with it; and it is the only
+// setter of the tag while the cluster runs, so a tag never goes back.
+func (c *Cluster) tagLoop(ctx context.Context) {
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.tagDirty:
+		}
+		spacing := tagSpacing(c.serf.NumNodes())
+		if c.cfg.timing.tagSpacing != 0 {
+			spacing = max(c.cfg.timing.tagSpacing, 0)
+		}
+		due := time.After(time.Until(last.Add(spacing)))
+		for !c.tagNow.Load() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.tagDirty: // another version; at once if it asks
+				continue
+			case <-due:
+			}
+			break
+		}
+		c.tagNow.Store(false)
+		last = time.Now()
+		c.stats.accept("tag-set")
+		c.mu.Lock()
+		v := c.announced.Version
+		c.mu.Unlock()
 		if err := c.serf.SetTags(tableTags(v)); err != nil {
 			// The tag is set; only the confirmation of its broadcast timed
 			// out. The repair pass covers any member that missed it.
@@ -140,3 +189,9 @@ func (c *Cluster) sign(raw []byte) ([]byte, error) {
 func publishSpacing(members int) time.Duration {
 	return min(max(time.Duration(members)*20*time.Millisecond, 50*time.Millisecond), time.Second)
 }
+
+// tagSpacing is the least time between two changes of the version tag
+// that follow deltas (tagLoop): twice publishSpacing, so a burst of
+// versions costs half as many membership broadcasts, and a member that
+// lost a delta hears of the version at most that much later.
+func tagSpacing(members int) time.Duration { return 2 * publishSpacing(members) }
