@@ -40,6 +40,23 @@ func TestRender(t *testing.T) {
 		sc.Runs[i].WireBytes = nil
 	}
 	noWire.Scale = &sc
+	// The summary judges the goal's size (50 hosts): a 100-host run that
+	// misses is shown missed in its row, not in the summary; a 50-host
+	// run that misses is missed in both.
+	bigMissed, goalMissed := full, full
+	for _, c := range []struct {
+		res   *benchdata.Results
+		hosts int
+	}{{&bigMissed, 100}, {&goalMissed, 50}} {
+		s := *full.Scale
+		s.Runs = slices.Clone(s.Runs)
+		for i := range s.Runs {
+			if s.Runs[i].Hosts == c.hosts {
+				s.Runs[i].ConvergedS = 39.3
+			}
+		}
+		c.res.Scale = &s
+	}
 
 	allPlots := []string{"convergence-cdf.svg", "scale-cdf.svg", "scale-convergence.svg", "scale-cpu.svg", "scale-bytes.svg", "sim-convergence.svg", "sim-cost.svg",
 		"throughput.svg", "docker-runs.svg", "encryption-throughput.svg", "swarm.svg"}
@@ -72,6 +89,18 @@ func TestRender(t *testing.T) {
 			name:    "nothing",
 			results: benchdata.Results{},
 			absent:  []string{"Convergence", "Scale", "Scale, simulated", "Throughput", "Container start", "Encryption", "Swarm service convergence"},
+		},
+		{
+			name:    "scale: 100 hosts missed, 50 met",
+			results: bigMissed,
+			plots:   allPlots,
+			also:    []string{"| Scale: hosts × endpoints | 50 hosts × 20: 2.44 s from the first CreateEndpoint, 0.78 s after the last Join | < 5 s, < 2 s after the last Join, RSS < 40 MiB | met |", "| 100 | 2000 (20) | 39.30 s"},
+		},
+		{
+			name:    "scale: 50 hosts missed",
+			results: goalMissed,
+			plots:   allPlots,
+			also:    []string{"| Scale: hosts × endpoints | 50 hosts × 20: 39.30 s from the first CreateEndpoint, 0.78 s after the last Join | < 5 s, < 2 s after the last Join, RSS < 40 MiB | **missed** |"},
 		},
 		{
 			name:    "scale without bytes on the wire",

@@ -33,6 +33,10 @@ func (rp *report) scale(sc *benchdata.Scale) error {
 		wireHosts, wire              []float64
 		cdfs                         []series
 		allMet                       = true
+		// goalRuns and goalMet: the runs of the goal's size (50 hosts
+		// × 20), which the summary judges when there are any.
+		goalRuns int
+		goalMet  = true
 	)
 	for _, r := range sc.Runs {
 		s := summarize(r.PerHostS)
@@ -50,6 +54,10 @@ func (rp *report) scale(sc *benchdata.Scale) error {
 		}
 		met := r.ConvergedS < scaleGoalS && r.AfterLastJoinS < scaleAfterJoinGoalS && r.RSSBusy.Max < rssGoalBytes
 		allMet = allMet && met
+		if r.Hosts == 50 && r.PerHost == 20 {
+			goalRuns++
+			goalMet = goalMet && met
+		}
 		fmt.Fprintf(&rp.md, "| %d | %d (%d) | %s | %s / %s | %s | %.1f (%.2f) | %s | %s | %s |\n",
 			r.Hosts, r.Endpoints, r.PerHost, sf(r.ConvergedS), sf(s.p50), sf(s.p90), sf(r.AfterLastJoinS),
 			cpuSum, busy, bytes, mibf(r.RSSBusy.Max), status(met))
@@ -64,7 +72,10 @@ func (rp *report) scale(sc *benchdata.Scale) error {
 		}
 		cdfs = append(cdfs, series{hostsLabel(r), r.PerHostS})
 	}
-	rp.md.WriteString("\nThe goals are issue 16's, stated for 50 hosts × 1000 endpoints in 5 of 5 runs; smaller runs are judged against them for reference.\n\n")
+	rp.md.WriteString("\nThe goals are issue 16's, stated for 50 hosts × 1000 endpoints in 5 of 5 runs; runs of other sizes are judged against them for reference, and the summary judges the runs of 50 hosts × 20 when there are any.\n\n")
+	if goalRuns > 0 {
+		allMet = goalMet
+	}
 	// The summary shows the goal's size, 50 hosts, when a run has it.
 	last := sc.Runs[len(sc.Runs)-1]
 	for _, r := range sc.Runs {
