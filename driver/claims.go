@@ -28,27 +28,14 @@ type claim struct {
 	vni  uint32
 	host netip.Addr
 	ip   netip.Addr
-	mac  mac48
+	// mac keys the claim (vxlan.MAC48): an endpoint whose MAC is not 6
+	// bytes can have no FDB entry, and makes no claim.
+	mac vxlan.MAC48
 }
-
-// mac48 is an Ethernet MAC as a map key: a pass keys every entry of a
-// network by it, and keyed by the MAC's text, formatting and hashing
-// strings was a third of a pass's cost. An endpoint whose MAC is not 6
-// bytes can have no FDB entry, and makes no claim.
-type mac48 [6]byte
-
-func toMAC48(hw net.HardwareAddr) (mac48, bool) {
-	if len(hw) != len(mac48{}) {
-		return mac48{}, false
-	}
-	return mac48(hw), true
-}
-
-func (m mac48) String() string { return net.HardwareAddr(m[:]).String() }
 
 // claimOf is the claim host makes with ep, if its MAC can make one.
 func claimOf(host netip.Addr, ep announce.Endpoint) (claim, bool) {
-	m, ok := toMAC48(ep.MAC)
+	m, ok := vxlan.ToMAC48(ep.MAC)
 	return claim{vni: ep.VNI, host: host, ip: ep.IP, mac: m}, ok
 }
 
@@ -116,7 +103,7 @@ func (d *Driver) seedClaims() {
 			continue // no device yet: Reconcile makes it, with no entries
 		}
 		for _, p := range peers {
-			if m, ok := toMAC48(p.MAC); ok {
+			if m, ok := vxlan.ToMAC48(p.MAC); ok {
 				d.seen[claim{vni: n.VNI, host: p.Host, ip: p.IP, mac: m}] = before
 			}
 		}
@@ -157,10 +144,10 @@ func olderClaim(a, b claim, aSeen, bSeen time.Time) bool {
 // either one would divert the holder's traffic.
 func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 	localIP := make(map[netip.Addr]bool, len(n.Endpoints))
-	localMAC := make(map[mac48]bool, len(n.Endpoints))
+	localMAC := make(map[vxlan.MAC48]bool, len(n.Endpoints))
 	for _, ep := range n.Endpoints {
 		localIP[ep.Address.Addr()] = true
-		if m, ok := toMAC48(ep.MAC); ok {
+		if m, ok := vxlan.ToMAC48(ep.MAC); ok {
 			localMAC[m] = true
 		}
 	}
@@ -177,7 +164,7 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 	}
 	cands := make([]cand, 0, total)
 	byIP := make(map[netip.Addr]cand, total)
-	byMAC := make(map[mac48]cand, total)
+	byMAC := make(map[vxlan.MAC48]cand, total)
 	for host, t := range d.remote {
 		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
 			continue

@@ -366,9 +366,9 @@ func FuzzRemoteTables(f *testing.F) {
 			return false
 		}
 		entries := map[claim]bool{}
-		byIP, byMAC := map[netip.Addr]bool{}, map[mac48]bool{}
+		byIP, byMAC := map[netip.Addr]bool{}, map[vxlan.MAC48]bool{}
 		for _, p := range peers {
-			m, _ := toMAC48(p.MAC)
+			m, _ := vxlan.ToMAC48(p.MAC)
 			c := claim{vni: n.VNI, host: p.Host, ip: p.IP, mac: m}
 			if byIP[p.IP] || byMAC[c.mac] {
 				t.Fatalf("two entries for %s or %s: %+v", p.IP, p.MAC, peers)

@@ -26,23 +26,28 @@ type Peer struct {
 // every entry per batch (which, with 50 hosts, was most of the CPU).
 type installed struct {
 	index int
-	fdb   map[mac48]netip.Addr
-	neigh map[netip.Addr]mac48
+	fdb   map[MAC48]netip.Addr
+	neigh map[netip.Addr]MAC48
 }
 
-// mac48 is an Ethernet MAC as a map key. A pass compares every entry of a
-// network; keyed by the MAC's text, the formatting and hashing of strings
-// was a third of its cost.
-type mac48 [6]byte
+// MAC48 is an Ethernet MAC as a map key. A pass compares every entry of a
+// network, in the driver's claims and in SetPeers; keyed by the MAC's
+// text, formatting and hashing strings was a third of its cost. A MAC
+// that is not 6 bytes can have no FDB entry.
+type MAC48 [6]byte
 
-func toMAC48(hw net.HardwareAddr) (mac48, bool) {
-	if len(hw) != len(mac48{}) {
-		return mac48{}, false
+// ToMAC48 is hw as a key, if it is 6 bytes.
+func ToMAC48(hw net.HardwareAddr) (MAC48, bool) {
+	if len(hw) != len(MAC48{}) {
+		return MAC48{}, false
 	}
-	return mac48(hw), true
+	return MAC48(hw), true
 }
 
-func (m mac48) hw() net.HardwareAddr { return net.HardwareAddr(m[:]) }
+// HW is the MAC as netlink takes it.
+func (m MAC48) HW() net.HardwareAddr { return net.HardwareAddr(m[:]) }
+
+func (m MAC48) String() string { return m.HW().String() }
 
 // SetPeers makes the network device's static entries match peers: an FDB
 // entry sends a MAC to its host; a neighbour entry lets the device answer
@@ -77,14 +82,14 @@ func (d *DataPath) installedLocked(vni uint32, idx int) (*installed, error) {
 	if cur, ok := d.peers[vni]; ok && cur.index == idx {
 		return cur, nil
 	}
-	cur := &installed{index: idx, fdb: map[mac48]netip.Addr{}, neigh: map[netip.Addr]mac48{}}
+	cur := &installed{index: idx, fdb: map[MAC48]netip.Addr{}, neigh: map[netip.Addr]MAC48{}}
 	fdb, err := d.h.NeighList(idx, unix.AF_BRIDGE)
 	if err != nil {
 		return nil, fmt.Errorf("listing FDB of %s: %w", LinkName(vni), err)
 	}
 	for _, e := range fdb {
 		host, _ := netip.AddrFromSlice(e.IP)
-		if m, ok := toMAC48(e.HardwareAddr); ok {
+		if m, ok := ToMAC48(e.HardwareAddr); ok {
 			cur.fdb[m] = host.Unmap()
 		}
 	}
@@ -95,7 +100,7 @@ func (d *DataPath) installedLocked(vni uint32, idx int) (*installed, error) {
 	var errs []error
 	for _, e := range neighs {
 		ip, _ := netip.AddrFromSlice(e.IP)
-		if m, ok := toMAC48(e.HardwareAddr); ok && e.State&netlink.NUD_PERMANENT != 0 {
+		if m, ok := ToMAC48(e.HardwareAddr); ok && e.State&netlink.NUD_PERMANENT != 0 {
 			cur.neigh[ip.Unmap()] = m
 			continue
 		}
@@ -116,10 +121,10 @@ func (d *DataPath) installedLocked(vni uint32, idx int) (*installed, error) {
 // to date with every change that succeeded.
 func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.Addr) bool) error {
 	var errs []error
-	wantFDB := make(map[mac48]netip.Addr, len(peers))
-	wantNeigh := make(map[netip.Addr]mac48, len(peers))
+	wantFDB := make(map[MAC48]netip.Addr, len(peers))
+	wantNeigh := make(map[netip.Addr]MAC48, len(peers))
 	for _, p := range peers {
-		m, ok := toMAC48(p.MAC)
+		m, ok := ToMAC48(p.MAC)
 		if !ok {
 			errs = append(errs, fmt.Errorf("remote endpoint %s: MAC %q is not 6 bytes", p.IP, p.MAC))
 			continue
@@ -127,7 +132,7 @@ func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.A
 		wantFDB[m] = p.Host
 		wantNeigh[p.IP] = m
 	}
-	keptMACs := make(map[mac48]bool, len(cur.fdb))
+	keptMACs := make(map[MAC48]bool, len(cur.fdb))
 	for mac, host := range cur.fdb {
 		if want, ok := wantFDB[mac]; ok && want == host {
 			delete(wantFDB, mac)
@@ -140,10 +145,10 @@ func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.A
 		}
 		err := d.h.NeighDel(&netlink.Neigh{
 			LinkIndex: cur.index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-			HardwareAddr: mac.hw(), IP: net.IP(host.AsSlice()),
+			HardwareAddr: mac.HW(), IP: net.IP(host.AsSlice()),
 		})
 		if err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("removing FDB entry %s: %w", mac.hw(), err))
+			errs = append(errs, fmt.Errorf("removing FDB entry %s: %w", mac.HW(), err))
 			continue
 		}
 		delete(cur.fdb, mac)
@@ -151,10 +156,10 @@ func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.A
 	for mac, host := range wantFDB {
 		err := d.h.NeighSet(&netlink.Neigh{
 			LinkIndex: cur.index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-			State: netlink.NUD_PERMANENT, HardwareAddr: mac.hw(), IP: net.IP(host.AsSlice()),
+			State: netlink.NUD_PERMANENT, HardwareAddr: mac.HW(), IP: net.IP(host.AsSlice()),
 		})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("adding FDB entry %s → %s: %w", mac.hw(), host, err))
+			errs = append(errs, fmt.Errorf("adding FDB entry %s → %s: %w", mac.HW(), host, err))
 			continue
 		}
 		cur.fdb[mac] = host
@@ -169,7 +174,7 @@ func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.A
 			continue
 		}
 		err := d.h.NeighDel(&netlink.Neigh{
-			LinkIndex: cur.index, Family: unix.AF_INET, HardwareAddr: mac.hw(), IP: net.IP(ip.AsSlice()),
+			LinkIndex: cur.index, Family: unix.AF_INET, HardwareAddr: mac.HW(), IP: net.IP(ip.AsSlice()),
 		})
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("removing neighbour %s: %w", ip, err))
@@ -180,10 +185,10 @@ func (d *DataPath) setPeers(cur *installed, peers []Peer, keep func(host netip.A
 	for ip, mac := range wantNeigh {
 		err := d.h.NeighSet(&netlink.Neigh{
 			LinkIndex: cur.index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
-			HardwareAddr: mac.hw(), IP: net.IP(ip.AsSlice()),
+			HardwareAddr: mac.HW(), IP: net.IP(ip.AsSlice()),
 		})
 		if err != nil {
-			errs = append(errs, fmt.Errorf("adding neighbour %s → %s: %w", ip, mac.hw(), err))
+			errs = append(errs, fmt.Errorf("adding neighbour %s → %s: %w", ip, mac.HW(), err))
 			continue
 		}
 		cur.neigh[ip] = mac
@@ -210,7 +215,7 @@ func (d *DataPath) Peers(n Network) ([]Peer, error) {
 		if !ok {
 			continue
 		}
-		out = append(out, Peer{IP: ip, MAC: mac.hw(), Host: host})
+		out = append(out, Peer{IP: ip, MAC: mac.HW(), Host: host})
 	}
 	return out, nil
 }
