@@ -38,7 +38,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := Settings{Socket: DefaultSocket, StateDir: DefaultStateDir, DataPort: 4800, EncryptedPort: 4801, RotateEvery: 12 * time.Hour, LogLevel: "info", GossipPort: 7947, Snapshot: DefaultSnapshot,
 		Scope: ScopeAuto, SwarmDir: DefaultSwarmDir, TrustPort: 7948, Identity: IdentityRequired, SecretRotateEvery: 12 * time.Hour,
-		ESPEncap: EncapAuto, ESPUDPPort: 4802, MetricsAddr: "127.0.0.1:7949"}
+		ESPEncap: EncapAuto, ESPUDPPort: 4802, MetricsAddr: "127.0.0.1:7949", GCPercent: 200}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("defaults = %+v, want %+v", s, want)
 	}
@@ -46,16 +46,16 @@ func TestDefaults(t *testing.T) {
 
 func TestPrecedence(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "vxsec.yaml")
-	if err := os.WriteFile(file, []byte("encrypted-port: 4811\ndata-port: 4802\nlog-level: warn\nstate-dir: /from/file\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("encrypted-port: 4811\ndata-port: 4802\nlog-level: warn\nstate-dir: /from/file\ngc-percent: 300\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s, err := load(t, []string{"--config", file, "--data-port", "4801"},
-		map[string]string{"VXSEC_DATA_PORT": "4803", "VXSEC_LOG_LEVEL": "debug"})
+		map[string]string{"VXSEC_DATA_PORT": "4803", "VXSEC_LOG_LEVEL": "debug", "VXSEC_GC_PERCENT": "400"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// flag > env > file > default
-	if s.DataPort != 4801 || s.LogLevel != "debug" || s.StateDir != "/from/file" || s.Socket != DefaultSocket {
+	if s.DataPort != 4801 || s.LogLevel != "debug" || s.StateDir != "/from/file" || s.Socket != DefaultSocket || s.GCPercent != 400 {
 		t.Fatalf("settings = %+v", s)
 	}
 }
@@ -78,6 +78,9 @@ func TestRefusals(t *testing.T) {
 		{"encrypted-port-docker", nil, map[string]string{"VXSEC_ENCRYPTED_PORT": "4789"}, "Docker's VXLAN port"},
 		{"encrypted-port-data", []string{"--encrypted-port", "4800"}, nil, "is the data port"},
 		{"rotate-text", nil, map[string]string{"VXSEC_ROTATE_EVERY": "daily"}, "not a duration"},
+		{"gc-text", nil, map[string]string{"VXSEC_GC_PERCENT": "off"}, `gc-percent (VXSEC_GC_PERCENT): "off" is not a whole number`},
+		{"gc-low", nil, map[string]string{"VXSEC_GC_PERCENT": "10"}, "gc-percent: 10 is out of range; accepted: a whole number from 50 to 1000 (default 200)"},
+		{"gc-high", []string{"--gc-percent", "5000"}, nil, "gc-percent: 5000 is out of range"},
 		{"rotate-short", nil, map[string]string{"VXSEC_ROTATE_EVERY": "5s"}, "at least 1m0s"},
 		{"join-port", nil, map[string]string{"VXSEC_JOIN": "10.0.0.1:99999"}, "valid port"},
 		{"scope", nil, map[string]string{"VXSEC_SCOPE": "swarm"}, `"swarm" is not a scope; accepted: auto, local, global`},

@@ -62,27 +62,23 @@ func daemonCmd() *cobra.Command {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		defer startProfile(log)()
-		setGC(log)
+		setGC(s.GCPercent, log)
 		return runDaemon(ctx, s, log)
 	}
 	return cmd
 }
 
-// daemonGCPercent is the garbage collector's target unless $GOGC sets one.
-// The daemon's live heap is small (about 10 MiB with 1,000 endpoints in
-// the cluster), so the collector's cost is how often it runs: at Go's
-// default (100) a burst of tables kept it at a fifth of the daemons' CPU
-// in the 50-host benchmark. 200 cut their CPU by 17 % for about 4 MiB more
-// RSS; 400 grew the RSS by 11 MiB and bought nothing more
-// (docs/performance.md).
-const daemonGCPercent = 200
-
-func setGC(log *slog.Logger) {
+// setGC gives the collector the target the settings name
+// (config.DefaultGCPercent, and why, is there), unless $GOGC set one: the
+// runtime has applied that already, and a daemon run by hand keeps Go's
+// own knob.
+func setGC(percent int, log *slog.Logger) {
 	if os.Getenv("GOGC") != "" {
+		log.Debug("garbage collector target from $GOGC", "gogc", os.Getenv("GOGC"))
 		return
 	}
-	debug.SetGCPercent(daemonGCPercent)
-	log.Debug("garbage collector target", "gogc", daemonGCPercent)
+	debug.SetGCPercent(percent)
+	log.Debug("garbage collector target", "gogc", percent)
 }
 
 // runDaemon serves until ctx ends. On the way out it leaves every device

@@ -13,14 +13,14 @@ func TestSetGC(t *testing.T) {
 		name, env string
 		want      int
 	}{
-		{"unset: the daemon's target", "", daemonGCPercent},
-		{"set: the user's, untouched", "50", 77},
+		{"unset: the setting's target", "", 300},
+		{"$GOGC set: the runtime's, untouched", "50", 77},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("GOGC", c.env)
 			old := debug.SetGCPercent(77)
 			defer debug.SetGCPercent(old)
-			setGC(log)
+			setGC(300, log)
 			if got := debug.SetGCPercent(77); got != c.want {
 				t.Errorf("GC percent %d, want %d", got, c.want)
 			}
