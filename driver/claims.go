@@ -162,9 +162,12 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 	for _, t := range d.remote {
 		total += len(t.Endpoints)
 	}
+	// The indexes hold positions in cands, not copies: values without
+	// pointers make the maps cheaper to fill, and nothing for the
+	// collector to scan.
 	cands := make([]cand, 0, total)
-	byIP := make(map[netip.Addr]cand, total)
-	byMAC := make(map[vxlan.MAC48]cand, total)
+	byIP := make(map[[16]byte]int32, total)
+	byMAC := make(map[vxlan.MAC48]int32, total)
 	for host, t := range d.remote {
 		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
 			continue
@@ -182,27 +185,31 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 				continue
 			}
 			k := cand{c: c, mac: ep.MAC, seen: d.seenLocked(c)}
+			i := int32(len(cands))
 			cands = append(cands, k)
-			if b, ok := byIP[c.ip]; !ok || olderClaim(k.c, b.c, k.seen, b.seen) {
-				byIP[c.ip] = k
+			ip := c.ip.As16()
+			if b, ok := byIP[ip]; !ok || olderClaim(k.c, cands[b].c, k.seen, cands[b].seen) {
+				byIP[ip] = i
 			}
-			if b, ok := byMAC[c.mac]; !ok || olderClaim(k.c, b.c, k.seen, b.seen) {
-				byMAC[c.mac] = k
+			if b, ok := byMAC[c.mac]; !ok || olderClaim(k.c, cands[b].c, k.seen, cands[b].seen) {
+				byMAC[c.mac] = i
 			}
 		}
 	}
 	out := make([]vxlan.Peer, 0, len(cands))
-	done := make(map[claim]bool, len(cands))
-	for _, k := range cands {
+	for i, k := range cands {
+		ipAt := byIP[k.c.ip.As16()]
+		ipHolder, macHolder := cands[ipAt], cands[byMAC[k.c.mac]]
 		switch {
-		case done[k.c]: // a table that lists an endpoint twice
-		case byIP[k.c.ip].c != k.c:
-			d.ignoreLocked(k.c, "host "+byIP[k.c.ip].c.host.String())
-		case byMAC[k.c.mac].c != k.c:
-			d.ignoreLocked(k.c, "host "+byMAC[k.c.mac].c.host.String())
+		case ipHolder.c != k.c:
+			d.ignoreLocked(k.c, "host "+ipHolder.c.host.String())
+		case macHolder.c != k.c:
+			d.ignoreLocked(k.c, "host "+macHolder.c.host.String())
+		case ipAt != int32(i):
+			// A table that lists an endpoint twice: its first listing
+			// holds the claim and has the entry.
 		default:
 			out = append(out, vxlan.Peer{IP: k.c.ip, MAC: k.mac, Host: k.c.host})
-			done[k.c] = true
 			delete(d.ignored, k.c)
 		}
 	}
