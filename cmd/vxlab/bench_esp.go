@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -225,6 +226,28 @@ func countProbes(ctx context.Context, hosts []*lab.Host) error {
 	return nil
 }
 
+// waitListening waits until a TCP socket listens on port in the namespace
+// ns. An iperf3 server started on a loaded machine can take longer than
+// any fixed pause to listen, and a client started before it fails to
+// connect and reports nothing.
+func waitListening(ctx context.Context, ns string, port int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
+		if err == nil && len(bytes.TrimSpace(out)) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("iperf3's server in %s does not listen on port %d after 10 s (ss: %v)", ns, port, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // probeCountLine is the probe counter in `nft list chain`.
 var probeCountLine = regexp.MustCompile(`counter packets (\d+)`)
 
@@ -240,7 +263,9 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 		srv.Process.Kill()
 		srv.Wait()
 	}()
-	time.Sleep(300 * time.Millisecond)
+	if err := waitListening(ctx, p.server, 5202); err != nil {
+		return window{}, err
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cli := exec.CommandContext(cctx, "ip", "netns", "exec", p.client, "iperf3", "-c", p.serverIP, "-p", "5202", "-t", "600", "-i", "1", "-f", "m", "--forceflush")
@@ -248,6 +273,8 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 	if err != nil {
 		return window{}, err
 	}
+	var stderr bytes.Buffer
+	cli.Stderr = &stderr
 	if err := cli.Start(); err != nil {
 		return window{}, err
 	}
@@ -258,6 +285,7 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 	}
 	var mu sync.Mutex
 	var samples []sample
+	var said []string // what else iperf3 printed, for the error
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -272,6 +300,10 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 				r, _ := strconv.Atoi(m[2])
 				mu.Lock()
 				samples = append(samples, sample{time.Now(), v * 1e6, r})
+				mu.Unlock()
+			} else if line = strings.TrimSpace(line); line != "" {
+				mu.Lock()
+				said = append(said[max(0, len(said)-4):], line)
 				mu.Unlock()
 			}
 		}
@@ -331,7 +363,8 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 		}
 	}
 	if wd.intervals < 2 {
-		return window{}, fmt.Errorf("only %d iperf3 intervals inside a window of %s (%d reported in all)", wd.intervals, ms(wd.took), len(samples))
+		return window{}, fmt.Errorf("only %d iperf3 intervals inside a window of %s (%d reported in all); iperf3's last other lines: %q, its stderr: %q",
+			wd.intervals, ms(wd.took), len(samples), said, strings.TrimSpace(stderr.String()))
 	}
 	wd.bps = sum / float64(wd.intervals)
 	return wd, nil
