@@ -75,7 +75,8 @@ plugin: build
 demo: build vxlab
 	scripts/demo.sh
 
-# Benchmarks (not tests): Docker `docker run` timings, then the lab's
+# Benchmarks (not tests): a receiver's driver work per remote change by
+# cluster size (Go benchmark), Docker `docker run` timings, then the lab's
 # convergence, scale and throughput. VXLAB_BENCH passes flags to vxlab bench.
 # Encryption needs ESP: it runs in the kernel lab (TCG, so read its ratios).
 # The swarm lab's benchmark: service create to full reachability, vxsec
@@ -84,6 +85,8 @@ demo: build vxlab
 # result on disk (the encryption results come out of the VM through the
 # kernel lab's export).
 bench: build vxlab
+	mkdir -p $(BENCH_RESULTS)
+	$(GO) test ./driver -run '^$$' -bench RemoteChange -benchtime 2000x > $(BENCH_RESULTS)/driver-remote-change.txt && cat $(BENCH_RESULTS)/driver-remote-change.txt
 	for e in $(BENCH_ENGINES); do VXSEC_ENGINE=$$e scripts/bench.sh || exit 1; done
 	$(VXLAB) bench -results $(BENCH_RESULTS) $(VXLAB_BENCH)
 	scripts/kernel-lab.sh --timeout 1800 --results $(BENCH_RESULTS) -- \

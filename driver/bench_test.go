@@ -12,8 +12,8 @@ import (
 
 // BenchmarkRemoteChange is what a receiving host's driver does for one
 // remote endpoint change, by the number of hosts in the cluster, each with
-// 20 endpoints on one network as in the scale benchmark (make bench; the
-// figures are in docs/performance.md):
+// 20 endpoints on one network as in the scale benchmark (`make bench` runs
+// it; the figures are in docs/performance.md):
 //   - arrival: the changed host's new table (SetRemote), which touches that
 //     host's claims only, so its cost must not grow with the cluster;
 //   - plan: a pass's plan of the network's entries (peersLocked), which
