@@ -78,7 +78,8 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
    the new epoch and the old one is erased). Each figure is the mean of the intervals that ended inside the window;
    the segments TCP retransmitted and the CPU the two daemons used in it are shown beside it, and
    the kernel's xfrm error counters that grew, with the ESP probes counted apart (the kernel counts
-   each as XfrmInNoStates: SPI 1 is no SA's).
+   each as XfrmInNoStates: SPI 1 is no SA's). Every SA's own replay and failed counts are read once a
+   second (ip -s xfrm state) in both windows, and an SA whose counts grew is listed below its window.
 `, rotations, every)
 	p := sides[0]
 	hosts := c.hosts[:2]
@@ -132,6 +133,9 @@ func benchHandBuiltESP(ctx context.Context, w io.Writer, c *cluster, e1, e2 *lab
 		}
 		fmt.Fprintf(w, "   %-20s %s over %d intervals (%s), %d segments retransmitted, daemons' CPU %.2f s (%.0f %% of a CPU), xfrm errors: %s\n",
 			x.name, mbits(x.w.bps), x.w.intervals, ms(x.w.took), x.w.retrans, x.w.daemons.Seconds(), 100*x.w.daemons.Seconds()/x.w.took.Seconds(), xs)
+		for _, sa := range x.w.sas {
+			fmt.Fprintf(w, "   %-20s %s\n", "", sa)
+		}
 	}
 	rec.Rotating = &benchdata.Rotating{Rotations: rotations, RestBps: rest.bps, DuringBps: during.bps,
 		RestRetrans: rest.retrans, DuringRetrans: during.retrans,
@@ -173,6 +177,104 @@ type window struct {
 	// xfrm are the kernel's xfrm error counters that grew on the hosts
 	// over the window ("h1 XfrmInNoStates +3").
 	xfrm []string
+	// sas are the SAs that refused packets in the window (saWatch).
+	sas []string
+}
+
+// saWatch polls every host's SAs (`ip -s xfrm state`) once a second and
+// keeps, per SA, the highest replay and integrity-failure counts it read
+// and when it first saw the SA. SAs come and go within a rotation
+// window, and the kernel's totals (xfrm_stat) do not say which one
+// refused packets: a new SA in its first packets, or an old one after
+// the switch.
+type saWatch struct {
+	mu   sync.Mutex
+	from time.Time
+	sas  map[string]*saSeen // by "host spi"
+	done chan struct{}
+}
+
+type saSeen struct {
+	host, spi, pair  string
+	first            time.Duration // since from
+	replay, failed   int64
+	replay0, failed0 int64 // at its first reading
+}
+
+// xfrmStats matches the per-SA counters in `ip -s xfrm state`.
+var xfrmStats = regexp.MustCompile(`replay-window \d+ replay (\d+) failed (\d+)`)
+
+func watchSAs(ctx context.Context, hosts []*lab.Host) *saWatch {
+	w := &saWatch{from: time.Now(), sas: map[string]*saSeen{}, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			for _, h := range hosts {
+				out, err := h.Exec(ctx, "ip", "-s", "xfrm", "state")
+				if err != nil {
+					continue
+				}
+				w.read(h.Name, out)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return w
+}
+
+// read takes one host's listing: "src A dst B", then "proto esp spi
+// 0x…", and, under "stats:", the counters.
+func (w *saWatch) read(host, listing string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var pair, spi string
+	for _, line := range strings.Split(listing, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 4 && f[0] == "src" && f[2] == "dst":
+			pair, spi = f[1]+"→"+f[3], ""
+		case len(f) >= 4 && f[0] == "proto" && f[2] == "spi":
+			spi = f[3]
+		}
+		m := xfrmStats.FindStringSubmatch(line)
+		if m == nil || spi == "" {
+			continue
+		}
+		replay, _ := strconv.ParseInt(m[1], 10, 64)
+		failed, _ := strconv.ParseInt(m[2], 10, 64)
+		k := host + " " + spi
+		sa := w.sas[k]
+		if sa == nil {
+			sa = &saSeen{host: host, spi: spi, pair: pair, first: time.Since(w.from), replay0: replay, failed0: failed}
+			w.sas[k] = sa
+		}
+		sa.replay, sa.failed = max(sa.replay, replay), max(sa.failed, failed)
+	}
+}
+
+// refusals stops the watch and describes every SA whose counts grew
+// while it watched (an SA first seen after the start counts from zero).
+func (w *saWatch) refusals(cancel func()) []string {
+	cancel()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, sa := range w.sas {
+		r, f := sa.replay, sa.failed
+		if sa.first < time.Second {
+			r, f = r-sa.replay0, f-sa.failed0
+		}
+		if r > 0 || f > 0 {
+			out = append(out, fmt.Sprintf("%s SA %s (%s, first seen at +%.1f s): failed +%d, replay +%d", sa.host, sa.spi, sa.pair, sa.first.Seconds(), f, r))
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // errorCounts reads every host's /proc/net/xfrm_stat and its probe
@@ -321,9 +423,13 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 	}
 	cpu0 := sumDurations(cpuTimes(hosts))
 	x0, p0 := errorCounts(ctx, hosts)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	watch := watchSAs(wctx, hosts)
 	from := time.Now()
 	actErr := act(ctx)
 	to := time.Now()
+	sas := watch.refusals(stopWatch)
 	daemons := sumDurations(cpuTimes(hosts)) - cpu0
 	var grew []string
 	x1, p1 := errorCounts(ctx, hosts)
@@ -351,7 +457,7 @@ func iperfWindow(ctx context.Context, p pair, hosts []*lab.Host, act func(contex
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	wd := window{took: to.Sub(from), daemons: daemons, xfrm: grew}
+	wd := window{took: to.Sub(from), daemons: daemons, xfrm: grew, sas: sas}
 	var sum float64
 	for _, s := range samples {
 		// A line reports the second before it: it lies inside the
