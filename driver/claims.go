@@ -162,11 +162,10 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 	for _, t := range d.remote {
 		total += len(t.Endpoints)
 	}
-	// The indexes hold positions in cands, not copies: values without
-	// pointers make the maps cheaper to fill, and nothing for the
-	// collector to scan.
+	// The indexes hold positions in cands, not copies: small values
+	// without pointers make the maps cheaper to fill.
 	cands := make([]cand, 0, total)
-	byIP := make(map[[16]byte]int32, total)
+	byIP := make(map[netip.Addr]int32, total)
 	byMAC := make(map[vxlan.MAC48]int32, total)
 	for host, t := range d.remote {
 		if rn, ok := findVNI(t, n.VNI); !ok || conflicts(n, rn) != "" {
@@ -187,9 +186,8 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 			k := cand{c: c, mac: ep.MAC, seen: d.seenLocked(c)}
 			i := int32(len(cands))
 			cands = append(cands, k)
-			ip := c.ip.As16()
-			if b, ok := byIP[ip]; !ok || olderClaim(k.c, cands[b].c, k.seen, cands[b].seen) {
-				byIP[ip] = i
+			if b, ok := byIP[c.ip]; !ok || olderClaim(k.c, cands[b].c, k.seen, cands[b].seen) {
+				byIP[c.ip] = i
 			}
 			if b, ok := byMAC[c.mac]; !ok || olderClaim(k.c, cands[b].c, k.seen, cands[b].seen) {
 				byMAC[c.mac] = i
@@ -198,7 +196,7 @@ func (d *Driver) peersLocked(n *Network) []vxlan.Peer {
 	}
 	out := make([]vxlan.Peer, 0, len(cands))
 	for i, k := range cands {
-		ipAt := byIP[k.c.ip.As16()]
+		ipAt := byIP[k.c.ip]
 		ipHolder, macHolder := cands[ipAt], cands[byMAC[k.c.mac]]
 		switch {
 		case ipHolder.c != k.c:
