@@ -199,28 +199,35 @@ type saSeen struct {
 	first            time.Duration // since from
 	replay, failed   int64
 	replay0, failed0 int64 // at its first reading
+	// before: the SA was there at the reading before the window, so the
+	// window's counts are what grew after it (else they count from zero).
+	before bool
 }
 
 // xfrmStats matches the per-SA counters in `ip -s xfrm state`.
 var xfrmStats = regexp.MustCompile(`replay-window \d+ replay (\d+) failed (\d+)`)
 
+// watchSAs reads every host's SAs once before it returns (what was
+// there before the window), then once a second until ctx ends.
 func watchSAs(ctx context.Context, hosts []*lab.Host) *saWatch {
 	w := &saWatch{from: time.Now(), sas: map[string]*saSeen{}, done: make(chan struct{})}
+	round := func(before bool) {
+		for _, h := range hosts {
+			if out, err := h.Exec(ctx, "ip", "-s", "xfrm", "state"); err == nil {
+				w.read(h.Name, out, before)
+			}
+		}
+	}
+	round(true)
 	go func() {
 		defer close(w.done)
 		for {
-			for _, h := range hosts {
-				out, err := h.Exec(ctx, "ip", "-s", "xfrm", "state")
-				if err != nil {
-					continue
-				}
-				w.read(h.Name, out)
-			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(time.Second):
 			}
+			round(false)
 		}
 	}()
 	return w
@@ -228,7 +235,7 @@ func watchSAs(ctx context.Context, hosts []*lab.Host) *saWatch {
 
 // read takes one host's listing: "src A dst B", then "proto esp spi
 // 0x…", and, under "stats:", the counters.
-func (w *saWatch) read(host, listing string) {
+func (w *saWatch) read(host, listing string, before bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var pair, spi string
@@ -249,7 +256,7 @@ func (w *saWatch) read(host, listing string) {
 		k := host + " " + spi
 		sa := w.sas[k]
 		if sa == nil {
-			sa = &saSeen{host: host, spi: spi, pair: pair, first: time.Since(w.from), replay0: replay, failed0: failed}
+			sa = &saSeen{host: host, spi: spi, pair: pair, first: time.Since(w.from), replay0: replay, failed0: failed, before: before}
 			w.sas[k] = sa
 		}
 		sa.replay, sa.failed = max(sa.replay, replay), max(sa.failed, failed)
@@ -257,7 +264,7 @@ func (w *saWatch) read(host, listing string) {
 }
 
 // refusals stops the watch and describes every SA whose counts grew
-// while it watched (an SA first seen after the start counts from zero).
+// while it watched (an SA not there before the window counts from zero).
 func (w *saWatch) refusals(cancel func()) []string {
 	cancel()
 	<-w.done
@@ -266,7 +273,7 @@ func (w *saWatch) refusals(cancel func()) []string {
 	var out []string
 	for _, sa := range w.sas {
 		r, f := sa.replay, sa.failed
-		if sa.first < time.Second {
+		if sa.before {
 			r, f = r-sa.replay0, f-sa.failed0
 		}
 		if r > 0 || f > 0 {

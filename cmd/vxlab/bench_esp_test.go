@@ -32,14 +32,16 @@ func TestSAWatchRead(t *testing.T) {
 	cases := []struct {
 		name  string
 		first time.Duration // when the SAs are first read, after the watch began
-		reads [][2]int      // failed on the first SA, replay on the second, per reading
+		// failed on the first SA and replay on the second, per reading;
+		// with first 0, the first reading is the one before the window
+		reads [][2]int
 		want  []string
 	}{
 		{"nothing grew", 0, [][2]int{{3, 1}, {3, 1}}, nil},
-		// Read at the start: what the SA had then is not the window's.
+		// There before the window: what the SA had then is not the window's.
 		{"grew in the window", 0, [][2]int{{3, 1}, {21, 1}},
 			[]string{"h2 SA 0x0000a1b2 (10.99.0.1→10.99.0.2, first seen at +0.0 s): failed +18, replay +0"}},
-		// First read after the start: an SA made in the window counts from zero.
+		// First read in the window: an SA made in it counts from zero.
 		{"new in the window", 3 * time.Second, [][2]int{{18, 2}},
 			[]string{
 				"h2 SA 0x0000a1b2 (10.99.0.1→10.99.0.2, first seen at +3.0 s): failed +18, replay +0",
@@ -49,8 +51,8 @@ func TestSAWatchRead(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			w := &saWatch{from: time.Now().Add(-c.first), sas: map[string]*saSeen{}, done: make(chan struct{})}
-			for _, r := range c.reads {
-				w.read("h2", listing(r[0], r[1]))
+			for i, r := range c.reads {
+				w.read("h2", listing(r[0], r[1]), i == 0 && c.first == 0)
 			}
 			close(w.done)
 			got := w.refusals(func() {})
