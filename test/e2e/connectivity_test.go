@@ -4,8 +4,12 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // (a) Containers on one vxsec network reach each other by IP, and the network
@@ -131,4 +135,60 @@ func TestSameSubnetSideBySide(t *testing.T) {
 		mustPing(t, c1, c2.IP, fmt.Sprintf("%s -> %s inside %s", c1.Name, c2.Name, n.Name))
 		mustPing(t, c2, c1.IP, fmt.Sprintf("%s -> %s inside %s", c2.Name, c1.Name, n.Name))
 	}
+}
+
+// (d) A port published from a vxsec network answers on the host's address.
+// vxsec's Join returns no gateway, so the engine gives the container an
+// endpoint on docker_gwbridge, and that endpoint's driver (the bridge)
+// publishes the port. This is the contract a gateway of vxsec's own would have
+// to take over: the engine hands the published ports to the driver of the
+// gateway endpoint (ProgramExternalConnectivity), see docs/performance.md.
+func TestPublishedPort(t *testing.T) {
+	requirePlugin(t)
+	_, hostIP, _ := underlay(t)
+	n := createNetwork(t, "p", "--subnet", "10.35.0.0/24")
+	body := "published from " + n.Name
+	c := runContainerCmd(t, n, []string{"-p", hostIP + "::8080"}, "sh", "-c",
+		"mkdir -p /www && echo '"+body+"' > /www/index.html && exec httpd -f -p 8080 -h /www")
+	if routes := c.mustExec(t, "ip", "-4", "route", "show", "default"); routes == "" || strings.Contains(routes, "dev eth0") {
+		t.Fatalf("container %s's default route is %q: want one off the vxsec network (docker_gwbridge)", c.Name, routes)
+	}
+
+	mapped := mustDocker(t, "port", c.Name, "8080/tcp")
+	addr := strings.TrimSpace(strings.SplitN(mapped, "\n", 2)[0])
+	if host, _, err := net.SplitHostPort(addr); err != nil || host != hostIP {
+		t.Fatalf("docker port %s 8080/tcp: %q, want %s:<port>", c.Name, mapped, hostIP)
+	}
+	url := "http://" + addr + "/"
+	client := http.Client{Timeout: 3 * time.Second}
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		got, err := httpGet(&client, url)
+		if err != nil {
+			last = err
+			continue
+		}
+		if strings.TrimSpace(got) != body {
+			t.Fatalf("GET %s: %q, want %q", url, got, body)
+		}
+		t.Logf("GET %s (published from %s on %s): %q", url, c.Name, n.Name, strings.TrimSpace(got))
+		return
+	}
+	t.Fatalf("GET %s, the port published from %s on vxsec network %s, never answered: %v", url, c.Name, n.Name, last)
+}
+
+func httpGet(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: reading the body: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), nil
 }

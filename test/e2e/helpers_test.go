@@ -240,10 +240,17 @@ type container struct {
 // vxsec interface is eth0); it is removed when the test ends.
 func runContainer(t testing.TB, n *network, extra ...string) *container {
 	t.Helper()
+	return runContainerCmd(t, n, extra, "sleep", "3600")
+}
+
+// runContainerCmd is runContainer with the container's command.
+func runContainerCmd(t testing.TB, n *network, extra []string, cmd ...string) *container {
+	t.Helper()
 	name := uniqueName("c")
 	args := []string{"run", "-d", "--name", name, "--network", n.Name}
 	args = append(args, extra...)
-	args = append(args, testImage, "sleep", "3600")
+	args = append(args, testImage)
+	args = append(args, cmd...)
 	t.Cleanup(func() {
 		if out, err := docker("rm", "-f", name); err != nil && !strings.Contains(out, "No such container") {
 			t.Errorf("cleanup: docker rm -f %s: %v\n%s", name, err, out)
