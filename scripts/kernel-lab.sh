@@ -423,11 +423,16 @@ main() {
 	# but SeaBIOS does not mirror itself to the serial line (its terminal
 	# resets and "disable line wrap" escapes would reach the caller's
 	# terminal and CI logs). -vga none: nothing to draw on anyway.
+	# softlockup_panic with watchdog_thresh=60: a guest whose CPU is stuck in
+	# its kernel for 120 s (seen once under TCG: both vCPUs, the RCU kthread
+	# starved) panics, and with panic=-1 and -no-reboot the VM stops then,
+	# instead of at the timeout. No healthy guest holds a CPU that long, even
+	# under emulation. The swarm lab runs again once after such a stop.
 	# shellcheck disable=SC2054 # the commas are qemu's
 	local qemu=(qemu-system-x86_64 -accel tcg -cpu max -smp "$cpus" -m "$mem"
 		-nographic -machine graphics=on -vga none -no-reboot -nic none
 		-kernel "/boot/vmlinuz-$kver" -initrd "$initrd"
-		-append "console=ttyS0 quiet loglevel=4 panic=-1 no_timer_check rdinit=/init"
+		-append "console=ttyS0 quiet loglevel=4 panic=-1 no_timer_check watchdog_thresh=60 softlockup_panic=1 rdinit=/init"
 		-fsdev local,id=hostroot,path=/,security_model=passthrough,readonly=on,multidevs=remap
 		-device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot
 		-fsdev "local,id=out,path=$run/out,security_model=passthrough"

@@ -13,18 +13,19 @@ ensure_host_packages
 
 declare -a names=() results=()
 failed=0
-# A tier's function may set TIER_CAUSE to say why it failed (the summary shows it).
-TIER_CAUSE=''
+# A tier's function may set TIER_CAUSE to say why it failed, and TIER_NOTE to
+# say what its pass needed (the summary shows either).
+TIER_CAUSE='' TIER_NOTE=''
 tier() {
 	local name=$1
 	shift
 	log "tier $name: $*"
 	local start=$SECONDS rc=0
-	TIER_CAUSE=''
+	TIER_CAUSE='' TIER_NOTE=''
 	"$@" || rc=$?
 	names+=("$name")
 	if ((rc == 0)); then
-		results+=("PASS ($((SECONDS - start)) s)")
+		results+=("PASS ($((SECONDS - start)) s)${TIER_NOTE:+: $TIER_NOTE}")
 	else
 		results+=("FAIL (exit $rc, $((SECONDS - start)) s)${TIER_CAUSE:+: $TIER_CAUSE}")
 		failed=$((failed + 1))
@@ -52,11 +53,17 @@ tier kernel-lab make kernel-lab
 swarm_lab() {
 	local rc=0
 	scripts/swarm-lab.sh || rc=$?
+	if [[ -s build/swarm-lab/attempts ]]; then
+		TIER_NOTE="in a second attempt, after: $(tr '\n' ' ' <build/swarm-lab/attempts)"
+	fi
 	if ((rc == 124)); then
 		TIER_CAUSE="timed out (build/swarm-lab/console.log)"
 	elif ((rc != 0)); then
 		TIER_CAUSE=$(grep -o '^FAIL \[[^]]*\]' build/swarm-lab/logs/results.txt 2>/dev/null | sed 's/^FAIL //' | head -n 6 | tr '\n' ' ')
 		TIER_CAUSE="failed checks: ${TIER_CAUSE:-none recorded, see build/swarm-lab/console.log}"
+	fi
+	if ((rc != 0)) && [[ -n $TIER_NOTE ]]; then
+		TIER_CAUSE="$TIER_CAUSE; $TIER_NOTE"
 	fi
 	return "$rc"
 }
