@@ -156,7 +156,7 @@ echo "swarm lab: a soft lockup stops the VM: softlockup_panic $(cat /proc/sys/ke
 	"$SWARM_LAB_ART/test2json" -t -p github.com/vxsec/vxsec/test/swarm |
 	SWARM_LAB_RENDER="$logs/swarm.json" "$SWARM_LAB_ART/swarm.test"'
 # A guest kernel that locks up under qemu TCG is the emulator's failure, not a
-# check's: both vCPUs stuck in the kernel (in runc and a re-executed dockerd)
+# check's: both vCPUs stuck in the kernel (in runc and a process re-executed through /proc/self/exe)
 # and the RCU kthread starved, seen once in about a dozen runs, on a loaded
 # host. kernel-lab.sh's guest panics on a soft lockup (softlockup_panic), so
 # such a VM stops two minutes in instead of at the timeout; the lab then runs
