@@ -91,12 +91,12 @@ bench: build vxlab
 	$(VXLAB) bench -results $(BENCH_RESULTS) $(VXLAB_BENCH)
 	scripts/kernel-lab.sh --timeout 1800 --results $(BENCH_RESULTS) -- \
 		$(VXLAB) bench -only encryption -results /run/kernel-lab/out/results $(VXLAB_BENCH_ENC)
-	scripts/swarm-lab.sh --bench $(SWARM_LAB_BENCH)
-	$(VXLAB) report -results $(BENCH_RESULTS) -out $(BENCH_REPORT)
+	BENCH_RESULTS=$(BENCH_RESULTS) scripts/swarm-lab.sh --bench $(SWARM_LAB_BENCH)
+	$(VXLAB) report -results $(BENCH_RESULTS) -swarm $(BENCH_RESULTS)/swarm-bench.tsv -out $(BENCH_REPORT)
 
 # The report again from the results on disk (after one benchmark rerun).
 bench-report: vxlab
-	$(VXLAB) report -results $(BENCH_RESULTS) -out $(BENCH_REPORT)
+	$(VXLAB) report -results $(BENCH_RESULTS) -swarm $(BENCH_RESULTS)/swarm-bench.tsv -out $(BENCH_REPORT)
 
 lint:
 	@u=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$u" || { echo "gofmt wants to rewrite: $$u"; exit 1; }

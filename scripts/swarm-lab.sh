@@ -27,7 +27,8 @@
 # --bench: in one lab run, the time from `docker service create --mode global`
 # to every task reaching every other task, for vxsec and for Docker's overlay,
 # both --opt encrypted, alternating, N runs each (default 3); prints the medians
-# and their ratio (also build/swarm-lab/logs/bench.txt and bench.tsv).
+# and their ratio (also build/swarm-lab/logs/bench.txt and bench.tsv; the tsv is
+# copied to $BENCH_RESULTS/swarm-bench.tsv, build/bench/ by default, for the report).
 #
 #   SWARM_LAB_BIN         a vxsec binary to use instead of building one from this tree
 #   SWARM_LAB_ENGINE      20.10 runs Debian bookworm's engines instead of sid's 28.5
@@ -203,6 +204,14 @@ fi
 if [[ $mode == bench && -f $art/logs/bench.txt ]]; then
 	echo
 	cat "$art/logs/bench.txt"
+fi
+# The benchmark's figures also go where the report reads them, out of $art,
+# which the next run of the lab (the test tier's too) starts by emptying.
+if [[ $mode == bench && -s $art/logs/bench.tsv ]]; then
+	mkdir -p "${BENCH_RESULTS:-build/bench}"
+	cp "$art/logs/bench.tsv" "${BENCH_RESULTS:-build/bench}/swarm-bench.tsv"
+	cp "$art/logs/bench.txt" "${BENCH_RESULTS:-build/bench}/swarm-bench.txt"
+	log "the benchmark's figures: ${BENCH_RESULTS:-build/bench}/swarm-bench.tsv (vxlab report renders them)"
 fi
 if ((rc == 0 && src != 0)); then
 	rc=1

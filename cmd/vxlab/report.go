@@ -23,7 +23,7 @@ func reportFlags(f *flag.FlagSet) *reportOpts {
 	o := &reportOpts{}
 	f.StringVar(&o.src.Dir, "results", "build/bench", "vxlab bench's results directory (its -results)")
 	f.StringVar(&o.src.DockerGlob, "docker", "build/bench-docker-*.tsv", "scripts/bench.sh's docker run timings, one file per engine")
-	f.StringVar(&o.src.SwarmTSV, "swarm", "build/swarm-lab/logs/bench.tsv", "the swarm lab's benchmark (scripts/swarm-lab.sh --bench)")
+	f.StringVar(&o.src.SwarmTSV, "swarm", "build/bench/swarm-bench.tsv", "the swarm lab's benchmark (scripts/swarm-lab.sh --bench copies it there from build/swarm-lab/logs/bench.tsv)")
 	f.StringVar(&o.out, "out", "docs/bench", "where the report (README.md and SVG plots) is written")
 	f.StringVar(&o.note, "note", "", "a line opening the report, such as what kind of run it comes from")
 	return o

@@ -57,21 +57,27 @@ func TestReadDocker(t *testing.T) {
 func TestReadSwarm(t *testing.T) {
 	const tsv = "1\tvxsec\t32.5\n1\toverlay\t54.4\n2\toverlay\t54.3\n2\tvxsec\t23.9\n"
 	runs := []SwarmRun{{1, "vxsec", 32.5}, {1, "overlay", 54.4}, {2, "overlay", 54.3}, {2, "vxsec", 23.9}}
+	const warmUp = "after one untimed warm-up run of each (vxsec 18.6 s, overlay 11.1 s)"
+	const dnsrr = "swarm lab benchmark: docker service create --mode global (3 nodes, --opt encrypted, --endpoint-mode dnsrr)\n"
 	for _, tc := range []struct {
-		name, txt, mode string
+		name, file, txtFile, txt, mode string
 	}{
-		{"dnsrr", "swarm lab benchmark: docker service create --mode global (3 nodes, --opt encrypted, --endpoint-mode dnsrr)\n", "dnsrr"},
-		{"vip", "swarm lab benchmark: docker service create --mode global (3 nodes, --opt encrypted, VIP mode)\n", "vip"},
-		{"no bench.txt", "", ""},
+		{"dnsrr", "bench.tsv", "bench.txt", dnsrr, "dnsrr"},
+		{"vip", "bench.tsv", "bench.txt", "swarm lab benchmark: docker service create --mode global (3 nodes, --opt encrypted, VIP mode)\n", "vip"},
+		{"no bench.txt", "bench.tsv", "", "", ""},
+		// The copy scripts/swarm-lab.sh leaves for the report.
+		{"the copy", "swarm-bench.tsv", "swarm-bench.txt", dnsrr, "dnsrr"},
+		{"with a warm-up", "swarm-bench.tsv", "swarm-bench.txt", dnsrr + warmUp + "\nvxsec   runs: 7.8 s\n", "dnsrr"},
+		{"the copy, another's text beside it", "swarm-bench.tsv", "bench.txt", dnsrr, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			path := filepath.Join(dir, "bench.tsv")
+			path := filepath.Join(dir, tc.file)
 			if err := os.WriteFile(path, []byte(tsv), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			if tc.txt != "" {
-				if err := os.WriteFile(filepath.Join(dir, "bench.txt"), []byte(tc.txt), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, tc.txtFile), []byte(tc.txt), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -80,6 +86,9 @@ func TestReadSwarm(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := Swarm{File: path, Mode: tc.mode, Runs: runs, Modified: got.Modified}
+			if strings.Contains(tc.txt, warmUp) {
+				want.WarmUp = warmUp
+			}
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("got %+v, want %+v", got, want)
 			}

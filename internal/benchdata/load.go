@@ -15,7 +15,7 @@ type Sources struct {
 	// DockerGlob matches scripts/bench.sh's TSVs
 	// (build/bench-docker-*.tsv).
 	DockerGlob string
-	// SwarmTSV is the swarm lab's (build/swarm-lab/logs/bench.tsv).
+	// SwarmTSV is the swarm lab's (build/bench/swarm-bench.tsv, copied from build/swarm-lab/logs/bench.tsv).
 	SwarmTSV string
 }
 

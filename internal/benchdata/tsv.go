@@ -36,7 +36,10 @@ type Swarm struct {
 	// Mode is "vip" or "dnsrr" as bench.txt beside the TSV says, or ""
 	// when it is not there.
 	Mode string
-	Runs []SwarmRun
+	// WarmUp is the text's line about the untimed warm-up runs, "" when
+	// the text has none (a benchmark before them, or no text).
+	WarmUp string
+	Runs   []SwarmRun
 }
 
 // SwarmRun is one service's creation to full reachability.
@@ -71,17 +74,23 @@ func ReadDocker(path string) (DockerRuns, error) {
 	return d, err
 }
 
-// ReadSwarm reads the swarm lab's bench.tsv, and its mode from the
-// bench.txt beside it when present.
+// ReadSwarm reads the swarm lab's bench.tsv (or its copy, swarm-bench.tsv),
+// and its mode from the text beside it when present (bench.txt,
+// swarm-bench.txt).
 func ReadSwarm(path string) (Swarm, error) {
 	s := Swarm{File: path, Modified: modified(path)}
-	if b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "bench.txt")); err == nil {
+	if b, err := os.ReadFile(strings.TrimSuffix(path, ".tsv") + ".txt"); err == nil {
 		first, _, _ := strings.Cut(string(b), "\n")
 		switch {
 		case strings.Contains(first, "VIP mode"):
 			s.Mode = "vip"
 		case strings.Contains(first, "dnsrr"):
 			s.Mode = "dnsrr"
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "warm-up") {
+				s.WarmUp = strings.TrimSpace(line)
+			}
 		}
 	}
 	err := eachRow(path, func(_ int, f []string) error {

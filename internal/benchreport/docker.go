@@ -137,9 +137,13 @@ func (rp *report) swarm(s *benchdata.Swarm) error {
 	case "dnsrr":
 		mode = "dnsrr: each task pings every other task by address"
 	}
+	warm := "no warm-up run recorded (the first run of a lab pays for the node's first encrypted network and swarm's session after the plugin's install)"
+	if s.WarmUp != "" {
+		warm = s.WarmUp
+	}
 	fmt.Fprintf(&rp.md, "Method: in the swarm lab (three Docker engines in one kernel-lab VM, qemu TCG), from `docker service create --mode global` "+
-		"on an encrypted network to every task reaching every other, vxsec against Docker's encrypted overlay, alternating; %s. "+
-		"Raw figures: `%s` (written %s).\n\n", mode, s.File, stamp(s.Modified))
+		"on an encrypted network to every task reaching every other, vxsec against Docker's encrypted overlay, alternating; %s; %s. "+
+		"Raw figures: `%s` (written %s).\n\n", mode, warm, s.File, stamp(s.Modified))
 	by := map[string][]float64{}
 	var drivers []string
 	for _, r := range s.Runs {
