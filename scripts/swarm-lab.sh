@@ -27,8 +27,8 @@
 # --bench: in one lab run, the time from `docker service create --mode global`
 # to every task reaching every other task, for vxsec and for Docker's overlay,
 # both --opt encrypted, alternating, N runs each (default 3); prints the medians
-# and their ratio (also build/swarm-lab/logs/bench.txt and bench.tsv; the tsv is
-# copied to $BENCH_RESULTS/swarm-bench.tsv, build/bench/ by default, for the report).
+# and their ratio (also build/swarm-lab/logs/bench.txt and bench.tsv, both copied
+# to $BENCH_RESULTS/swarm-bench.{txt,tsv}, build/bench/ by default, for the report).
 #
 #   SWARM_LAB_BIN         a vxsec binary to use instead of building one from this tree
 #   SWARM_LAB_ENGINE      20.10 runs Debian bookworm's engines instead of sid's 28.5
@@ -157,13 +157,13 @@ echo "swarm lab: a soft lockup stops the VM: softlockup_panic $(cat /proc/sys/ke
 	"$SWARM_LAB_ART/test2json" -t -p github.com/vxsec/vxsec/test/swarm |
 	SWARM_LAB_RENDER="$logs/swarm.json" "$SWARM_LAB_ART/swarm.test"'
 # A guest kernel that locks up under qemu TCG is the emulator's failure, not a
-# check's: both vCPUs stuck in the kernel (in runc and a process re-executed through /proc/self/exe)
-# and the RCU kthread starved, seen once in about a dozen runs, on a loaded
-# host. kernel-lab.sh's guest panics on a soft lockup (softlockup_panic), so
-# such a VM stops two minutes in instead of at the timeout; the lab then runs
-# once more from the start, says so here and in $art/attempts, and keeps the
-# first attempt's console and logs. A second lockup, or any other failure,
-# fails the lab.
+# check's: both vCPUs stuck in the kernel (in runc and in a process
+# re-executed through /proc/self/exe) and the RCU kthread starved, seen once
+# in about a dozen runs, on a loaded host. kernel-lab.sh's guest panics on a
+# soft lockup (softlockup_panic), so such a VM stops two minutes in instead of
+# at the timeout; the lab then runs once more from the start, says so here and
+# in $art/attempts, and keeps the first attempt's console and logs. A second
+# lockup, or any other failure, fails the lab.
 attempt=1
 while :; do
 	set +e
