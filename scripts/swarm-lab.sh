@@ -52,7 +52,7 @@ while (($#)); do
 	--cpus) cpus=${2:?}; shift 2 ;;
 	--mem) mem=${2:?}; shift 2 ;;
 	--hold) hold=${2:?}; shift 2 ;;
-	-h | --help) sed -n '2,34p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,36p' "$0"; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
