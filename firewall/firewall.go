@@ -95,6 +95,17 @@ type Firewall struct {
 // New returns a Firewall.
 func New() *Firewall { return &Firewall{} }
 
+// open returns one netlink connection for all of a call's requests, and
+// its closer. A Conn made without AsLasting dials a socket, and seeds a
+// random source, for each request: the check at every Join makes six.
+func open() (*nftables.Conn, func(), error) {
+	conn, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening nftables: %w", err)
+	}
+	return conn, func() { conn.CloseLasting() }, nil
+}
+
 var families = []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyARP}
 
 // Apply makes the kernel's tables what s says, in one atomic transaction:
@@ -105,10 +116,11 @@ var families = []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFa
 func (f *Firewall) Apply(s State) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	conn, err := nftables.New()
+	conn, done, err := open()
 	if err != nil {
-		return fmt.Errorf("opening nftables: %w", err)
+		return err
 	}
+	defer done()
 	existing, err := f.tables(conn)
 	if err != nil {
 		return err
@@ -206,10 +218,11 @@ func (f *Firewall) ESPSeen() ([]netip.Addr, time.Time, error) {
 	f.mu.Lock()
 	since := f.builtAt
 	f.mu.Unlock()
-	conn, err := nftables.New()
+	conn, done, err := open()
 	if err != nil {
-		return nil, since, fmt.Errorf("opening nftables: %w", err)
+		return nil, since, err
 	}
+	defer done()
 	// No set: no encrypted network, or a table of an older release.
 	addrs, err := setAddrs(conn, espSetName)
 	return addrs, since, err
@@ -236,10 +249,11 @@ func (f *Firewall) PathSeen() (PathRecord, error) {
 	if !rec.Recording {
 		return rec, nil
 	}
-	conn, err := nftables.New()
+	conn, done, err := open()
 	if err != nil {
-		return rec, fmt.Errorf("opening nftables: %w", err)
+		return rec, err
 	}
+	defer done()
 	if rec.Small, err = setAddrs(conn, func(v6 bool) string { return pathSetName(false, v6) }); err != nil {
 		return rec, err
 	}
@@ -251,10 +265,11 @@ func (f *Firewall) PathSeen() (PathRecord, error) {
 
 // Members returns the member addresses the kernel holds, for status and tests.
 func (f *Firewall) Members() ([]netip.Addr, error) {
-	conn, err := nftables.New()
+	conn, done, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("opening nftables: %w", err)
+		return nil, err
 	}
+	defer done()
 	return f.currentMembers(conn)
 }
 
@@ -301,10 +316,11 @@ func (f *Firewall) tables(conn *nftables.Conn) (map[nftables.TableFamily]bool, e
 
 // Present reports which of vxsec's tables exist, for checks and tests.
 func (f *Firewall) Present() (bool, error) {
-	conn, err := nftables.New()
+	conn, done, err := open()
 	if err != nil {
-		return false, fmt.Errorf("opening nftables: %w", err)
+		return false, err
 	}
+	defer done()
 	t, err := f.tables(conn)
 	return len(t) > 0, err
 }
@@ -672,10 +688,11 @@ func onIf(key expr.MetaKey) []expr.Any {
 // tables were last built. Locks without a rule (no encrypted network) are
 // absent; no table at all gives an empty map.
 func (f *Firewall) Drops() (map[string]uint64, error) {
-	conn, err := nftables.New()
+	conn, done, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("opening nftables: %w", err)
+		return nil, err
 	}
+	defer done()
 	existing, err := f.tables(conn)
 	if err != nil {
 		return nil, err

@@ -20,7 +20,7 @@ import (
 // inNewNetns runs f on a thread moved into a fresh network namespace with
 // an underlay holding 198.18.0.1/24 (a veth: not every kernel has dummy).
 // Needs root.
-func inNewNetns(t *testing.T, f func()) {
+func inNewNetns(t testing.TB, f func()) {
 	t.Helper()
 	testutil.InNewNetns(t, func(netns.NsHandle) {
 		underlay(t)
@@ -30,7 +30,7 @@ func inNewNetns(t *testing.T, f func()) {
 
 // underlay gives the current namespace a veth pair, one end holding
 // 198.18.0.1/24, and brings it and loopback up.
-func underlay(t *testing.T) {
+func underlay(t testing.TB) {
 	t.Helper()
 	under := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "under0"}, PeerName: "under1"}
 	if err := netlink.LinkAdd(under); err != nil {
