@@ -76,7 +76,7 @@ demo: build vxlab
 	scripts/demo.sh
 
 # Benchmarks (not tests): a receiver's driver work per remote change by
-# cluster size (Go benchmark), Docker `docker run` timings, then the lab's
+# cluster size and the firewall's check at every Join (Go benchmarks), Docker `docker run` timings, then the lab's
 # convergence, scale and throughput. VXLAB_BENCH passes flags to vxlab bench.
 # Encryption needs ESP: it runs in the kernel lab (TCG, so read its ratios).
 # The swarm lab's benchmark: service create to full reachability, vxsec
@@ -87,6 +87,7 @@ demo: build vxlab
 bench: build vxlab
 	mkdir -p $(BENCH_RESULTS)
 	$(GO) test ./driver -run '^$$' -bench RemoteChange -benchtime 2000x > $(BENCH_RESULTS)/driver-remote-change.txt && cat $(BENCH_RESULTS)/driver-remote-change.txt
+	$(GO) test ./firewall -run '^$$' -bench ApplyUnchanged -benchtime 2000x > $(BENCH_RESULTS)/firewall-apply.txt && cat $(BENCH_RESULTS)/firewall-apply.txt
 	for e in $(BENCH_ENGINES); do VXSEC_ENGINE=$$e scripts/bench.sh || exit 1; done
 	$(VXLAB) bench -results $(BENCH_RESULTS) $(VXLAB_BENCH)
 	scripts/kernel-lab.sh --timeout 1800 --results $(BENCH_RESULTS) -- \
